@@ -1,0 +1,307 @@
+"""The ``aifactory`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import __version__
+from .config import EX_CONFIG, Config, ConfigError, load_config
+from .model import to_line_protocol
+from .units import parse_duration
+
+EX_OK, EX_FAIL, EX_USAGE, EX_NOT_RUNNING = 0, 1, 2, 3
+
+
+def _iso(ns: int | float | None) -> str | None:
+    if ns is None:
+        return None
+    return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    cells = [[("" if c is None else str(c)) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    for r in cells:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def _load(args) -> Config:
+    return load_config(getattr(args, "config", None))
+
+
+def _state_dir(args, config: Config) -> Path:
+    from .state import resolve_state_dir
+
+    return resolve_state_dir(getattr(args, "state_dir", None), config.settings.agent.state_dir)
+
+
+def _duration_arg(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+# --- commands -------------------------------------------------------------------
+
+
+def cmd_run(args) -> int:
+    from .scheduler import Agent
+
+    config = _load(args)
+    _setup_logging(args.log_level or config.settings.agent.log_level)
+    state_dir = _state_dir(args, config)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"aifactory: cannot create state directory {state_dir}: {e}", file=sys.stderr)
+        return EX_CONFIG
+    agent = Agent(config, state_dir)
+    return asyncio.run(agent.run(once=args.once, duration=args.duration))
+
+
+def cmd_collect(args) -> int:
+    from .registry import default_registry
+    from .scheduler import build_runners
+
+    config = _load(args)
+    _setup_logging(args.log_level or "warning")
+    only = set(args.collector or [])
+    known = {i.kind for i in config.instances} | {i.name for i in config.instances}
+    unknown = only - known
+    if unknown:
+        print(f"aifactory: no enabled collector named {', '.join(sorted(unknown))}; enabled: "
+              f"{', '.join(sorted(i.name for i in config.instances))}", file=sys.stderr)
+        return EX_USAGE
+    samples: list = []
+    runners = build_runners(config, default_registry(), samples.extend, None, only or None)
+
+    async def once():
+        await asyncio.gather(*(r.run_once() for r in runners))
+
+    asyncio.run(once())
+    for r in runners:
+        r.close()
+    if args.format == "json":
+        json.dump([s.to_json() for s in samples], sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(to_line_protocol(samples))
+    failed = [r for r in runners if not r.success]
+    for r in failed:
+        print(f"aifactory: collector {r.name}: {r.state}: {r.last_error}", file=sys.stderr)
+    return EX_FAIL if failed else EX_OK
+
+
+def cmd_status(args) -> int:
+    from .state import read_status
+
+    config = _load(args)
+    state_dir = _state_dir(args, config)
+    st = read_status(state_dir)
+    if st is None:
+        msg = f"no agent status in {state_dir}: the agent has not run with this state directory"
+        if args.json:
+            json.dump({"running": False, "healthy": False, "state_dir": str(state_dir), "error": msg}, sys.stdout)
+            sys.stdout.write("\n")
+        else:
+            print(msg)
+        return EX_NOT_RUNNING
+    if not st["running"]:
+        st["healthy"] = False
+    if args.json:
+        json.dump(st, sys.stdout, indent=1, default=str)
+        sys.stdout.write("\n")
+    else:
+        now = time.time()
+        up = now - st.get("started_at", now)
+        state = ("running" if st["running"] else "NOT RUNNING") + (
+            f" (pid {st['pid']}, up {up:.0f}s)" if st["running"] else f" (last update {st['age_seconds']:.0f}s ago)")
+        print(f"agent {st.get('version')} on {st.get('hostname')}: {state}, "
+              f"{'healthy' if st['healthy'] else 'UNHEALTHY'}")
+        print(f"config: {st.get('config_source')}   state dir: {st.get('state_dir')}")
+        proc = st.get("process") or {}
+        if proc:
+            print(f"process: cpu {proc.get('cpu_seconds_total', 0):.2f}s, "
+                  f"rss {proc.get('memory_rss_bytes', 0) / 2**20:.1f} MiB, threads {proc.get('threads')}")
+        print()
+        rows = []
+        for name, c in sorted(st.get("collectors", {}).items()):
+            dur = c.get("run_duration_seconds")
+            last = c.get("last_run_ns")
+            rows.append([name, c.get("state"), f"{now - last / 1e9:.0f}s ago" if last else "-",
+                         f"{dur * 1000:.1f}ms" if dur is not None else "-", c.get("run_samples"),
+                         c.get("runs_total"), c.get("errors_total"), c.get("timeouts_total"),
+                         c.get("skipped_total"), c.get("last_error") or ""])
+        print(_table(["COLLECTOR", "STATE", "LAST RUN", "DURATION", "SAMPLES", "RUNS", "ERRORS", "TIMEOUTS",
+                      "SKIPPED", "LAST ERROR"], rows))
+        print()
+        rows = [[name, o.get("queue_depth_samples"), o.get("queue_dropped_samples_total"),
+                 o.get("written_samples_total"), o.get("write_errors_total"), o.get("evicted_samples_total", ""),
+                 o.get("last_error") or ""] for name, o in sorted(st.get("outputs", {}).items())]
+        print(_table(["OUTPUT", "QUEUED", "DROPPED", "WRITTEN", "ERRORS", "EVICTED", "LAST ERROR"], rows))
+    if not st["running"]:
+        return EX_NOT_RUNNING
+    return EX_OK if st["healthy"] else EX_FAIL
+
+
+def cmd_query(args) -> int:
+    from .outputs.local import query
+
+    config = _load(args)
+    state_dir = _state_dir(args, config)
+    path = config.settings.outputs.local.path or state_dir / "metrics.db"
+    tags = {}
+    for t in args.tag or []:
+        k, sep, v = t.partition("=")
+        if not sep or not k:
+            print(f"aifactory: --tag expects KEY=VALUE, got {t!r}", file=sys.stderr)
+            return EX_USAGE
+        tags[k] = v
+    now = time.time_ns()
+    since = now - int(args.since * 1e9) if args.since is not None else None
+    try:
+        samples = query(path, args.measurement, since_ns=since, fields=args.field or None, tags=tags,
+                        limit=args.limit)
+    except FileNotFoundError as e:
+        print(f"aifactory: {e}", file=sys.stderr)
+        return EX_FAIL
+    if args.json:
+        out = [dict(s.to_json(), time=_iso(s.ts)) for s in samples]
+        json.dump(out, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return EX_OK
+    if not samples:
+        print(f"no samples of {args.measurement!r} in the last {args.since:g}s" if args.since else "no samples")
+        return EX_OK
+    tag_keys = sorted({k for s in samples for k in s.tags if k not in ("host",)} - set(tags))
+    field_keys = list(dict.fromkeys(k for s in samples for k in s.fields))
+    rows = [[_iso(s.ts)] + [s.tags.get(k, "") for k in tag_keys] + [s.fields.get(k, "") for k in field_keys]
+            for s in samples]
+    print(_table(["TIME"] + tag_keys + field_keys, rows))
+    return EX_OK
+
+
+def cmd_config(args) -> int:
+    config = _load(args)
+    if args.action == "check":
+        src = config.source or "built-in defaults (no configuration file)"
+        print(f"{src}: OK, {len(config.instances)} collector instances: "
+              + ", ".join(f"{i.name}({i.interval:g}s)" for i in config.instances))
+        return EX_OK
+    data = config.show()
+    if args.json:
+        json.dump(data, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        import yaml
+
+        sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
+    return EX_OK
+
+
+def cmd_catalogue(args) -> int:
+    from .registry import default_registry
+
+    cat = default_registry().catalogue()
+    if args.format == "json":
+        json.dump([{"measurement": m.measurement, "field": m.field, "kind": m.kind.value, "unit": m.unit,
+                    "tags": list(m.tags), "description": m.description} for m in cat], sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(catalogue_markdown(cat))
+    return EX_OK
+
+
+def catalogue_markdown(cat) -> str:
+    lines = ["| measurement | field | kind | unit | description |", "|---|---|---|---|---|"]
+    for m in cat:
+        lines.append(f"| `{m.measurement}` | `{m.field}` | {m.kind.value} | {m.unit} | {m.description} |")
+    return "\n".join(lines) + "\n"
+
+
+# --- parser ---------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", help="configuration file (default: $AIFACTORY_CONFIG, "
+                        "else /etc/aifactory/agent.yaml if present, else built-in defaults)")
+    common.add_argument("--state-dir", help="state directory (default: /var/lib/aifactory as root, "
+                        "$XDG_STATE_HOME/aifactory otherwise)")
+    common.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+    p = argparse.ArgumentParser(prog="aifactory", description="AI-factory telemetry agent")
+    p.add_argument("--version", action="version", version=f"aifactory-agent {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", parents=[common], help="run the agent")
+    r.add_argument("--once", action="store_true", help="collect once, write, and exit")
+    r.add_argument("--for", dest="duration", type=_duration_arg, metavar="DURATION",
+                   help="stop after this long (e.g. 30s, 5m)")
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("collect", parents=[common], help="collect once and print; nothing is stored")
+    c.add_argument("--once", action="store_true", help="(the default; accepted for clarity)")
+    c.add_argument("--collector", action="append", metavar="NAME", help="only this collector (repeatable)")
+    c.add_argument("--format", choices=["lp", "json"], default="lp", help="line protocol (default) or JSON")
+    c.set_defaults(func=cmd_collect)
+
+    s = sub.add_parser("status", parents=[common], help="what the running agent is doing")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+    q = sub.add_parser("query", parents=[common], help="read samples from the local store")
+    q.add_argument("measurement")
+    q.add_argument("--field", action="append", metavar="F", help="only this field (repeatable)")
+    q.add_argument("--since", type=_duration_arg, default=600.0, metavar="DURATION", help="default 10m")
+    q.add_argument("--tag", action="append", metavar="K=V", help="only series with this tag (repeatable)")
+    q.add_argument("--limit", type=int, help="at most the newest N samples")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_query)
+
+    cf = sub.add_parser("config", parents=[common], help="check or show the configuration")
+    cf.add_argument("action", choices=["check", "show"])
+    cf.add_argument("--json", action="store_true", help="show as JSON (default YAML)")
+    cf.set_defaults(func=cmd_config)
+
+    ct = sub.add_parser("catalogue", parents=[common], help="every declared metric")
+    ct.add_argument("--format", choices=["md", "json"], default="md")
+    ct.set_defaults(func=cmd_catalogue)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print("aifactory: configuration error:", file=sys.stderr)
+        for m in e.messages:
+            print(f"  {m}", file=sys.stderr)
+        return EX_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EX_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,347 @@
+"""Typed, strict configuration (YAML + pydantic, extra="forbid").
+
+Errors name the file, the line, the dotted key and what was expected; the CLI turns
+a ConfigError into exit status 78 (EX_CONFIG) before anything starts.
+
+Collectors bring their own option models (``Collector.Options``); this module never
+names a collector, so adding one never edits ``agent/``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError
+
+from .units import format_duration, parse_duration, parse_size
+
+DEFAULT_CONFIG_PATH = Path("/etc/aifactory/agent.yaml")
+CONFIG_ENV = "AIFACTORY_CONFIG"
+EX_CONFIG = 78
+
+
+def _dur(v: Any) -> float:
+    return parse_duration(v)
+
+
+def _size(v: Any) -> int:
+    return parse_size(v)
+
+
+Duration = Annotated[float, BeforeValidator(_dur), PlainSerializer(format_duration, return_type=str)]
+Size = Annotated[int, BeforeValidator(_size)]
+PositiveDuration = Annotated[Duration, Field(gt=0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class AgentSection(Strict):
+    hostname: str | None = Field(None, description="value of the `host` tag; default: the system hostname")
+    interval: PositiveDuration = Field(10.0, description="default collection interval")
+    jitter: Duration = Field(0.0, description="random delay added to each run, spreads a fleet's load")
+    align: bool = Field(True, description="align runs and timestamps to the interval grid")
+    state_dir: Path | None = Field(None, description="local store, buffers and status; see README")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    queue_size: int = Field(100_000, gt=0, description="samples held per output before the oldest are dropped")
+    proc_root: Path = Field(Path("/proc"), description="procfs root (containers: the host's /proc)")
+    sys_root: Path = Field(Path("/sys"), description="sysfs root")
+
+
+class TagsSection(Strict):
+    site: str | None = None
+    cluster: str | None = None
+    rack: str | None = None
+    role: str | None = None
+    extra: dict[str, str] = Field(default_factory=dict, description="any further global tags")
+
+    def as_tags(self) -> dict[str, str]:
+        out = {k: v for k, v in (("site", self.site), ("cluster", self.cluster),
+                                 ("rack", self.rack), ("role", self.role)) if v}
+        out.update(self.extra)
+        return out
+
+
+class CollectorOptions(Strict):
+    """Options every collector instance has. Collectors subclass this."""
+
+    name: str | None = Field(None, description="instance name, when a collector runs more than once")
+    enabled: bool = True
+    interval: PositiveDuration | None = Field(None, description="default: agent.interval")
+    timeout: PositiveDuration | None = Field(None, description="run deadline; default: the interval")
+
+
+class LocalStoreOptions(Strict):
+    enabled: bool = True
+    path: Path | None = Field(None, description="default: STATE_DIR/metrics.db")
+    retention: PositiveDuration = Field(7 * 86400.0, description="samples older than this are deleted")
+    max_size: Size = Field(1 << 30, description="database size cap; the oldest samples go first")
+
+
+class OutputsSection(Strict):
+    local: LocalStoreOptions = Field(default_factory=LocalStoreOptions)
+
+
+class Settings(Strict):
+    agent: AgentSection = Field(default_factory=AgentSection)
+    tags: TagsSection = Field(default_factory=TagsSection)
+    collectors: dict[str, Any] = Field(default_factory=dict)
+    outputs: OutputsSection = Field(default_factory=OutputsSection)
+
+
+@dataclass
+class InstanceConfig:
+    kind: str  # registered collector name
+    name: str  # instance name (== kind for a single instance)
+    options: CollectorOptions
+    interval: float
+    timeout: float
+
+
+@dataclass
+class Config:
+    settings: Settings
+    instances: list[InstanceConfig]
+    source: Path | None  # None: built-in defaults
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def hostname(self) -> str:
+        return self.settings.agent.hostname or socket.gethostname()
+
+    def global_tags(self) -> dict[str, str]:
+        tags = {"host": self.hostname}
+        tags.update(self.settings.tags.as_tags())
+        return tags
+
+    def show(self) -> dict:
+        """The effective configuration, secrets redacted (SecretStr dumps as stars)."""
+        data = self.settings.model_dump(mode="json", exclude={"collectors"})
+        cols: dict[str, list] = {}
+        for inst in self.instances:
+            d = inst.options.model_dump(mode="json")
+            d["name"] = inst.name
+            d["interval"] = format_duration(inst.interval)
+            d["timeout"] = format_duration(inst.timeout)
+            cols.setdefault(inst.kind, []).append(d)
+        data["collectors"] = {k: (v[0] if len(v) == 1 else v) for k, v in cols.items()}
+        data["source"] = str(self.source) if self.source else "built-in defaults"
+        return data
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``str()`` is the complete message for the operator."""
+
+    def __init__(self, messages: list[str]):
+        self.messages = messages
+        super().__init__("\n".join(messages))
+
+
+# --- YAML with positions --------------------------------------------------------
+
+
+def _positions(node: yaml.Node, path: tuple, out: dict[tuple, int], problems: list[str], where: str) -> None:
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set = set()
+        for k, v in node.value:
+            key = k.value
+            if key in seen:
+                problems.append(f"{where}:{k.start_mark.line + 1}: {_dotted(path + (key,))}: duplicate key")
+            seen.add(key)
+            out[path + (key,)] = k.start_mark.line + 1
+            _positions(v, path + (key,), out, problems, where)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            out[path + (i,)] = v.start_mark.line + 1
+            _positions(v, path + (i,), out, problems, where)
+
+
+def _dotted(path: tuple) -> str:
+    s = ""
+    for p in path:
+        s += f"[{p}]" if isinstance(p, int) else (("." if s else "") + str(p))
+    return s or "(top level)"
+
+
+def _line_for(path: tuple, positions: dict[tuple, int]) -> int | None:
+    while path:
+        if path in positions:
+            return positions[path]
+        path = path[:-1]
+    return positions.get(())
+
+
+def _explain(err: dict) -> str:
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    msg = err.get("msg", "invalid value")
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    inp = err.get("input")
+    if kind not in ("value_error",) and not isinstance(inp, (dict, list)):
+        msg += f" (got {inp!r})"
+    return msg
+
+
+def _allowed_keys(model: type[BaseModel] | None) -> str:
+    if model is None:
+        return ""
+    return "; expected one of: " + ", ".join(model.model_fields)
+
+
+def _model_at(root: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The model that owns the last key of ``loc`` (for 'unknown key' hints)."""
+    model: Any = root
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        f = getattr(model, "model_fields", {}).get(part)
+        if f is None:
+            return None
+        ann = f.annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if model is None:
+            return None
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _validation_messages(exc: ValidationError, model: type[BaseModel], prefix: tuple,
+                         positions: dict[tuple, int], where: str) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = prefix + tuple(err["loc"])
+        line = _line_for(loc, positions)
+        msg = _explain(err)
+        if err.get("type") == "extra_forbidden":
+            msg += _allowed_keys(_model_at(model, tuple(err["loc"])))
+        at = f"{where}:{line}" if line else where
+        out.append(f"{at}: {_dotted(loc)}: {msg}")
+    return out
+
+
+def load_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
+    where = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{where}: configuration file not found"]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError([f"{where}: cannot read configuration: {e}"]) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        line = e.problem_mark.line + 1 if e.problem_mark else "?"
+        raise ConfigError([f"{where}:{line}: YAML syntax error: {e.problem}"]) from None
+    if node is None:
+        return {}, {}
+    positions: dict[tuple, int] = {}
+    problems: list[str] = []
+    _positions(node, (), positions, problems, where)
+    if problems:
+        raise ConfigError(problems)
+    loader = yaml.SafeLoader(text)
+    try:
+        data = loader.construct_document(node)
+    except yaml.YAMLError as e:
+        raise ConfigError([f"{where}: YAML error: {e}"]) from None
+    finally:
+        loader.dispose()
+    return data, positions
+
+
+def resolve_config_path(cli_path: str | os.PathLike | None) -> tuple[Path | None, bool]:
+    """(path, must_exist). An explicit -c or $AIFACTORY_CONFIG must exist; the default may not."""
+    if cli_path:
+        return Path(cli_path), True
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env), True
+    return DEFAULT_CONFIG_PATH, False
+
+
+def load_config(cli_path: str | os.PathLike | None = None, registry: Any = None) -> Config:
+    from .registry import default_registry
+
+    registry = registry or default_registry()
+    path, must_exist = resolve_config_path(cli_path)
+    data: Any = {}
+    positions: dict[tuple, int] = {}
+    source: Path | None = None
+    if path is not None and (must_exist or path.exists()):
+        data, positions = load_yaml(path)
+        source = path
+    return build_config(data, positions, source, registry)
+
+
+def build_config(data: Any, positions: dict[tuple, int], source: Path | None, registry: Any) -> Config:
+    where = str(source) if source else "<defaults>"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{where}:1: the configuration must be a mapping of sections "
+                           f"(agent, tags, collectors, outputs)"])
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_validation_messages(e, Settings, (), positions, where)) from None
+
+    problems: list[str] = []
+    instances: list[InstanceConfig] = []
+    raw = settings.collectors or {}
+    known = registry.names()
+    for kind in raw:
+        if kind not in known:
+            line = _line_for(("collectors", kind), positions)
+            problems.append(f"{where}:{line}: collectors.{kind}: unknown collector; expected one of: "
+                            + ", ".join(sorted(known)))
+    for kind in sorted(known):
+        spec = registry.get(kind)
+        if kind in raw:
+            value = raw[kind]
+            items = value if isinstance(value, list) else [value]
+            is_list = isinstance(value, list)
+        elif spec.default_enabled:
+            items, is_list = [{}], False
+        else:
+            continue
+        names: set[str] = set()
+        for i, item in enumerate(items):
+            loc: tuple = ("collectors", kind) + ((i,) if is_list else ())
+            if item is None:
+                item = {}
+            if not isinstance(item, dict):
+                problems.append(f"{where}:{_line_for(loc, positions)}: {_dotted(loc)}: expected a mapping "
+                                f"of options (or a list of them), got {item!r}")
+                continue
+            try:
+                opts = spec.options_model.model_validate(item)
+            except ValidationError as e:
+                problems.extend(_validation_messages(e, spec.options_model, loc, positions, where))
+                continue
+            name = opts.name or (kind if not is_list or len(items) == 1 else f"{kind}-{i}")
+            if name in names:
+                problems.append(f"{where}:{_line_for(loc, positions)}: {_dotted(loc)}.name: "
+                                f"instance name {name!r} is used twice")
+                continue
+            names.add(name)
+            interval = opts.interval or settings.agent.interval
+            timeout = opts.timeout or interval
+            if timeout > interval:
+                problems.append(f"{where}:{_line_for(loc + ('timeout',), positions)}: {_dotted(loc)}.timeout: "
+                                f"must not exceed the interval ({format_duration(interval)})")
+                continue
+            if opts.enabled:
+                instances.append(InstanceConfig(kind, name, opts, interval, timeout))
+    if problems:
+        raise ConfigError(problems)
+    return Config(settings=settings, instances=instances, source=source)

@@ -1,0 +1,194 @@
+"""Data model: samples, the metric catalogue and the per-run accumulator.
+
+A *sample* is one InfluxDB point: measurement, tags, fields, one timestamp in ns.
+Every field a collector emits is declared first in the catalogue (house style 4):
+the catalogue is the single source for the README table, the dashboards' lint and
+the test that checks what is emitted.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Iterable, Mapping, Union
+
+FieldValue = Union[float, int, bool, str]
+
+
+@dataclass(slots=True)
+class Sample:
+    measurement: str
+    tags: dict[str, str]
+    fields: dict[str, FieldValue]
+    ts: int  # nanoseconds since the epoch
+
+    def series_key(self) -> tuple:
+        return (self.measurement, tuple(sorted(self.tags.items())))
+
+    def to_json(self) -> dict:
+        return {"measurement": self.measurement, "tags": dict(self.tags),
+                "fields": dict(self.fields), "timestamp_ns": self.ts}
+
+
+class Kind(str, Enum):
+    GAUGE = "gauge"
+    COUNTER = "counter"  # cumulative, never reset by us; rates come from deltas
+    INFO = "info"  # a string or enum value that describes state
+
+
+# Unit -> the suffix a field name must carry (house style 8). Unitless values
+# (load averages, enum codes) use "1"; booleans "bool"; strings "info".
+UNIT_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "bytes": ("_bytes",),
+    "seconds": ("_seconds",),
+    "percent": ("_percent",),
+    "celsius": ("_celsius",),
+    "watts": ("_watts",),
+    "joules": ("_joules",),
+    "bits_per_second": ("_bits_per_second",),
+    "hertz": ("_hertz",),
+    "count": ("",),
+    "1": ("",),
+    "bool": ("",),
+    "info": ("",),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    measurement: str
+    field: str
+    kind: Kind
+    unit: str
+    description: str
+    tags: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.unit not in UNIT_SUFFIXES:
+            raise ValueError(f"{self.measurement}.{self.field}: unknown unit {self.unit!r}")
+
+
+@dataclass
+class Catalogue:
+    """All declared metrics, keyed by (measurement, field)."""
+
+    metrics: dict[tuple[str, str], Metric] = field(default_factory=dict)
+    owners: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def declare(self, owner: str, metrics: Iterable[Metric]) -> None:
+        for m in metrics:
+            key = (m.measurement, m.field)
+            prev = self.owners.get(key)
+            if prev is not None and prev != owner:
+                raise ValueError(f"metric {key} declared by both {prev} and {owner}")
+            self.metrics[key] = m
+            self.owners[key] = owner
+
+    def get(self, measurement: str, field_name: str) -> Metric | None:
+        return self.metrics.get((measurement, field_name))
+
+    def measurements(self) -> set[str]:
+        return {m for m, _ in self.metrics}
+
+    def __iter__(self):
+        return iter(sorted(self.metrics.values(), key=lambda m: (m.measurement, m.field)))
+
+    def __len__(self) -> int:
+        return len(self.metrics)
+
+
+class Accumulator:
+    """Collects the samples of one collection run.
+
+    All samples of a run share one timestamp, so a replay or a redundant poller
+    overwrites the same series+timestamp instead of duplicating it. Samples with
+    the same series are merged. Once closed (run finished or abandoned past its
+    deadline) further adds are refused and counted, so an abandoned thread can
+    never mutate what was already handed to the pipeline.
+    """
+
+    __slots__ = ("ts", "global_tags", "_by_series", "_lock", "_closed", "late_adds", "invalid_values")
+
+    def __init__(self, ts: int, global_tags: Mapping[str, str] | None = None) -> None:
+        self.ts = ts
+        self.global_tags = dict(global_tags or {})
+        self._by_series: dict[tuple, Sample] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self.late_adds = 0
+        self.invalid_values = 0
+
+    def add(self, measurement: str, fields: Mapping[str, FieldValue],
+            tags: Mapping[str, str] | None = None) -> None:
+        clean: dict[str, FieldValue] = {}
+        for k, v in fields.items():
+            if v is None:
+                continue
+            if isinstance(v, float) and not math.isfinite(v):
+                # NaN/inf cannot be written as line protocol; drop the field, keep the rest.
+                self.invalid_values += 1
+                continue
+            clean[k] = v
+        if not clean:
+            return
+        all_tags = dict(self.global_tags)
+        if tags:
+            for k, v in tags.items():
+                if v is not None and v != "":
+                    all_tags[k] = str(v)
+        key = (measurement, tuple(sorted(all_tags.items())))
+        with self._lock:
+            if self._closed:
+                self.late_adds += 1
+                return
+            s = self._by_series.get(key)
+            if s is None:
+                self._by_series[key] = Sample(measurement, all_tags, clean, self.ts)
+            else:
+                s.fields.update(clean)
+
+    def close(self) -> list[Sample]:
+        with self._lock:
+            self._closed = True
+            return list(self._by_series.values())
+
+    def __len__(self) -> int:
+        return len(self._by_series)
+
+
+# --- line protocol -----------------------------------------------------------
+# Hand-written because it is the hot path of every output; bench/delivery compares
+# it with influxdb_client.Point.
+
+_MEAS_ESC = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n"})
+_TAG_ESC = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\=", "\n": r"\n"})
+_STR_ESC = str.maketrans({'"': r'\"', "\\": "\\\\"})
+
+
+def _fmt_value(v: FieldValue) -> str:
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, int):
+        return f"{v}i"
+    if isinstance(v, float):
+        return repr(v)
+    return '"' + str(v).translate(_STR_ESC) + '"'
+
+
+def to_line(s: Sample) -> str:
+    parts = [s.measurement.translate(_MEAS_ESC)]
+    for k in sorted(s.tags):
+        v = s.tags[k]
+        if v == "":
+            continue
+        parts.append("," + k.translate(_TAG_ESC) + "=" + v.translate(_TAG_ESC))
+    fields = ",".join(k.translate(_TAG_ESC) + "=" + _fmt_value(v) for k, v in s.fields.items())
+    return "".join(parts) + " " + fields + " " + str(s.ts)
+
+
+def to_line_protocol(samples: Iterable[Sample]) -> str:
+    return "".join(to_line(s) + "\n" for s in samples if s.fields)

@@ -1,0 +1,81 @@
+"""The collector registry.
+
+Collectors register in ``collectors/__init__.py`` (one line each: name -> "module:Class")
+and, for third-party packages, through the ``aifactory.collectors`` entry-point group.
+A collector module must import its optional dependencies lazily, so importing it never
+fails for a missing library; if it does fail anyway, only that collector is unavailable.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.metadata import entry_points
+
+from .collector import Collector
+from .config import CollectorOptions
+from .model import Catalogue
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Spec:
+    name: str
+    target: str
+    cls: type[Collector] | None = None
+    error: str | None = None
+
+    @property
+    def options_model(self) -> type[CollectorOptions]:
+        return self.cls.Options if self.cls else CollectorOptions
+
+    @property
+    def default_enabled(self) -> bool:
+        return bool(self.cls and self.cls.default_enabled)
+
+
+class Registry:
+    def __init__(self, targets: dict[str, str]):
+        self.specs: dict[str, Spec] = {}
+        for name, target in targets.items():
+            spec = Spec(name, target)
+            try:
+                mod_name, _, attr = target.partition(":")
+                spec.cls = getattr(importlib.import_module(mod_name), attr)
+            except Exception as e:  # a broken plugin disables itself, not the daemon
+                spec.error = f"{type(e).__name__}: {e}"
+                log.warning("collector %s unavailable: %s", name, spec.error)
+            self.specs[name] = spec
+
+    def names(self) -> list[str]:
+        return list(self.specs)
+
+    def get(self, name: str) -> Spec:
+        return self.specs[name]
+
+    def catalogue(self) -> Catalogue:
+        from .selfmetrics import AGENT_METRICS
+
+        cat = Catalogue()
+        cat.declare("agent", AGENT_METRICS)
+        for spec in self.specs.values():
+            if spec.cls:
+                cat.declare(spec.name, spec.cls.METRICS)
+        return cat
+
+
+def discover() -> dict[str, str]:
+    import collectors
+
+    targets = dict(collectors.REGISTRY)
+    for ep in entry_points(group="aifactory.collectors"):
+        targets.setdefault(ep.name, ep.value)
+    return targets
+
+
+@lru_cache(maxsize=1)
+def default_registry() -> Registry:
+    return Registry(discover())

@@ -1,0 +1,175 @@
+"""Runs one collector instance: deadline, catch-all, accounting (house style 3).
+
+A synchronous ``collect`` runs in a fresh daemon thread, so blocking reads never touch
+the event loop and a hung collector can be abandoned: its late samples are refused by
+the closed accumulator, its thread cannot block shutdown, and until it returns the
+next runs of that instance are skipped and counted, while other instances go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+import time
+from typing import Callable
+
+from .collector import Collector, NotPresent
+from .config import InstanceConfig
+from .model import Accumulator, Sample
+
+log = logging.getLogger("agent.runner")
+
+
+def grid_ts(interval: float, now_ns: int | None = None) -> int:
+    """The start of the current interval on the epoch-aligned grid, in ns."""
+    now_ns = now_ns if now_ns is not None else time.time_ns()
+    step = int(interval * 1e9)
+    return now_ns - now_ns % step if step > 0 else now_ns
+
+
+class InstanceRunner:
+    def __init__(self, cfg: InstanceConfig, collector: Collector | None, global_tags: dict[str, str],
+                 publish: Callable[[list[Sample]], None], align: bool = True,
+                 init_error: str | None = None) -> None:
+        self.cfg = cfg
+        self.collector = collector
+        self.global_tags = global_tags
+        self.publish = publish
+        self.align = align
+        self.runs = self.errors = self.timeouts = self.skipped = 0
+        self.state = "pending" if init_error is None else "error"
+        self.last_error: str | None = init_error
+        self.last_run_ns: int | None = None
+        self.last_success_ns: int | None = None
+        self.last_duration: float | None = None
+        self.last_samples = 0
+        self._thread_busy = False
+        self._is_async = collector is not None and inspect.iscoroutinefunction(collector.collect)
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    @property
+    def success(self) -> bool:
+        return self.state in ("ok", "not_present")
+
+    def _set_state(self, state: str, error: str | None) -> None:
+        # Log state changes, not repeats (house style 9).
+        if state != self.state or (state == "error" and error != self.last_error):
+            if state == "ok" and self.state in ("error", "timeout"):
+                log.info("collector %s: recovered", self.name)
+            elif state == "error":
+                log.error("collector %s: %s", self.name, error)
+            elif state == "timeout":
+                log.error("collector %s: %s", self.name, error)
+            elif state == "not_present":
+                log.info("collector %s: not present: %s", self.name, error)
+            elif state == "skipped":
+                log.warning("collector %s: %s", self.name, error)
+        self.state = state
+        self.last_error = error
+
+    def _run_thread(self, acc: Accumulator) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+        collector = self.collector
+
+        def deliver(exc: BaseException | None) -> None:
+            if not fut.done():
+                fut.set_exception(exc) if exc else fut.set_result(None)
+
+        def target() -> None:
+            exc: BaseException | None = None
+            try:
+                collector.collect(acc)
+            except BaseException as e:  # handed to the loop, which classifies it
+                exc = e
+            finally:
+                self._thread_busy = False
+            try:
+                loop.call_soon_threadsafe(deliver, exc)
+            except RuntimeError:
+                pass  # the loop is gone: the agent stopped while we were stuck
+
+        self._thread_busy = True
+        threading.Thread(target=target, name=f"collect-{self.name}", daemon=True).start()
+        return fut
+
+    async def run_once(self, ts: int | None = None) -> list[Sample]:
+        if self.collector is None:
+            return []
+        if self._thread_busy:
+            self.skipped += 1
+            self._set_state("skipped", "previous run still running past its deadline; run skipped")
+            return []
+        if ts is None:
+            ts = grid_ts(self.cfg.interval) if self.align else time.time_ns()
+        acc = Accumulator(ts, self.global_tags)
+        self.runs += 1
+        self.last_run_ns = time.time_ns()
+        t0 = time.perf_counter()
+        state, error = "ok", None
+        try:
+            if self._is_async:
+                await asyncio.wait_for(self.collector.collect(acc), self.cfg.timeout)
+            else:
+                await asyncio.wait_for(asyncio.shield(self._run_thread(acc)), self.cfg.timeout)
+        except NotPresent as e:
+            state, error = "not_present", str(e) or "not present"
+        except (asyncio.TimeoutError, TimeoutError):
+            self.timeouts += 1
+            state, error = "timeout", f"run abandoned after its {self.cfg.timeout:g}s deadline"
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.errors += 1
+            state, error = "error", f"{type(e).__name__}: {e}"
+        self.last_duration = time.perf_counter() - t0
+        # What was collected before a failure or the deadline is kept, never lost.
+        samples = acc.close()
+        self.last_samples = len(samples)
+        if state == "ok":
+            self.last_success_ns = time.time_ns()
+        self._set_state(state, error)
+        if samples:
+            self.publish(samples)
+        return samples
+
+    def stats(self) -> dict:
+        return {
+            "kind": self.cfg.kind,
+            "state": self.state,
+            "success": self.success,
+            "present": self.state != "not_present",
+            "last_error": self.last_error,
+            "last_run_ns": self.last_run_ns,
+            "last_success_ns": self.last_success_ns,
+            "run_duration_seconds": self.last_duration,
+            "run_samples": self.last_samples,
+            "runs_total": self.runs,
+            "errors_total": self.errors,
+            "timeouts_total": self.timeouts,
+            "skipped_total": self.skipped,
+            "interval_seconds": self.cfg.interval,
+            "timeout_seconds": self.cfg.timeout,
+        }
+
+    def emit(self, acc: Accumulator) -> None:
+        st = self.stats()
+        fields = {k: st[k] for k in ("runs_total", "errors_total", "timeouts_total", "skipped_total")}
+        fields["run_success"] = st["success"]
+        fields["present"] = st["present"]
+        fields["run_samples"] = st["run_samples"]
+        if st["run_duration_seconds"] is not None:
+            fields["run_duration_seconds"] = round(st["run_duration_seconds"], 6)
+        acc.add("agent", fields, {"component": "collector", "name": self.name, "collector": self.cfg.kind})
+
+    def close(self) -> None:
+        if self.collector is not None and not self._thread_busy:
+            try:
+                self.collector.close()
+            except Exception as e:
+                log.warning("collector %s: close failed: %s", self.name, e)

@@ -1,0 +1,182 @@
+"""The daemon: APScheduler 3.x jobs per collector instance, outputs, status, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from . import __version__
+from .collector import Collector, Context
+from .config import Config
+from .model import Accumulator
+from .outputs.local import LocalStore
+from .pipeline import Pipeline
+from .registry import Registry, default_registry
+from .runner import InstanceRunner, grid_ts
+from .selfmetrics import ProcessStats
+from .state import write_status
+
+log = logging.getLogger("agent")
+
+
+def build_runners(config: Config, registry: Registry, publish, state_dir: Path | None,
+                  only: set[str] | None = None) -> list[InstanceRunner]:
+    """Instantiate every enabled collector instance; a constructor that raises marks it failed."""
+    runners = []
+    tags = config.global_tags()
+    agent = config.settings.agent
+    for inst in config.instances:
+        if only and inst.kind not in only and inst.name not in only:
+            continue
+        spec = registry.get(inst.kind)
+        collector: Collector | None = None
+        error = spec.error
+        if spec.cls is not None:
+            ctx = Context(instance=inst.name, proc_root=agent.proc_root, sys_root=agent.sys_root,
+                          state_dir=state_dir)
+            try:
+                collector = spec.cls(inst.options, ctx)
+            except Exception as e:
+                error = f"failed to start: {type(e).__name__}: {e}"
+                log.error("collector %s: %s", inst.name, error)
+        runners.append(InstanceRunner(inst, collector, tags, publish, agent.align, init_error=error))
+    return runners
+
+
+class Agent:
+    def __init__(self, config: Config, state_dir: Path, registry: Registry | None = None) -> None:
+        self.config = config
+        self.state_dir = state_dir
+        self.registry = registry or default_registry()
+        outputs = []
+        local = config.settings.outputs.local
+        self.local_store: LocalStore | None = None
+        if local.enabled:
+            self.local_store = LocalStore(local.path or state_dir / "metrics.db", local.retention, local.max_size)
+            outputs.append(self.local_store)
+        self.pipeline = Pipeline(outputs, config.settings.agent.queue_size)
+        self.runners = build_runners(config, self.registry, self.pipeline.publish, state_dir)
+        self.process = ProcessStats()
+        self.started_at = time.time()
+        self._stop: asyncio.Event | None = None  # created inside the running loop
+        self._tasks: set[asyncio.Task] = set()
+
+    # --- status ---------------------------------------------------------------
+    def status(self, stopped: bool = False) -> dict:
+        collectors = {r.name: r.stats() for r in self.runners}
+        outputs = {q.name: q.stats() for q in self.pipeline.queues}
+        healthy = all(c["state"] in ("ok", "not_present", "pending") for c in collectors.values()) and all(
+            o["last_error"] is None for o in outputs.values())
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "hostname": self.config.hostname,
+            "config_source": str(self.config.source) if self.config.source else "built-in defaults",
+            "state_dir": str(self.state_dir),
+            "started_at": self.started_at,
+            "updated_at": time.time(),
+            "stopped": stopped,
+            "healthy": healthy,
+            "collectors": collectors,
+            "outputs": outputs,
+            "process": self.process.read(),
+        }
+
+    def write_status(self, stopped: bool = False) -> None:
+        try:
+            write_status(self.state_dir, self.status(stopped))
+        except OSError as e:
+            log.warning("cannot write status to %s: %s", self.state_dir, e)
+
+    # --- jobs -----------------------------------------------------------------
+    async def _run(self, runner: InstanceRunner) -> None:
+        await runner.run_once()
+        self.write_status()
+
+    async def _self_metrics(self) -> None:
+        interval = self.config.settings.agent.interval
+        acc = Accumulator(grid_ts(interval) if self.config.settings.agent.align else time.time_ns(),
+                          self.config.global_tags())
+        for r in self.runners:
+            r.emit(acc)
+        for q in self.pipeline.queues:
+            st = q.stats()
+            fields = {k: st[k] for k in ("queue_depth_samples", "queue_capacity_samples",
+                                         "queue_dropped_samples_total", "written_samples_total",
+                                         "write_errors_total", "evicted_samples_total", "store_size_bytes")
+                      if st.get(k) is not None}
+            acc.add("agent", fields, {"component": "output", "name": q.name})
+        self.process.emit(acc)
+        self.pipeline.publish(acc.close())
+
+    def _spawn(self, coro) -> None:
+        t = asyncio.create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def run(self, once: bool = False, duration: float | None = None, flush_timeout: float = 10.0) -> int:
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._stop.set)
+            except (NotImplementedError, RuntimeError):
+                pass
+        self.pipeline.start()
+        log.info("agent %s starting on %s: %d collector instances, outputs: %s, state dir %s",
+                 __version__, self.config.hostname, len(self.runners),
+                 ", ".join(q.name for q in self.pipeline.queues) or "none", self.state_dir)
+        scheduler = None
+        try:
+            # A first run of everything at once, so status and the store fill immediately.
+            await asyncio.gather(*(r.run_once() for r in self.runners))
+            await self._self_metrics()
+            self.write_status()
+            if not once:
+                scheduler = self._start_scheduler()
+                try:
+                    await asyncio.wait_for(self._stop.wait(), timeout=duration)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            if scheduler is not None:
+                scheduler.shutdown(wait=False)
+            if self._tasks:
+                await asyncio.wait(list(self._tasks), timeout=max(r.cfg.timeout for r in self.runners)
+                                   if self.runners else 1.0)
+            await self._self_metrics()
+            flushed = await asyncio.to_thread(self.pipeline.stop, flush_timeout)
+            for r in self.runners:
+                r.close()
+            self.write_status(stopped=True)
+            log.info("agent stopped%s", "" if flushed else " (some samples were not written)")
+        return 0
+
+    def _start_scheduler(self) -> AsyncIOScheduler:
+        agent = self.config.settings.agent
+        scheduler = AsyncIOScheduler(timezone=timezone.utc)
+        now = time.time()
+        for r in self.runners:
+            if r.collector is None:
+                continue
+            iv = r.cfg.interval
+            start = (now // iv + 1) * iv if agent.align else now + iv
+            scheduler.add_job(
+                self._run, IntervalTrigger(seconds=iv, jitter=agent.jitter or None,
+                                           start_date=datetime.fromtimestamp(start, timezone.utc)),
+                args=[r], id=f"collector:{r.name}", max_instances=1, coalesce=True,
+                misfire_grace_time=max(1, int(iv)))
+        iv = agent.interval
+        scheduler.add_job(self._self_metrics, IntervalTrigger(
+            seconds=iv, start_date=datetime.fromtimestamp((now // iv + 1) * iv + min(1.0, iv / 2), timezone.utc)),
+            id="agent:self", max_instances=1, coalesce=True)
+        scheduler.start()
+        return scheduler

@@ -1,0 +1,66 @@
+"""The agent's own metrics (measurement ``agent``): collectors, outputs, the process."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import psutil
+
+from .model import Accumulator, Kind, Metric
+
+G, C, I = Kind.GAUGE, Kind.COUNTER, Kind.INFO
+
+
+def _m(field: str, kind: Kind, unit: str, desc: str, tags: tuple[str, ...]) -> Metric:
+    return Metric("agent", field, kind, unit, desc, tags)
+
+
+_COL = ("component", "name", "collector")
+_OUT = ("component", "name")
+_PROC = ("component",)
+
+AGENT_METRICS: tuple[Metric, ...] = (
+    _m("run_success", G, "bool", "last run of this collector instance succeeded (not present counts as success)", _COL),
+    _m("present", G, "bool", "what the collector reads exists on this node", _COL),
+    _m("run_duration_seconds", G, "seconds", "wall time of the last run", _COL),
+    _m("run_samples", G, "count", "samples produced by the last run", _COL),
+    _m("runs_total", C, "count", "runs started", _COL),
+    _m("errors_total", C, "count", "runs that raised", _COL),
+    _m("timeouts_total", C, "count", "runs abandoned past their deadline", _COL),
+    _m("skipped_total", C, "count", "runs skipped because the previous one was still running", _COL),
+    _m("queue_depth_samples", G, "count", "samples waiting for this output", _OUT),
+    _m("queue_capacity_samples", G, "count", "samples this output's queue holds at most", _OUT),
+    _m("queue_dropped_samples_total", C, "count", "samples dropped because this output's queue was full", _OUT),
+    _m("written_samples_total", C, "count", "samples this output accepted", _OUT),
+    _m("write_errors_total", C, "count", "failed write attempts (the samples stay queued)", _OUT),
+    _m("evicted_samples_total", C, "count", "samples removed by this output's size cap", _OUT),
+    _m("store_size_bytes", G, "bytes", "size of the output's database on disk", _OUT),
+    _m("cpu_seconds_total", C, "seconds", "CPU time (user+system) of the agent process", _PROC),
+    _m("memory_rss_bytes", G, "bytes", "resident set size of the agent process", _PROC),
+    _m("threads", G, "count", "threads of the agent process", _PROC),
+    _m("open_fds", G, "count", "open file descriptors of the agent process", _PROC),
+    _m("uptime_seconds", G, "seconds", "time since the agent started", _PROC),
+)
+
+
+class ProcessStats:
+    def __init__(self) -> None:
+        self.proc = psutil.Process(os.getpid())
+        self.started = time.time()
+
+    def read(self) -> dict:
+        with self.proc.oneshot():
+            cpu = self.proc.cpu_times()
+            return {
+                "cpu_seconds_total": float(cpu.user + cpu.system),
+                "memory_rss_bytes": int(self.proc.memory_info().rss),
+                "threads": int(self.proc.num_threads()),
+                "open_fds": int(self.proc.num_fds()),
+                "uptime_seconds": round(time.time() - self.started, 3),
+            }
+
+    def emit(self, acc: Accumulator) -> dict:
+        values = self.read()
+        acc.add("agent", values, {"component": "process"})
+        return values

@@ -1,0 +1,7 @@
+"""Collectors: one subpackage each, registered here by one line (name -> "module:Class")."""
+
+REGISTRY: dict[str, str] = {
+    "host": "collectors.host:HostCollector",
+    "storage": "collectors.storage:StorageCollector",
+    "network": "collectors.network:NetworkCollector",
+}

@@ -1,0 +1,55 @@
+"""Declared metrics of the network collector."""
+
+from agent.model import Kind, Metric
+
+G, C, I = Kind.GAUGE, Kind.COUNTER, Kind.INFO
+_N = ("host", "interface")
+_IB = ("host", "device", "port", "link_layer", "netdev")
+
+METRICS = (
+    Metric("network_interface", "received_bytes_total", C, "bytes", "bytes received", _N),
+    Metric("network_interface", "sent_bytes_total", C, "bytes", "bytes sent", _N),
+    Metric("network_interface", "received_packets_total", C, "count", "packets received", _N),
+    Metric("network_interface", "sent_packets_total", C, "count", "packets sent", _N),
+    Metric("network_interface", "receive_errors_total", C, "count", "receive errors", _N),
+    Metric("network_interface", "transmit_errors_total", C, "count", "transmit errors", _N),
+    Metric("network_interface", "receive_drops_total", C, "count", "received packets dropped", _N),
+    Metric("network_interface", "transmit_drops_total", C, "count", "packets dropped on send", _N),
+    Metric("network_interface", "received_multicast_packets_total", C, "count", "multicast packets received", _N),
+    Metric("network_interface", "collisions_total", C, "count", "collisions", _N),
+    Metric("network_interface", "carrier_errors_total", C, "count", "carrier errors on send", _N),
+    Metric("network_interface", "up", G, "bool", "operational state is up", _N),
+    Metric("network_interface", "carrier", G, "bool", "physical link detected", _N),
+    Metric("network_interface", "oper_state", I, "info", "operational state (up, down, dormant, ...)", _N),
+    Metric("network_interface", "speed_bits_per_second", G, "bits_per_second", "negotiated link speed", _N),
+    Metric("network_interface", "mtu_bytes", G, "bytes", "maximum transmission unit", _N),
+    Metric("network_interface", "carrier_changes_total", C, "count", "link flaps seen by the kernel", _N),
+    Metric("network_infiniband", "active", G, "bool", "port state is ACTIVE", _IB),
+    Metric("network_infiniband", "state_code", G, "1", "port state (1 down, 2 init, 3 armed, 4 active)", _IB),
+    Metric("network_infiniband", "phys_state_code", G, "1", "physical state (5 LinkUp, 3 Disabled, 2 Polling)", _IB),
+    Metric("network_infiniband", "rate_bits_per_second", G, "bits_per_second", "link rate", _IB),
+    Metric("network_infiniband", "received_bytes_total", C, "bytes", "data received (port_rcv_data x 4)", _IB),
+    Metric("network_infiniband", "sent_bytes_total", C, "bytes", "data sent (port_xmit_data x 4)", _IB),
+    Metric("network_infiniband", "received_packets_total", C, "count", "packets received", _IB),
+    Metric("network_infiniband", "sent_packets_total", C, "count", "packets sent", _IB),
+    Metric("network_infiniband", "symbol_errors_total", C, "count", "physical symbol errors", _IB),
+    Metric("network_infiniband", "link_error_recovery_total", C, "count", "successful link error recoveries", _IB),
+    Metric("network_infiniband", "link_downed_total", C, "count", "times the link went down", _IB),
+    Metric("network_infiniband", "receive_errors_total", C, "count", "received packets with errors", _IB),
+    Metric("network_infiniband", "receive_remote_physical_errors_total", C, "count", "packets marked bad upstream", _IB),
+    Metric("network_infiniband", "receive_switch_relay_errors_total", C, "count", "packets the switch could not relay", _IB),
+    Metric("network_infiniband", "transmit_discards_total", C, "count", "outbound packets discarded", _IB),
+    Metric("network_infiniband", "transmit_constraint_errors_total", C, "count", "outbound constraint errors", _IB),
+    Metric("network_infiniband", "receive_constraint_errors_total", C, "count", "inbound constraint errors", _IB),
+    Metric("network_infiniband", "local_link_integrity_errors_total", C, "count", "local link integrity errors", _IB),
+    Metric("network_infiniband", "excessive_buffer_overrun_errors_total", C, "count", "buffer overruns", _IB),
+    Metric("network_infiniband", "vl15_dropped_total", C, "count", "subnet management packets dropped", _IB),
+    Metric("network_infiniband", "transmit_wait_total", C, "count", "ticks with data to send but no credits (congestion)", _IB),
+    Metric("network_infiniband", "out_of_buffer_total", C, "count", "drops for lack of receive buffers (hw counter)", _IB),
+    Metric("network_infiniband", "out_of_sequence_total", C, "count", "out-of-sequence packets (hw counter)", _IB),
+    Metric("network_infiniband", "local_ack_timeout_errors_total", C, "count", "local ACK timeouts (hw counter)", _IB),
+    Metric("network_infiniband", "packet_sequence_errors_total", C, "count", "NAK sequence errors (hw counter)", _IB),
+    Metric("network_infiniband", "cnp_sent_total", C, "count", "RoCE congestion notification packets sent", _IB),
+    Metric("network_infiniband", "cnp_handled_total", C, "count", "RoCE congestion notification packets handled", _IB),
+    Metric("network_infiniband", "ecn_marked_packets_total", C, "count", "RoCE packets received with ECN marks", _IB),
+)
