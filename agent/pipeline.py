@@ -80,6 +80,16 @@ class OutputQueue:
         return [self._q[i] for i in range(n)]
 
     def _loop(self) -> None:
+        try:
+            self._drain()
+        finally:
+            # The output's handles belong to this thread (SQLite insists): close them here.
+            try:
+                self.output.close()
+            except Exception as e:
+                log.warning("output %s: close failed: %s", self.name, e)
+
+    def _drain(self) -> None:
         failures = 0
         next_hk = time.monotonic() + self.housekeeping_every
         while True:
@@ -150,10 +160,6 @@ class OutputQueue:
         self._thread.join(timeout=max(0.1, timeout))
         if not done:
             log.error("output %s: %d samples not written at shutdown", self.name, len(self._q))
-        try:
-            self.output.close()
-        except Exception as e:
-            log.warning("output %s: close failed: %s", self.name, e)
         return done
 
     def stats(self) -> dict:

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from agent.collector import Context
+from agent.model import Accumulator
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TREES = FIXTURES / "trees"
+
+
+def run_collector(cls, tree: str | Path | None = None, ts: int = 1_700_000_000_000_000_000, **options):
+    """Instantiate a collector on a recorded /proc+/sys tree, run it once, return its samples."""
+    root = TREES / tree if isinstance(tree, str) else tree
+    ctx = Context(instance=cls.kind,
+                  proc_root=(root / "proc") if root else Path("/proc"),
+                  sys_root=(root / "sys") if root else Path("/sys"))
+    collector = cls(cls.Options(**options), ctx)
+    acc = Accumulator(ts, {"host": "node1"})
+    collector.collect(acc)
+    return acc.close(), collector
+
+
+def by_series(samples):
+    return {(s.measurement, tuple(sorted((k, v) for k, v in s.tags.items() if k != "host"))): s.fields
+            for s in samples}
+
+
+@pytest.fixture
+def state_dir(tmp_path, monkeypatch):
+    d = tmp_path / "state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("AIFACTORY_CONFIG", raising=False)
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    return d
+
+
+def pytest_configure(config):
+    os.environ.setdefault("AIFACTORY_TEST", "1")

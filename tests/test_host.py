@@ -1,0 +1,83 @@
+from collectors.host import HostCollector
+from collectors.host.mapping import cpu_percentages
+from collectors.host.reader import HostReading, parse_stat
+
+from .conftest import by_series, run_collector
+
+
+def test_gpunode_tree_maps_every_host_reading():
+    samples, _ = run_collector(HostCollector, "gpunode")
+    s = by_series(samples)
+    host = s[("host", ())]
+    assert host["load_average_1m"] == 12.5 and host["load_average_15m"] == 8.0
+    assert host["threads_total"] == 3210
+    assert host["cpu_count"] == 4
+    assert host["memory_total_bytes"] == 2113663948 * 1024
+    assert host["memory_available_bytes"] == 1900000000 * 1024
+    assert host["memory_used_percent"] == round(100 * (2113663948 - 1900000000) / 2113663948, 3)
+    assert host["swap_total_bytes"] == 8388604 * 1024
+    assert host["swap_used_bytes"] == (8388604 - 8000000) * 1024
+    assert host["swap_in_bytes_total"] == 100 * 4096 and host["swap_out_bytes_total"] == 250 * 4096
+    assert host["uptime_seconds"] == 950000.25
+    assert host["boot_time_seconds"] == 1795000000
+    assert host["context_switches_total"] == 123456789012
+    assert host["interrupts_total"] == 987654321
+    assert host["forks_total"] == 4567890
+    assert host["processes_running"] == 5 and host["processes_blocked"] == 1
+    assert host["processes_total"] == 5  # numeric dirs in the recorded /proc
+    total = s[("host_cpu", (("cpu", "total"),))]
+    assert total["user_seconds_total"] == 10000.0  # 1000000 ticks at USER_HZ=100
+    assert total["guest_seconds_total"] == 400.0
+    assert "utilization_percent" not in total  # first run: no window yet
+    assert ("host_cpu", (("cpu", "3"),)) in s
+    pkg = s[("host_temperature", (("chip", "coretemp"), ("device", "coretemp.0"), ("sensor", "Package id 0")))]
+    assert pkg == {"temperature_celsius": 61.0, "max_celsius": 84.0, "critical_celsius": 100.0}
+    nvme = s[("host_temperature", (("chip", "nvme"), ("device", "nvme0"), ("sensor", "Composite")))]
+    assert nvme["temperature_celsius"] == 38.85
+    # an unreadable sensor is skipped, the others are kept
+    assert not any(k[0] == "host_temperature" and ("sensor", "temp3") in k[1] for k in s)
+    sensor1 = s[("host_temperature", (("chip", "nvme"), ("device", "nvme0"), ("sensor", "Sensor 1")))]
+    assert sensor1 == {"temperature_celsius": 38.85}
+
+
+def test_real_vm_recording():
+    samples, _ = run_collector(HostCollector, "vm")
+    s = by_series(samples)
+    assert s[("host", ())]["cpu_count"] == 2
+    assert s[("host", ())]["memory_total_bytes"] > 0
+    assert not [k for k in s if k[0] == "host_temperature"]  # no hwmon on that VM: nothing, no error
+
+
+def test_second_run_computes_utilization_from_deltas():
+    _, collector = run_collector(HostCollector, "gpunode")
+    from agent.model import Accumulator
+    prev = collector.previous["total"]
+    # pretend 100 s passed with 25% busy
+    collector.previous = {"total": {k: v - (75 if k == "idle" else 25 if k == "user" else 0) for k, v in prev.items()}}
+    acc = Accumulator(0)
+    collector.collect(acc)
+    total = by_series(acc.close())[("host_cpu", (("cpu", "total"),))]
+    assert total["utilization_percent"] == 25.0
+    assert total["iowait_percent"] == 0.0
+
+
+def test_cpu_percentages_table():
+    cases = [
+        (None, {"user": 1.0, "idle": 1.0}, {}),
+        ({"user": 0, "idle": 0, "iowait": 0}, {"user": 5, "idle": 4, "iowait": 1},
+         {"utilization_percent": 50.0, "iowait_percent": 10.0}),
+        ({"user": 10, "idle": 10}, {"user": 5, "idle": 20}, {}),  # counters went back (reboot)
+        ({"user": 1, "idle": 1}, {"user": 1, "idle": 1}, {}),  # no time passed
+        # guest time is inside user already: not counted twice
+        ({"user": 0, "idle": 0, "guest": 0}, {"user": 10, "idle": 10, "guest": 10},
+         {"utilization_percent": 50.0, "iowait_percent": 0.0}),
+    ]
+    for prev, cur, want in cases:
+        assert cpu_percentages(prev, cur) == want
+
+
+def test_parse_stat_tolerates_old_kernels():
+    r = HostReading()
+    parse_stat("cpu  1 2 3 4\ncpu0 1 2 3 4\nctxt 9\n", r, hz=100)
+    assert r.cpus[0].seconds == {"user": 0.01, "nice": 0.02, "system": 0.03, "idle": 0.04}
+    assert r.context_switches == 9 and r.procs_running is None
