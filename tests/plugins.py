@@ -1,0 +1,86 @@
+"""Collectors that misbehave on purpose, for runner and scheduler tests."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from agent.collector import Collector, NotPresent
+from agent.model import Kind, Metric
+
+RELEASE = threading.Event()  # set by tests to let hung collectors go
+RUNS: dict[str, list[float]] = {}
+
+
+def _mark(name):
+    RUNS.setdefault(name, []).append(time.monotonic())
+
+
+class Base(Collector):
+    default_enabled = False  # only what a test names runs
+
+
+class Quick(Base):
+    kind = "quick"
+    METRICS = (Metric("quick", "value_count", Kind.GAUGE, "count", "a counter of runs"),)
+
+    def collect(self, acc):
+        _mark(self.ctx.instance)
+        acc.add("quick", {"value_count": len(RUNS[self.ctx.instance])})
+
+
+class Boom(Base):
+    kind = "boom"
+
+    def collect(self, acc):
+        _mark(self.ctx.instance)
+        raise RuntimeError("sensor bus on fire")
+
+
+class Partial(Base):
+    kind = "partial"
+    METRICS = (Metric("partial", "value_count", Kind.GAUGE, "count", "kept before the failure"),)
+
+    def collect(self, acc):
+        acc.add("partial", {"value_count": 1})
+        raise ValueError("second device failed")
+
+
+class Hang(Base):
+    kind = "hang"
+    METRICS = (Metric("hang", "value_count", Kind.GAUGE, "count", "emitted before hanging"),)
+
+    def collect(self, acc):
+        _mark(self.ctx.instance)
+        acc.add("hang", {"value_count": 1})
+        RELEASE.wait(60)
+        acc.add("hang", {"value_count": 2}, {"late": "yes"})  # refused: the run was abandoned
+
+
+class AsyncHang(Base):
+    kind = "asynchang"
+
+    async def collect(self, acc):
+        _mark(self.ctx.instance)
+        await asyncio.sleep(60)
+
+
+class Absent(Base):
+    kind = "absent"
+
+    def collect(self, acc):
+        raise NotPresent("no such hardware on this node")
+
+
+class BadInit(Base):
+    kind = "badinit"
+
+    def __init__(self, options, ctx):
+        raise OSError("cannot open /dev/thing")
+
+
+TARGETS = {name: f"tests.plugins:{cls}" for name, cls in (
+    ("quick", "Quick"), ("boom", "Boom"), ("partial", "Partial"), ("hang", "Hang"),
+    ("asynchang", "AsyncHang"), ("absent", "Absent"), ("badinit", "BadInit"))}
+TARGETS["missingdep"] = "tests.plugins_missing_module:Nothing"

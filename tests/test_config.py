@@ -1,0 +1,128 @@
+import textwrap
+
+import pytest
+
+from agent.cli import main
+from agent.config import ConfigError, load_config
+
+
+def write(tmp_path, text):
+    p = tmp_path / "agent.yaml"
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def error_of(path):
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    return str(e.value)
+
+
+def test_defaults_without_file(monkeypatch, tmp_path):
+    monkeypatch.delenv("AIFACTORY_CONFIG", raising=False)
+    monkeypatch.setattr("agent.config.DEFAULT_CONFIG_PATH", tmp_path / "absent.yaml")
+    cfg = load_config(None)
+    assert cfg.source is None
+    assert {i.kind for i in cfg.instances} == {"host", "storage", "network"}
+    assert all(i.interval == 10.0 and i.timeout == 10.0 for i in cfg.instances)
+    assert cfg.settings.outputs.local.retention == 7 * 86400
+
+
+def test_full_config(tmp_path):
+    p = write(tmp_path, """
+        agent:
+          hostname: gpu-a01
+          interval: 15s
+          jitter: 500ms
+        tags: {site: fra1, cluster: c1, rack: r12, role: gpu, extra: {pod: p3}}
+        collectors:
+          host: {interval: 5s, timeout: 2s, per_cpu: false}
+          storage:
+            smart: "off"
+          network:
+            enabled: false
+        outputs:
+          local: {retention: 2d, max_size: 512MB}
+        """)
+    cfg = load_config(p)
+    assert cfg.global_tags() == {"host": "gpu-a01", "site": "fra1", "cluster": "c1", "rack": "r12", "role": "gpu",
+                                 "pod": "p3"}
+    inst = {i.name: i for i in cfg.instances}
+    assert set(inst) == {"host", "storage"}
+    assert (inst["host"].interval, inst["host"].timeout) == (5.0, 2.0)
+    assert (inst["storage"].interval, inst["storage"].timeout) == (15.0, 15.0)
+    assert cfg.settings.agent.jitter == 0.5
+    assert cfg.settings.outputs.local.max_size == 512_000_000
+
+
+def test_several_instances_of_one_collector(tmp_path):
+    p = write(tmp_path, """
+        collectors:
+          network:
+            - {name: fabric, exclude_interfaces: ["eth.*"]}
+            - {name: frontend, infiniband: false}
+        """)
+    names = sorted(i.name for i in load_config(p).instances if i.kind == "network")
+    assert names == ["fabric", "frontend"]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("agent:\n  intervall: 10s\n", ":2: agent.intervall: unknown key; expected one of: hostname, interval"),
+    ("agent:\n  interval: soon\n", ":2: agent.interval: 'soon' is not a duration; expected e.g. 500ms, 10s"),
+    ("agent:\n  interval: 0s\n", ":2: agent.interval: Input should be greater than 0"),
+    ("agent:\n  queue_size: many\n", ":2: agent.queue_size: Input should be a valid integer"),
+    ("collectors:\n  host:\n    interval: 10s\n    per_cpu: maybe\n",
+     ":4: collectors.host.per_cpu: Input should be a valid boolean"),
+    ("collectors:\n  gpus: {}\n", ":2: collectors.gpus: unknown collector; expected one of: host, network, storage"),
+    ("collectors:\n  storage:\n    smart: sometimes\n", ":3: collectors.storage.smart: Input should be 'auto', 'on'"),
+    ("collectors:\n  host:\n    timeout: 20s\n", ":3: collectors.host.timeout: must not exceed the interval (10s)"),
+    ("collectors:\n  network:\n    - {name: a}\n    - {name: a}\n", "collectors.network[1].name: instance name 'a'"),
+    ("outputs:\n  local:\n    max_size: huge\n", ":3: outputs.local.max_size: 'huge' is not a size"),
+    ("agent:\n  interval: 10s\n  interval: 20s\n", ":3: agent.interval: duplicate key"),
+    ("agent: [1, 2\n", "YAML syntax error"),
+    ("- just\n- a list\n", ":1: the configuration must be a mapping"),
+    ("tags:\n  rack: {a: 1}\n", ":2: tags.rack: Input should be a valid string"),
+])
+def test_bad_config_names_file_line_key_and_expectation(tmp_path, text, expected):
+    p = write(tmp_path, text)
+    msg = error_of(p)
+    assert msg.startswith(str(p)), msg
+    assert expected in msg, msg
+
+
+def test_missing_explicit_file(tmp_path):
+    assert "configuration file not found" in error_of(tmp_path / "nope.yaml")
+
+
+def test_env_var_is_used_and_must_exist(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIFACTORY_CONFIG", str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match="missing.yaml: configuration file not found"):
+        load_config(None)
+
+
+@pytest.mark.parametrize("text", ["agent:\n  bogus: 1\n", "agent:\n  interval: 10 parsecs\n"])
+def test_cli_exits_78_and_starts_nothing(tmp_path, capsys, text, state_dir):
+    p = write(tmp_path, text)
+    for argv in (["config", "check", "-c", str(p)], ["run", "--once", "-c", str(p), "--state-dir", str(state_dir)],
+                 ["collect", "-c", str(p)]):
+        assert main(argv) == 78
+        err = capsys.readouterr().err
+        assert "configuration error" in err and f"{p}:2: agent." in err
+    assert not state_dir.exists()  # nothing started
+
+
+def test_cli_missing_file_exits_78(tmp_path, capsys):
+    assert main(["config", "check", "-c", str(tmp_path / "absent.yaml")]) == 78
+    assert "absent.yaml: configuration file not found" in capsys.readouterr().err
+
+
+def test_config_show_and_check(tmp_path, capsys):
+    p = write(tmp_path, "agent: {hostname: n1}\ncollectors:\n  host: {interval: 5s}\n")
+    assert main(["config", "check", "-c", str(p)]) == 0
+    assert "OK" in capsys.readouterr().out
+    assert main(["config", "show", "--json", "-c", str(p)]) == 0
+    import json
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["agent"]["hostname"] == "n1"
+    assert shown["collectors"]["host"]["interval"] == "5s"
+    assert shown["source"] == str(p)
