@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Iterable, Mapping, Union
+from enum import StrEnum
+from typing import Union
 
 FieldValue = Union[float, int, bool, str]
 
@@ -32,7 +33,7 @@ class Sample:
                 "fields": dict(self.fields), "timestamp_ns": self.ts}
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     GAUGE = "gauge"
     COUNTER = "counter"  # cumulative, never reset by us; rates come from deltas
     INFO = "info"  # a string or enum value that describes state

@@ -13,7 +13,7 @@ import inspect
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .collector import Collector, NotPresent
 from .config import InstanceConfig
@@ -119,7 +119,7 @@ class InstanceRunner:
                 await asyncio.wait_for(asyncio.shield(self._run_thread(acc)), self.cfg.timeout)
         except NotPresent as e:
             state, error = "not_present", str(e) or "not present"
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             self.timeouts += 1
             state, error = "timeout", f"run abandoned after its {self.cfg.timeout:g}s deadline"
         except asyncio.CancelledError:

@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -144,7 +144,7 @@ class Agent:
                 scheduler = self._start_scheduler()
                 try:
                     await asyncio.wait_for(self._stop.wait(), timeout=duration)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             if scheduler is not None:
@@ -162,7 +162,7 @@ class Agent:
 
     def _start_scheduler(self) -> AsyncIOScheduler:
         agent = self.config.settings.agent
-        scheduler = AsyncIOScheduler(timezone=timezone.utc)
+        scheduler = AsyncIOScheduler(timezone=UTC)
         now = time.time()
         for r in self.runners:
             if r.collector is None:
@@ -171,12 +171,12 @@ class Agent:
             start = (now // iv + 1) * iv if agent.align else now + iv
             scheduler.add_job(
                 self._run, IntervalTrigger(seconds=iv, jitter=agent.jitter or None,
-                                           start_date=datetime.fromtimestamp(start, timezone.utc)),
+                                           start_date=datetime.fromtimestamp(start, UTC)),
                 args=[r], id=f"collector:{r.name}", max_instances=1, coalesce=True,
                 misfire_grace_time=max(1, int(iv)))
         iv = agent.interval
         scheduler.add_job(self._self_metrics, IntervalTrigger(
-            seconds=iv, start_date=datetime.fromtimestamp((now // iv + 1) * iv + min(1.0, iv / 2), timezone.utc)),
+            seconds=iv, start_date=datetime.fromtimestamp((now // iv + 1) * iv + min(1.0, iv / 2), UTC)),
             id="agent:self", max_instances=1, coalesce=True)
         scheduler.start()
         return scheduler

@@ -126,3 +126,11 @@ def test_config_show_and_check(tmp_path, capsys):
     assert shown["agent"]["hostname"] == "n1"
     assert shown["collectors"]["host"]["interval"] == "5s"
     assert shown["source"] == str(p)
+
+
+def test_documented_example_config_is_valid():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "docs" / "agent.example.yaml")
+    assert cfg.global_tags()["rack"] == "r12"
+    assert {i.name for i in cfg.instances} == {"host", "storage", "network"}

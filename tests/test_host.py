@@ -10,7 +10,7 @@ def test_gpunode_tree_maps_every_host_reading():
     s = by_series(samples)
     host = s[("host", ())]
     assert host["load_average_1m"] == 12.5 and host["load_average_15m"] == 8.0
-    assert host["threads_total"] == 3210
+    assert host["threads"] == 3210
     assert host["cpu_count"] == 4
     assert host["memory_total_bytes"] == 2113663948 * 1024
     assert host["memory_available_bytes"] == 1900000000 * 1024
@@ -24,7 +24,7 @@ def test_gpunode_tree_maps_every_host_reading():
     assert host["interrupts_total"] == 987654321
     assert host["forks_total"] == 4567890
     assert host["processes_running"] == 5 and host["processes_blocked"] == 1
-    assert host["processes_total"] == 5  # numeric dirs in the recorded /proc
+    assert host["processes"] == 5  # numeric dirs in the recorded /proc
     total = s[("host_cpu", (("cpu", "total"),))]
     assert total["user_seconds_total"] == 10000.0  # 1000000 ticks at USER_HZ=100
     assert total["guest_seconds_total"] == 400.0

@@ -52,8 +52,8 @@ def map_host(r: HostReading, acc: Accumulator, previous: dict[str, dict[str, flo
     f["forks_total"] = r.forks
     f["processes_running"] = r.procs_running
     f["processes_blocked"] = r.procs_blocked
-    f["processes_total"] = r.processes
-    f["threads_total"] = r.threads
+    f["processes"] = r.processes
+    f["threads"] = r.threads
     acc.add("host", f)
     previous = previous or {}
     for c in r.cpus:

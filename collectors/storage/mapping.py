@@ -19,7 +19,7 @@ def map_mounts(usages: list[MountUsage], acc: Accumulator) -> None:
         acc.add("storage_mount", {
             "total_bytes": u.total, "used_bytes": u.used, "free_bytes": u.free,
             "used_percent": round(100.0 * u.used / denom, 3) if denom else 0.0,
-            "inodes_total": u.inodes_total, "inodes_free": u.inodes_free,
+            "inodes": u.inodes_total, "inodes_free": u.inodes_free,
             "inodes_used": max(0, u.inodes_total - u.inodes_free),
             "read_only": m.read_only, "responding": True,
         }, tags)

@@ -12,7 +12,7 @@ METRICS = (
     Metric("storage_mount", "used_bytes", G, "bytes", "space in use", _M),
     Metric("storage_mount", "free_bytes", G, "bytes", "space available to unprivileged users", _M),
     Metric("storage_mount", "used_percent", G, "percent", "used / (used + free), as df(1) shows it", _M),
-    Metric("storage_mount", "inodes_total", G, "count", "inodes", _M),
+    Metric("storage_mount", "inodes", G, "count", "inodes", _M),
     Metric("storage_mount", "inodes_used", G, "count", "inodes in use", _M),
     Metric("storage_mount", "inodes_free", G, "count", "inodes free", _M),
     Metric("storage_mount", "read_only", G, "bool", "mounted read-only", _M),

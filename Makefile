@@ -1,0 +1,45 @@
+# Two commands set everything up on a fresh Debian/Ubuntu machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+ARGS   ?=
+
+.PHONY: run test bench lint catalogue venv clean
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null || { \
+	  echo "aifactory-agent needs Python >= 3.11; '$(PYTHON)' is $$($(PYTHON) --version 2>&1 || echo missing)." >&2; \
+	  echo "Install python3 (Debian 12 / Ubuntu 24.04 ship 3.11+) or run: make PYTHON=/path/to/python3.11 ..." >&2; exit 1; }
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  echo "Cannot create a virtual environment: install python3-venv (apt-get install -y python3-venv)." >&2; exit 1; }
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+## Start the agent on the embedded default (local SQLite store); Ctrl-C stops it cleanly.
+run: venv
+	$(BIN)/aifactory run $(ARGS)
+
+## Install test dependencies, start the real services the tests use, run the whole suite.
+test: venv
+	@tests/install-deps test
+	$(BIN)/python -m pytest $(ARGS)
+
+## Benchmarks with their peer tools, side by side (see bench/README.md).
+bench: venv
+	@tests/install-deps bench
+	$(BIN)/python bench/collect_overhead $(ARGS)
+
+lint: venv
+	$(BIN)/ruff check agent collectors tests bench/collect_overhead
+
+## Regenerate the metric catalogue table in README.md from the declarations.
+catalogue: venv
+	$(BIN)/python -c 'import re,sys; from agent.cli import catalogue_markdown; from agent.registry import default_registry as r; \
+	p="README.md"; s=open(p).read(); a="<!-- catalogue:start -->\n"; b="<!-- catalogue:end -->"; \
+	h,t=s.split(a,1); open(p,"w").write(h+a+catalogue_markdown(r().catalogue())+b+t.split(b,1)[1])'
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info

@@ -1,0 +1,60 @@
+"""Declare before you emit (house style 4) and names that carry their units (8)."""
+
+import asyncio
+import re
+from pathlib import Path
+
+import pytest
+
+from agent.cli import catalogue_markdown
+from agent.config import build_config
+from agent.model import UNIT_SUFFIXES, Kind
+from agent.outputs.local import query
+from agent.registry import default_registry
+from agent.scheduler import Agent
+
+from .conftest import TREES
+
+ROOT = Path(__file__).resolve().parent.parent
+CAT = default_registry().catalogue()
+
+
+@pytest.mark.parametrize("tree", ["gpunode", "vm", None])
+def test_everything_emitted_is_declared(tree, state_dir):
+    """Run the real agent once over a recorded tree (None: this machine) and check every field."""
+    agent_cfg = {"hostname": "n1"}
+    if tree:
+        agent_cfg.update(proc_root=str(TREES / tree / "proc"), sys_root=str(TREES / tree / "sys"))
+    cfg = build_config({"agent": agent_cfg, "collectors": {"storage": {"smart": "off"}}}, {}, None,
+                       default_registry())
+    asyncio.run(Agent(cfg, state_dir).run(once=True))
+    samples = query(state_dir / "metrics.db", None, since_ns=0)
+    assert {s.measurement for s in samples} >= {"host", "host_cpu", "storage_disk", "network_interface", "agent"}
+    undeclared = sorted({(s.measurement, f) for s in samples for f in s.fields} - set(CAT.metrics))
+    assert not undeclared
+    # tags used are the ones the catalogue lists for that metric (plus global tags)
+    for s in samples:
+        for f in s.fields:
+            declared = set(CAT.get(s.measurement, f).tags) | {"host"}
+            assert set(s.tags) - {"site", "cluster", "rack", "role"} <= declared, (s.measurement, f, s.tags)
+
+
+def test_names_carry_units_and_counters_are_totals():
+    for m in CAT:
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", m.field), m
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", m.measurement), m
+        suffixes = UNIT_SUFFIXES[m.unit]
+        assert any(s in m.field for s in suffixes), f"{m.measurement}.{m.field} should carry its unit {m.unit}"
+        if m.kind is Kind.COUNTER:
+            assert m.field.endswith("_total"), m
+        else:
+            assert not m.field.endswith("_total"), m
+        assert m.description and m.description[0].islower() or m.description[0].isupper()
+
+
+def test_readme_catalogue_is_current():
+    readme = (ROOT / "README.md").read_text()
+    start, end = "<!-- catalogue:start -->\n", "<!-- catalogue:end -->"
+    assert start in readme and end in readme
+    table = readme.split(start, 1)[1].split(end, 1)[0]
+    assert table == catalogue_markdown(CAT), "README catalogue is stale: run `make catalogue`"

@@ -1,0 +1,88 @@
+import threading
+import time
+
+from agent.model import Sample
+from agent.pipeline import OutputQueue, Pipeline
+
+
+class Mem:
+    def __init__(self, name="mem", fail=0, block: threading.Event | None = None):
+        self.name = name
+        self.got: list[Sample] = []
+        self.fail = fail
+        self.block = block
+        self.closed = False
+
+    def write(self, samples):
+        if self.block is not None:
+            self.block.wait(30)
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionError("server down")
+        self.got.extend(samples)
+
+    def housekeeping(self):
+        pass
+
+    def stats(self):
+        return {}
+
+    def close(self):
+        self.closed = True
+
+
+def samples(n, start=0):
+    return [Sample("m", {}, {"i_count": i}, i) for i in range(start, start + n)]
+
+
+def test_full_queue_drops_oldest_and_counts_exactly():
+    out = Mem()
+    q = OutputQueue(out, capacity=100)  # not started: nothing drains
+    q.put(samples(70))
+    q.put(samples(70, 70))
+    assert q.depth == 100 and q.dropped == 40
+    q.start()
+    assert q.stop(5)
+    assert [s.fields["i_count"] for s in out.got] == list(range(40, 140))
+    assert out.closed
+
+
+def test_failed_writes_keep_samples_and_retry():
+    out = Mem(fail=2)
+    q = OutputQueue(out, capacity=1000, retry_base=0.01)
+    q.start()
+    q.put(samples(10))
+    assert q.flush(5)
+    assert [s.fields["i_count"] for s in out.got] == list(range(10))
+    assert q.write_errors == 2 and q.last_error is None
+    q.stop(1)
+
+
+def test_a_stuck_output_never_stalls_another():
+    gate = threading.Event()
+    slow, fast = Mem("slow", block=gate), Mem("fast")
+    p = Pipeline([slow, fast], capacity=50)
+    p.start()
+    slow_q, fast_q = p.queues
+    for i in range(10):
+        p.publish(samples(10, i * 10))  # returns at once although "slow" is stuck
+        assert fast_q.flush(5)  # and "fast" keeps writing meanwhile
+    assert len(fast.got) == 100 and fast_q.dropped == 0
+    assert slow_q.dropped > 0 and not slow.got  # bounded: the stuck one drops its oldest, counted
+    gate.set()
+    assert p.stop(5)
+    assert len(slow.got) + slow_q.dropped >= 100
+
+
+def test_samples_evicted_while_writing_are_not_counted_twice():
+    gate = threading.Event()
+    out = Mem(block=gate)
+    q = OutputQueue(out, capacity=10, batch_size=10)
+    q.start()
+    q.put(samples(10))
+    time.sleep(0.1)  # the writer has taken the batch and is blocked inside write()
+    q.put(samples(5, 10))  # evicts 5 of the batch being written
+    gate.set()
+    assert q.stop(5)
+    assert q.dropped == 5
+    assert [s.fields["i_count"] for s in out.got] == list(range(15))
