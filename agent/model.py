@@ -13,9 +13,8 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Union
 
-FieldValue = Union[float, int, bool, str]
+FieldValue = float | int | bool | str
 
 
 @dataclass(slots=True)
