@@ -33,7 +33,7 @@ def test_collect_once_prints_valid_line_protocol_with_units(tmp_path):
     assert r.returncode == 0, r.stderr
     points = parse(r.stdout)
     assert {m for m, *_ in points} >= {"host", "host_cpu", "storage_mount", "storage_disk", "network_interface"}
-    for m, tags, fields, ts in points:
+    for m, tags, fields, _ts in points:
         assert tags["host"]
         for f in fields:
             assert CAT.get(m, f) is not None, (m, f)
