@@ -152,10 +152,16 @@ def cmd_status(args) -> int:
         print(_table(["COLLECTOR", "STATE", "LAST RUN", "DURATION", "SAMPLES", "RUNS", "ERRORS", "TIMEOUTS",
                       "SKIPPED", "LAST ERROR"], rows))
         print()
-        rows = [[name, o.get("queue_depth_samples"), o.get("queue_dropped_samples_total"),
-                 o.get("written_samples_total"), o.get("write_errors_total"), o.get("evicted_samples_total", ""),
-                 o.get("last_error") or ""] for name, o in sorted(st.get("outputs", {}).items())]
-        print(_table(["OUTPUT", "QUEUED", "DROPPED", "WRITTEN", "ERRORS", "EVICTED", "LAST ERROR"], rows))
+        rows = []
+        for name, o in sorted(st.get("outputs", {}).items()):
+            buffered = "buffer_points" in o
+            rows.append([name, o.get("state", "ok"),
+                         o["buffer_points"] if buffered else o.get("queue_depth_samples"),
+                         o.get("written_samples_total"),
+                         o.get("buffer_evicted_points_total") if buffered else o.get("queue_dropped_samples_total"),
+                         o.get("rejected_points_total", "-"), o.get("write_errors_total"),
+                         o.get("last_error") or ""])
+        print(_table(["OUTPUT", "STATE", "PENDING", "WRITTEN", "EVICTED", "REJECTED", "ERRORS", "LAST ERROR"], rows))
     if not st["running"]:
         return EX_NOT_RUNNING
     return EX_OK if st["healthy"] else EX_FAIL

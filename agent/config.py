@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, model_validator
 
 from .units import format_duration, parse_duration, parse_size
 
@@ -84,8 +84,59 @@ class LocalStoreOptions(Strict):
     max_size: Size = Field(1 << 30, description="database size cap; the oldest samples go first")
 
 
+class InfluxOutputOptions(Strict):
+    """One InfluxDB destination with its own disk buffer."""
+
+    name: str = Field("influxdb", pattern=r"^[A-Za-z0-9_.-]+$", description="names the buffer and the status row")
+    enabled: bool = True
+    api: Literal["v1", "v2"] = Field("v2", description="v2: /api/v2/write via influxdb-client (InfluxDB 2, 3, "
+                                     "Cloud); v1: /write (InfluxDB 1.x, and 2.x v1 compatibility)")
+    url: str = Field(..., pattern=r"^https?://", description="e.g. https://influx.example:8086")
+    # v2
+    org: str | None = None
+    bucket: str | None = None
+    # v1
+    database: str | None = None
+    retention_policy: str | None = None
+    username: str | None = None
+    # secrets: never inline; a file (systemd credential: a bare name is looked up in
+    # $CREDENTIALS_DIRECTORY) or an environment variable
+    token_file: str | None = Field(None, description="file holding the API token")
+    token_env: str | None = Field(None, description="environment variable holding the API token")
+    password_file: str | None = Field(None, description="v1 basic auth password file")
+    gzip: bool = True
+    batch_size: int = Field(5000, gt=0, description="points per request")
+    flush_interval: PositiveDuration = Field(10.0, description="send at least this often")
+    flush_jitter: Duration = Field(2.0, description="random extra delay per flush")
+    timeout: PositiveDuration = Field(10.0, description="per request")
+    tls_verify: bool = Field(True, description="verify the server certificate (leave on)")
+    tls_ca_file: Path | None = Field(None, description="CA bundle for a private PKI")
+    buffer_max_size: Size = Field(1 << 30, description="disk buffer cap in bytes; the oldest go first")
+    buffer_max_points: int = Field(10_000_000, gt=0, description="disk buffer cap in points")
+    retry_max: PositiveDuration = Field(60.0, description="longest back-off between retries")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.api == "v2" and not self.bucket:
+            raise ValueError("api v2 needs bucket (and org for InfluxDB 2)")
+        if self.api == "v1" and not self.database:
+            raise ValueError("api v1 needs database")
+        if self.token_file and self.token_env:
+            raise ValueError("give token_file or token_env, not both")
+        return self
+
+
 class OutputsSection(Strict):
     local: LocalStoreOptions = Field(default_factory=LocalStoreOptions)
+    influxdb: list[InfluxOutputOptions] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self):
+        names = [o.name for o in self.influxdb]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"output names must be unique; repeated: {', '.join(sorted(dup))}")
+        return self
 
 
 class Settings(Strict):

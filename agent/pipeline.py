@@ -7,11 +7,13 @@ the oldest samples are dropped and counted exactly. Publishing never blocks the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from .model import Sample
@@ -180,21 +182,57 @@ class OutputQueue:
 
 
 class Pipeline:
-    def __init__(self, outputs: list[Output], capacity: int) -> None:
-        self.queues = [OutputQueue(o, capacity) for o in outputs]
+    """Fans samples out to memory-queued outputs (the local store) and disk-buffered ones (InfluxDB).
+
+    Appends to disk buffers run in one spool thread; ``publish`` returns an awaitable that
+    completes once they are committed, so a collection counts as done only when its samples
+    are safe on disk.
+    """
+
+    def __init__(self, outputs: list, capacity: int) -> None:
+        self.queues = [OutputQueue(o, capacity) for o in outputs if not getattr(o, "buffered", False)]
+        self.buffered = [o for o in outputs if getattr(o, "buffered", False)]
+        self._spool = ThreadPoolExecutor(1, thread_name_prefix="spool") if self.buffered else None
         self.published = 0
+        self.spool_errors = 0
 
     def start(self) -> None:
         for q in self.queues:
             q.start()
+        for o in self.buffered:
+            o.start()
 
-    def publish(self, samples: list[Sample]) -> None:
+    def _persist(self, samples: list[Sample]) -> None:
+        for o in self.buffered:
+            try:
+                o.append(samples)
+            except Exception as e:  # disk full, say: counted and logged; other outputs go on
+                self.spool_errors += 1
+                log.error("output %s: cannot buffer %d samples: %s", o.name, len(samples), e)
+
+    def publish(self, samples: list[Sample]):
         self.published += len(samples)
         for q in self.queues:
             q.put(samples)
+        if self._spool is None or not samples:
+            return None
+        fut = self._spool.submit(self._persist, samples)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return fut.result()
+        return asyncio.wrap_future(fut)
+
+    def stats(self) -> dict[str, dict]:
+        out = {q.name: q.stats() for q in self.queues}
+        for o in self.buffered:
+            out[o.name] = o.stats()
+        return out
 
     def flush(self, timeout: float) -> bool:
-        return all([q.flush(timeout) for q in self.queues])
+        return all([q.flush(timeout) for q in self.queues] + [o.flush(timeout) for o in self.buffered])
 
     def stop(self, timeout: float) -> bool:
-        return all([q.stop(timeout) for q in self.queues])
+        if self._spool is not None:
+            self._spool.shutdown(wait=True)
+        return all([q.stop(timeout) for q in self.queues] + [o.stop(timeout) for o in self.buffered])

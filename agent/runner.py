@@ -31,7 +31,7 @@ def grid_ts(interval: float, now_ns: int | None = None) -> int:
 
 class InstanceRunner:
     def __init__(self, cfg: InstanceConfig, collector: Collector | None, global_tags: dict[str, str],
-                 publish: Callable[[list[Sample]], None], align: bool = True,
+                 publish: Callable[[list[Sample]], object], align: bool = True,
                  init_error: str | None = None) -> None:
         self.cfg = cfg
         self.collector = collector
@@ -135,7 +135,9 @@ class InstanceRunner:
             self.last_success_ns = time.time_ns()
         self._set_state(state, error)
         if samples:
-            self.publish(samples)
+            pending = self.publish(samples)
+            if inspect.isawaitable(pending):
+                await pending  # disk buffers committed: only now is the collection done
         return samples
 
     def stats(self) -> dict:

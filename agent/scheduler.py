@@ -17,11 +17,12 @@ from . import __version__
 from .collector import Collector, Context
 from .config import Config
 from .model import Accumulator
+from .outputs.influxdb import InfluxOutput
 from .outputs.local import LocalStore
 from .pipeline import Pipeline
 from .registry import Registry, default_registry
 from .runner import InstanceRunner, grid_ts
-from .selfmetrics import ProcessStats
+from .selfmetrics import OUTPUT_FIELDS, ProcessStats
 from .state import write_status
 
 log = logging.getLogger("agent")
@@ -56,12 +57,15 @@ class Agent:
         self.config = config
         self.state_dir = state_dir
         self.registry = registry or default_registry()
-        outputs = []
+        outputs: list = []
         local = config.settings.outputs.local
         self.local_store: LocalStore | None = None
         if local.enabled:
             self.local_store = LocalStore(local.path or state_dir / "metrics.db", local.retention, local.max_size)
             outputs.append(self.local_store)
+        for opts in config.settings.outputs.influxdb:
+            if opts.enabled:
+                outputs.append(InfluxOutput(opts, state_dir))
         self.pipeline = Pipeline(outputs, config.settings.agent.queue_size)
         self.runners = build_runners(config, self.registry, self.pipeline.publish, state_dir)
         self.process = ProcessStats()
@@ -72,7 +76,7 @@ class Agent:
     # --- status ---------------------------------------------------------------
     def status(self, stopped: bool = False) -> dict:
         collectors = {r.name: r.stats() for r in self.runners}
-        outputs = {q.name: q.stats() for q in self.pipeline.queues}
+        outputs = self.pipeline.stats()
         healthy = all(c["state"] in ("ok", "not_present", "pending") for c in collectors.values()) and all(
             o["last_error"] is None for o in outputs.values())
         return {
@@ -107,15 +111,13 @@ class Agent:
                           self.config.global_tags())
         for r in self.runners:
             r.emit(acc)
-        for q in self.pipeline.queues:
-            st = q.stats()
-            fields = {k: st[k] for k in ("queue_depth_samples", "queue_capacity_samples",
-                                         "queue_dropped_samples_total", "written_samples_total",
-                                         "write_errors_total", "evicted_samples_total", "store_size_bytes")
-                      if st.get(k) is not None}
-            acc.add("agent", fields, {"component": "output", "name": q.name})
+        for name, st in self.pipeline.stats().items():
+            fields = {k: st[k] for k in OUTPUT_FIELDS if st.get(k) is not None}
+            acc.add("agent", fields, {"component": "output", "name": name})
         self.process.emit(acc)
-        self.pipeline.publish(acc.close())
+        pending = self.pipeline.publish(acc.close())
+        if pending is not None:
+            await pending
 
     def _spawn(self, coro) -> None:
         t = asyncio.create_task(coro)
@@ -133,7 +135,7 @@ class Agent:
         self.pipeline.start()
         log.info("agent %s starting on %s: %d collector instances, outputs: %s, state dir %s",
                  __version__, self.config.hostname, len(self.runners),
-                 ", ".join(q.name for q in self.pipeline.queues) or "none", self.state_dir)
+                 ", ".join(self.pipeline.stats()) or "none", self.state_dir)
         scheduler = None
         try:
             # A first run of everything at once, so status and the store fill immediately.

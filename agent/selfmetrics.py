@@ -36,12 +36,22 @@ AGENT_METRICS: tuple[Metric, ...] = (
     _m("write_errors_total", C, "count", "failed write attempts (the samples stay queued)", _OUT),
     _m("evicted_samples_total", C, "count", "samples removed by this output's size cap", _OUT),
     _m("store_size_bytes", G, "bytes", "size of the output's database on disk", _OUT),
+    _m("buffer_points", G, "count", "points in the output's disk buffer, not yet acknowledged", _OUT),
+    _m("buffer_size_bytes", G, "bytes", "line-protocol bytes in the output's disk buffer", _OUT),
+    _m("buffer_capacity_points", G, "count", "points the disk buffer holds at most", _OUT),
+    _m("buffer_evicted_points_total", C, "count", "oldest points evicted because the disk buffer was full", _OUT),
+    _m("rejected_points_total", C, "count", "points the server refused as malformed (HTTP 400/422), dropped", _OUT),
+    _m("requests_total", C, "count", "write requests sent", _OUT),
+    _m("auth_failing", G, "bool", "the server answers 401/403: points are kept, nothing is delivered", _OUT),
     _m("cpu_seconds_total", C, "seconds", "CPU time (user+system) of the agent process", _PROC),
     _m("memory_rss_bytes", G, "bytes", "resident set size of the agent process", _PROC),
     _m("threads", G, "count", "threads of the agent process", _PROC),
     _m("open_fds", G, "count", "open file descriptors of the agent process", _PROC),
     _m("uptime_seconds", G, "seconds", "time since the agent started", _PROC),
 )
+
+
+OUTPUT_FIELDS = tuple(m.field for m in AGENT_METRICS if m.tags == _OUT)
 
 
 class ProcessStats:

@@ -1,0 +1,144 @@
+"""A disk-backed, crash-safe FIFO of line-protocol points, one per output.
+
+Rows are chunks of up to CHUNK lines (one INSERT per chunk keeps appends cheap); a chunk
+is deleted only after the server acknowledged it. SQLite WAL with synchronous=NORMAL
+survives a crash or kill -9 of the agent (a committed append is on disk before the
+collection counts as done); an operating-system crash can lose the last transactions.
+
+The caps (bytes and points) evict the oldest chunks first, never one that is being
+sent, and count every evicted point exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1000
+
+
+class DiskBuffer:
+    def __init__(self, path: Path, max_bytes: int = 1 << 30, max_points: int = 10_000_000) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.max_points = max_points
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
+        c = self._conn
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("PRAGMA synchronous=NORMAL")
+        c.execute("CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                  "n INTEGER NOT NULL, size INTEGER NOT NULL, data BLOB NOT NULL)")
+        self.points, self.bytes = c.execute("SELECT coalesce(sum(n), 0), coalesce(sum(size), 0) FROM chunks").fetchone()
+        self.evicted = 0
+        self.appended = 0
+        self._in_flight: set[int] = set()
+        if self.points:
+            log.info("buffer %s: %d points from before the restart will be sent", self.path.name, self.points)
+
+    def __len__(self) -> int:
+        return self.points
+
+    def append(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        rows = []
+        for i in range(0, len(lines), CHUNK):
+            part = lines[i:i + CHUNK]
+            data = b"\n".join(part)
+            rows.append((len(part), len(data), data))
+        with self._lock:
+            c = self._conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                c.executemany("INSERT INTO chunks (n, size, data) VALUES (?, ?, ?)", rows)
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            self.points += len(lines)
+            self.bytes += sum(r[1] for r in rows)
+            self.appended += len(lines)
+            self._enforce_caps()
+
+    def _enforce_caps(self) -> None:
+        if self.points <= self.max_points and self.bytes <= self.max_bytes:
+            return
+        c = self._conn
+        evicted = 0
+        while self.points > self.max_points or self.bytes > self.max_bytes:
+            row = c.execute("SELECT id, n, size FROM chunks WHERE id NOT IN (%s) ORDER BY id LIMIT 1"
+                            % ",".join(str(i) for i in self._in_flight) if self._in_flight else
+                            "SELECT id, n, size FROM chunks ORDER BY id LIMIT 1").fetchone()
+            if row is None:
+                break  # only the batch being sent is left
+            over = self.points - self.max_points
+            cid, n, size = row
+            if self.bytes <= self.max_bytes and 0 < over < n:
+                # Trim the chunk from its oldest end so exactly `over` points go.
+                data = c.execute("SELECT data FROM chunks WHERE id=?", (cid,)).fetchone()[0]
+                keep = data.split(b"\n")[over:]
+                new = b"\n".join(keep)
+                c.execute("UPDATE chunks SET n=?, size=?, data=? WHERE id=?", (len(keep), len(new), new, cid))
+                self.points -= over
+                self.bytes -= size - len(new)
+                evicted += over
+                continue
+            c.execute("DELETE FROM chunks WHERE id=?", (cid,))
+            self.points -= n
+            self.bytes -= size
+            evicted += n
+        if evicted:
+            if self.evicted == 0:
+                log.warning("buffer %s full (%d points / %d bytes max): evicting the oldest points",
+                            self.path.name, self.max_points, self.max_bytes)
+            self.evicted += evicted
+
+    def peek(self, max_points: int) -> tuple[list[int], list[bytes]]:
+        """The oldest chunks holding up to max_points (at least one chunk); marks them in flight."""
+        ids: list[int] = []
+        lines: list[bytes] = []
+        with self._lock:
+            for cid, n, data in self._conn.execute("SELECT id, n, data FROM chunks ORDER BY id"):
+                if lines and len(lines) + n > max_points:
+                    break
+                ids.append(cid)
+                lines.extend(data.split(b"\n"))
+            self._in_flight = set(ids)
+        return ids, lines
+
+    def remove(self, ids: list[int]) -> int:
+        """Forget acknowledged chunks; returns the points removed."""
+        if not ids:
+            return 0
+        with self._lock:
+            c = self._conn
+            marks = ",".join("?" * len(ids))
+            n, size = c.execute(f"SELECT coalesce(sum(n), 0), coalesce(sum(size), 0) FROM chunks WHERE id IN ({marks})",
+                                ids).fetchone()
+            c.execute(f"DELETE FROM chunks WHERE id IN ({marks})", ids)
+            self.points -= n
+            self.bytes -= size
+            self._in_flight.clear()
+            return n
+
+    def release(self) -> None:
+        """The in-flight chunks were not acknowledged; they stay, first in line."""
+        with self._lock:
+            self._in_flight.clear()
+
+    def stats(self) -> dict:
+        return {"buffer_points": self.points, "buffer_size_bytes": self.bytes,
+                "buffer_capacity_points": self.max_points, "buffer_evicted_points_total": self.evicted}
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                self._conn.close()

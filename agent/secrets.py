@@ -1,0 +1,34 @@
+"""Secrets come from files (systemd credentials) or the environment, never from argv or the config."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .config import ConfigError
+
+
+def read_secret(what: str, file: str | None = None, env: str | None = None) -> str | None:
+    """The secret's value, or None when neither source is configured.
+
+    A bare file name (no slash) is looked up in $CREDENTIALS_DIRECTORY first, as systemd's
+    LoadCredential= places it there. A configured source that cannot be read is a config error.
+    """
+    if env:
+        value = os.environ.get(env)
+        if not value:
+            raise ConfigError([f"{what}: environment variable {env} is not set or empty"])
+        return value.strip()
+    if file:
+        path = Path(file)
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        if "/" not in file and creds:
+            path = Path(creds) / file
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ConfigError([f"{what}: cannot read secret file {path}: {e.strerror or e}"]) from None
+        if not value:
+            raise ConfigError([f"{what}: secret file {path} is empty"])
+        return value
+    return None
