@@ -40,3 +40,21 @@ def state_dir(tmp_path, monkeypatch):
 
 def pytest_configure(config):
     os.environ.setdefault("AIFACTORY_TEST", "1")
+
+
+@pytest.fixture(scope="session")
+def influxd(tmp_path_factory):
+    from .services import Influxd
+
+    server = Influxd(tmp_path_factory.mktemp("influxd")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def victoria(tmp_path_factory):
+    from .services import VictoriaMetrics
+
+    server = VictoriaMetrics(tmp_path_factory.mktemp("vm")).start()
+    yield server
+    server.stop()

@@ -6,7 +6,7 @@ survives a crash or kill -9 of the agent (a committed append is on disk before t
 collection counts as done); an operating-system crash can lose the last transactions.
 
 The caps (bytes and points) evict the oldest chunks first, never one that is being
-sent, and count every evicted point exactly.
+sent (the buffer may exceed its cap by that one batch), and count every evicted point exactly.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class DiskBuffer:
         self.evicted = 0
         self.appended = 0
         self._in_flight: set[int] = set()
+        self._flight_points = 0
+        self._flight_bytes = 0
         if self.points:
             log.info("buffer %s: %d points from before the restart will be sent", self.path.name, self.points)
 
@@ -67,32 +69,36 @@ class DiskBuffer:
             self._enforce_caps()
 
     def _enforce_caps(self) -> None:
-        if self.points <= self.max_points and self.bytes <= self.max_bytes:
+        # The batch being sent is outside the caps until it is acknowledged or released: the
+        # buffer may exceed its cap by at most one batch, and never evicts what is in flight.
+        points = self.points - self._flight_points
+        size = self.bytes - self._flight_bytes
+        if points <= self.max_points and size <= self.max_bytes:
             return
         c = self._conn
         evicted = 0
-        while self.points > self.max_points or self.bytes > self.max_bytes:
-            row = c.execute("SELECT id, n, size FROM chunks WHERE id NOT IN (%s) ORDER BY id LIMIT 1"
-                            % ",".join(str(i) for i in self._in_flight) if self._in_flight else
-                            "SELECT id, n, size FROM chunks ORDER BY id LIMIT 1").fetchone()
+        after = max(self._in_flight) if self._in_flight else 0
+        while points > self.max_points or size > self.max_bytes:
+            row = c.execute("SELECT id, n, size FROM chunks WHERE id > ? ORDER BY id LIMIT 1", (after,)).fetchone()
             if row is None:
-                break  # only the batch being sent is left
-            over = self.points - self.max_points
-            cid, n, size = row
-            if self.bytes <= self.max_bytes and 0 < over < n:
-                # Trim the chunk from its oldest end so exactly `over` points go.
+                break
+            cid, n, csize = row
+            over = points - self.max_points
+            if size <= self.max_bytes and 0 < over < n:
+                # Trim the chunk from its oldest end so that exactly `over` points go.
                 data = c.execute("SELECT data FROM chunks WHERE id=?", (cid,)).fetchone()[0]
                 keep = data.split(b"\n")[over:]
                 new = b"\n".join(keep)
                 c.execute("UPDATE chunks SET n=?, size=?, data=? WHERE id=?", (len(keep), len(new), new, cid))
-                self.points -= over
-                self.bytes -= size - len(new)
-                evicted += over
-                continue
-            c.execute("DELETE FROM chunks WHERE id=?", (cid,))
-            self.points -= n
-            self.bytes -= size
-            evicted += n
+                removed_n, removed_size = over, csize - len(new)
+            else:
+                c.execute("DELETE FROM chunks WHERE id=?", (cid,))
+                removed_n, removed_size = n, csize
+            points -= removed_n
+            size -= removed_size
+            self.points -= removed_n
+            self.bytes -= removed_size
+            evicted += removed_n
         if evicted:
             if self.evicted == 0:
                 log.warning("buffer %s full (%d points / %d bytes max): evicting the oldest points",
@@ -103,13 +109,16 @@ class DiskBuffer:
         """The oldest chunks holding up to max_points (at least one chunk); marks them in flight."""
         ids: list[int] = []
         lines: list[bytes] = []
+        size = 0
         with self._lock:
             for cid, n, data in self._conn.execute("SELECT id, n, data FROM chunks ORDER BY id"):
                 if lines and len(lines) + n > max_points:
                     break
                 ids.append(cid)
                 lines.extend(data.split(b"\n"))
+                size += len(data)
             self._in_flight = set(ids)
+            self._flight_points, self._flight_bytes = len(lines), size
         return ids, lines
 
     def remove(self, ids: list[int]) -> int:
@@ -125,12 +134,15 @@ class DiskBuffer:
             self.points -= n
             self.bytes -= size
             self._in_flight.clear()
+            self._flight_points = self._flight_bytes = 0
             return n
 
     def release(self) -> None:
         """The in-flight chunks were not acknowledged; they stay, first in line."""
         with self._lock:
             self._in_flight.clear()
+            self._flight_points = self._flight_bytes = 0
+            self._enforce_caps()
 
     def stats(self) -> dict:
         return {"buffer_points": self.points, "buffer_size_bytes": self.bytes,

@@ -1,0 +1,157 @@
+"""Real servers for the tests, started on loopback with temporary state (see DEVELOPERS.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, ok: tuple[int, ...], timeout: float = 20.0, proc=None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status in ok:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+def need(binary: str, package: str) -> str:
+    path = shutil.which(binary) or (f"/usr/bin/{binary}" if os.access(f"/usr/bin/{binary}", os.X_OK) else None)
+    if not path:
+        if os.environ.get("CI"):
+            raise RuntimeError(f"{binary} missing: tests/install-deps should have installed {package}")
+        pytest.skip(f"{binary} not installed (apt-get install -y {package}; `make test` does it)")
+    return path
+
+
+class Influxd:
+    """InfluxDB 1.x (Debian's influxdb 1.6.7) on 127.0.0.1 with a temporary config and data dir."""
+
+    def __init__(self, root: Path, auth: bool = False) -> None:
+        self.exe = need("influxd", "influxdb")
+        self.root = root
+        self.port = free_port()
+        self.rpc = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        root.mkdir(parents=True, exist_ok=True)
+        self.conf = root / "influxdb.conf"
+        self.conf.write_text(f"""
+reporting-enabled = false
+bind-address = "127.0.0.1:{self.rpc}"
+[meta]
+  dir = "{root}/meta"
+[data]
+  dir = "{root}/data"
+  wal-dir = "{root}/wal"
+  index-version = "inmem"
+  wal-fsync-delay = "0s"
+  query-log-enabled = false
+[monitor]
+  store-enabled = false
+[http]
+  bind-address = "127.0.0.1:{self.port}"
+  auth-enabled = {"true" if auth else "false"}
+  log-enabled = false
+  max-body-size = 0
+[logging]
+  level = "warn"
+[continuous_queries]
+  enabled = false
+""")
+
+    def start(self) -> "Influxd":
+        self.proc = subprocess.Popen([self.exe, "run", "-config", str(self.conf), "-pidfile", str(self.root / "pid")],
+                                     stdout=subprocess.DEVNULL, stderr=open(self.root / "log", "ab"))
+        _wait_http(self.url + "/ping", (204,), proc=self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def query(self, q: str, db: str | None = None, auth: tuple[str, str] | None = None) -> list[dict]:
+        params = {"q": q, "epoch": "ns"}
+        if db:
+            params["db"] = db
+        req = urllib.request.Request(self.url + "/query", data=urllib.parse.urlencode(params).encode())
+        if auth:
+            import base64
+            req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+        with urllib.request.urlopen(req, timeout=30) as r:
+            doc = json.loads(r.read())
+        res = doc["results"][0]
+        if "error" in res:
+            raise RuntimeError(res["error"])
+        return res.get("series", [])
+
+    def create_db(self, name: str, auth=None) -> None:
+        self.query(f'CREATE DATABASE "{name}"', auth=auth)
+
+    def points(self, db: str, measurement: str) -> list[dict]:
+        """Every point of a measurement as dicts (time in ns plus tags and fields)."""
+        out = []
+        for series in self.query(f'SELECT * FROM "{measurement}"', db):
+            cols = series["columns"]
+            for row in series["values"]:
+                out.append(dict(zip(cols, row)))
+        return out
+
+
+class VictoriaMetrics:
+    """Debian's victoria-metrics: a real server that accepts /api/v2/write."""
+
+    def __init__(self, root: Path) -> None:
+        self.exe = need("victoria-metrics", "victoria-metrics")
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self) -> "VictoriaMetrics":
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [self.exe, f"-storageDataPath={self.root}/data", f"-httpListenAddr=127.0.0.1:{self.port}",
+             "-retentionPeriod=100y", "-search.latencyOffset=0s", "-search.disableCache", "-loggerLevel=ERROR"],
+            stdout=subprocess.DEVNULL, stderr=open(self.root / "log", "ab"))
+        _wait_http(self.url + "/health", (200,), proc=self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(15)
+
+    def export(self, match: str) -> list[dict]:
+        urllib.request.urlopen(self.url + "/internal/force_flush", timeout=10).read()
+        q = urllib.parse.urlencode({"match[]": match, "start": "0"})
+        with urllib.request.urlopen(f"{self.url}/api/v1/export?{q}", timeout=30) as r:
+            return [json.loads(line) for line in r.read().decode().splitlines() if line]

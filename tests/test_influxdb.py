@@ -1,0 +1,364 @@
+"""InfluxDB delivery against real servers: InfluxDB 1.6.7 (v1) and VictoriaMetrics (v2 write API)."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agent.config import ConfigError, InfluxOutputOptions, build_config
+from agent.model import Sample
+from agent.outputs.buffer import DiskBuffer
+from agent.outputs.influxdb import InfluxOutput
+from agent.registry import Registry
+from agent.scheduler import Agent
+
+from . import plugins
+from .services import Influxd
+
+ROOT = Path(__file__).resolve().parent.parent
+T0 = 1_790_000_000_000_000_000
+
+
+def gpu_samples(n_ts: int, gpus: int = 8, host: str = "node1", start: int = T0, step: int = 10**9):
+    out = []
+    for t in range(n_ts):
+        for g in range(gpus):
+            out.append(Sample("gpu", {"host": host, "gpu": str(g), "uuid": f"GPU-{g:04d}-{host}",
+                                      "model": "NVIDIA H200"},
+                              {"power_watts": 650.5 + g + t % 7, "energy_joules_total": 10**9 + t * 650 + g,
+                               "utilization_percent": float((t * 13 + g) % 101), "temperature_celsius": 61.0 + g,
+                               "memory_used_bytes": 80 * 2**30 + t, "lost": False, "pstate": "P0"},
+                              start + t * step))
+    return out
+
+
+def make_output(tmp_path, url, **kw) -> InfluxOutput:
+    opts = InfluxOutputOptions(**{"name": "influx", "api": "v1", "url": url, "database": "db",
+                                  "flush_interval": 0.2, "flush_jitter": 0, **kw})
+    out = InfluxOutput(opts, tmp_path)
+    out.start()
+    return out
+
+
+def new_db(influxd) -> str:
+    name = "t" + uuid.uuid4().hex[:10]
+    influxd.create_db(name)
+    return name
+
+
+# --- v1 against InfluxDB 1.6.7 -----------------------------------------------------------
+
+
+def test_v1_points_read_back_equal(influxd, tmp_path):
+    db = new_db(influxd)
+    out = make_output(tmp_path, influxd.url, database=db)
+    samples = gpu_samples(20)
+    out.append(samples)
+    assert out.stop(20)
+    got = {(p["gpu"], p["time"]): p for p in influxd.points(db, "gpu")}
+    assert len(got) == len(samples)
+    for s in samples:
+        p = got[(s.tags["gpu"], s.ts)]
+        assert {k: p[k] for k in s.tags} == s.tags
+        assert {k: p[k] for k in s.fields} == s.fields  # floats, ints, bools, strings exact
+    assert out.sent == len(samples) and len(out.buffer) == 0
+
+
+def test_batch_with_one_bad_line_lands_all_the_others(influxd, tmp_path):
+    db = new_db(influxd)
+    out = make_output(tmp_path, influxd.url, database=db, batch_size=5000)
+    out.append(gpu_samples(1))  # power_watts is a float field from now on
+    assert out.flush(10)
+    good = gpu_samples(50, start=T0 + 10**12)
+    bad = Sample("gpu", {"host": "node1", "gpu": "0", "uuid": "x", "model": "m"}, {"power_watts": "a lot"}, T0 + 5)
+    out.append(good[:200] + [bad] + good[200:])
+    assert out.stop(20)
+    assert out.rejected == 1
+    assert len(influxd.points(db, "gpu")) == 8 + len(good)
+    assert out.sent == 8 + len(good) + 1  # the bad one counts as handled, not pending
+
+
+def test_401_keeps_everything_and_status_says_why(tmp_path):
+    server = Influxd(tmp_path / "authd", auth=True).start()
+    try:
+        # InfluxDB 1.x enforces auth once an admin exists
+        server.query("CREATE USER admin WITH PASSWORD 'pw' WITH ALL PRIVILEGES")
+        server.create_db("db", auth=("admin", "pw"))
+        out = make_output(tmp_path, server.url, database="db", retry_max=0.2)
+        out.append(gpu_samples(5))
+        deadline = time.monotonic() + 10
+        while out.state != "auth_failed" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert out.state == "auth_failed" and "HTTP 401" in out.last_error
+        assert len(out.buffer) == 40 and out.sent == 0 and out.rejected == 0
+        st = out.stats()
+        assert st["auth_failing"] is True and st["buffer_points"] == 40
+        assert out.stop(1) is False  # still refused: the points stay in the buffer file
+        # the operator fixes the credentials; the restarted output delivers what was kept
+        (tmp_path / "pw").write_text("pw\n")
+        out2 = make_output(tmp_path, server.url, database="db", username="admin", password_file=str(tmp_path / "pw"))
+        assert out2.stop(20)
+        assert len(server.query('SELECT * FROM "gpu"', "db", auth=("admin", "pw"))[0]["values"]) == 40
+    finally:
+        server.stop()
+
+
+def test_outage_of_30s_loses_nothing_and_duplicates_nothing(tmp_path):
+    """influxd stopped for 30 s while the agent collects every second, then restarted."""
+    server = Influxd(tmp_path / "influx").start()
+    server.create_db("fleet")
+    plugins.RUNS.clear()
+    registry = Registry(plugins.TARGETS)
+    cfg = build_config({"agent": {"interval": 1, "hostname": "n1"},
+                        "collectors": {"quick": {}},
+                        "outputs": {"local": {"enabled": False},
+                                    "influxdb": [{"name": "main", "api": "v1", "url": server.url,
+                                                  "database": "fleet", "flush_interval": 0.5, "flush_jitter": 0,
+                                                  "retry_max": 2, "timeout": 2}]}}, {}, None, registry)
+    agent = Agent(cfg, tmp_path / "state", registry)
+    out = agent.pipeline.buffered[0]
+    seen_states = []
+
+    async def scenario():
+        task = asyncio.create_task(agent.run())
+        await asyncio.sleep(3)
+        await asyncio.to_thread(server.stop)
+        for _ in range(30):
+            await asyncio.sleep(1)
+            seen_states.append(out.state)
+        assert len(out.buffer) > 0  # collected during the outage, held on disk
+        await asyncio.to_thread(server.start)
+        await asyncio.sleep(6)
+        agent._stop.set()
+        await task
+
+    try:
+        asyncio.run(scenario())
+        assert "retrying" in seen_states
+        points = server.points("fleet", "quick")
+        runs = len(plugins.RUNS["quick"])
+        times = [p["time"] for p in points]
+        assert len(times) == len(set(times)) == runs >= 38  # every collection, once
+        agent_points = server.points("fleet", "agent")
+        assert agent_points  # the self-metrics went the same way
+        assert out.buffer.evicted == 0 and out.rejected == 0 and len(out.buffer) == 0
+    finally:
+        server.stop()
+
+
+KILL_SCRIPT = """
+import sys, time
+from pathlib import Path
+from agent.config import InfluxOutputOptions
+from agent.outputs.influxdb import InfluxOutput
+opts = InfluxOutputOptions(name="influx", api="v1", url=sys.argv[1], database=sys.argv[2], batch_size=2000,
+                           flush_interval=0.1, flush_jitter=0)
+out = InfluxOutput(opts, Path(sys.argv[3]))
+out.start()
+print("sending", flush=True)
+time.sleep(60)
+"""
+
+
+def test_kill_9_mid_flush_then_restart_loses_nothing(influxd, tmp_path):
+    db = new_db(influxd)
+    state = tmp_path / "state"
+    buf = DiskBuffer(state / "buffer-influx.db")
+    samples = gpu_samples(25_000)  # 200,000 points
+    from agent.model import to_line
+    buf.append([to_line(s).encode() for s in samples])
+    buf.close()
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, influxd.url, db, str(state)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "sending"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            rows = influxd.query('SELECT count("power_watts") FROM "gpu"', db)
+            if rows and rows[0]["values"][0][1] > 0:
+                break
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    left = DiskBuffer(state / "buffer-influx.db")
+    pending = len(left)
+    left.close()
+    assert 0 < pending < len(samples), "the kill should land mid-flush"
+    out = make_output(state, influxd.url, database=db, batch_size=5000)
+    out.flush(60)
+    assert out.stop(10)
+    count = influxd.query('SELECT count("power_watts") FROM "gpu"', db)[0]["values"][0][1]
+    assert count == len(samples)
+
+
+# --- v2 through influxdb-client against VictoriaMetrics ------------------------------------------
+
+
+def test_v2_points_read_back_equal(victoria, tmp_path):
+    host = "v2-" + uuid.uuid4().hex[:8]
+    (tmp_path / "token").write_text("secret-token\n")
+    out = make_output(tmp_path, victoria.url, api="v2", database=None, bucket="b", org="o",
+                      token_file=str(tmp_path / "token"))
+    samples = gpu_samples(10, host=host)
+    out.append(samples)
+    assert out.stop(20)
+    series = victoria.export(f'{{__name__=~"gpu_.*",host="{host}"}}')
+    got = {}
+    for s in series:
+        m = s["metric"]
+        for v, ts in zip(s["values"], s["timestamps"]):
+            got[(m["__name__"], m["gpu"], ts)] = (v, m)
+    for s in samples:
+        for f, value in s.fields.items():
+            if isinstance(value, str):
+                continue  # VictoriaMetrics keeps numbers only
+            v, labels = got[(f"gpu_{f}", s.tags["gpu"], s.ts // 10**6)]
+            assert v == float(value)
+            assert {k: labels[k] for k in s.tags} == s.tags
+
+
+# --- protocol edges against a scripted loopback server -------------------------------------------
+
+
+class Scripted(http.server.BaseHTTPRequestHandler):
+    script: list = []
+    seen: list = []
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        import gzip
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        lines = body.split(b"\n")
+        Scripted.seen.append((time.monotonic(), len(lines), dict(self.headers)))
+        status, headers = Scripted.script.pop(0) if Scripted.script else (204, {})
+        if status == "too-large":
+            status = 413 if len(lines) > 10 else 204
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.fixture
+def scripted():
+    Scripted.script, Scripted.seen = [], []
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+
+
+def test_429_and_503_keep_points_and_honour_retry_after(scripted, tmp_path):
+    Scripted.script = [(429, {"Retry-After": "1"}), (503, {}), (204, {})]
+    os.environ["AIF_TEST_TOKEN"] = "tok"
+    try:
+        out = make_output(tmp_path, scripted, token_env="AIF_TEST_TOKEN", retry_max=0.1)
+        out.append(gpu_samples(2))
+        deadline = time.monotonic() + 10
+        while out.sent == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        out.stop(5)
+    finally:
+        del os.environ["AIF_TEST_TOKEN"]
+    assert out.sent == 16 and out.write_errors == 2
+    (t1, _, h1), (t2, _, _), (t3, _, _) = Scripted.seen
+    assert t2 - t1 >= 0.95  # waited as Retry-After said, beyond the 0.1 s back-off
+    assert h1["Authorization"] == "Token tok"
+
+
+def test_413_splits_the_batch(scripted, tmp_path):
+    Scripted.script = [("too-large", {})] * 50
+    out = make_output(tmp_path, scripted, batch_size=5000)
+    out.append(gpu_samples(10))  # 80 lines: split until <= 10 lines per request
+    assert out.stop(10)
+    assert out.sent == 80 and out.rejected == 0
+    assert sum(n for _, n, _ in Scripted.seen if n <= 10) == 80
+
+
+# --- the buffer's caps and the config's secrets ---------------------------------------------
+
+
+def test_buffer_cap_evicts_oldest_and_counts_exactly(tmp_path):
+    buf = DiskBuffer(tmp_path / "b.db", max_points=2500)
+    for batch in range(10):
+        buf.append([f"m v={batch * 1000 + i}i {i}".encode() for i in range(1000)])
+    assert buf.evicted == 7500 and len(buf) == 2500
+    ids, lines = buf.peek(10_000)
+    assert [int(x.split(b"=")[1].split(b"i")[0]) for x in lines] == list(range(7500, 10000))
+    # the batch being sent is never evicted; the buffer exceeds its cap by at most that batch
+    buf.append([b"m v=1i 1"] * 1000)
+    assert set(ids) <= {r[0] for r in buf._conn.execute("SELECT id FROM chunks")}
+    assert len(buf) == 3500 and buf.evicted == 7500
+    buf.append([b"m v=2i 2"] * 2000)  # now 3000 outside the flight: 500 of the oldest of those go
+    assert buf.evicted == 8000
+    buf.release()  # the send failed: the caps apply to everything again, oldest first
+    assert len(buf) == 2500 and buf.evicted == 10500
+    ids, lines = buf.peek(10_000)
+    assert lines == [b"m v=1i 1"] * 500 + [b"m v=2i 2"] * 2000
+    assert buf.remove(ids) == 2500 and len(buf) == 0
+    buf.append([b"m v=3i 3"] * 7)
+    buf.close()
+    # survives a reopen with its content
+    assert len(DiskBuffer(tmp_path / "b.db")) == 7
+
+
+def test_buffer_byte_cap(tmp_path):
+    buf = DiskBuffer(tmp_path / "b.db", max_bytes=50_000)
+    for _ in range(20):
+        buf.append([b"x" * 99] * 100)  # 10 kB per append
+    assert buf.bytes <= 50_000 and buf.evicted + len(buf) == 2000
+
+
+def test_secrets_from_credentials_directory_and_env(tmp_path, monkeypatch):
+    from agent.secrets import read_secret
+
+    (tmp_path / "influx-token").write_text("abc\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert read_secret("t", file="influx-token") == "abc"
+    monkeypatch.setenv("TOK", "xyz")
+    assert read_secret("t", env="TOK") == "xyz"
+    with pytest.raises(ConfigError, match="cannot read secret file"):
+        read_secret("outputs.influxdb[a].token", file=str(tmp_path / "missing"))
+
+
+def test_output_config_errors(tmp_path):
+    p = tmp_path / "a.yaml"
+    p.write_text("outputs:\n  influxdb:\n    - name: a\n      api: v1\n      url: http://x:8086\n")
+    from agent.config import load_config
+    with pytest.raises(ConfigError, match=r"a.yaml:3: outputs.influxdb\[0\]: api v1 needs database"):
+        load_config(p)
+    p.write_text("outputs:\n  influxdb:\n    - {url: ftp://x, bucket: b}\n")
+    with pytest.raises(ConfigError, match=r"outputs.influxdb\[0\].url: String should match pattern"):
+        load_config(p)
+    p.write_text("outputs:\n  influxdb:\n    - {url: 'https://x', bucket: b, token: s3cret}\n")
+    with pytest.raises(ConfigError, match=r"outputs.influxdb\[0\].token: unknown key"):
+        load_config(p)
+
+
+def test_config_show_never_prints_the_token(tmp_path, capsys):
+    from agent.cli import main
+
+    (tmp_path / "tok").write_text("very-secret-token")
+    p = tmp_path / "a.yaml"
+    p.write_text(f"outputs:\n  influxdb:\n    - {{url: 'https://x', bucket: b, token_file: {tmp_path / 'tok'}}}\n")
+    assert main(["config", "show", "--json", "-c", str(p)]) == 0
+    text = capsys.readouterr().out
+    assert "very-secret-token" not in text
+    assert json.loads(text)["outputs"]["influxdb"][0]["tls_verify"] is True
