@@ -82,7 +82,7 @@ bind-address = "127.0.0.1:{self.rpc}"
   enabled = false
 """)
 
-    def start(self) -> "Influxd":
+    def start(self) -> Influxd:
         self.proc = subprocess.Popen([self.exe, "run", "-config", str(self.conf), "-pidfile", str(self.root / "pid")],
                                      stdout=subprocess.DEVNULL, stderr=open(self.root / "log", "ab"))
         _wait_http(self.url + "/ping", (204,), proc=self.proc)
@@ -136,7 +136,7 @@ class VictoriaMetrics:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = None
 
-    def start(self) -> "VictoriaMetrics":
+    def start(self) -> VictoriaMetrics:
         self.root.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [self.exe, f"-storageDataPath={self.root}/data", f"-httpListenAddr=127.0.0.1:{self.port}",
