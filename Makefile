@@ -31,9 +31,10 @@ test: venv
 bench: venv
 	@tests/install-deps bench
 	$(BIN)/python bench/collect_overhead $(ARGS)
+	$(BIN)/python bench/delivery
 
 lint: venv
-	$(BIN)/ruff check agent collectors tests bench/collect_overhead
+	$(BIN)/ruff check agent collectors tests bench/collect_overhead bench/delivery
 
 ## Regenerate the metric catalogue table in README.md from the declarations.
 catalogue: venv

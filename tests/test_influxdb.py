@@ -362,3 +362,26 @@ def test_config_show_never_prints_the_token(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "very-secret-token" not in text
     assert json.loads(text)["outputs"]["influxdb"][0]["tls_verify"] is True
+
+
+def test_dead_influxdb_shows_in_status_and_self_metrics_and_keeps_points(tmp_path, capsys):
+    from agent.cli import main
+    from agent.outputs.local import query
+    from .services import free_port
+
+    registry = Registry(plugins.TARGETS)
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    cfg = build_config({"agent": {"interval": 1, "hostname": "n1"}, "collectors": {"quick": {}},
+                        "outputs": {"influxdb": [{"name": "dead", "api": "v1", "url": url, "database": "d",
+                                                  "flush_jitter": 0}]}}, {}, None, registry)
+    state = tmp_path / "state"
+    asyncio.run(Agent(cfg, state, registry).run(once=True, flush_timeout=2))
+    assert main(["status", "--state-dir", str(state)]) == 3
+    text = capsys.readouterr().out
+    assert "dead" in text and "retrying" in text and "cannot reach" in text
+    main(["status", "--json", "--state-dir", str(state)])
+    st = json.loads(capsys.readouterr().out)["outputs"]["dead"]
+    assert st["buffer_points"] >= 1 and st["written_samples_total"] == 0 and st["state"] == "retrying"
+    selfm = query(state / "metrics.db", "agent", tags={"component": "output", "name": "dead"})
+    assert "buffer_points" in selfm[-1].fields and "buffer_evicted_points_total" in selfm[-1].fields
+    assert len(DiskBuffer(state / "buffer-dead.db")) == st["buffer_points"]  # kept for the next start
