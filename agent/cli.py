@@ -290,6 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
     ct = sub.add_parser("catalogue", parents=[common], help="every declared metric")
     ct.add_argument("--format", choices=["md", "json"], default="md")
     ct.set_defaults(func=cmd_catalogue)
+
+    # Collectors may bring commands of their own (e.g. `aifactory gpus`).
+    from .registry import default_registry
+
+    for spec in default_registry().specs.values():
+        hook = getattr(spec.cls, "register_cli", None)
+        if hook is not None:
+            hook(sub, common)
     return p
 
 

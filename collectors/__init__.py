@@ -4,4 +4,5 @@ REGISTRY: dict[str, str] = {
     "host": "collectors.host:HostCollector",
     "storage": "collectors.storage:StorageCollector",
     "network": "collectors.network:NetworkCollector",
+    "gpu": "collectors.gpu:GpuCollector",
 }

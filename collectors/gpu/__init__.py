@@ -1,0 +1,74 @@
+"""GPU collector: NVML through one thin adapter (collectors/gpu/nvml.py).
+
+No pynvml, no libnvidia-ml or no GPU is "not present", not a failure.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pydantic import Field
+
+from agent.collector import Collector, NotPresent
+from agent.config import CollectorOptions, PositiveDuration
+from agent.model import Accumulator
+
+from .energy import EnergyTracker
+from .errors import NvmlNeedsReinit, NvmlNotPresent
+from .mapping import XidCounter, map_gpu
+from .metrics import METRICS
+from .reader import GpuReader
+
+log = logging.getLogger(__name__)
+
+
+class GpuOptions(CollectorOptions):
+    processes: bool = Field(True, description="per-process GPU memory and SM utilization")
+    max_processes: int = Field(16, ge=0, description="top-N processes per GPU by memory (bounds cardinality)")
+    xid_events: bool = Field(True, description="watch XID events in a thread")
+    lost_retry: PositiveDuration = Field(60.0, description="how often a lost GPU is tried again")
+
+
+class GpuCollector(Collector):
+    kind = "gpu"
+    Options = GpuOptions
+    METRICS = METRICS
+
+    def __init__(self, options: GpuOptions, ctx, nvml=None) -> None:
+        super().__init__(options, ctx)
+        if nvml is None:
+            from .nvml import Nvml
+
+            nvml = Nvml()
+        self.reader = GpuReader(nvml, ctx.proc_root, options.processes, options.max_processes,
+                                options.xid_events, options.lost_retry)
+        self.energy = EnergyTracker(ctx.state_dir / "gpu-energy.json" if ctx.state_dir else None)
+        self.xids = XidCounter()
+
+    def collect(self, acc: Accumulator) -> None:
+        if not self.reader.initialized:
+            try:
+                self.reader.start()
+            except NvmlNotPresent as e:
+                raise NotPresent(str(e)) from None
+            if not self.reader.gpus:
+                self.reader.stop()
+                raise NotPresent("NVML found no GPU")
+        try:
+            readings = self.reader.read()
+        except NvmlNeedsReinit as e:
+            log.warning("NVML needs re-initialisation (driver reloaded?): %s", e)
+            self.reader.stop()
+            raise
+        for r in readings:
+            map_gpu(r, acc, self.energy, self.xids, self.reader.driver_version, self.reader.cuda_version)
+
+    def close(self) -> None:
+        self.energy.save()
+        self.reader.stop()
+
+    @classmethod
+    def register_cli(cls, sub, common) -> None:
+        from .cli import add_parser
+
+        add_parser(sub, common)

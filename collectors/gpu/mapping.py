@@ -1,0 +1,146 @@
+"""Pure mapping from GpuReading to samples, in the catalogue's units (W, J, Hz, bytes, s)."""
+
+from __future__ import annotations
+
+from agent.model import Accumulator
+
+from .energy import EnergyTracker
+from .reader import GpuReading
+
+# nvmlClocksEventReason* bits
+POWER_CAP, HW_SLOWDOWN, SYNC_BOOST, SW_THERMAL, HW_THERMAL, POWER_BRAKE = 0x4, 0x8, 0x10, 0x20, 0x40, 0x80
+
+_COUNTERS = {  # raw reading -> (field, factor)
+    "pcie_tx_bytes": ("pcie_tx_bytes_total", 1), "pcie_rx_bytes": ("pcie_rx_bytes_total", 1),
+    "pcie_replay": ("pcie_replay_total", 1),
+    "ecc_sbe_volatile": ("ecc_corrected_volatile_total", 1), "ecc_dbe_volatile": ("ecc_uncorrected_volatile_total", 1),
+    "ecc_sbe_aggregate": ("ecc_corrected_aggregate_total", 1),
+    "ecc_dbe_aggregate": ("ecc_uncorrected_aggregate_total", 1),
+    "retired_sbe": ("retired_pages_sbe", 1), "retired_dbe": ("retired_pages_dbe", 1),
+    "remapped_cor": ("remapped_rows_correctable", 1), "remapped_unc": ("remapped_rows_uncorrectable", 1),
+    "nvlink_crc_flit": ("nvlink_crc_flit_errors_total", 1), "nvlink_crc_data": ("nvlink_crc_data_errors_total", 1),
+    "nvlink_replay": ("nvlink_replay_errors_total", 1), "nvlink_recovery": ("nvlink_recovery_errors_total", 1),
+    "nvlink_tx_kib": ("nvlink_tx_bytes_total", 1024), "nvlink_rx_kib": ("nvlink_rx_bytes_total", 1024),
+}
+_NS = {"throttle_power_cap_ns": "throttle_power_cap_seconds_total",
+       "throttle_sync_boost_ns": "throttle_sync_boost_seconds_total",
+       "throttle_sw_thermal_ns": "throttle_sw_thermal_seconds_total",
+       "throttle_hw_thermal_ns": "throttle_hw_thermal_seconds_total",
+       "throttle_power_brake_ns": "throttle_power_brake_seconds_total"}
+_BOOLS = {"retired_pending": "retired_pages_pending", "remap_pending": "row_remap_pending",
+          "remap_failure": "row_remap_failure"}
+
+
+def _w(mw):
+    return None if mw is None else mw / 1000.0
+
+
+def _hz(mhz):
+    return None if mhz is None else int(mhz) * 1_000_000
+
+
+class XidCounter:
+    def __init__(self) -> None:
+        self.total: dict[str, int] = {}
+        self.last: dict[str, int] = {}
+
+
+def map_gpu(r: GpuReading, acc: Accumulator, energy: EnergyTracker, xids: XidCounter,
+            driver_version: str = "", cuda_version: str = "") -> None:
+    s = r.static
+    tags = s.tags()
+    uuid = s.uuid
+    if r.xids:
+        xids.total[uuid] = xids.total.get(uuid, 0) + len(r.xids)
+        xids.last[uuid] = r.xids[-1]
+        counts: dict[int, int] = {}
+        for x in r.xids:
+            counts[x] = counts.get(x, 0) + 1
+        for x, c in counts.items():
+            acc.add("gpu_event", {"count": c}, {**tags, "event": "xid", "xid": str(x)})
+    for event in r.events:
+        acc.add("gpu_event", {"count": 1}, {**tags, "event": event})
+    if r.lost:
+        acc.add("gpu", {"lost": True, "xid_errors_total": xids.total.get(uuid, 0)}, tags)
+        return
+    v = r.values
+    f: dict = {"lost": False}
+    if "utilization_percent" in v:
+        f["utilization_percent"] = v["utilization_percent"]
+        f["memory_utilization_percent"] = v["memory_utilization_percent"]
+    mem = v.get("memory")
+    if mem:
+        f["memory_used_bytes"] = mem["used"]
+        f["memory_free_bytes"] = mem["free"]
+        f["memory_total_bytes"] = mem["total"]
+        if "reserved" in mem:
+            f["memory_reserved_bytes"] = mem["reserved"]
+    f["power_watts"] = _w(v.get("power_instant_mw", v.get("power_usage_mw")))
+    f["power_average_watts"] = _w(v.get("power_average_mw"))
+    if v.get("energy_mj") is not None:
+        joules, reset = energy.update(uuid, int(v["energy_mj"]))
+        f["energy_joules_total"] = joules
+        f["energy_resets_total"] = energy.resets(uuid)
+        if reset:
+            acc.add("gpu_event", {"count": 1}, {**tags, "event": "energy_reset"})
+    f["power_limit_watts"] = _w(v.get("power_limit_mw"))
+    f["power_limit_default_watts"] = _w(s.power_limit_default_mw)
+    f["power_limit_enforced_watts"] = _w(v.get("power_limit_enforced_mw"))
+    f["temperature_celsius"] = None if v.get("temperature_c") is None else float(v["temperature_c"])
+    if v.get("memory_temperature_c") is not None:
+        f["memory_temperature_celsius"] = float(v["memory_temperature_c"])
+    th = s.thresholds_c
+    f["temperature_slowdown_celsius"] = float(th["slowdown"]) if "slowdown" in th else None
+    f["temperature_shutdown_celsius"] = float(th["shutdown"]) if "shutdown" in th else None
+    f["memory_temperature_max_celsius"] = float(th["memory_max"]) if "memory_max" in th else None
+    for kind in ("sm", "memory", "graphics"):
+        f[f"{kind}_clock_hertz"] = _hz(v.get(f"clock_{kind}_mhz"))
+        f[f"{kind}_clock_max_hertz"] = _hz(s.max_clocks_mhz.get(kind))
+    reasons = v.get("clocks_event_reasons")
+    if reasons is not None:
+        f["clocks_event_reasons"] = int(reasons)
+        f["throttle_power_cap"] = bool(reasons & POWER_CAP)
+        f["throttle_hw_slowdown"] = bool(reasons & HW_SLOWDOWN)
+        f["throttle_thermal"] = bool(reasons & (SW_THERMAL | HW_THERMAL))
+        f["throttle_power_brake"] = bool(reasons & POWER_BRAKE)
+        f["throttle_sync_boost"] = bool(reasons & SYNC_BOOST)
+    for raw, name in _NS.items():
+        if v.get(raw) is not None:
+            f[name] = v[raw] / 1e9
+    for raw, (name, factor) in _COUNTERS.items():
+        if v.get(raw) is not None:
+            f[name] = int(v[raw]) * factor
+    for raw, name in _BOOLS.items():
+        if v.get(raw) is not None:
+            f[name] = bool(v[raw])
+    f["fan_speed_percent"] = v.get("fan_percent")
+    f["performance_state"] = v.get("pstate")
+    f["pcie_link_generation"] = v.get("pcie_gen")
+    f["pcie_link_width"] = v.get("pcie_width")
+    f["persistence_mode"] = v.get("persistence_mode")
+    f["compute_mode"] = v.get("compute_mode")
+    f["mig_mode"] = v.get("mig_mode")
+    f["xid_errors_total"] = xids.total.get(uuid, 0)
+    f["last_xid"] = xids.last.get(uuid, 0)
+    if r.links:
+        f["nvlink_links_active"] = sum(1 for lk in r.links.values() if lk.get("active"))
+    acc.add("gpu", f, tags)
+    acc.add("gpu_info", {"driver_version": driver_version, "cuda_version": cuda_version,
+                         "vbios_version": s.vbios, "serial": s.serial}, tags)
+    for link, lk in sorted(r.links.items()):
+        lf = {"active": lk.get("active")}
+        if lk.get("tx_kib") is not None:
+            lf["tx_bytes_total"] = int(lk["tx_kib"]) * 1024
+        if lk.get("rx_kib") is not None:
+            lf["rx_bytes_total"] = int(lk["rx_kib"]) * 1024
+        acc.add("gpu_nvlink", lf, {**tags, "link": str(link)})
+    for p in r.processes:
+        acc.add("gpu_process", {"memory_used_bytes": p.memory_bytes, "sm_utilization_percent": p.sm_percent,
+                                "memory_utilization_percent": p.mem_percent},
+                {**tags, "pid": str(p.pid), "process": p.name, "container": p.container,
+                 "slurm_job": p.slurm_job, "pod": p.pod})
+    for m in r.mig:
+        acc.add("gpu_mig", {"memory_used_bytes": m.get("memory_used"), "memory_total_bytes": m.get("memory_total"),
+                            "sm_utilization_percent": m.get("sm_utilization_percent")},
+                {**tags, "mig_uuid": m["uuid"], "gpu_instance": str(m["gpu_instance_id"]),
+                 "compute_instance": str(m["compute_instance_id"]), "profile": m["profile"]})

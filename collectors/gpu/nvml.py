@@ -1,0 +1,296 @@
+"""The one thin adapter between NVML (``pynvml`` from nvidia-ml-py) and the rest of the agent.
+
+Only this module imports pynvml, and only when ``Nvml.init()`` runs, so a node without the
+package or the library loses the gpu collector, not the daemon. It translates pynvml's
+exceptions into ours (``collectors.gpu.errors``) and ctypes structures into plain Python
+values in NVML's own units (mW, mJ, MHz, bytes, KiB for NVLink), so that a fake of this class
+(tests/fakes/nvml.py) can stand in for it everywhere else.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .errors import (
+    NvmlError,
+    NvmlGpuLost,
+    NvmlNeedsReinit,
+    NvmlNoPermission,
+    NvmlNotFound,
+    NvmlNotPresent,
+    NvmlNotSupported,
+    NvmlTimeout,
+)
+
+# NVML return codes (nvmlReturn_t)
+_NOT_SUPPORTED, _NO_PERMISSION, _NOT_FOUND, _TIMEOUT = 3, 4, 6, 10
+_DRIVER_NOT_LOADED, _LIBRARY_NOT_FOUND, _FUNCTION_NOT_FOUND, _GPU_IS_LOST = 9, 12, 13, 15
+_UNINITIALIZED, _LIB_RM_VERSION_MISMATCH = 1, 18
+
+FIELD_OK = 0
+
+
+def translate(e: Exception) -> Exception:
+    code = getattr(e, "value", None)
+    msg = str(e)
+    if code == _NOT_SUPPORTED or code == _FUNCTION_NOT_FOUND:
+        return NvmlNotSupported(msg)
+    if code == _GPU_IS_LOST:
+        return NvmlGpuLost(msg)
+    if code == _NO_PERMISSION:
+        return NvmlNoPermission(msg)
+    if code == _NOT_FOUND:
+        return NvmlNotFound(msg)
+    if code == _TIMEOUT:
+        return NvmlTimeout(msg)
+    if code in (_DRIVER_NOT_LOADED, _LIBRARY_NOT_FOUND):
+        return NvmlNotPresent(msg)
+    if code in (_UNINITIALIZED, _LIB_RM_VERSION_MISMATCH):
+        return NvmlNeedsReinit(msg)
+    return NvmlError(f"NVML error {code}: {msg}")
+
+
+class Nvml:
+    """Real NVML. Every method raises only ``collectors.gpu.errors`` exceptions."""
+
+    def __init__(self) -> None:
+        self.n: Any = None
+
+    def _call(self, fn, *args):
+        try:
+            return fn(*args)
+        except self.n.NVMLError as e:
+            raise translate(e) from None
+
+    # --- library ------------------------------------------------------------------
+    def init(self) -> None:
+        try:
+            import pynvml
+        except ImportError:
+            raise NvmlNotPresent("nvidia-ml-py is not installed (pip install 'aifactory-agent[gpu]')") from None
+        self.n = pynvml
+        self._call(pynvml.nvmlInit)
+
+    def shutdown(self) -> None:
+        if self.n is not None:
+            try:
+                self.n.nvmlShutdown()
+            except Exception:
+                pass
+
+    def driver_version(self) -> str:
+        return _s(self._call(self.n.nvmlSystemGetDriverVersion))
+
+    def cuda_version(self) -> str:
+        v = self._call(self.n.nvmlSystemGetCudaDriverVersion_v2)
+        return f"{v // 1000}.{(v % 1000) // 10}"
+
+    def device_count(self) -> int:
+        return self._call(self.n.nvmlDeviceGetCount)
+
+    def handle(self, index: int):
+        return self._call(self.n.nvmlDeviceGetHandleByIndex, index)
+
+    def handle_by_uuid(self, uuid: str):
+        return self._call(self.n.nvmlDeviceGetHandleByUUID, uuid)
+
+    # --- identity and static facts --------------------------------------------------
+    def name(self, h) -> str:
+        return _s(self._call(self.n.nvmlDeviceGetName, h))
+
+    def uuid(self, h) -> str:
+        return _s(self._call(self.n.nvmlDeviceGetUUID, h))
+
+    def serial(self, h) -> str:
+        return _s(self._call(self.n.nvmlDeviceGetSerial, h))
+
+    def pci_bus_id(self, h) -> str:
+        return _s(self._call(self.n.nvmlDeviceGetPciInfo_v3, h).busId)
+
+    def vbios_version(self, h) -> str:
+        return _s(self._call(self.n.nvmlDeviceGetVbiosVersion, h))
+
+    def max_clock_mhz(self, h, kind: str) -> int:
+        return self._call(self.n.nvmlDeviceGetMaxClockInfo, h, self._clock(kind))
+
+    def temperature_threshold(self, h, kind: str) -> int:
+        t = {"slowdown": self.n.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN,
+             "shutdown": self.n.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN,
+             "memory_max": self.n.NVML_TEMPERATURE_THRESHOLD_MEM_MAX,
+             "gpu_max": self.n.NVML_TEMPERATURE_THRESHOLD_GPU_MAX}[kind]
+        return self._call(self.n.nvmlDeviceGetTemperatureThreshold, h, t)
+
+    def power_limit_default_mw(self, h) -> int:
+        return self._call(self.n.nvmlDeviceGetPowerManagementDefaultLimit, h)
+
+    def nvlink_count(self) -> int:
+        return int(getattr(self.n, "NVML_NVLINK_MAX_LINKS", 18))
+
+    # --- per cycle -------------------------------------------------------------------
+    def field_values(self, h, ids: list[tuple[int, int]]) -> list[tuple[int, int, int, float | int | None]]:
+        """One nvmlDeviceGetFieldValues call: [(field, scope, nvml_return, value)]; value None unless OK."""
+        n = self.n
+        arr = self._call(n.nvmlDeviceGetFieldValues, h, [list(x) for x in ids])
+        out = []
+        for v in arr:
+            ret = v.nvmlReturn
+            if ret != 0:
+                out.append((v.fieldId, v.scopeId, ret, None))
+                continue
+            t = v.valueType
+            u = v.value
+            val = (u.dVal if t == 0 else u.uiVal if t == 1 else u.ulVal if t == 2 else u.ullVal if t == 3
+                   else u.sllVal if t == 4 else u.siVal if t == 5 else u.usVal)
+            out.append((v.fieldId, v.scopeId, 0, val))
+        return out
+
+    def utilization(self, h) -> tuple[int, int]:
+        u = self._call(self.n.nvmlDeviceGetUtilizationRates, h)
+        return u.gpu, u.memory
+
+    def memory(self, h) -> dict[str, int]:
+        try:
+            m = self._call(self.n.nvmlDeviceGetMemoryInfo, h, self.n.nvmlMemory_v2)
+            return {"total": m.total, "used": m.used, "free": m.free, "reserved": m.reserved}
+        except NvmlNotSupported:
+            m = self._call(self.n.nvmlDeviceGetMemoryInfo, h)
+            return {"total": m.total, "used": m.used, "free": m.free}
+
+    def power_usage_mw(self, h) -> int:
+        return self._call(self.n.nvmlDeviceGetPowerUsage, h)
+
+    def power_limit_mw(self, h) -> int:
+        return self._call(self.n.nvmlDeviceGetPowerManagementLimit, h)
+
+    def power_limit_enforced_mw(self, h) -> int:
+        return self._call(self.n.nvmlDeviceGetEnforcedPowerLimit, h)
+
+    def temperature_c(self, h) -> int:
+        n = self.n
+        if hasattr(n, "nvmlDeviceGetTemperatureV"):
+            try:
+                return int(self._call(n.nvmlDeviceGetTemperatureV, h, n.NVML_TEMPERATURE_GPU))
+            except NvmlNotSupported:
+                pass
+        return self._call(n.nvmlDeviceGetTemperature, h, n.NVML_TEMPERATURE_GPU)
+
+    def _clock(self, kind: str) -> int:
+        return {"sm": self.n.NVML_CLOCK_SM, "memory": self.n.NVML_CLOCK_MEM,
+                "graphics": self.n.NVML_CLOCK_GRAPHICS}[kind]
+
+    def clock_mhz(self, h, kind: str) -> int:
+        return self._call(self.n.nvmlDeviceGetClockInfo, h, self._clock(kind))
+
+    def clocks_event_reasons(self, h) -> int:
+        return self._call(self.n.nvmlDeviceGetCurrentClocksEventReasons, h)
+
+    def fan_percent(self, h) -> int:
+        return self._call(self.n.nvmlDeviceGetFanSpeed, h)
+
+    def pstate(self, h) -> int:
+        return self._call(self.n.nvmlDeviceGetPerformanceState, h)
+
+    def pcie_link(self, h) -> tuple[int, int]:
+        return (self._call(self.n.nvmlDeviceGetCurrPcieLinkGeneration, h),
+                self._call(self.n.nvmlDeviceGetCurrPcieLinkWidth, h))
+
+    def persistence_mode(self, h) -> bool:
+        return self._call(self.n.nvmlDeviceGetPersistenceMode, h) == 1
+
+    def compute_mode(self, h) -> str:
+        m = self._call(self.n.nvmlDeviceGetComputeMode, h)
+        return {0: "default", 1: "exclusive_thread", 2: "prohibited", 3: "exclusive_process"}.get(m, str(m))
+
+    def mig_mode(self, h) -> bool:
+        current, _pending = self._call(self.n.nvmlDeviceGetMigMode, h)
+        return current == 1
+
+    def nvlink_active(self, h, link: int) -> bool:
+        return self._call(self.n.nvmlDeviceGetNvLinkState, h, link) == 1
+
+    def processes(self, h) -> list[tuple[int, int | None]]:
+        """(pid, used GPU memory bytes or None) of compute processes."""
+        return [(p.pid, p.usedGpuMemory) for p in self._call(self.n.nvmlDeviceGetComputeRunningProcesses, h)]
+
+    def process_utilization(self, h, since_us: int) -> list[tuple[int, int, int, int]]:
+        """(pid, timestamp_us, sm %, memory %) samples newer than since_us; NvmlNotFound if none."""
+        return [(s.pid, s.timeStamp, s.smUtil, s.memUtil)
+                for s in self._call(self.n.nvmlDeviceGetProcessUtilization, h, since_us)]
+
+    def mig_devices(self, h) -> list[dict]:
+        """Every MIG device of a MIG-enabled GPU with its identity and memory."""
+        n = self.n
+        out = []
+        for i in range(self._call(n.nvmlDeviceGetMaxMigDeviceCount, h)):
+            try:
+                m = self._call(n.nvmlDeviceGetMigDeviceHandleByIndex, h, i)
+            except NvmlNotFound:
+                continue
+            mem = self._call(n.nvmlDeviceGetMemoryInfo, m)
+            out.append({"handle": m, "uuid": _s(self._call(n.nvmlDeviceGetUUID, m)),
+                        "gpu_instance_id": self._call(n.nvmlDeviceGetGpuInstanceId, m),
+                        "compute_instance_id": self._call(n.nvmlDeviceGetComputeInstanceId, m),
+                        "profile": _s(self._call(n.nvmlDeviceGetName, m)),
+                        "memory_used": mem.used, "memory_total": mem.total})
+        return out
+
+    def mig_sm_utilization(self, h, gpu_instance_id: int, state: dict) -> float:
+        """SM utilization (%) of one MIG instance between this call and the previous (GPM, Hopper+)."""
+        n = self.n
+        sample = self._call(n.nvmlGpmSampleAlloc)
+        try:
+            self._call(n.nvmlGpmMigSampleGet, h, gpu_instance_id, sample)
+        except Exception:
+            n.nvmlGpmSampleFree(sample)
+            raise
+        prev = state.pop(gpu_instance_id, None)
+        state[gpu_instance_id] = sample
+        if prev is None:
+            raise NvmlNotFound("first GPM sample: no window yet")
+        try:
+            req = n.c_nvmlGpmMetricsGet_t()
+            req.version = n.NVML_GPM_METRICS_GET_VERSION
+            req.numMetrics = 1
+            req.sample1 = prev
+            req.sample2 = sample
+            req.metrics[0].metricId = n.NVML_GPM_METRIC_SM_UTIL
+            self._call(n.nvmlGpmMetricsGet, req)
+            if req.metrics[0].nvmlReturn != 0:
+                raise NvmlNotSupported("GPM SM utilization")
+            return float(req.metrics[0].value)
+        finally:
+            n.nvmlGpmSampleFree(prev)
+
+    # --- events ---------------------------------------------------------------------
+    def event_set(self, handles: list) -> Any:
+        n = self.n
+        es = self._call(n.nvmlEventSetCreate)
+        for h in handles:
+            try:
+                supported = self._call(n.nvmlDeviceGetSupportedEventTypes, h)
+                mask = supported & (n.nvmlEventTypeXidCriticalError | n.nvmlEventTypeDoubleBitEccError)
+                if mask:
+                    self._call(n.nvmlDeviceRegisterEvents, h, mask, es)
+            except (NvmlNotSupported, NvmlGpuLost, NvmlNoPermission):
+                continue
+        return es
+
+    def event_wait(self, es, timeout_ms: int) -> tuple[str, int, int]:
+        """(uuid of the GPU, event type bit, XID or 0); NvmlTimeout when nothing came."""
+        d = self._call(self.n.nvmlEventSetWait_v2, es, timeout_ms)
+        return _s(self._call(self.n.nvmlDeviceGetUUID, d.device)), int(d.eventType), int(d.eventData)
+
+    def event_set_free(self, es) -> None:
+        try:
+            self.n.nvmlEventSetFree(es)
+        except Exception:
+            pass
+
+
+def _s(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def now_us() -> int:
+    return int(time.time() * 1e6)

@@ -1,0 +1,399 @@
+"""Reads every GPU through the adapter into plain dataclasses, degrading per GPU and per field.
+
+- One ``field_values`` batch per GPU for everything that has a field id; each entry's own
+  return code is checked.
+- NotSupported (and NoPermission) is remembered per (GPU, reading) and not asked again.
+- GpuIsLost marks that GPU lost (the others go on); it is retried every ``lost_retry``.
+- A reload of the driver under the agent (NeedsReinit) re-initialises NVML next cycle.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import (
+    NvmlError,
+    NvmlGpuLost,
+    NvmlNeedsReinit,
+    NvmlNoPermission,
+    NvmlNotFound,
+    NvmlNotSupported,
+    NvmlTimeout,
+)
+
+log = logging.getLogger(__name__)
+
+ALL_LINKS = 0xFFFFFFFF
+_LOST, _NOT_SUPPORTED, _NO_PERMISSION = 15, 3, 4
+
+# reading -> (field id, scope)
+FIELDS: dict[str, tuple[int, int]] = {
+    "power_instant_mw": (186, 0), "power_average_mw": (185, 0), "energy_mj": (83, 0),
+    "memory_temperature_c": (82, 0),
+    "pcie_tx_bytes": (197, 0), "pcie_rx_bytes": (198, 0), "pcie_replay": (94, 0),
+    "ecc_sbe_volatile": (3, 0), "ecc_dbe_volatile": (4, 0), "ecc_sbe_aggregate": (5, 0), "ecc_dbe_aggregate": (6, 0),
+    "retired_sbe": (29, 0), "retired_dbe": (30, 0), "retired_pending": (31, 0),
+    "remapped_cor": (142, 0), "remapped_unc": (143, 0), "remap_pending": (144, 0), "remap_failure": (145, 0),
+    "throttle_power_cap_ns": (74, 0), "throttle_sync_boost_ns": (76, 0), "throttle_sw_thermal_ns": (269, 0),
+    "throttle_hw_thermal_ns": (270, 0), "throttle_power_brake_ns": (271, 0),
+    "nvlink_crc_flit": (38, 0), "nvlink_crc_data": (45, 0), "nvlink_replay": (52, 0), "nvlink_recovery": (59, 0),
+    "nvlink_tx_kib": (138, ALL_LINKS), "nvlink_rx_kib": (139, ALL_LINKS),
+}
+_BY_ID = {v: k for k, v in FIELDS.items()}
+NVLINK_TX, NVLINK_RX = 138, 139
+
+
+@dataclass
+class GpuStatic:
+    index: int
+    uuid: str
+    name: str
+    pci_bus_id: str = ""
+    serial: str = ""
+    vbios: str = ""
+    max_clocks_mhz: dict[str, int] = field(default_factory=dict)
+    thresholds_c: dict[str, int] = field(default_factory=dict)
+    power_limit_default_mw: int | None = None
+
+    def tags(self) -> dict[str, str]:
+        return {"gpu": str(self.index), "uuid": self.uuid, "model": self.name, "pci_bus_id": self.pci_bus_id}
+
+
+@dataclass
+class Proc:
+    pid: int
+    memory_bytes: int | None
+    sm_percent: int | None = None
+    mem_percent: int | None = None
+    name: str = ""
+    container: str = ""
+    slurm_job: str = ""
+    pod: str = ""
+
+
+@dataclass
+class GpuReading:
+    static: GpuStatic
+    lost: bool = False
+    values: dict[str, Any] = field(default_factory=dict)
+    links: dict[int, dict[str, Any]] = field(default_factory=dict)
+    processes: list[Proc] = field(default_factory=list)
+    mig: list[dict] = field(default_factory=list)
+    xids: list[int] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)  # gpu_lost, gpu_recovered (state changes)
+
+
+class GpuState:
+    """What the reader remembers about one GPU between cycles."""
+
+    def __init__(self, static: GpuStatic, handle: Any) -> None:
+        self.static = static
+        self.handle = handle
+        self.unsupported: set[str] = set()
+        self.lost = False
+        self.lost_checked = 0.0
+        self.links: list[int] | None = None  # NVLink ids that exist (None: not probed yet)
+        self.proc_ts_us = 0
+        self.gpm: dict = {}
+        self.errors: dict[str, str] = {}
+
+
+# --- who runs on the GPU: container, Slurm job, Kubernetes pod ------------------------------
+
+_POD = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
+_CONTAINER = re.compile(r"(?:docker|cri-containerd|crio|containerd|libpod)[-/:]?([0-9a-f]{64})|/([0-9a-f]{64})(?:\.scope)?$")
+_SLURM = re.compile(r"/job_(\d+)(?:/|$)")
+
+
+def parse_cgroup(text: str) -> tuple[str, str, str]:
+    """(container id (12 chars), Slurm job id, Kubernetes pod uid) from /proc/PID/cgroup."""
+    container = job = pod = ""
+    for line in text.splitlines():
+        path = line.split(":", 2)[-1]
+        m = _POD.search(path)
+        if m and not pod:
+            pod = m.group(1).replace("_", "-")
+        m = _CONTAINER.search(path)
+        if m and not container:
+            container = (m.group(1) or m.group(2))[:12]
+        m = _SLURM.search(path)
+        if m and not job:
+            job = m.group(1)
+    return container, job, pod
+
+
+def describe_process(proc_root: Path, p: Proc) -> None:
+    base = proc_root / str(p.pid)
+    try:
+        p.name = (base / "comm").read_text().strip()
+    except OSError:
+        p.name = ""
+    try:
+        p.container, p.slurm_job, p.pod = parse_cgroup((base / "cgroup").read_text())
+    except OSError:
+        pass
+
+
+class XidWatcher:
+    """Waits on an NVML event set in its own thread; the collector drains what arrived."""
+
+    def __init__(self, nvml, handles: list) -> None:
+        self.nvml = nvml
+        self.events: list[tuple[str, int]] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.es = nvml.event_set(handles)
+        self.thread = threading.Thread(target=self._run, name="nvml-events", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                uuid, _etype, xid = self.nvml.event_wait(self.es, 1000)
+            except NvmlTimeout:
+                continue
+            except NvmlError as e:
+                log.warning("NVML event wait failed, XID events stop: %s", e)
+                return
+            with self.lock:
+                self.events.append((uuid, xid))
+
+    def drain(self) -> list[tuple[str, int]]:
+        with self.lock:
+            out, self.events = self.events, []
+        return out
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(2)
+        self.nvml.event_set_free(self.es)
+
+
+class GpuReader:
+    def __init__(self, nvml, proc_root: Path = Path("/proc"), processes: bool = True, max_processes: int = 16,
+                 xid_events: bool = True, lost_retry: float = 60.0) -> None:
+        self.nvml = nvml
+        self.proc_root = Path(proc_root)
+        self.want_processes = processes
+        self.max_processes = max_processes
+        self.want_xid = xid_events
+        self.lost_retry = lost_retry
+        self.gpus: list[GpuState] = []
+        self.driver_version = ""
+        self.cuda_version = ""
+        self.initialized = False
+        self.xid: XidWatcher | None = None
+
+    # --- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        """Initialise NVML and enumerate the GPUs; raises NvmlNotPresent where there is none."""
+        self.nvml.init()
+        self.driver_version = self._opt(self.nvml.driver_version) or ""
+        self.cuda_version = self._opt(self.nvml.cuda_version) or ""
+        self.gpus = []
+        for i in range(self.nvml.device_count()):
+            try:
+                h = self.nvml.handle(i)
+                self.gpus.append(GpuState(self._static(i, h), h))
+            except NvmlGpuLost:
+                st = GpuState(GpuStatic(i, f"lost-index-{i}", "unknown"), None)
+                st.lost = True
+                self.gpus.append(st)
+        if self.want_xid:
+            try:
+                self.xid = XidWatcher(self.nvml, [g.handle for g in self.gpus if g.handle is not None])
+            except NvmlError as e:
+                log.info("XID events unavailable: %s", e)
+        self.initialized = True
+
+    def stop(self) -> None:
+        if self.xid is not None:
+            self.xid.close()
+            self.xid = None
+        if self.initialized:
+            self.nvml.shutdown()
+        self.initialized = False
+
+    @staticmethod
+    def _opt(fn, *args):
+        try:
+            return fn(*args)
+        except (NvmlNotSupported, NvmlNoPermission, NvmlNotFound):
+            return None
+
+    def _static(self, index: int, h) -> GpuStatic:
+        n = self.nvml
+        st = GpuStatic(index, n.uuid(h), n.name(h), pci_bus_id=self._opt(n.pci_bus_id, h) or "",
+                       serial=self._opt(n.serial, h) or "", vbios=self._opt(n.vbios_version, h) or "")
+        for kind in ("sm", "memory", "graphics"):
+            v = self._opt(n.max_clock_mhz, h, kind)
+            if v:
+                st.max_clocks_mhz[kind] = v
+        for kind in ("slowdown", "shutdown", "memory_max"):
+            v = self._opt(n.temperature_threshold, h, kind)
+            if v:
+                st.thresholds_c[kind] = v
+        st.power_limit_default_mw = self._opt(n.power_limit_default_mw, h)
+        return st
+
+    # --- one cycle -------------------------------------------------------------------
+    def read(self) -> list[GpuReading]:
+        xids: dict[str, list[int]] = {}
+        if self.xid is not None:
+            for uuid, xid in self.xid.drain():
+                xids.setdefault(uuid, []).append(xid)
+        out = []
+        for g in self.gpus:
+            r = GpuReading(g.static, xids=xids.get(g.static.uuid, []))
+            was_lost = g.lost
+            if g.lost and not self._recovered(g):
+                r.lost = True
+            else:
+                if was_lost:
+                    r.events.append("gpu_recovered")
+                try:
+                    self._read_gpu(g, r)
+                except NvmlGpuLost as e:
+                    g.lost, g.lost_checked = True, time.monotonic()
+                    log.error("GPU %d (%s) is lost: %s", g.static.index, g.static.uuid, e)
+                    r = GpuReading(g.static, lost=True, xids=r.xids, events=["gpu_lost"])
+            out.append(r)
+        return out
+
+    def _recovered(self, g: GpuState) -> bool:
+        if time.monotonic() - g.lost_checked < self.lost_retry:
+            return False
+        g.lost_checked = time.monotonic()
+        try:
+            h = self.nvml.handle_by_uuid(g.static.uuid) if not g.static.uuid.startswith("lost-") else None
+            if h is None:
+                return False
+            self.nvml.uuid(h)
+        except NvmlError:
+            return False
+        g.handle, g.lost = h, False
+        log.warning("GPU %d (%s) answers again", g.static.index, g.static.uuid)
+        return True
+
+    def _call(self, g: GpuState, key: str, fn, *args):
+        if key in g.unsupported:
+            return None
+        try:
+            return fn(*args)
+        except (NvmlNotSupported, NvmlNoPermission) as e:
+            g.unsupported.add(key)
+            if isinstance(e, NvmlNoPermission):
+                log.info("GPU %d: %s needs more privileges; not asked again", g.static.index, key)
+            return None
+        except NvmlNotFound:
+            return None
+        except (NvmlGpuLost, NvmlNeedsReinit):
+            raise
+        except NvmlError as e:
+            if g.errors.get(key) != str(e):
+                log.warning("GPU %d: %s failed: %s", g.static.index, key, e)
+            g.errors[key] = str(e)
+            return None
+
+    def _read_gpu(self, g: GpuState, r: GpuReading) -> None:
+        n, h, v = self.nvml, g.handle, r.values
+        # 1. one batch for every field id, each entry checked on its own
+        if g.links is None:
+            g.links = self._probe_links(g)
+        ids = [fs for k, fs in FIELDS.items() if k not in g.unsupported]
+        for link in g.links:
+            ids += [(NVLINK_TX, link), (NVLINK_RX, link)]
+        if ids and "fields" not in g.unsupported:
+            res = self._call(g, "fields", n.field_values, h, ids)
+            for fid, scope, ret, val in res or ():
+                if fid in (NVLINK_TX, NVLINK_RX) and scope != ALL_LINKS:
+                    if ret == 0:
+                        r.links.setdefault(scope, {})["tx_kib" if fid == NVLINK_TX else "rx_kib"] = val
+                    continue
+                key = _BY_ID.get((fid, scope))
+                if key is None:
+                    continue
+                if ret == 0:
+                    v[key] = val
+                elif ret == _LOST:
+                    raise NvmlGpuLost(f"field {fid}")
+                elif ret in (_NOT_SUPPORTED, _NO_PERMISSION):
+                    g.unsupported.add(key)
+        # 2. the readings that have no field id
+        util = self._call(g, "utilization", n.utilization, h)
+        if util is not None:
+            v["utilization_percent"], v["memory_utilization_percent"] = util
+        mem = self._call(g, "memory", n.memory, h)
+        if mem:
+            v["memory"] = mem
+        if "power_instant_mw" not in v:
+            p = self._call(g, "power_usage", n.power_usage_mw, h)
+            if p is not None:
+                v["power_usage_mw"] = p
+        v["power_limit_mw"] = self._call(g, "power_limit", n.power_limit_mw, h)
+        v["power_limit_enforced_mw"] = self._call(g, "power_limit_enforced", n.power_limit_enforced_mw, h)
+        v["temperature_c"] = self._call(g, "temperature", n.temperature_c, h)
+        for kind in ("sm", "memory", "graphics"):
+            v[f"clock_{kind}_mhz"] = self._call(g, f"clock_{kind}", n.clock_mhz, h, kind)
+        v["clocks_event_reasons"] = self._call(g, "clocks_event_reasons", n.clocks_event_reasons, h)
+        v["fan_percent"] = self._call(g, "fan", n.fan_percent, h)
+        v["pstate"] = self._call(g, "pstate", n.pstate, h)
+        link = self._call(g, "pcie_link", n.pcie_link, h)
+        if link:
+            v["pcie_gen"], v["pcie_width"] = link
+        v["persistence_mode"] = self._call(g, "persistence_mode", n.persistence_mode, h)
+        v["compute_mode"] = self._call(g, "compute_mode", n.compute_mode, h)
+        mig = self._call(g, "mig_mode", n.mig_mode, h)
+        v["mig_mode"] = mig
+        for lk in g.links:
+            active = self._call(g, f"nvlink_state_{lk}", n.nvlink_active, h, lk)
+            if active is not None:
+                r.links.setdefault(lk, {})["active"] = active
+        # 3. who runs there, and MIG instances
+        if self.want_processes:
+            self._read_processes(g, r, mig)
+        if mig:
+            devices = self._call(g, "mig_devices", n.mig_devices, h) or []
+            for d in devices:
+                d = dict(d)
+                util = self._call(g, "gpm", n.mig_sm_utilization, h, d["gpu_instance_id"], g.gpm)
+                if util is not None:
+                    d["sm_utilization_percent"] = util
+                d.pop("handle", None)
+                r.mig.append(d)
+
+    def _probe_links(self, g: GpuState) -> list[int]:
+        links = []
+        for lk in range(self.nvml.nvlink_count()):
+            try:
+                self.nvml.nvlink_active(g.handle, lk)
+                links.append(lk)
+            except (NvmlNotSupported, NvmlNoPermission, NvmlNotFound):
+                continue
+            except NvmlGpuLost:
+                raise
+            except NvmlError:
+                break  # invalid argument: past the last link
+        return links
+
+    def _read_processes(self, g: GpuState, r: GpuReading, mig: bool | None) -> None:
+        procs = self._call(g, "processes", self.nvml.processes, g.handle)
+        if not procs:
+            return
+        by_pid = {pid: Proc(pid, mem) for pid, mem in procs}
+        if not mig:  # process utilization is not supported on MIG-enabled GPUs
+            samples = self._call(g, "process_utilization", self.nvml.process_utilization, g.handle, g.proc_ts_us)
+            for pid, ts, sm, memu in samples or ():
+                g.proc_ts_us = max(g.proc_ts_us, ts)
+                if pid in by_pid:
+                    by_pid[pid].sm_percent, by_pid[pid].mem_percent = sm, memu
+        ranked = sorted(by_pid.values(), key=lambda p: (p.memory_bytes or 0), reverse=True)[: self.max_processes]
+        for p in ranked:
+            describe_process(self.proc_root, p)
+        r.processes = ranked
