@@ -44,8 +44,8 @@ def test_collect_once_prints_valid_line_protocol_with_units(tmp_path):
 
 
 def test_collect_unknown_collector(tmp_path):
-    r = cli("collect", "--collector", "gpu", env=agent_env(tmp_path))
-    assert r.returncode == 2 and "no enabled collector named gpu" in r.stderr
+    r = cli("collect", "--collector", "tpu", env=agent_env(tmp_path))
+    assert r.returncode == 2 and "no enabled collector named tpu" in r.stderr
 
 
 def test_run_status_query_and_clean_sigterm(tmp_path):
