@@ -367,6 +367,7 @@ def test_config_show_never_prints_the_token(tmp_path, capsys):
 def test_dead_influxdb_shows_in_status_and_self_metrics_and_keeps_points(tmp_path, capsys):
     from agent.cli import main
     from agent.outputs.local import query
+
     from .services import free_port
 
     registry = Registry(plugins.TARGETS)

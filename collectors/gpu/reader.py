@@ -107,7 +107,8 @@ class GpuState:
 # --- who runs on the GPU: container, Slurm job, Kubernetes pod ------------------------------
 
 _POD = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
-_CONTAINER = re.compile(r"(?:docker|cri-containerd|crio|containerd|libpod)[-/:]?([0-9a-f]{64})|/([0-9a-f]{64})(?:\.scope)?$")
+_CONTAINER = re.compile(r"(?:docker|cri-containerd|crio|containerd|libpod)[-/:]?([0-9a-f]{64})"
+                        r"|/([0-9a-f]{64})(?:\.scope)?$")
 _SLURM = re.compile(r"/job_(\d+)(?:/|$)")
 
 
@@ -375,8 +376,10 @@ class GpuReader:
                 self.nvml.nvlink_active(g.handle, lk)
                 links.append(lk)
             except (NvmlNotSupported, NvmlNoPermission, NvmlNotFound):
+                if lk == 0:
+                    break  # no NVLink on this GPU
                 continue
-            except NvmlGpuLost:
+            except (NvmlGpuLost, NvmlNeedsReinit):
                 raise
             except NvmlError:
                 break  # invalid argument: past the last link
@@ -389,9 +392,11 @@ class GpuReader:
         by_pid = {pid: Proc(pid, mem) for pid, mem in procs}
         if not mig:  # process utilization is not supported on MIG-enabled GPUs
             samples = self._call(g, "process_utilization", self.nvml.process_utilization, g.handle, g.proc_ts_us)
-            for pid, ts, sm, memu in samples or ():
+            latest: dict[int, int] = {}
+            for pid, ts, sm, memu in samples or ():  # the driver's buffer holds several samples per pid
                 g.proc_ts_us = max(g.proc_ts_us, ts)
-                if pid in by_pid:
+                if pid in by_pid and ts >= latest.get(pid, -1):
+                    latest[pid] = ts
                     by_pid[pid].sm_percent, by_pid[pid].mem_percent = sm, memu
         ranked = sorted(by_pid.values(), key=lambda p: (p.memory_bytes or 0), reverse=True)[: self.max_processes]
         for p in ranked:

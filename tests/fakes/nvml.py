@@ -1,0 +1,314 @@
+"""A fake of collectors.gpu.nvml.Nvml built from real NVML behaviour.
+
+Values and units are NVML's own (mW, mJ, MHz, bytes, KiB for NVLink). What each profile
+supports follows the documented behaviour: the energy counter and NVML_FI_DEV_POWER_AVERAGE
+need Volta / Ampere-except-GA100, HBM temperature and row remapping are Ampere+, retired pages
+are pre-Ampere, process utilization is not supported on MIG-enabled GPUs, data-centre SXM
+parts have no fan, and field values carry their own return code (3 NOT_SUPPORTED, 15 GPU_IS_LOST).
+Every method raises the adapter's exceptions, as the real adapter does.
+"""
+
+from __future__ import annotations
+
+import copy
+import queue
+from collections import Counter
+from dataclasses import dataclass, field
+
+from collectors.gpu.errors import (
+    NvmlGpuLost,
+    NvmlNeedsReinit,
+    NvmlNotFound,
+    NvmlNotPresent,
+    NvmlNotSupported,
+    NvmlTimeout,
+)
+
+ALL_LINKS = 0xFFFFFFFF
+
+H100_FIELDS = {
+    186: 312_456, 185: 305_112, 83: 9_876_543_210, 82: 41,
+    197: 1_234_567_890, 198: 987_654_321, 94: 0,
+    3: 0, 4: 0, 5: 2, 6: 0,
+    142: 0, 143: 0, 144: 0, 145: 0,
+    74: 1_500_000_000, 76: 0, 269: 0, 270: 0, 271: 250_000_000,
+    38: 0, 45: 0, 52: 3, 59: 0,
+    138: 5_000_000, 139: 4_000_000,  # KiB, all links
+}
+# supported on Ampere+ / Hopper; pre-Ampere page retirement is not
+H100_UNSUPPORTED_FIELDS = {29, 30, 31}
+
+PROFILES: dict[str, dict] = {
+    "H100-SXM": {
+        "name": "NVIDIA H100 80GB HBM3", "memory_total": 85_520_809_984, "memory_reserved": 563_019_776,
+        "power_limit_mw": 700_000, "power_limit_default_mw": 700_000, "max_clocks": {"sm": 1980, "memory": 2619,
+                                                                                     "graphics": 1980},
+        "clocks": {"sm": 1755, "memory": 2619, "graphics": 1755},
+        "thresholds": {"slowdown": 90, "shutdown": 92, "memory_max": 95},
+        "fields": H100_FIELDS, "unsupported_fields": H100_UNSUPPORTED_FIELDS, "nvlinks": 18,
+        "unsupported": {"fan_percent"}, "temperature": 38, "util": (87, 41), "pcie": (5, 16), "vbios": "96.00.74.00.1C",
+    },
+    "H200-SXM": {
+        "name": "NVIDIA H200", "memory_total": 150_754_820_096, "memory_reserved": 629_145_600,
+        "power_limit_mw": 700_000, "power_limit_default_mw": 700_000,
+        "max_clocks": {"sm": 1980, "memory": 3201, "graphics": 1980}, "clocks": {"sm": 1980, "memory": 3201,
+                                                                                 "graphics": 1980},
+        "thresholds": {"slowdown": 90, "shutdown": 92, "memory_max": 95},
+        "fields": {**H100_FIELDS, 186: 655_210, 185: 640_020, 82: 52}, "unsupported_fields": H100_UNSUPPORTED_FIELDS,
+        "nvlinks": 18, "unsupported": {"fan_percent"}, "temperature": 61, "util": (100, 73), "pcie": (5, 16),
+        "vbios": "96.00.9F.00.04",
+    },
+    "A100-SXM": {
+        "name": "NVIDIA A100-SXM4-80GB", "memory_total": 85_899_345_920, "memory_reserved": 0,
+        "power_limit_mw": 400_000, "power_limit_default_mw": 400_000,
+        "max_clocks": {"sm": 1410, "memory": 1593, "graphics": 1410}, "clocks": {"sm": 1410, "memory": 1593,
+                                                                                 "graphics": 1410},
+        "thresholds": {"slowdown": 92, "shutdown": 95, "memory_max": 95},
+        # GA100: no 1-second average power field; no HW power-brake/thermal ns counters on this driver
+        "fields": {k: v for k, v in H100_FIELDS.items() if k not in (185, 269, 270, 271)} | {186: 289_001},
+        "unsupported_fields": H100_UNSUPPORTED_FIELDS | {185, 269, 270, 271}, "nvlinks": 12,
+        "unsupported": {"fan_percent"}, "temperature": 45, "util": (55, 20), "pcie": (4, 16), "vbios": "92.00.45.00.06",
+    },
+    "P4-old": {
+        # Pascal: no energy counter (Volta+), no HBM temperature, no power fields, no row remapping,
+        # no NVLink, no PCIe byte counters, no clocks-event ns counters, no memory-info v2, no MIG.
+        "name": "Tesla P4", "memory_total": 8_053_063_680, "memory_reserved": None,
+        "power_limit_mw": 75_000, "power_limit_default_mw": 75_000,
+        "max_clocks": {"sm": 1531, "memory": 3003, "graphics": 1531}, "clocks": {"sm": 1063, "memory": 3003,
+                                                                                 "graphics": 1063},
+        "thresholds": {"slowdown": 91, "shutdown": 94},
+        "fields": {94: 0, 3: 1, 4: 0, 5: 7, 6: 0, 29: 1, 30: 0, 31: 0},
+        "unsupported_fields": set(H100_FIELDS) - {94, 3, 4, 5, 6}, "nvlinks": 0,
+        "unsupported": {"fan_percent", "mig_mode", "memory_v2", "power_limit_enforced"},
+        "power_usage_mw": 24_512, "temperature": 33, "util": (0, 0), "pcie": (3, 16), "vbios": "86.04.8B.00.01",
+    },
+}
+
+
+@dataclass
+class FakeGpu:
+    profile: str
+    index: int
+    uuid: str = ""
+    lost: bool = False
+    mig: list[dict] = field(default_factory=list)
+    processes: list[tuple[int, int]] = field(default_factory=list)
+    proc_util: list[tuple[int, int, int, int]] = field(default_factory=list)
+    p: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.p = copy.deepcopy(PROFILES[self.profile])
+        self.uuid = self.uuid or f"GPU-{self.index:08x}-fake-{self.profile}"
+
+
+class FakeNvml:
+    def __init__(self, gpus: list[FakeGpu] | None = None, present: bool = True) -> None:
+        self.gpus = gpus or []
+        self.present = present
+        self.calls: Counter = Counter()
+        self.field_requests: list[list[tuple[int, int]]] = []
+        self.events: queue.Queue = queue.Queue()
+        self.inits = 0
+        self.reinit_next = False
+        self.initialized = False
+
+    # helpers for tests
+    def _gpu(self, h) -> FakeGpu:
+        if h.lost:
+            raise NvmlGpuLost("GPU is lost")
+        if self.reinit_next:
+            self.reinit_next = False
+            self.initialized = False
+            raise NvmlNeedsReinit("RM has detected an NVML/RM version mismatch")
+        return h
+
+    def _sup(self, h, what):
+        self.calls[what] += 1
+        g = self._gpu(h)
+        if what in g.p["unsupported"]:
+            raise NvmlNotSupported("Not Supported")
+        return g
+
+    # library
+    def init(self):
+        if not self.present:
+            raise NvmlNotPresent("NVML Shared Library Not Found")
+        self.inits += 1
+        self.initialized = True
+
+    def shutdown(self):
+        self.initialized = False
+
+    def driver_version(self):
+        return "550.127.05"
+
+    def cuda_version(self):
+        return "12.4"
+
+    def device_count(self):
+        return len(self.gpus)
+
+    def handle(self, i):
+        return self._gpu(self.gpus[i])
+
+    def handle_by_uuid(self, uuid):
+        for g in self.gpus:
+            if g.uuid == uuid:
+                return self._gpu(g)
+        raise NvmlNotFound("Not Found")
+
+    # static
+    def name(self, h):
+        return self._gpu(h).p["name"]
+
+    def uuid(self, h):
+        return self._gpu(h).uuid
+
+    def serial(self, h):
+        return f"16523{self._gpu(h).index:08d}"
+
+    def pci_bus_id(self, h):
+        return f"00000000:{0x18 + 0x10 * self._gpu(h).index:02X}:00.0"
+
+    def vbios_version(self, h):
+        return self._gpu(h).p["vbios"]
+
+    def max_clock_mhz(self, h, kind):
+        return self._gpu(h).p["max_clocks"][kind]
+
+    def temperature_threshold(self, h, kind):
+        t = self._gpu(h).p["thresholds"]
+        if kind not in t:
+            raise NvmlNotSupported("Not Supported")
+        return t[kind]
+
+    def power_limit_default_mw(self, h):
+        return self._gpu(h).p["power_limit_default_mw"]
+
+    def nvlink_count(self):
+        return 18
+
+    # per cycle
+    def field_values(self, h, ids):
+        self.calls["field_values"] += 1
+        self.field_requests.append(list(ids))
+        g = h
+        out = []
+        for fid, scope in ids:
+            if g.lost:
+                out.append((fid, scope, 15, None))
+            elif fid in g.p["unsupported_fields"]:
+                out.append((fid, scope, 3, None))
+            elif fid in (138, 139) and scope != ALL_LINKS:
+                if scope >= g.p["nvlinks"]:
+                    out.append((fid, scope, 2, None))
+                else:
+                    out.append((fid, scope, 0, g.p["fields"][fid] // max(1, g.p["nvlinks"])))
+            elif fid in g.p["fields"]:
+                out.append((fid, scope, 0, g.p["fields"][fid]))
+            else:
+                out.append((fid, scope, 3, None))
+        if g.lost:
+            raise NvmlGpuLost("GPU is lost")
+        return out
+
+    def utilization(self, h):
+        g = self._sup(h, "utilization")
+        if g.mig:
+            raise NvmlNotSupported("Not Supported")  # not on MIG-enabled GPUs
+        return g.p["util"]
+
+    def memory(self, h):
+        g = self._sup(h, "memory")
+        total = g.p["memory_total"]
+        used = 40 * 2**30 if total > 2**34 else 2**30
+        if "memory_v2" in g.p["unsupported"]:
+            return {"total": total, "used": used, "free": total - used}
+        return {"total": total, "used": used, "free": total - used, "reserved": g.p["memory_reserved"]}
+
+    def power_usage_mw(self, h):
+        g = self._sup(h, "power_usage")
+        return g.p.get("power_usage_mw", g.p["fields"].get(185, g.p["fields"].get(186)))
+
+    def power_limit_mw(self, h):
+        return self._sup(h, "power_limit").p["power_limit_mw"]
+
+    def power_limit_enforced_mw(self, h):
+        return self._sup(h, "power_limit_enforced").p["power_limit_mw"]
+
+    def temperature_c(self, h):
+        return self._sup(h, "temperature").p["temperature"]
+
+    def clock_mhz(self, h, kind):
+        return self._sup(h, "clock").p["clocks"][kind]
+
+    def clocks_event_reasons(self, h):
+        g = self._sup(h, "clocks_event_reasons")
+        return g.p.get("reasons", (0x4 | 0x80) if g.profile == "H200-SXM" else 0x1)
+
+    def fan_percent(self, h):
+        return self._sup(h, "fan_percent").p.get("fan", 35)
+
+    def pstate(self, h):
+        return self._sup(h, "pstate").p.get("pstate", 0)
+
+    def pcie_link(self, h):
+        return self._sup(h, "pcie_link").p["pcie"]
+
+    def persistence_mode(self, h):
+        return self._sup(h, "persistence_mode") and True
+
+    def compute_mode(self, h):
+        self._sup(h, "compute_mode")
+        return "default"
+
+    def mig_mode(self, h):
+        return bool(self._sup(h, "mig_mode").mig)
+
+    def nvlink_active(self, h, link):
+        self.calls["nvlink_active"] += 1
+        g = self._gpu(h)
+        if link >= g.p["nvlinks"]:
+            raise NvmlNotSupported("Not Supported") if g.p["nvlinks"] == 0 else NvmlNotFound("no such link")
+        return link != 17  # one link down on 18-link parts
+
+    def processes(self, h):
+        return list(self._sup(h, "processes").processes)
+
+    def process_utilization(self, h, since_us):
+        g = self._sup(h, "process_utilization")
+        if g.mig:
+            raise NvmlNotSupported("Not Supported")
+        new = [s for s in g.proc_util if s[1] > since_us]
+        if not new:
+            raise NvmlNotFound("Not Found")
+        return new
+
+    def mig_devices(self, h):
+        g = self._sup(h, "mig_devices")
+        return [dict(d, handle=object()) for d in g.mig]
+
+    def mig_sm_utilization(self, h, gi, state):
+        self._sup(h, "gpm")
+        first = gi not in state
+        state[gi] = True
+        if first:
+            raise NvmlNotFound("first GPM sample: no window yet")
+        return {1: 42.5, 2: 7.0}.get(gi, 0.0)
+
+    # events
+    def event_set(self, handles):
+        return "es"
+
+    def event_wait(self, es, timeout_ms):
+        try:
+            return self.events.get(timeout=min(timeout_ms, 50) / 1000)
+        except queue.Empty:
+            raise NvmlTimeout("Timeout") from None
+
+    def event_set_free(self, es):
+        pass
+
+
+def fleet(*profiles: str) -> FakeNvml:
+    return FakeNvml([FakeGpu(p, i) for i, p in enumerate(profiles)])

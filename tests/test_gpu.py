@@ -1,0 +1,264 @@
+"""The gpu collector over a fake of the NVML adapter built from real NVML behaviour."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from agent.collector import Context, NotPresent
+from agent.model import Accumulator
+from agent.registry import default_registry
+from collectors.gpu import GpuCollector, GpuOptions
+from collectors.gpu.cli import gpu_rows
+from collectors.gpu.errors import NvmlNeedsReinit
+from collectors.gpu.reader import parse_cgroup
+
+from .conftest import TREES
+from .fakes.nvml import FakeGpu, FakeNvml, fleet
+
+CAT = default_registry().catalogue()
+
+
+def make(nvml, tmp_path=None, **opts) -> GpuCollector:
+    ctx = Context(instance="gpu", proc_root=TREES / "gpuprocs" / "proc", state_dir=tmp_path)
+    return GpuCollector(GpuOptions(**{"xid_events": False, **opts}), ctx, nvml=nvml)
+
+
+def cycle(col, ts=1):
+    acc = Accumulator(ts, {"host": "n1"})
+    col.collect(acc)
+    return acc.close()
+
+
+def gpu_fields(samples, index=0):
+    return next(s.fields for s in samples if s.measurement == "gpu" and s.tags["gpu"] == str(index))
+
+
+def test_h100_sxm_every_reading_in_catalogue_units():
+    col = make(fleet("H100-SXM"))
+    samples = cycle(col)
+    f = gpu_fields(samples)
+    assert f["power_watts"] == 312.456 and f["power_average_watts"] == 305.112
+    assert f["energy_joules_total"] == 9_876_543.21 and f["energy_resets_total"] == 0
+    assert f["memory_temperature_celsius"] == 41.0 and f["temperature_celsius"] == 38.0
+    assert f["temperature_slowdown_celsius"] == 90.0 and f["temperature_shutdown_celsius"] == 92.0
+    assert f["memory_temperature_max_celsius"] == 95.0
+    assert f["utilization_percent"] == 87 and f["memory_utilization_percent"] == 41
+    assert f["memory_total_bytes"] == 85_520_809_984 and f["memory_reserved_bytes"] == 563_019_776
+    assert f["sm_clock_hertz"] == 1_755_000_000 and f["memory_clock_max_hertz"] == 2_619_000_000
+    assert f["power_limit_watts"] == 700.0 and f["power_limit_default_watts"] == 700.0
+    assert f["clocks_event_reasons"] == 1 and f["throttle_power_cap"] is False
+    assert f["throttle_power_cap_seconds_total"] == 1.5 and f["throttle_power_brake_seconds_total"] == 0.25
+    assert f["pcie_link_generation"] == 5 and f["pcie_link_width"] == 16
+    assert f["pcie_tx_bytes_total"] == 1_234_567_890
+    assert f["ecc_corrected_aggregate_total"] == 2 and f["ecc_uncorrected_volatile_total"] == 0
+    assert f["row_remap_pending"] is False and f["row_remap_failure"] is False
+    assert f["nvlink_replay_errors_total"] == 3 and f["nvlink_tx_bytes_total"] == 5_000_000 * 1024
+    assert f["nvlink_links_active"] == 17
+    assert "fan_speed_percent" not in f  # SXM: no fan, NotSupported
+    assert "retired_pages_sbe" not in f  # Ampere+: page retirement replaced by row remapping
+    assert f["lost"] is False and f["persistence_mode"] is True and f["compute_mode"] == "default"
+    links = [s for s in samples if s.measurement == "gpu_nvlink"]
+    assert len(links) == 18 and links[0].fields["tx_bytes_total"] == 5_000_000 // 18 * 1024
+    assert [s.fields["active"] for s in links].count(False) == 1
+    info = next(s for s in samples if s.measurement == "gpu_info").fields
+    assert info == {"driver_version": "550.127.05", "cuda_version": "12.4", "vbios_version": "96.00.74.00.1C",
+                    "serial": "1652300000000"}
+    tags = next(s.tags for s in samples if s.measurement == "gpu")
+    assert tags == {"host": "n1", "gpu": "0", "uuid": "GPU-00000000-fake-H100-SXM", "model": "NVIDIA H100 80GB HBM3",
+                    "pci_bus_id": "00000000:18:00.0"}
+
+
+def test_h200_throttle_reasons_and_a100_without_average_power():
+    col = make(fleet("H200-SXM", "A100-SXM"))
+    samples = cycle(col)
+    h200, a100 = gpu_fields(samples, 0), gpu_fields(samples, 1)
+    assert h200["power_watts"] == 655.21 and h200["memory_total_bytes"] == 150_754_820_096
+    assert h200["clocks_event_reasons"] == 0x84
+    assert h200["throttle_power_cap"] and h200["throttle_power_brake"] and not h200["throttle_thermal"]
+    assert a100["power_watts"] == 289.001 and "power_average_watts" not in a100  # GA100
+    assert "throttle_power_brake_seconds_total" not in a100
+    assert a100["memory_clock_max_hertz"] == 1_593_000_000
+    assert len([s for s in samples if s.measurement == "gpu_nvlink" and s.tags["gpu"] == "1"]) == 12
+
+
+def test_old_gpu_degrades_per_field_and_falls_back():
+    col = make(fleet("P4-old"))
+    f = gpu_fields(cycle(col))
+    assert "energy_joules_total" not in f and "memory_temperature_celsius" not in f
+    assert f["power_watts"] == 24.512  # nvmlDeviceGetPowerUsage where the power fields are not supported
+    assert "memory_reserved_bytes" not in f and f["memory_total_bytes"] == 8_053_063_680
+    assert f["retired_pages_sbe"] == 1 and f["retired_pages_pending"] is False
+    assert "row_remap_pending" not in f and "nvlink_links_active" not in f and "mig_mode" not in f
+    assert "power_limit_enforced_watts" not in f
+    assert f["ecc_corrected_aggregate_total"] == 7
+
+
+def test_not_supported_is_remembered_and_not_asked_again():
+    nvml = fleet("P4-old")
+    col = make(nvml)
+    for i in range(4):
+        cycle(col, i)
+    assert nvml.calls["fan_percent"] == 1 and nvml.calls["mig_mode"] == 1
+    assert nvml.calls["power_limit_enforced"] == 1
+    # unsupported field ids leave the batch after the first cycle
+    first, last = nvml.field_requests[0], nvml.field_requests[-1]
+    assert (83, 0) in first and (83, 0) not in last and (185, 0) not in last
+    assert {fid for fid, _ in last} == {94, 3, 4, 5, 6, 29, 30, 31}
+    assert nvml.calls["field_values"] == 4  # one batch per GPU per cycle
+    assert nvml.calls["nvlink_active"] == 1  # probed once: no NVLink on this GPU
+
+
+def test_energy_counter_reset_never_gives_a_negative_delta(tmp_path):
+    nvml = fleet("H100-SXM")
+    g = nvml.gpus[0]
+    col = make(nvml, tmp_path)
+    e1 = gpu_fields(cycle(col, 1))["energy_joules_total"]
+    g.p["fields"][83] += 5_000  # +5 J
+    e2 = gpu_fields(cycle(col, 2))["energy_joules_total"]
+    g.p["fields"][83] = 1_200  # driver reloaded: counter restarted, 1.2 J since
+    samples = cycle(col, 3)
+    e3 = gpu_fields(samples)["energy_joules_total"]
+    assert e2 - e1 == pytest.approx(5.0) and e3 - e2 == pytest.approx(1.2)
+    assert gpu_fields(samples)["energy_resets_total"] == 1
+    assert [s.tags["event"] for s in samples if s.measurement == "gpu_event"] == ["energy_reset"]
+    col.close()
+    # an agent restart keeps the counter monotonic, and catches a reset that happened while it was down
+    g.p["fields"][83] = 700
+    col2 = make(nvml, tmp_path)
+    e4 = gpu_fields(cycle(col2, 4))["energy_joules_total"]
+    assert e4 - e3 == pytest.approx(0.7)
+
+
+def test_gpu_lost_mid_run_others_go_on_and_recovery():
+    nvml = fleet("H100-SXM", "H100-SXM")
+    col = make(nvml, lost_retry=0.05)
+    cycle(col, 1)
+    nvml.gpus[1].lost = True
+    samples = cycle(col, 2)
+    assert gpu_fields(samples, 0)["power_watts"] == 312.456  # the healthy one is untouched
+    assert gpu_fields(samples, 1) == {"lost": True, "xid_errors_total": 0}
+    assert [(s.tags["gpu"], s.tags["event"]) for s in samples if s.measurement == "gpu_event"] == [("1", "gpu_lost")]
+    samples = cycle(col, 3)  # still lost: no repeated event, not asked (retry not due)
+    assert gpu_fields(samples, 1)["lost"] is True and not [s for s in samples if s.measurement == "gpu_event"]
+    nvml.gpus[1].lost = False
+    time.sleep(0.06)
+    samples = cycle(col, 4)
+    assert gpu_fields(samples, 1)["lost"] is False and gpu_fields(samples, 1)["power_watts"] == 312.456
+    assert [s.tags["event"] for s in samples if s.measurement == "gpu_event"] == ["gpu_recovered"]
+
+
+def test_no_library_or_no_gpu_is_not_present():
+    with pytest.raises(NotPresent, match="NVML Shared Library Not Found"):
+        cycle(make(FakeNvml(present=False)))
+    with pytest.raises(NotPresent, match="no GPU"):
+        cycle(make(FakeNvml([])))
+
+
+def test_driver_reload_reinitialises():
+    nvml = fleet("H100-SXM")
+    col = make(nvml)
+    cycle(col, 1)
+    nvml.reinit_next = True
+    with pytest.raises(NvmlNeedsReinit):
+        cycle(col, 2)
+    samples = cycle(col, 3)
+    assert nvml.inits == 2 and gpu_fields(samples)["power_watts"] == 312.456
+
+
+def test_processes_top_n_with_container_job_and_pod():
+    nvml = fleet("H200-SXM")
+    g = nvml.gpus[0]
+    g.processes = [(4242, 30 * 2**30), (5151, 90 * 2**30), (6161, 2**30), (7777, 2**20)]
+    g.proc_util = [(5151, 1_000, 71, 33), (4242, 1_200, 12, 5), (5151, 900, 60, 30)]
+    col = make(nvml, max_processes=3)
+    samples = cycle(col)
+    procs = {s.tags["pid"]: s for s in samples if s.measurement == "gpu_process"}
+    assert set(procs) == {"5151", "4242", "6161"}  # top 3 by memory
+    vllm = procs["5151"]
+    assert vllm.tags["process"] == "vllm" and vllm.tags["slurm_job"] == "812345"
+    assert vllm.fields == {"memory_used_bytes": 90 * 2**30, "sm_utilization_percent": 71,
+                           "memory_utilization_percent": 33}
+    k8s = procs["4242"]
+    assert k8s.tags["pod"] == "8f3b2c1d-4e5f-4a6b-9c7d-0e1f2a3b4c5d" and k8s.tags["container"] == "4d2f0a7c9b8e"
+    assert procs["6161"].tags["container"] == "0123456789ab" and "sm_utilization_percent" not in procs["6161"].fields
+    # next cycle asks only for samples newer than the last one seen
+    samples = cycle(col, 2)
+    assert next(s for s in samples if s.tags.get("pid") == "5151").fields.get("sm_utilization_percent") is None
+
+
+MIG_PROFILE = "NVIDIA H100 80GB HBM3 MIG 3g.40gb"
+
+
+def test_mig_instances_with_memory_and_utilization():
+    nvml = FakeNvml([FakeGpu("H100-SXM", 0, mig=[
+        {"uuid": "MIG-aaaa", "gpu_instance_id": 1, "compute_instance_id": 0, "profile": MIG_PROFILE,
+         "memory_used": 10 * 2**30, "memory_total": 40 * 2**30},
+        {"uuid": "MIG-bbbb", "gpu_instance_id": 2, "compute_instance_id": 0, "profile": MIG_PROFILE,
+         "memory_used": 2**30, "memory_total": 40 * 2**30}])])
+    nvml.gpus[0].processes = [(5151, 2**30)]
+    col = make(nvml)
+    first = [s for s in cycle(col, 1) if s.measurement == "gpu_mig"]
+    assert {s.tags["mig_uuid"]: s.fields for s in first} == {
+        "MIG-aaaa": {"memory_used_bytes": 10 * 2**30, "memory_total_bytes": 40 * 2**30},
+        "MIG-bbbb": {"memory_used_bytes": 2**30, "memory_total_bytes": 40 * 2**30}}
+    samples = cycle(col, 2)
+    mig = {s.tags["gpu_instance"]: s.fields for s in samples if s.measurement == "gpu_mig"}
+    assert mig["1"]["sm_utilization_percent"] == 42.5 and mig["2"]["sm_utilization_percent"] == 7.0
+    f = gpu_fields(samples)
+    assert f["mig_mode"] is True and "utilization_percent" not in f  # not supported on MIG-enabled GPUs
+    assert nvml.calls["process_utilization"] == 0  # not asked on MIG
+
+
+def test_xid_events_from_the_watcher_thread():
+    nvml = fleet("H100-SXM", "H100-SXM")
+    col = make(nvml, xid_events=True)
+    cycle(col, 1)
+    uuid1 = nvml.gpus[1].uuid
+    for xid in (79, 79, 48):
+        nvml.events.put((uuid1, 8, xid))
+    deadline = time.monotonic() + 5
+    while not nvml.events.empty() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    samples = cycle(col, 2)
+    ev = {s.tags["xid"]: s.fields["count"] for s in samples if s.measurement == "gpu_event"}
+    assert ev == {"79": 2, "48": 1}
+    f = gpu_fields(samples, 1)
+    assert f["xid_errors_total"] == 3 and f["last_xid"] == 48
+    assert gpu_fields(samples, 0)["xid_errors_total"] == 0
+    col.close()
+
+
+def test_everything_emitted_is_declared():
+    nvml = FakeNvml([FakeGpu(p, i) for i, p in enumerate(["H100-SXM", "H200-SXM", "A100-SXM", "P4-old"])])
+    nvml.gpus[0].processes = [(5151, 2**30)]
+    col = make(nvml)
+    for ts in (1, 2):
+        samples = cycle(col, ts)
+    for s in samples:
+        for f in s.fields:
+            m = CAT.get(s.measurement, f)
+            assert m is not None, (s.measurement, f)
+            assert set(s.tags) <= set(m.tags) | {"host"}, (s.measurement, f, s.tags)
+
+
+def test_gpus_command_rows():
+    samples = cycle(make(fleet("H200-SXM", "P4-old")))
+    rows = gpu_rows(samples)
+    assert [r["index"] for r in rows] == [0, 1]
+    assert rows[0]["throttle_reasons"] == ["power_cap", "power_brake"]
+    assert rows[0]["power_watts"] == 655.21 and rows[1]["energy_joules_total"] is None
+
+
+@pytest.mark.parametrize("line,want", [
+    ("0::/system.slice/slurmstepd.scope/job_77/step_batch/user/task_0", ("", "77", "")),
+    ("11:memory:/slurm/uid_1000/job_4242/step_0", ("", "4242", "")),
+    ("0::/kubepods/besteffort/pod3f1e2d3c-1111-2222-3333-444455556666/"
+     "abcdefabcdefabcdefabcdefabcdefabcdefabcdefabcdefabcdefabcdefabcd",
+     ("abcdefabcdef", "", "3f1e2d3c-1111-2222-3333-444455556666")),
+    ("0::/user.slice/user-1000.slice/session-3.scope", ("", "", "")),
+])
+def test_parse_cgroup(line, want):
+    assert parse_cgroup(line) == want
