@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
 	  echo "Cannot create a virtual environment: install python3-venv (apt-get install -y python3-venv)." >&2; exit 1; }
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,gpu]'
 	@touch $@
 
 venv: $(VENV)/.installed
@@ -32,9 +32,10 @@ bench: venv
 	@tests/install-deps bench
 	$(BIN)/python bench/collect_overhead $(ARGS)
 	$(BIN)/python bench/delivery
+	$(BIN)/python bench/gpu_collect
 
 lint: venv
-	$(BIN)/ruff check agent collectors tests bench/collect_overhead bench/delivery
+	$(BIN)/ruff check agent collectors tests bench/collect_overhead bench/delivery bench/gpu_collect bench/gpu-smoke
 
 ## Regenerate the metric catalogue table in README.md from the declarations.
 catalogue: venv
