@@ -150,10 +150,21 @@ def test_gpu_lost_mid_run_others_go_on_and_recovery():
 
 
 def test_no_library_or_no_gpu_is_not_present():
-    with pytest.raises(NotPresent, match="NVML Shared Library Not Found"):
-        cycle(make(FakeNvml(present=False)))
+    absent = FakeNvml(present=False)
+    col = make(absent)
+    for _ in range(3):
+        with pytest.raises(NotPresent, match="NVML Shared Library Not Found"):
+            cycle(col)
     with pytest.raises(NotPresent, match="no GPU"):
         cycle(make(FakeNvml([])))
+    # a node without GPUs is looked at again only every lost_retry, not every cycle
+    absent.present = True
+    absent.gpus = [FakeGpu("H100-SXM", 0)]
+    with pytest.raises(NotPresent):
+        cycle(col)
+    col.options.lost_retry = 0.01
+    time.sleep(0.02)
+    assert gpu_fields(cycle(col))["power_watts"] == 312.456
 
 
 def test_driver_reload_reinitialises():

@@ -6,6 +6,7 @@ No pynvml, no libnvidia-ml or no GPU is "not present", not a failure.
 from __future__ import annotations
 
 import logging
+import time
 
 from pydantic import Field
 
@@ -44,16 +45,22 @@ class GpuCollector(Collector):
                                 options.xid_events, options.lost_retry)
         self.energy = EnergyTracker(ctx.state_dir / "gpu-energy.json" if ctx.state_dir else None)
         self.xids = XidCounter()
+        self._absent: tuple[float, str] | None = None  # (when, why) NVML was last found missing
 
     def collect(self, acc: Accumulator) -> None:
         if not self.reader.initialized:
+            # A node without GPUs stays without them: look again only every lost_retry.
+            if self._absent and time.monotonic() - self._absent[0] < self.options.lost_retry:
+                raise NotPresent(self._absent[1])
             try:
                 self.reader.start()
+                if not self.reader.gpus:
+                    self.reader.stop()
+                    raise NvmlNotPresent("NVML found no GPU")
             except NvmlNotPresent as e:
+                self._absent = (time.monotonic(), str(e))
                 raise NotPresent(str(e)) from None
-            if not self.reader.gpus:
-                self.reader.stop()
-                raise NotPresent("NVML found no GPU")
+            self._absent = None
         try:
             readings = self.reader.read()
         except NvmlNeedsReinit as e:
