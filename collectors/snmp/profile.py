@@ -1,0 +1,318 @@
+"""Declarative SNMP device profiles (YAML in collectors/snmp/profiles/) and their evaluation.
+
+Vendor knowledge is data: a profile names the OIDs, how rows are tagged, how raw integers
+are scaled to W, J, V, A, VA, C, %RH, which values mean "unsupported", and which
+sysObjectIDs it serves. ``evaluate`` is pure: polled values in, readings out.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+FIELDS_FILE = Path(__file__).parent / "fields.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _norm(oid: str) -> str:
+    return oid.strip().lstrip(".")
+
+
+class FieldSpec(_Strict):
+    field: str
+    oid: str | None = Field(None, description="scalar: full OID with .0; table: the column OID")
+    column: int | None = Field(None, description="table: column number under the table's entry OID")
+    scale: float = Field(1.0, description="multiply the raw value (units conversion included)")
+    decimal_digits: str | int | None = Field(None, description="column (number or OID) holding decimal digits")
+    entity_sensor: bool = Field(False, description="ENTITY-SENSOR-MIB: scale by entPhySensorScale/Precision")
+    sentinels: list[int] = Field(default_factory=list, description="raw values meaning 'not available'")
+    minimum: float | None = Field(None, description="raw values below are 'not available' (e.g. negatives)")
+    enum: dict[int, str] | None = Field(None, description="raw value -> text (info fields)")
+    map: dict[int, Any] | None = Field(None, description="raw value -> value; unmapped values use `default`")
+    default: Any = None
+    wrap_at: int | None = Field(None, description="counter that wraps to 0 after this raw value")
+
+
+class TagSpec(_Strict):
+    tag: str
+    index: int | None = Field(None, description="1-based component of the row index")
+    column: int | None = None
+    oid: str | None = Field(None, description="column of another table with the same index")
+    enum: dict[int, str] | None = None
+
+
+class GroupSpec(_Strict):
+    measurement: Literal["pdu", "ups", "cooling", "environment"]
+    table: str | None = Field(None, description="the table entry OID; None for scalars")
+    tags: list[TagSpec] = Field(default_factory=list)
+    static_tags: dict[str, str] = Field(default_factory=dict)
+    fields: list[FieldSpec]
+    filter: dict[int, list[int]] | None = Field(None, description="keep rows whose column value is listed")
+    index_filter: dict[int, list[int]] | None = Field(
+        None, description="keep rows whose index component (1-based) is listed, e.g. a sensor type")
+
+    @model_validator(mode="after")
+    def _check(self):
+        for f in self.fields:
+            if self.table is None and not f.oid:
+                raise ValueError(f"scalar field {f.field} needs oid")
+            if self.table is not None and f.oid is None and f.column is None:
+                raise ValueError(f"table field {f.field} needs column or oid")
+        return self
+
+    def column_oid(self, spec: FieldSpec | TagSpec) -> str:
+        if getattr(spec, "oid", None):
+            return _norm(spec.oid)
+        return f"{_norm(self.table)}.{spec.column}"
+
+
+class Match(_Strict):
+    sys_object_id: list[str] = Field(default_factory=list, description="prefixes; the longest match wins")
+    sys_descr: str | None = Field(None, description="regular expression, for auto-detection fallback")
+
+
+class Profile(_Strict):
+    name: str
+    description: str = ""
+    extends: list[str] = Field(default_factory=list)
+    match: Match = Field(default_factory=Match)
+    device_tags: dict[str, str] = Field(default_factory=dict)
+    groups: list[GroupSpec] = Field(default_factory=list)
+
+
+@dataclass
+class Reading:
+    measurement: str
+    tags: dict[str, str]
+    field: str
+    value: float | int | bool | str
+    unit: str
+
+
+class ProfileError(Exception):
+    pass
+
+
+@lru_cache(maxsize=1)
+def field_catalogue() -> dict[tuple[str, str], tuple[str, str, str]]:
+    data = yaml.safe_load(FIELDS_FILE.read_text())
+    out = {}
+    for meas, fields in data.items():
+        for name, (kind, unit, desc) in fields.items():
+            out[(meas, name)] = (kind, str(unit), desc)
+    return out
+
+
+def load_profiles(directory: Path = PROFILE_DIR) -> dict[str, Profile]:
+    """Every profile in the directory, with `extends` resolved (parents' groups first)."""
+    raw: dict[str, Profile] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            p = Profile.model_validate(yaml.safe_load(path.read_text()))
+        except (ValidationError, yaml.YAMLError) as e:
+            raise ProfileError(f"{path}: {e}") from None
+        if p.name in raw:
+            raise ProfileError(f"{path}: profile {p.name!r} defined twice")
+        raw[p.name] = p
+    cat = field_catalogue()
+    resolved: dict[str, Profile] = {}
+
+    def resolve(name: str, stack: tuple = ()) -> Profile:
+        if name in resolved:
+            return resolved[name]
+        if name in stack:
+            raise ProfileError(f"profile {name}: extends cycle {' -> '.join(stack + (name,))}")
+        if name not in raw:
+            raise ProfileError(f"profile {stack[-1] if stack else name}: extends unknown profile {name!r}")
+        p = raw[name]
+        groups, tags = [], {}
+        for parent in p.extends:
+            pp = resolve(parent, stack + (name,))
+            groups += pp.groups
+            tags.update(pp.device_tags)
+        tags.update(p.device_tags)
+        out = p.model_copy(update={"groups": groups + p.groups, "device_tags": tags})
+        for g in out.groups:
+            for f in g.fields:
+                if (g.measurement, f.field) not in cat:
+                    raise ProfileError(f"profile {name}: {g.measurement}.{f.field} is not in fields.yaml")
+        resolved[name] = out
+        return out
+
+    for n in raw:
+        resolve(n)
+    return resolved
+
+
+def match_profile(profiles: dict[str, Profile], sys_object_id: str, sys_descr: str = "") -> Profile | None:
+    """The profile whose sysObjectID prefix is the longest match; then sysDescr patterns."""
+    oid = _norm(sys_object_id)
+    best, best_len = None, -1
+    for p in profiles.values():
+        for prefix in p.match.sys_object_id:
+            pre = _norm(prefix)
+            if (oid == pre or oid.startswith(pre + ".")) and len(pre) > best_len:
+                best, best_len = p, len(pre)
+    if best is not None:
+        return best
+    for p in profiles.values():
+        if p.match.sys_descr and re.search(p.match.sys_descr, sys_descr or ""):
+            return p
+    return None
+
+
+def required_oids(profile: Profile) -> tuple[list[str], list[str]]:
+    """(scalar OIDs to GET, column OIDs to walk)."""
+    scalars, columns = [], []
+    for g in profile.groups:
+        if g.table is None:
+            scalars += [_norm(f.oid) for f in g.fields]
+            continue
+        for f in g.fields:
+            columns.append(g.column_oid(f))
+            if f.decimal_digits is not None:
+                columns.append(_digits_oid(g, f.decimal_digits))
+            if f.entity_sensor:
+                columns += ["1.3.6.1.2.1.99.1.1.1.2", "1.3.6.1.2.1.99.1.1.1.3", "1.3.6.1.2.1.99.1.1.1.5"]
+        for t in g.tags:
+            if t.column is not None or t.oid:
+                columns.append(g.column_oid(t))
+        for col in (g.filter or {}):
+            columns.append(f"{_norm(g.table)}.{col}")
+    return list(dict.fromkeys(scalars)), list(dict.fromkeys(columns))
+
+
+def _digits_oid(g: GroupSpec, spec: str | int) -> str:
+    return f"{_norm(g.table)}.{spec}" if isinstance(spec, int) else _norm(spec)
+
+
+def _column(data: dict[str, Any], col: str) -> dict[str, Any]:
+    pre = col + "."
+    n = len(pre)
+    return {k[n:]: v for k, v in data.items() if k.startswith(pre)}
+
+
+def _as_number(v: Any) -> float | int | None:
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, bytes):
+        v = v.decode("ascii", "replace")
+    if isinstance(v, str):
+        try:
+            v = int(v) if re.fullmatch(r"-?\d+", v.strip()) else float(v)
+        except ValueError:
+            return None
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace").strip("\x00").strip()
+    return str(v).strip()
+
+
+def convert(f: FieldSpec, raw: Any, digits: Any = None, ent: tuple | None = None):
+    """One raw value to its output value, or None when it is 'not available' or malformed."""
+    n = _as_number(raw)
+    if n is None:
+        return None
+    if f.enum is not None or f.map is not None:
+        if n != int(n):
+            return None  # an enum is an integer; anything else is malformed
+        if f.enum is not None:
+            return f.enum.get(int(n))
+    if n in f.sentinels or (f.minimum is not None and n < f.minimum):
+        return None
+    if f.map is not None:
+        return f.map.get(int(n), f.default)
+    value = float(n) * f.scale
+    if f.decimal_digits is not None:
+        d = _as_number(digits)
+        if d is None or not 0 <= d <= 9:
+            return None
+        value /= 10 ** int(d)
+    if f.entity_sensor:
+        scale, precision, status = ent or (None, None, None)
+        if status is not None and _as_number(status) != 1:
+            return None  # unavailable or nonoperational
+        sc = _as_number(scale)
+        pr = _as_number(precision) or 0
+        if sc is not None:
+            value *= 10 ** (3 * (int(sc) - 9))
+        if pr > 0:
+            value /= 10 ** int(pr)
+    if not math.isfinite(value):
+        return None
+    return round(value, 6)
+
+
+def evaluate(profile: Profile, data: dict[str, Any], device_tags: dict[str, str] | None = None) -> list[Reading]:
+    """Map polled values {oid: value} to readings, per the profile. Pure; malformed values are skipped."""
+    cat = field_catalogue()
+    base = dict(profile.device_tags)
+    base.update(device_tags or {})
+    out: list[Reading] = []
+    for g in profile.groups:
+        if g.table is None:
+            tags = {**base, **g.static_tags}
+            for f in g.fields:
+                raw = data.get(_norm(f.oid))
+                if raw is None:
+                    continue
+                v = convert(f, raw)
+                if v is not None:
+                    out.append(Reading(g.measurement, tags, f.field, v, cat[(g.measurement, f.field)][1]))
+            continue
+        cols = {f.field: _column(data, g.column_oid(f)) for f in g.fields}
+        rows = sorted({i for c in cols.values() for i in c}, key=lambda s: [int(x) for x in s.split(".") if x])
+        tag_cols = {t.tag: _column(data, g.column_oid(t)) for t in g.tags if t.column is not None or t.oid}
+        filters = {c: set(vals) for c, vals in (g.filter or {}).items()}
+        filter_cols = {c: _column(data, f"{_norm(g.table)}.{c}") for c in filters}
+        ent_cols = None
+        for idx in rows:
+            if any(_as_number(filter_cols[c].get(idx)) not in ok for c, ok in filters.items()):
+                continue
+            parts = idx.split(".")
+            if g.index_filter and any(len(parts) < pos or int(parts[pos - 1]) not in ok
+                                      for pos, ok in g.index_filter.items()):
+                continue
+            tags = {**base, **g.static_tags}
+            for t in g.tags:
+                if t.index is not None:
+                    val = parts[t.index - 1] if len(parts) >= t.index else ""
+                else:
+                    val = tag_cols[t.tag].get(idx)
+                    val = None if val is None else _text(val)
+                if t.enum is not None and val is not None and _as_number(val) is not None:
+                    val = t.enum.get(int(_as_number(val)), val)
+                if val not in (None, ""):
+                    tags[t.tag] = str(val)
+            for f in g.fields:
+                raw = cols[f.field].get(idx)
+                if raw is None:
+                    continue
+                digits = None
+                if f.decimal_digits is not None:
+                    digits = _column(data, _digits_oid(g, f.decimal_digits)).get(idx)
+                ent = None
+                if f.entity_sensor:
+                    if ent_cols is None:
+                        ent_cols = [_column(data, f"1.3.6.1.2.1.99.1.1.1.{c}") for c in (2, 3, 5)]
+                    ent = tuple(c.get(idx) for c in ent_cols)
+                v = convert(f, raw, digits, ent)
+                if v is not None:
+                    out.append(Reading(g.measurement, tags, f.field, v, cat[(g.measurement, f.field)][1]))
+    return out
