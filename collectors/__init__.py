@@ -5,4 +5,5 @@ REGISTRY: dict[str, str] = {
     "storage": "collectors.storage:StorageCollector",
     "network": "collectors.network:NetworkCollector",
     "gpu": "collectors.gpu:GpuCollector",
+    "snmp": "collectors.snmp:SnmpCollector",
 }

@@ -58,3 +58,12 @@ def victoria(tmp_path_factory):
     server = VictoriaMetrics(tmp_path_factory.mktemp("vm")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def snmpsim():
+    from .services import Snmpsim
+
+    server = Snmpsim(FIXTURES / "snmp").start()
+    yield server
+    server.stop()

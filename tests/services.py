@@ -155,3 +155,78 @@ class VictoriaMetrics:
         q = urllib.parse.urlencode({"match[]": match, "start": "0"})
         with urllib.request.urlopen(f"{self.url}/api/v1/export?{q}", timeout=30) as r:
             return [json.loads(line) for line in r.read().decode().splitlines() if line]
+
+
+class Snmpsim:
+    """snmpsim serving .snmprec recordings on 127.0.0.1 (community = file name without .snmprec).
+
+    Runs from .venv-snmpsim (built from Debian's python3 by tests/install-deps), because as root
+    snmpsim drops privileges to nobody, who must be able to read the interpreter and the data.
+    """
+
+    def __init__(self, recordings: Path) -> None:
+        import tempfile
+
+        root = Path(__file__).resolve().parent.parent
+        self.exe = root / ".venv-snmpsim" / "bin" / "snmpsim-command-responder"
+        if not self.exe.exists():
+            if os.environ.get("CI"):
+                raise RuntimeError("snmpsim missing: tests/install-deps should have built .venv-snmpsim")
+            pytest.skip("snmpsim not installed (tests/install-deps test builds .venv-snmpsim)")
+        self.dir = Path(tempfile.mkdtemp(prefix="aif-snmpsim-"))
+        os.chmod(self.dir, 0o755)
+        self.data = self.dir / "data"
+        shutil.copytree(recordings, self.data)
+        self.cache = self.dir / "cache"
+        self.cache.mkdir()
+        os.chmod(self.cache, 0o777)
+        for p in self.data.rglob("*"):
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        os.chmod(self.data, 0o755)
+        self.port = free_port_udp()
+        self.proc = None
+
+    def start(self) -> Snmpsim:
+        args = [str(self.exe), f"--data-dir={self.data}", f"--cache-dir={self.cache}",
+                f"--agent-udpv4-endpoint=127.0.0.1:{self.port}"]
+        if os.geteuid() == 0:
+            args += ["--process-user=nobody", "--process-group=nogroup"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(self.dir / "log", "ab"))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"snmpsim exited: {(self.dir / 'log').read_text()[-2000:]}")
+            if self._answers():
+                return self
+            time.sleep(0.2)
+        raise RuntimeError("snmpsim did not answer")
+
+    def _answers(self) -> bool:
+        import asyncio
+
+        from collectors.snmp.client import Credentials, DeviceError, SnmpClient
+
+        async def go():
+            c = SnmpClient()
+            try:
+                name = next(self.data.glob("*.snmprec")).stem
+                return bool(await c.get(Credentials(community=name), "127.0.0.1", self.port,
+                                        ["1.3.6.1.2.1.1.2.0"], 0.5, 0))
+            except DeviceError:
+                return False
+            finally:
+                c.close()
+
+        return asyncio.run(go())
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def free_port_udp() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -32,8 +32,11 @@ def test_apc_rpdu2_ap8959eu3():
     assert r[("pdu", dev, "power_factor")] == (0.82, "1")
     assert r[("pdu", dev, "energy_joules_total")] == (19677 * 360000.0, "joules")  # 1967.7 kWh
     assert r[("pdu", dev, "load_state")] == ("normal", "info")
-    phase = [k for k in r if ("scope", "phase") in k[1] and k[2] == "current_amperes"]
-    assert len(phase) == 1 and r[phase[0]] == (1.3, "amperes")
+    phase = (("phase", "1"), ("scope", "phase"), ("vendor", "apc"))
+    assert r[("pdu", phase, "current_amperes")] == (1.3, "amperes")
+    assert r[("pdu", phase, "voltage_volts")] == (231.0, "volts")
+    assert r[("pdu", phase, "power_watts")] == (250.0, "watts")
+    assert r[("pdu", phase, "load_state")] == ("normal", "info")
     # the temperature probe reports -1: unsupported, dropped rather than -0.1 C
     assert not [k for k in r if k[0] == "environment"]
 

@@ -1,0 +1,179 @@
+"""SNMP collector: PDUs, UPSes, cooling units and environment sensors from declarative profiles.
+
+Runs on the nodes chosen as facility pollers (off by default). All devices are polled
+concurrently on one pysnmp engine with a bound on requests in flight; each device has its
+own deadline, so a dead device costs about one timeout and never delays the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+
+from agent.collector import Collector, NotPresent
+from agent.config import CollectorOptions, PositiveDuration, Strict
+from agent.model import Accumulator, Kind, Metric
+from agent.secrets import read_secret
+
+from .client import SYS_DESCR, SYS_OBJECT_ID, Credentials, DeviceError
+from .profile import Profile, evaluate, field_catalogue, load_profiles, match_profile, required_oids
+
+log = logging.getLogger(__name__)
+
+DEVICE_TAGS = ("host", "device", "role", "site", "room", "row", "rack", "vendor", "profile")
+ROW_TAGS = ("scope", "pdu", "phase", "bank", "outlet", "outlet_name", "inlet", "line", "sensor")
+
+
+def _metrics() -> tuple[Metric, ...]:
+    out = [Metric(m, f, Kind(kind), unit, desc, DEVICE_TAGS + ROW_TAGS)
+           for (m, f), (kind, unit, desc) in field_catalogue().items()]
+    out += [
+        Metric("snmp_device", "up", Kind.GAUGE, "bool", "the device answered this poll", DEVICE_TAGS),
+        Metric("snmp_device", "poll_duration_seconds", Kind.GAUGE, "seconds", "wall time of the poll", DEVICE_TAGS),
+        Metric("snmp_device", "readings", Kind.GAUGE, "count", "readings the profile produced", DEVICE_TAGS),
+    ]
+    return tuple(out)
+
+
+class DeviceOptions(Strict):
+    name: str
+    host: str
+    port: int = Field(161, ge=1, le=65535)
+    profile: str = Field("auto", description="a profile name, or auto (sysObjectID, then sysDescr)")
+    version: Literal["v2c", "v3"] = "v2c"
+    community: SecretStr | None = Field(None, description="prefer community_file / community_env")
+    community_file: str | None = None
+    community_env: str | None = None
+    v3_user: str | None = None
+    v3_auth_proto: Literal["MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"] | None = None
+    v3_auth_key_file: str | None = None
+    v3_priv_proto: Literal["DES", "AES", "AES128", "AES192", "AES256"] | None = None
+    v3_priv_key_file: str | None = None
+    timeout: PositiveDuration = 2.0
+    retries: int = Field(1, ge=0, le=5)
+    role: Literal["it", "cooling", "facility_total", "other"] = "other"
+    site: str | None = None
+    room: str | None = None
+    row: str | None = None
+    rack: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.version == "v3" and not self.v3_user:
+            raise ValueError("version v3 needs v3_user")
+        return self
+
+    def credentials(self, where: str) -> Credentials:
+        if self.version == "v2c":
+            community = read_secret(f"{where}.community", self.community_file, self.community_env)
+            if community is None:
+                community = self.community.get_secret_value() if self.community else "public"
+            return Credentials("v2c", community=community)
+        return Credentials("v3", user=self.v3_user or "", auth_proto=self.v3_auth_proto,
+                           auth_key=read_secret(f"{where}.v3_auth_key_file", self.v3_auth_key_file),
+                           priv_proto=self.v3_priv_proto,
+                           priv_key=read_secret(f"{where}.v3_priv_key_file", self.v3_priv_key_file))
+
+    def tags(self) -> dict[str, str]:
+        return {k: v for k, v in (("device", self.name), ("role", self.role), ("site", self.site),
+                                  ("room", self.room), ("row", self.row), ("rack", self.rack)) if v}
+
+
+class SnmpOptions(CollectorOptions):
+    devices: list[DeviceOptions] = Field(default_factory=list)
+    max_in_flight: int = Field(32, ge=1, description="devices polled at the same time")
+
+
+class Device:
+    def __init__(self, opts: DeviceOptions, creds: Credentials) -> None:
+        self.opts = opts
+        self.creds = creds
+        self.profile: Profile | None = None
+        self.state = "new"
+        self.last_error: str | None = None
+
+
+async def poll_device(client, profiles: dict[str, Profile], dev: Device) -> tuple[Profile, dict]:
+    o = dev.opts
+    if dev.profile is None:
+        if o.profile != "auto":
+            if o.profile not in profiles:
+                raise DeviceError(f"unknown profile {o.profile!r}")
+            dev.profile = profiles[o.profile]
+        else:
+            ident = await client.get(dev.creds, o.host, o.port, [SYS_OBJECT_ID, SYS_DESCR], o.timeout, o.retries)
+            if SYS_OBJECT_ID not in ident:
+                raise DeviceError("no sysObjectID: not an SNMP agent we can identify")
+            descr = ident.get(SYS_DESCR, b"")
+            descr = descr.decode("utf-8", "replace") if isinstance(descr, bytes) else str(descr)
+            dev.profile = match_profile(profiles, str(ident[SYS_OBJECT_ID]), descr)
+            if dev.profile is None:
+                raise DeviceError(f"no profile matches sysObjectID {ident[SYS_OBJECT_ID]} ({descr[:60]!r})")
+    scalars, columns = required_oids(dev.profile)
+    data: dict = {}
+    if scalars:
+        data.update(await client.get(dev.creds, o.host, o.port, scalars, o.timeout, o.retries))
+    if columns:
+        data.update(await client.walk(dev.creds, o.host, o.port, columns, o.timeout, o.retries))
+    return dev.profile, data
+
+
+class SnmpCollector(Collector):
+    kind = "snmp"
+    Options = SnmpOptions
+    METRICS = _metrics()
+    default_enabled = False
+
+    def __init__(self, options: SnmpOptions, ctx) -> None:
+        super().__init__(options, ctx)
+        self.profiles = load_profiles()
+        self.devices = [Device(d, d.credentials(f"collectors.snmp.devices[{d.name}]")) for d in options.devices]
+        self.client = None
+
+    async def collect(self, acc: Accumulator) -> None:
+        if not self.devices:
+            raise NotPresent("no SNMP devices configured")
+        if self.client is None:
+            from .client import SnmpClient
+
+            self.client = SnmpClient(self.options.max_in_flight)
+        await asyncio.gather(*(self._one(d, acc) for d in self.devices))
+
+    async def _one(self, dev: Device, acc: Accumulator) -> None:
+        t0 = time.perf_counter()
+        tags = dev.opts.tags()
+        # A device's own deadline: its timeout for each try, for identification, GETs and walks.
+        deadline = dev.opts.timeout * (dev.opts.retries + 1) * 3
+        try:
+            profile, data = await asyncio.wait_for(poll_device(self.client, self.profiles, dev), deadline)
+            readings = evaluate(profile, data, {**tags, "profile": profile.name})
+            for r in readings:
+                acc.add(r.measurement, {r.field: r.value}, r.tags)
+            ok, error = True, None
+        except (DeviceError, TimeoutError, OSError) as e:
+            ok, error = False, str(e) or type(e).__name__
+            readings = []
+        if ok != (dev.state == "up") or (not ok and error != dev.last_error):
+            if ok:
+                log.info("snmp device %s (%s): polling with profile %s", dev.opts.name, dev.opts.host,
+                         dev.profile.name if dev.profile else "?")
+            else:
+                log.error("snmp device %s (%s:%d): %s", dev.opts.name, dev.opts.host, dev.opts.port, error)
+        dev.state, dev.last_error = ("up" if ok else "down"), error
+        dtags = {**tags, "profile": dev.profile.name if dev.profile else "unknown"}
+        acc.add("snmp_device", {"up": ok, "poll_duration_seconds": round(time.perf_counter() - t0, 6),
+                                "readings": len(readings)}, dtags)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+    @classmethod
+    def register_cli(cls, sub, common) -> None:
+        from .cli import add_parser
+
+        add_parser(sub, common)

@@ -1,0 +1,76 @@
+"""`aifactory snmp probe HOST[:PORT]`: the first command an operator runs on a new device."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+
+def add_parser(sub, common) -> None:
+    snmp = sub.add_parser("snmp", help="SNMP facility devices")
+    ssub = snmp.add_subparsers(dest="snmp_command", required=True, metavar="COMMAND")
+    p = ssub.add_parser("probe", parents=[common], help="detect a device's profile and print every reading")
+    p.add_argument("target", metavar="HOST[:PORT]")
+    p.add_argument("--community", help="v2c community (default: public; prefer --community-file)")
+    p.add_argument("--community-file")
+    p.add_argument("--v3-user")
+    p.add_argument("--v3-auth-proto", choices=["MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"])
+    p.add_argument("--v3-auth-key-file")
+    p.add_argument("--v3-priv-proto", choices=["DES", "AES", "AES128", "AES192", "AES256"])
+    p.add_argument("--v3-priv-key-file")
+    p.add_argument("--profile", default="auto", help="a profile name, or auto")
+    p.add_argument("--timeout", type=float, default=2.0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_probe)
+
+
+def cmd_probe(args) -> int:
+    from agent.cli import _setup_logging, _table
+    from agent.config import ConfigError
+
+    from . import Device, DeviceOptions, poll_device
+    from .client import SYS_OBJECT_ID, DeviceError, SnmpClient
+    from .profile import evaluate, load_profiles
+
+    _setup_logging(args.log_level or "warning")
+    host, _, port = args.target.rpartition(":") if args.target.count(":") == 1 else (args.target, "", "161")
+    opts = DeviceOptions(name=host, host=host, port=int(port or 161), profile=args.profile,
+                         version="v3" if args.v3_user else "v2c", community=args.community,
+                         community_file=args.community_file, v3_user=args.v3_user,
+                         v3_auth_proto=args.v3_auth_proto, v3_auth_key_file=args.v3_auth_key_file,
+                         v3_priv_proto=args.v3_priv_proto, v3_priv_key_file=args.v3_priv_key_file,
+                         timeout=args.timeout)
+    try:
+        dev = Device(opts, opts.credentials("snmp probe"))
+    except ConfigError as e:
+        print(f"aifactory: {e}", file=sys.stderr)
+        return 78
+    profiles = load_profiles()
+
+    async def go():
+        client = SnmpClient()
+        try:
+            profile, data = await asyncio.wait_for(poll_device(client, profiles, dev), args.timeout * 20)
+            ident = await client.get(dev.creds, opts.host, opts.port, [SYS_OBJECT_ID], opts.timeout, opts.retries)
+            return profile, data, str(ident.get(SYS_OBJECT_ID, ""))
+        finally:
+            client.close()
+
+    try:
+        profile, data, sys_oid = asyncio.run(go())
+    except (DeviceError, TimeoutError, OSError) as e:
+        print(f"aifactory: {opts.host}:{opts.port}: {e or 'no answer'}", file=sys.stderr)
+        return 1
+    readings = evaluate(profile, data)
+    if args.json:
+        json.dump({"profile": profile.name, "sys_object_id": sys_oid,
+                   "readings": [{"measurement": r.measurement, "tags": r.tags, "field": r.field, "value": r.value,
+                                 "unit": r.unit} for r in readings]}, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    print(f"{opts.host}:{opts.port}: profile {profile.name} ({profile.description}); sysObjectID {sys_oid}")
+    rows = [[r.measurement, ",".join(f"{k}={v}" for k, v in sorted(r.tags.items())), r.field, r.value, r.unit]
+            for r in readings]
+    print(_table(["MEASUREMENT", "TAGS", "FIELD", "VALUE", "UNIT"], rows))
+    return 0

@@ -1,0 +1,97 @@
+"""The SNMP collector and `aifactory snmp probe` against snmpsim serving recordings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from agent.collector import Context
+from agent.model import Accumulator
+from collectors.snmp import SnmpCollector, SnmpOptions
+
+from .services import free_port_udp
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def collect(options: dict):
+    col = SnmpCollector(SnmpOptions(**options), Context("snmp"))
+
+    async def go():
+        acc = Accumulator(1, {"host": "poller1"})
+        await col.collect(acc)
+        return acc.close()
+
+    try:
+        return asyncio.run(go())
+    finally:
+        col.close()
+
+
+def by_device(samples):
+    out: dict = {}
+    for s in samples:
+        out.setdefault(s.tags.get("device"), []).append(s)
+    return out
+
+
+def test_devices_polled_with_auto_profiles_and_a_dead_one_does_not_hurt(snmpsim):
+    dead_port = free_port_udp()
+    t0 = time.monotonic()
+    samples = collect({"devices": [
+        {"name": "pdu-r12-a", "host": "127.0.0.1", "port": snmpsim.port, "community": "apc-rpdu2",
+         "role": "it", "rack": "r12", "room": "hall1"},
+        {"name": "ups-1", "host": "127.0.0.1", "port": snmpsim.port, "community": "eaton-ups",
+         "role": "facility_total"},
+        {"name": "px2", "host": "127.0.0.1", "port": snmpsim.port, "community": "raritan-px2"},
+        {"name": "dead", "host": "127.0.0.1", "port": dead_port, "community": "x", "timeout": 0.5, "retries": 0},
+        {"name": "wrongcomm", "host": "127.0.0.1", "port": snmpsim.port, "community": "nosuchdevice",
+         "timeout": 0.5, "retries": 0},
+    ]})
+    took = time.monotonic() - t0
+    dev = by_device(samples)
+    pdu = {(s.measurement, s.tags.get("scope")): s for s in dev["pdu-r12-a"]}
+    d = pdu[("pdu", "device")]
+    assert d.fields["power_watts"] == 270.0 and d.tags["rack"] == "r12" and d.tags["role"] == "it"
+    assert d.tags["profile"] == "apc-rpdu2" and d.tags["room"] == "hall1"
+    ups = [s for s in dev["ups-1"] if s.measurement == "ups" and "scope" not in s.tags][0]
+    assert ups.fields["battery_charge_percent"] == 91.0 and ups.fields["on_battery"] is False
+    px2 = [s for s in dev["px2"] if s.measurement == "pdu" and "inlet" in s.tags][0]
+    assert px2.fields["current_amperes"] == 0.68
+    status = {s.tags["device"]: s.fields for s in samples if s.measurement == "snmp_device"}
+    assert status["pdu-r12-a"]["up"] and status["ups-1"]["up"] and status["px2"]["up"]
+    assert status["dead"] == {"up": False, "poll_duration_seconds": status["dead"]["poll_duration_seconds"],
+                              "readings": 0}
+    assert status["wrongcomm"]["up"] is False
+    # the dead devices cost about their own timeout, concurrently, not one after the other
+    assert status["pdu-r12-a"]["poll_duration_seconds"] < 2
+    assert took < 10
+
+
+def test_no_such_object_leaves_fields_out(snmpsim):
+    """A forced profile whose OIDs the device lacks: noSuchObject/noSuchInstance give no readings, no error."""
+    samples = collect({"devices": [{"name": "ups-as-pdu", "host": "127.0.0.1", "port": snmpsim.port,
+                                    "community": "eaton-ups", "profile": "apc-rpdu2"}]})
+    (status,) = [s for s in samples if s.measurement == "snmp_device"]
+    assert status.fields["up"] is True and status.fields["readings"] == 0
+
+
+def test_probe_json(snmpsim):
+    r = subprocess.run([sys.executable, "-m", "agent", "snmp", "probe", f"127.0.0.1:{snmpsim.port}",
+                        "--community", "raritan-px2", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["profile"] == "raritan-pdu2" and doc["sys_object_id"] == "1.3.6.1.4.1.13742.6"
+    got = {(x["field"], x["tags"].get("inlet")): (x["value"], x["unit"]) for x in doc["readings"]}
+    assert got[("voltage_volts", "1")] == (233.0, "volts") and got[("frequency_hertz", "1")] == (50.0, "hertz")
+
+
+def test_probe_dead_device_names_the_cause():
+    port = free_port_udp()
+    r = subprocess.run([sys.executable, "-m", "agent", "snmp", "probe", f"127.0.0.1:{port}", "--timeout", "0.3"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and f"127.0.0.1:{port}" in r.stderr and "No SNMP response" in r.stderr
