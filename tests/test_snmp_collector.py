@@ -67,6 +67,9 @@ def test_devices_polled_with_auto_profiles_and_a_dead_one_does_not_hurt(snmpsim)
     assert status["dead"] == {"up": False, "poll_duration_seconds": status["dead"]["poll_duration_seconds"],
                               "readings": 0}
     assert status["wrongcomm"]["up"] is False
+    (fac,) = [s for s in samples if s.measurement == "facility"]
+    assert fac.fields["it_power_watts"] == 270.0  # the rack PDU (role it); the UPS is facility_total
+    assert fac.fields["it_energy_joules_total"] == 19677 * 360000.0
     # the dead devices cost about their own timeout, concurrently, not one after the other
     assert status["pdu-r12-a"]["poll_duration_seconds"] < 2
     assert took < 10

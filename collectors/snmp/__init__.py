@@ -18,14 +18,16 @@ from agent.collector import Collector, NotPresent
 from agent.config import CollectorOptions, PositiveDuration, Strict
 from agent.model import Accumulator, Kind, Metric
 from agent.secrets import read_secret
+from collectors.common.counters import MonotonicCounters
 
 from .client import SYS_DESCR, SYS_OBJECT_ID, Credentials, DeviceError
+from .facility import Facility, device_totals
 from .profile import Profile, evaluate, field_catalogue, load_profiles, match_profile, required_oids
 
 log = logging.getLogger(__name__)
 
 DEVICE_TAGS = ("host", "device", "role", "site", "room", "row", "rack", "vendor", "profile")
-ROW_TAGS = ("scope", "pdu", "phase", "bank", "outlet", "outlet_name", "inlet", "line", "sensor")
+ROW_TAGS = ("scope", "pdu", "phase", "bank", "outlet", "outlet_name", "inlet", "line", "sensor", "pue_kind")
 
 
 def _metrics() -> tuple[Metric, ...]:
@@ -86,6 +88,7 @@ class DeviceOptions(Strict):
 class SnmpOptions(CollectorOptions):
     devices: list[DeviceOptions] = Field(default_factory=list)
     max_in_flight: int = Field(32, ge=1, description="devices polled at the same time")
+    pue_window: PositiveDuration = Field(900.0, description="window of the energy-based PUE")
 
 
 class Device:
@@ -133,6 +136,9 @@ class SnmpCollector(Collector):
         self.profiles = load_profiles()
         self.devices = [Device(d, d.credentials(f"collectors.snmp.devices[{d.name}]")) for d in options.devices]
         self.client = None
+        self.counters = MonotonicCounters(ctx.state_dir / "snmp-counters.json" if ctx.state_dir else None)
+        self.facility = Facility(options.pue_window)
+        self.kinds = {k: v[0] for k, v in field_catalogue().items()}
 
     async def collect(self, acc: Accumulator) -> None:
         if not self.devices:
@@ -141,9 +147,27 @@ class SnmpCollector(Collector):
             from .client import SnmpClient
 
             self.client = SnmpClient(self.options.max_in_flight)
-        await asyncio.gather(*(self._one(d, acc) for d in self.devices))
+        results = await asyncio.gather(*(self._one(d, acc) for d in self.devices))
+        totals = {d.opts.name: device_totals(d.opts.role, readings)
+                  for d, readings in zip(self.devices, results) if readings}
+        facility = self.facility.compute(acc.ts, totals)
+        if facility is not None:
+            fields, tags = facility
+            acc.add("facility", fields, tags)
 
-    async def _one(self, dev: Device, acc: Accumulator) -> None:
+    def _monotonic(self, dev: Device, r) -> None:
+        """Resettable and wrapping counters (kWh that an operator can zero) stay monotonic."""
+        if self.kinds.get((r.measurement, r.field)) != "counter":
+            return
+        key = f"{dev.opts.name}|{r.measurement}|{r.field}|" + ",".join(f"{k}={v}" for k, v in sorted(r.tags.items())
+                                                                       if k not in ("role", "site", "room", "row",
+                                                                                    "rack", "profile"))
+        r.value, event = self.counters.update(key, float(r.value), r.wrap_at)
+        if event:
+            log.warning("snmp device %s: %s %s counter %s; kept monotonic", dev.opts.name, r.measurement, r.field,
+                        "wrapped" if event == "wrap" else "was reset")
+
+    async def _one(self, dev: Device, acc: Accumulator) -> list:
         t0 = time.perf_counter()
         tags = dev.opts.tags()
         # A device's own deadline: its timeout for each try, for identification, GETs and walks.
@@ -152,6 +176,7 @@ class SnmpCollector(Collector):
             profile, data = await asyncio.wait_for(poll_device(self.client, self.profiles, dev), deadline)
             readings = evaluate(profile, data, {**tags, "profile": profile.name})
             for r in readings:
+                self._monotonic(dev, r)
                 acc.add(r.measurement, {r.field: r.value}, r.tags)
             ok, error = True, None
         except (DeviceError, TimeoutError, OSError) as e:
@@ -167,6 +192,7 @@ class SnmpCollector(Collector):
         dtags = {**tags, "profile": dev.profile.name if dev.profile else "unknown"}
         acc.add("snmp_device", {"up": ok, "poll_duration_seconds": round(time.perf_counter() - t0, 6),
                                 "readings": len(readings)}, dtags)
+        return readings
 
     def close(self) -> None:
         if self.client is not None:

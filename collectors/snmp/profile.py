@@ -98,6 +98,7 @@ class Reading:
     field: str
     value: float | int | bool | str
     unit: str
+    wrap_at: float | None = None  # counters that wrap: the cap, in output units
 
 
 class ProfileError(Exception):
@@ -314,5 +315,6 @@ def evaluate(profile: Profile, data: dict[str, Any], device_tags: dict[str, str]
                     ent = tuple(c.get(idx) for c in ent_cols)
                 v = convert(f, raw, digits, ent)
                 if v is not None:
-                    out.append(Reading(g.measurement, tags, f.field, v, cat[(g.measurement, f.field)][1]))
+                    out.append(Reading(g.measurement, tags, f.field, v, cat[(g.measurement, f.field)][1],
+                                       f.wrap_at * f.scale if f.wrap_at else None))
     return out

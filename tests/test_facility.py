@@ -1,0 +1,82 @@
+"""PUE and energy accounting from device roles; monotonic counters across resets and wraps."""
+
+import pytest
+
+from collectors.common.counters import MonotonicCounters
+from collectors.snmp.facility import Facility, device_totals
+from collectors.snmp.profile import Reading
+
+S = 10**9
+
+
+def pdu(scope, power=None, energy=None, **tags):
+    out = []
+    if power is not None:
+        out.append(Reading("pdu", {"scope": scope, **tags}, "power_watts", power, "watts"))
+    if energy is not None:
+        out.append(Reading("pdu", {"scope": scope, **tags}, "energy_joules_total", energy, "joules"))
+    return out
+
+
+def test_device_totals_prefer_the_top_level_reading():
+    r = pdu("device", 900, 1e9) + pdu("phase", 300, phase="1") + pdu("phase", 600, phase="2") + pdu(
+        "outlet", 50, 10.0, outlet="3")
+    t = device_totals("it", r)
+    assert t.power_watts == 900 and t.energy_joules == 1e9  # outlets and phases are not added on top
+    t = device_totals("it", pdu("phase", 300, 5.0, phase="1") + pdu("phase", 600, 7.0, phase="2"))
+    assert t.power_watts == 900 and t.energy_joules == 12.0
+    ups = [Reading("ups", {"scope": "input", "line": "1"}, "input_power_watts", 1200.0, "watts"),
+           Reading("ups", {"scope": "output", "line": "1"}, "output_power_watts", 1000.0, "watts")]
+    assert device_totals("facility_total", ups).power_watts == 1200.0
+    assert device_totals("it", ups).power_watts == 1000.0
+
+
+def test_pue_instant_and_over_a_window_from_energy():
+    f = Facility(window_s=600)
+    it_e, tot_e = 0.0, 0.0
+    out = None
+    for minute in range(11):
+        # IT draws 100 kW steadily; the facility 130 kW, but a chiller burst makes it 190 kW in minute 5
+        total_w = 190e3 if minute == 5 else 130e3
+        devices = {"pdu-a": device_totals("it", pdu("device", 100e3, it_e)),
+                   "meter": device_totals("facility_total", pdu("device", total_w, tot_e))}
+        out = f.compute(minute * 60 * S, devices)
+        it_e += 100e3 * 60
+        tot_e += total_w * 60
+    fields, tags = out
+    assert tags == {"pue_kind": "total"}
+    assert fields["pue"] == 1.3  # the instant reading at minute 10
+    assert fields["pue_window_seconds"] == 600.0
+    # energy over minutes 0..10: the burst minute is in it; sampled power at the window's ends never saw it
+    assert fields["pue_energy"] == pytest.approx((9 * 130e3 + 190e3) / (10 * 100e3), abs=1e-4)
+    assert fields["it_energy_joules_total"] == 10 * 100e3 * 60
+
+
+def test_partial_pue_when_only_it_and_cooling_are_known():
+    f = Facility()
+    fields, tags = f.compute(S, {"pdu": device_totals("it", pdu("device", 100.0)),
+                                 "crac-pdu": device_totals("cooling", pdu("device", 25.0))})
+    assert tags == {"pue_kind": "partial"} and fields["pue"] == 1.25
+    assert f.compute(S, {}) is None
+
+
+def test_a_device_missing_a_sweep_keeps_the_facility_counter_monotonic():
+    f = Facility()
+    a = f.compute(1 * S, {"a": device_totals("it", pdu("device", 1.0, 100.0)),
+                          "b": device_totals("it", pdu("device", 1.0, 50.0))})[0]
+    b = f.compute(2 * S, {"a": device_totals("it", pdu("device", 1.0, 110.0))})[0]  # b did not answer
+    assert a["it_energy_joules_total"] == 150.0 and b["it_energy_joules_total"] == 160.0
+
+
+def test_monotonic_counters_reset_wrap_and_restart(tmp_path):
+    c = MonotonicCounters(tmp_path / "c.json")
+    assert c.update("k", 100.0) == (100.0, None)
+    assert c.update("k", 150.0) == (150.0, None)
+    assert c.update("k", 20.0) == (170.0, "reset")  # an operator zeroed the kWh counter
+    cap = 9_999_000 * 3600.0  # Vertiv/Geist energy cap (Wh) in joules
+    c.update("w", cap - 1000)
+    value, event = c.update("w", 500.0, wrap_at=cap)
+    assert event == "wrap" and value == cap + 500.0  # delta across the wrap: 1500 J
+    c.save()
+    c2 = MonotonicCounters(tmp_path / "c.json")
+    assert c2.update("k", 10.0) == (180.0, "reset")  # a reset while the agent was down is caught
