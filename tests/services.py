@@ -164,6 +164,8 @@ class Snmpsim:
     snmpsim drops privileges to nobody, who must be able to read the interpreter and the data.
     """
 
+    V3_USER, V3_AUTH, V3_PRIV = "aifactory", "auth-secret-123", "priv-secret-456"
+
     def __init__(self, recordings: Path) -> None:
         import tempfile
 
@@ -188,7 +190,10 @@ class Snmpsim:
 
     def start(self) -> Snmpsim:
         args = [str(self.exe), f"--data-dir={self.data}", f"--cache-dir={self.cache}",
-                f"--agent-udpv4-endpoint=127.0.0.1:{self.port}"]
+                f"--agent-udpv4-endpoint=127.0.0.1:{self.port}",
+                # one SNMPv3 user, authPriv SHA/AES-128; the context name selects the recording
+                f"--v3-user={self.V3_USER}", f"--v3-auth-key={self.V3_AUTH}", "--v3-auth-proto=SHA",
+                f"--v3-priv-key={self.V3_PRIV}", "--v3-priv-proto=AES"]
         if os.geteuid() == 0:
             args += ["--process-user=nobody", "--process-group=nogroup"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(self.dir / "log", "ab"))

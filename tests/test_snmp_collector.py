@@ -98,3 +98,31 @@ def test_probe_dead_device_names_the_cause():
     r = subprocess.run([sys.executable, "-m", "agent", "snmp", "probe", f"127.0.0.1:{port}", "--timeout", "0.3"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and f"127.0.0.1:{port}" in r.stderr and "No SNMP response" in r.stderr
+
+
+def test_snmpv3_auth_priv_and_a_wrong_key(snmpsim, tmp_path):
+    (tmp_path / "auth").write_text(snmpsim.V3_AUTH + "\n")
+    (tmp_path / "priv").write_text(snmpsim.V3_PRIV + "\n")
+    (tmp_path / "bad").write_text("not-the-key-000\n")
+    v3 = {"host": "127.0.0.1", "port": snmpsim.port, "version": "v3", "v3_user": snmpsim.V3_USER,
+          "v3_auth_proto": "SHA", "v3_priv_proto": "AES", "v3_context": "apc-rpdu2", "timeout": 0.5, "retries": 0}
+    samples = collect({"devices": [
+        {**v3, "name": "good", "v3_auth_key_file": str(tmp_path / "auth"), "v3_priv_key_file": str(tmp_path / "priv")},
+        {**v3, "name": "badkey", "v3_auth_key_file": str(tmp_path / "bad"), "v3_priv_key_file": str(tmp_path / "priv")},
+    ]})
+    status = {s.tags["device"]: s.fields["up"] for s in samples if s.measurement == "snmp_device"}
+    assert status == {"good": True, "badkey": False}
+    good = [s for s in samples if s.tags.get("device") == "good" and s.tags.get("scope") == "device"]
+    assert good[0].fields["power_watts"] == 270.0
+
+
+def test_secret_never_in_config_show(tmp_path, capsys):
+    from agent.cli import main
+
+    (tmp_path / "comm").write_text("s3cret-community")
+    p = tmp_path / "a.yaml"
+    p.write_text("collectors:\n  snmp:\n    devices:\n      - {name: p1, host: 127.0.0.1, community: inline-secret}\n"
+                 f"      - {{name: p2, host: 127.0.0.1, community_file: {tmp_path / 'comm'}}}\n")
+    assert main(["config", "show", "-c", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "inline-secret" not in out and "s3cret-community" not in out and "p1" in out

@@ -55,6 +55,7 @@ class DeviceOptions(Strict):
     v3_auth_key_file: str | None = None
     v3_priv_proto: Literal["DES", "AES", "AES128", "AES192", "AES256"] | None = None
     v3_priv_key_file: str | None = None
+    v3_context: str = ""
     timeout: PositiveDuration = 2.0
     retries: int = Field(1, ge=0, le=5)
     role: Literal["it", "cooling", "facility_total", "other"] = "other"
@@ -78,7 +79,8 @@ class DeviceOptions(Strict):
         return Credentials("v3", user=self.v3_user or "", auth_proto=self.v3_auth_proto,
                            auth_key=read_secret(f"{where}.v3_auth_key_file", self.v3_auth_key_file),
                            priv_proto=self.v3_priv_proto,
-                           priv_key=read_secret(f"{where}.v3_priv_key_file", self.v3_priv_key_file))
+                           priv_key=read_secret(f"{where}.v3_priv_key_file", self.v3_priv_key_file),
+                           context=self.v3_context)
 
     def tags(self) -> dict[str, str]:
         return {k: v for k, v in (("device", self.name), ("role", self.role), ("site", self.site),

@@ -27,6 +27,7 @@ class Credentials:
     auth_key: str | None = None
     priv_proto: str | None = None  # AES (AES-128), AES192, AES256, DES
     priv_key: str | None = None
+    context: str = ""  # SNMPv3 context name (snmpsim selects the recording with it)
 
 
 def _auth(h, c: Credentials):
@@ -63,13 +64,26 @@ class SnmpClient:
             raise ImportError("pysnmp is not installed (pip install 'aifactory-agent[snmp]')") from None
         self.h = h
         self.engine = h.SnmpEngine()
+        # An engine's user table holds one key set per user name: devices that share a v3 user
+        # name with other keys get an engine of their own (one per distinct key set, not per device).
+        self.v3_engines: dict[tuple, object] = {}
         self.sem = asyncio.Semaphore(max_in_flight)
 
+    def _engine(self, c: Credentials):
+        if c.version == "v2c":
+            return self.engine
+        key = (c.user, c.auth_proto, c.auth_key, c.priv_proto, c.priv_key)
+        if key not in self.v3_engines:
+            taken = any(k[0] == c.user and e is self.engine for k, e in self.v3_engines.items())
+            self.v3_engines[key] = self.h.SnmpEngine() if taken else self.engine
+        return self.v3_engines[key]
+
     def close(self) -> None:
-        try:
-            self.engine.close_dispatcher()
-        except Exception:
-            pass
+        for e in {id(x): x for x in [self.engine, *self.v3_engines.values()]}.values():
+            try:
+                e.close_dispatcher()
+            except Exception:
+                pass
 
     async def _target(self, host: str, port: int, timeout: float, retries: int):
         try:
@@ -86,7 +100,7 @@ class SnmpClient:
             for i in range(0, len(oids), GET_CHUNK):
                 chunk = oids[i:i + GET_CHUNK]
                 err, status, index, vbs = await h.get_cmd(
-                    self.engine, _auth(h, creds), target, h.ContextData(),
+                    self._engine(creds), _auth(h, creds), target, h.ContextData(contextName=creds.context),
                     *(h.ObjectType(h.ObjectIdentity(o)) for o in chunk), lookupMib=False)
                 if err:
                     raise DeviceError(str(err))
@@ -106,7 +120,7 @@ class SnmpClient:
         async with self.sem:
             for col in columns:
                 async for err, status, _index, vbs in h.bulk_walk_cmd(
-                        self.engine, _auth(h, creds), target, h.ContextData(), 0, max_repetitions,
+                        self._engine(creds), _auth(h, creds), target, h.ContextData(contextName=creds.context), 0, max_repetitions,
                         h.ObjectType(h.ObjectIdentity(col)), lookupMib=False, lexicographicMode=False):
                     if err:
                         raise DeviceError(str(err))
