@@ -120,8 +120,9 @@ class SnmpClient:
         async with self.sem:
             for col in columns:
                 async for err, status, _index, vbs in h.bulk_walk_cmd(
-                        self._engine(creds), _auth(h, creds), target, h.ContextData(contextName=creds.context), 0, max_repetitions,
-                        h.ObjectType(h.ObjectIdentity(col)), lookupMib=False, lexicographicMode=False):
+                        self._engine(creds), _auth(h, creds), target, h.ContextData(contextName=creds.context), 0,
+                        max_repetitions, h.ObjectType(h.ObjectIdentity(col)), lookupMib=False,
+                        lexicographicMode=False):
                     if err:
                         raise DeviceError(str(err))
                     if status:
