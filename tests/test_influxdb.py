@@ -192,10 +192,13 @@ def test_kill_9_mid_flush_then_restart_loses_nothing(influxd, tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+    landed = influxd.query('SELECT count("power_watts") FROM "gpu"', db)[0]["values"][0][1]
     left = DiskBuffer(state / "buffer-influx.db")
     pending = len(left)
     left.close()
-    assert 0 < pending < len(samples), "the kill should land mid-flush"
+    # killed mid-flush: some points had landed, and some were still in the buffer (possibly all of them,
+    # if the kill came between InfluxDB's answer and the buffer's delete: they are sent again, harmlessly)
+    assert landed > 0 and pending > 0 and landed + pending >= len(samples)
     out = make_output(state, influxd.url, database=db, batch_size=5000)
     out.flush(60)
     assert out.stop(10)
