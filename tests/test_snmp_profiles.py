@@ -121,3 +121,30 @@ def test_malformed_values_never_raise():
         for p in PROFILES.values():
             for reading in evaluate(p, data):
                 assert reading.value is not None
+
+
+def test_servertech_sentry4():
+    name, r = readings("sentry4")
+    assert name == "servertech-sentry4"
+    cord = (("inlet", "1"), ("inlet_name", "Master_Cord_A"), ("pdu", "1"), ("scope", "inlet"),
+            ("vendor", "servertech"))
+    assert r[("pdu", cord, "power_watts")] == (1701.0, "watts")
+    assert r[("pdu", cord, "apparent_power_va")] == (1790.0, "va")
+    assert r[("pdu", cord, "power_factor")] == (0.95, "1")
+    assert r[("pdu", cord, "energy_joules_total")] == (8937 * 360000.0, "joules")
+    phase = (("inlet", "1"), ("pdu", "1"), ("phase", "1"), ("scope", "phase"), ("vendor", "servertech"))
+    assert r[("pdu", phase, "voltage_volts")] == (207.9, "volts")
+    assert r[("pdu", phase, "current_amperes")] == (2.09, "amperes")
+
+
+def test_eaton_epdu_millivolts_milliamps_and_wh():
+    name, r = readings("eaton-epdu")
+    assert name == "eaton-epdu"
+    phase = (("inlet", "1"), ("pdu", "0"), ("phase", "1"), ("scope", "phase"), ("vendor", "eaton"))
+    assert r[("pdu", phase, "voltage_volts")] == (118.45, "volts")
+    assert r[("pdu", phase, "current_amperes")] == (14.108, "amperes")
+    assert r[("pdu", phase, "power_watts")] == (1589.0, "watts")
+    assert r[("pdu", phase, "energy_joules_total")] == (8185553 * 3600.0, "joules")
+    assert r[("pdu", phase, "power_factor")] == (-0.946, "1")
+    inlet = (("inlet", "1"), ("pdu", "0"), ("scope", "inlet"), ("vendor", "eaton"))
+    assert r[("pdu", inlet, "power_watts")] == (1584.0, "watts")

@@ -27,7 +27,8 @@ from .profile import Profile, evaluate, field_catalogue, load_profiles, match_pr
 log = logging.getLogger(__name__)
 
 DEVICE_TAGS = ("host", "device", "role", "site", "room", "row", "rack", "vendor", "profile")
-ROW_TAGS = ("scope", "pdu", "phase", "bank", "outlet", "outlet_name", "inlet", "line", "sensor", "pue_kind")
+ROW_TAGS = ("scope", "pdu", "phase", "bank", "outlet", "outlet_name", "inlet", "inlet_name", "line", "sensor",
+            "pue_kind")
 
 
 def _metrics() -> tuple[Metric, ...]:
