@@ -33,9 +33,10 @@ bench: venv
 	$(BIN)/python bench/collect_overhead $(ARGS)
 	$(BIN)/python bench/delivery
 	$(BIN)/python bench/gpu_collect
+	$(BIN)/python bench/snmp_sweep --devices 100
 
 lint: venv
-	$(BIN)/ruff check agent collectors tests bench/collect_overhead bench/delivery bench/gpu_collect bench/gpu-smoke
+	$(BIN)/ruff check agent collectors tests bench/collect_overhead bench/delivery bench/gpu_collect bench/gpu-smoke bench/snmp_sweep
 
 ## Regenerate the metric catalogue table in README.md from the declarations.
 catalogue: venv

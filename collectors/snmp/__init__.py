@@ -150,6 +150,7 @@ class SnmpCollector(Collector):
             from .client import SnmpClient
 
             self.client = SnmpClient(self.options.max_in_flight)
+            self.slots = asyncio.Semaphore(self.options.max_in_flight)
         results = await asyncio.gather(*(self._one(d, acc) for d in self.devices))
         totals = {d.opts.name: device_totals(d.opts.role, readings)
                   for d, readings in zip(self.devices, results) if readings}
@@ -176,7 +177,9 @@ class SnmpCollector(Collector):
         # A device's own deadline: its timeout for each try, for identification, GETs and walks.
         deadline = dev.opts.timeout * (dev.opts.retries + 1) * 3
         try:
-            profile, data = await asyncio.wait_for(poll_device(self.client, self.profiles, dev), deadline)
+            async with self.slots:  # the deadline starts once the device has its turn
+                t0 = time.perf_counter()
+                profile, data = await asyncio.wait_for(poll_device(self.client, self.profiles, dev), deadline)
             readings = evaluate(profile, data, {**tags, "profile": profile.name})
             for r in readings:
                 self._monotonic(dev, r)
