@@ -174,24 +174,36 @@ def match_profile(profiles: dict[str, Profile], sys_object_id: str, sys_descr: s
 
 
 def required_oids(profile: Profile) -> tuple[list[str], list[str]]:
-    """(scalar OIDs to GET, column OIDs to walk)."""
-    scalars, columns = [], []
+    """(scalar OIDs to GET, subtrees to walk).
+
+    A table is walked as one subtree (its entry OID), as snmp_exporter does: one GETBULK stream
+    per table costs far fewer requests than a walk per column, which matters more than the few
+    extra columns it brings back. Columns of other tables (decimal digits, names) are walked alone.
+    """
+    scalars, walks = [], []
     for g in profile.groups:
         if g.table is None:
             scalars += [_norm(f.oid) for f in g.fields]
             continue
+        table = _norm(g.table)
+        walks.append(table)
         for f in g.fields:
-            columns.append(g.column_oid(f))
+            if f.oid:
+                walks.append(_norm(f.oid))
             if f.decimal_digits is not None:
-                columns.append(_digits_oid(g, f.decimal_digits))
+                walks.append(_digits_oid(g, f.decimal_digits))
             if f.entity_sensor:
-                columns += ["1.3.6.1.2.1.99.1.1.1.2", "1.3.6.1.2.1.99.1.1.1.3", "1.3.6.1.2.1.99.1.1.1.5"]
+                walks.append("1.3.6.1.2.1.99.1.1.1")
         for t in g.tags:
-            if t.column is not None or t.oid:
-                columns.append(g.column_oid(t))
-        for col in (g.filter or {}):
-            columns.append(f"{_norm(g.table)}.{col}")
-    return list(dict.fromkeys(scalars)), list(dict.fromkeys(columns))
+            if t.oid:
+                walks.append(_norm(t.oid))
+    # drop duplicates and subtrees already inside another walked subtree
+    unique = sorted(set(walks), key=lambda o: (len(o), o))
+    kept: list[str] = []
+    for o in unique:
+        if not any(o == k or o.startswith(k + ".") for k in kept):
+            kept.append(o)
+    return list(dict.fromkeys(scalars)), kept
 
 
 def _digits_oid(g: GroupSpec, spec: str | int) -> str:
