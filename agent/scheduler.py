@@ -102,8 +102,14 @@ class Agent:
 
     # --- jobs -----------------------------------------------------------------
     async def _run(self, runner: InstanceRunner) -> None:
-        await runner.run_once()
-        self.write_status()
+        # Tracked so that shutdown lets in-flight runs finish within their deadline before the flush.
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        try:
+            await runner.run_once()
+            self.write_status()
+        finally:
+            self._tasks.discard(task)
 
     async def _self_metrics(self) -> None:
         interval = self.config.settings.agent.interval
@@ -118,11 +124,6 @@ class Agent:
         pending = self.pipeline.publish(acc.close())
         if pending is not None:
             await pending
-
-    def _spawn(self, coro) -> None:
-        t = asyncio.create_task(coro)
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
 
     async def run(self, once: bool = False, duration: float | None = None, flush_timeout: float = 10.0) -> int:
         loop = asyncio.get_running_loop()
