@@ -21,6 +21,11 @@ from .model import Sample
 log = logging.getLogger(__name__)
 
 
+def backoff(failures: int, base: float, cap: float) -> float:
+    """Exponential back-off with jitter (50-100% of base * 2^failures, at most cap) for retrying outputs."""
+    return min(cap, base * 2 ** min(failures, 10)) * (0.5 + random.random() / 2)
+
+
 class Output(Protocol):
     name: str
 
@@ -125,8 +130,7 @@ class OutputQueue:
                     self._busy = False
                     if self._stopping:
                         return
-                    delay = min(self.retry_max, self.retry_base * 2 ** min(failures, 10))
-                    self._cond.wait(timeout=delay * (0.5 + random.random() / 2))
+                    self._cond.wait(timeout=backoff(failures, self.retry_base, self.retry_max))
                 continue
             if self.last_error is not None:
                 log.info("output %s: writing again", self.name)

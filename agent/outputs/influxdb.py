@@ -27,6 +27,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from ..config import InfluxOutputOptions
 from ..model import Sample, to_line
+from ..pipeline import backoff
 from ..secrets import read_secret
 from .buffer import DiskBuffer
 
@@ -240,8 +241,7 @@ class InfluxOutput:
                 failures += 1
                 self.write_errors += 1
                 self._set_state("auth_failed" if r.auth else "retrying", str(r))
-                backoff = min(self.opts.retry_max, 0.5 * 2 ** min(failures, 10))
-                delay = max(r.after or 0.0, backoff * (0.5 + random.random() / 2))
+                delay = max(r.after or 0.0, backoff(failures, 0.5, self.opts.retry_max))
                 self._idle.set()
                 self._wake.wait(delay)
                 self._wake.clear()

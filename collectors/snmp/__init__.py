@@ -149,7 +149,7 @@ class SnmpCollector(Collector):
         if self.client is None:
             from .client import SnmpClient
 
-            self.client = SnmpClient(self.options.max_in_flight)
+            self.client = SnmpClient()
             self.slots = asyncio.Semaphore(self.options.max_in_flight)
         results = await asyncio.gather(*(self._one(d, acc) for d in self.devices))
         totals = {d.opts.name: device_totals(d.opts.role, readings)
@@ -163,21 +163,21 @@ class SnmpCollector(Collector):
         """Resettable and wrapping counters (kWh that an operator can zero) stay monotonic."""
         if self.kinds.get((r.measurement, r.field)) != "counter":
             return
-        key = f"{dev.opts.name}|{r.measurement}|{r.field}|" + ",".join(f"{k}={v}" for k, v in sorted(r.tags.items())
-                                                                       if k not in ("role", "site", "room", "row",
-                                                                                    "rack", "profile"))
+        # Keyed by device and row, not by the device's placement tags, which an operator may edit.
+        placement = dev.opts.tags().keys() | {"profile"}
+        key = f"{dev.opts.name}|{r.measurement}|{r.field}|" + ",".join(
+            f"{k}={v}" for k, v in sorted(r.tags.items()) if k not in placement)
         r.value, event = self.counters.update(key, float(r.value), r.wrap_at)
         if event:
             log.warning("snmp device %s: %s %s counter %s; kept monotonic", dev.opts.name, r.measurement, r.field,
                         "wrapped" if event == "wrap" else "was reset")
 
     async def _one(self, dev: Device, acc: Accumulator) -> list:
-        t0 = time.perf_counter()
         tags = dev.opts.tags()
         # A device's own deadline: its timeout for each try, for identification, GETs and walks.
         deadline = dev.opts.timeout * (dev.opts.retries + 1) * 3
         try:
-            async with self.slots:  # the deadline starts once the device has its turn
+            async with self.slots:  # the deadline (and the measured duration) starts at the device's turn
                 t0 = time.perf_counter()
                 profile, data = await asyncio.wait_for(poll_device(self.client, self.profiles, dev), deadline)
             readings = evaluate(profile, data, {**tags, "profile": profile.name})

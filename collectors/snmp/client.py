@@ -1,4 +1,4 @@
-"""SNMP I/O through pysnmp 7 (asyncio): one engine, bounded concurrency, per-device deadlines.
+"""SNMP I/O through pysnmp 7 (asyncio): one engine; the collector bounds how many devices are in flight.
 
 Returns plain {oid: value} dicts (int, bytes, str) for the pure profile evaluation. pysnmp is
 imported lazily so a node without the `snmp` extra only loses this collector.
@@ -6,7 +6,6 @@ imported lazily so a node without the `snmp` extra only loses this collector.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +56,7 @@ def _value(v) -> Any:
 
 
 class SnmpClient:
-    def __init__(self, max_in_flight: int = 32) -> None:
+    def __init__(self) -> None:
         try:
             import pysnmp.hlapi.v3arch.asyncio as h
         except ImportError:
@@ -67,7 +66,6 @@ class SnmpClient:
         # An engine's user table holds one key set per user name: devices that share a v3 user
         # name with other keys get an engine of their own (one per distinct key set, not per device).
         self.v3_engines: dict[tuple, object] = {}
-        self.sem = asyncio.Semaphore(max_in_flight)
 
     def _engine(self, c: Credentials):
         if c.version == "v2c":
@@ -96,20 +94,19 @@ class SnmpClient:
         h = self.h
         target = await self._target(host, port, timeout, retries)
         out: dict[str, Any] = {}
-        async with self.sem:
-            for i in range(0, len(oids), GET_CHUNK):
-                chunk = oids[i:i + GET_CHUNK]
-                err, status, index, vbs = await h.get_cmd(
-                    self._engine(creds), _auth(h, creds), target, h.ContextData(contextName=creds.context),
-                    *(h.ObjectType(h.ObjectIdentity(o)) for o in chunk), lookupMib=False)
-                if err:
-                    raise DeviceError(str(err))
-                if status:
-                    raise DeviceError(f"{status.prettyPrint()} at {chunk[int(index) - 1] if index else '?'}")
-                for o, v in vbs:
-                    val = _value(v)
-                    if val is not None:
-                        out[str(o)] = val
+        for i in range(0, len(oids), GET_CHUNK):
+            chunk = oids[i:i + GET_CHUNK]
+            err, status, index, vbs = await h.get_cmd(
+                self._engine(creds), _auth(h, creds), target, h.ContextData(contextName=creds.context),
+                *(h.ObjectType(h.ObjectIdentity(o)) for o in chunk), lookupMib=False)
+            if err:
+                raise DeviceError(str(err))
+            if status:
+                raise DeviceError(f"{status.prettyPrint()} at {chunk[int(index) - 1] if index else '?'}")
+            for o, v in vbs:
+                val = _value(v)
+                if val is not None:
+                    out[str(o)] = val
         return out
 
     async def walk(self, creds: Credentials, host: str, port: int, columns: list[str], timeout: float = 2.0,
@@ -117,18 +114,17 @@ class SnmpClient:
         h = self.h
         target = await self._target(host, port, timeout, retries)
         out: dict[str, Any] = {}
-        async with self.sem:
-            for col in columns:
-                async for err, status, _index, vbs in h.bulk_walk_cmd(
-                        self._engine(creds), _auth(h, creds), target, h.ContextData(contextName=creds.context), 0,
-                        max_repetitions, h.ObjectType(h.ObjectIdentity(col)), lookupMib=False,
-                        lexicographicMode=False):
-                    if err:
-                        raise DeviceError(str(err))
-                    if status:
-                        break  # e.g. noSuchName from a v1-ish agent: this column is absent
-                    for o, v in vbs:
-                        val = _value(v)
-                        if val is not None:
-                            out[str(o)] = val
+        for col in columns:
+            async for err, status, _index, vbs in h.bulk_walk_cmd(
+                    self._engine(creds), _auth(h, creds), target, h.ContextData(contextName=creds.context), 0,
+                    max_repetitions, h.ObjectType(h.ObjectIdentity(col)), lookupMib=False,
+                    lexicographicMode=False):
+                if err:
+                    raise DeviceError(str(err))
+                if status:
+                    break  # e.g. noSuchName from a v1-ish agent: this subtree is absent
+                for o, v in vbs:
+                    val = _value(v)
+                    if val is not None:
+                        out[str(o)] = val
         return out
