@@ -231,7 +231,19 @@ class Snmpsim:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def free_udp_ports(n: int) -> list[int]:
+    """n free UDP ports on loopback, all different: every socket stays bound until all are picked."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def free_port_udp() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_udp_ports(1)[0]
