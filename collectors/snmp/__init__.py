@@ -114,11 +114,11 @@ async def poll_device(client, profiles: dict[str, Profile], dev: Device) -> tupl
             ident = await client.get(dev.creds, o.host, o.port, [SYS_OBJECT_ID, SYS_DESCR], o.timeout, o.retries)
             if SYS_OBJECT_ID not in ident:
                 raise DeviceError("no sysObjectID: not an SNMP agent we can identify")
-            descr = ident.get(SYS_DESCR, b"")
-            descr = descr.decode("utf-8", "replace") if isinstance(descr, bytes) else str(descr)
-            dev.profile = match_profile(profiles, str(ident[SYS_OBJECT_ID]), descr)
+            descr, oid = (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+                          for v in (ident.get(SYS_DESCR, b""), ident[SYS_OBJECT_ID]))
+            dev.profile = match_profile(profiles, oid, descr)
             if dev.profile is None:
-                raise DeviceError(f"no profile matches sysObjectID {ident[SYS_OBJECT_ID]} ({descr[:60]!r})")
+                raise DeviceError(f"no profile matches sysObjectID {oid} ({descr[:60]!r})")
     scalars, columns = required_oids(dev.profile)
     data: dict = {}
     if scalars:
