@@ -101,6 +101,27 @@ class Device:
         self.profile: Profile | None = None
         self.state = "new"
         self.last_error: str | None = None
+        # Tables this device does not have (a walk found nothing): skipped, re-checked every RECHECK polls.
+        self.absent: dict[str, int] = {}
+
+    RECHECK = 30
+
+    def walks(self, subtrees: list[str]) -> list[str]:
+        out = []
+        for st in subtrees:
+            left = self.absent.get(st)
+            if left:
+                self.absent[st] = left - 1
+            else:
+                out.append(st)
+        return out
+
+    def learn(self, walked: list[str], counts: dict[str, int]) -> None:
+        for st in walked:
+            if counts.get(st):
+                self.absent.pop(st, None)
+            else:
+                self.absent[st] = self.RECHECK
 
 
 async def poll_device(client, profiles: dict[str, Profile], dev: Device) -> tuple[Profile, dict]:
@@ -123,8 +144,11 @@ async def poll_device(client, profiles: dict[str, Profile], dev: Device) -> tupl
     data: dict = {}
     if scalars:
         data.update(await client.get(dev.creds, o.host, o.port, scalars, o.timeout, o.retries))
-    if columns:
-        data.update(await client.walk(dev.creds, o.host, o.port, columns, o.timeout, o.retries))
+    walks = dev.walks(columns)
+    if walks:
+        counts: dict[str, int] = {}
+        data.update(await client.walk(dev.creds, o.host, o.port, walks, o.timeout, o.retries, counts=counts))
+        dev.learn(walks, counts)
     return dev.profile, data
 
 
@@ -181,9 +205,15 @@ class SnmpCollector(Collector):
                 t0 = time.perf_counter()
                 profile, data = await asyncio.wait_for(poll_device(self.client, self.profiles, dev), deadline)
             readings = evaluate(profile, data, {**tags, "profile": profile.name})
+            rows: dict[tuple, tuple[str, dict, dict]] = {}  # one sample per row: a row's readings share tags
             for r in readings:
                 self._monotonic(dev, r)
-                acc.add(r.measurement, {r.field: r.value}, r.tags)
+                row = rows.get((r.measurement, id(r.tags)))
+                if row is None:
+                    row = rows[(r.measurement, id(r.tags))] = (r.measurement, {}, r.tags)
+                row[1][r.field] = r.value
+            for measurement, fields, rtags in rows.values():
+                acc.add(measurement, fields, rtags)
             ok, error = True, None
         except (DeviceError, TimeoutError, OSError) as e:
             ok, error = False, str(e) or type(e).__name__

@@ -38,6 +38,7 @@ class Exception_:
 
 NOSUCHOBJECT, NOSUCHINSTANCE, ENDOFMIBVIEW = (Exception_(t) for t in (0x80, 0x81, 0x82))
 _EXC = {0x80: NOSUCHOBJECT, 0x81: NOSUCHINSTANCE, 0x82: ENDOFMIBVIEW}
+_UNSIGNED = frozenset((0x41, 0x42, 0x43, 0x46, 0x47))  # Counter32, Gauge32, TimeTicks, Counter64, UInteger32
 
 
 def _len(n: int) -> bytes:
@@ -136,12 +137,14 @@ def _signed(buf: bytes, a: int, b: int) -> int:
     return int.from_bytes(buf[a:b], "big", signed=True)
 
 
-def decode_response(buf: bytes) -> tuple[int, bytes, int, int, list[tuple[str, object]]]:
+def decode_response(buf: bytes | bytearray) -> tuple[int, bytes, int, int, list[tuple[str, object]]]:
     """(request_id, community, error_status, error_index, [(oid, value)]) of a v2c Response.
 
     Values: int (INTEGER, Counter32, Gauge32, TimeTicks, Counter64), bytes (OCTET STRING, Opaque),
     str (OBJECT IDENTIFIER, IpAddress), None (NULL), or one of the exception markers.
     """
+    if not isinstance(buf, bytes):
+        buf = bytes(buf)
     try:
         return _decode(buf)
     except BerError:
@@ -164,7 +167,7 @@ def _decode(buf: bytes):
     tag, a, i = _read(buf, b, e)
     if tag != 0x04:
         raise BerError("no community")
-    community = bytes(buf[a:i])
+    community = buf[a:i]
     tag, i, e = _read(buf, i, e)
     if tag != RESPONSE:
         raise BerError(f"not a Response PDU (tag 0x{tag:02x})")
@@ -179,29 +182,54 @@ def _decode(buf: bytes):
         raise BerError("no varbind list")
     vbs: list[tuple[str, object]] = []
     append = vbs.append
+    cache_get = _oid_cache.get
     while i < e:
-        tag, i, vend = _read(buf, i, e)
-        if tag != 0x30:
+        # Short definite lengths inline (nearly every varbind); anything longer through _read.
+        if buf[i] != 0x30:
             raise BerError("bad varbind")
-        tag, a, b = _read(buf, i, vend)
-        if tag != 0x06:
+        n = buf[i + 1]
+        if n < 0x80:
+            i += 2
+            vend = i + n
+            if vend > e:
+                raise BerError("varbind runs past the list")
+        else:
+            _, i, vend = _read(buf, i, e)
+        if buf[i] != 0x06:
             raise BerError("varbind without an OID")
-        oid = decode_oid(bytes(buf[a:b]))
-        tag, a, b = _read(buf, b, vend)
+        n = buf[i + 1]
+        if n < 0x80:
+            a = i + 2
+            b = a + n
+            if b > vend:
+                raise BerError("OID runs past its varbind")
+        else:
+            _, a, b = _read(buf, i, vend)
+        raw = buf[a:b]
+        oid = cache_get(raw) or decode_oid(raw)
+        tag = buf[b]
+        n = buf[b + 1]
+        if n < 0x80:
+            a = b + 2
+            b = a + n
+        else:
+            tag, a, b = _read(buf, b, vend)
         if b != vend:
-            raise BerError("trailing bytes in a varbind")
+            raise BerError("varbind length mismatch")
         if tag == 0x02:
-            v: object = _signed(buf, a, b)
-        elif tag in (0x41, 0x42, 0x43, 0x46, 0x47):  # Counter32, Gauge32, TimeTicks, Counter64, UInteger32
-            if b - a > 9 or a == b:
+            if a == b or b - a > 9:
+                raise BerError("bad INTEGER length")
+            v: object = int.from_bytes(buf[a:b], "big", signed=True)
+        elif tag in _UNSIGNED:
+            if a == b or b - a > 9:
                 raise BerError("bad unsigned length")
             v = int.from_bytes(buf[a:b], "big")
-        elif tag in (0x04, 0x44):
-            v = bytes(buf[a:b])
+        elif tag == 0x04 or tag == 0x44:
+            v = buf[a:b]
         elif tag == 0x05:
             v = None
         elif tag == 0x06:
-            v = decode_oid(bytes(buf[a:b]))
+            v = decode_oid(buf[a:b])
         elif tag == 0x40:
             if b - a != 4:
                 raise BerError("bad IpAddress")

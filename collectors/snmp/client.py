@@ -20,6 +20,7 @@ from . import ber
 
 SYS_DESCR, SYS_OBJECT_ID = "1.3.6.1.2.1.1.1.0", "1.3.6.1.2.1.1.2.0"
 GET_CHUNK = 32
+MAX_BULK_VARBINDS = 64  # per GETBULK request across its subtrees (an NMC answers ~4 KB without tooBig)
 
 
 class DeviceError(Exception):
@@ -105,14 +106,16 @@ class V2cClient:
         return self.endpoints[family]
 
     async def _resolve(self, host: str, port: int, timeout: float) -> tuple[int, tuple]:
-        try:
-            ip = ipaddress.ip_address(host)
-            return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), (str(ip), port)
-        except ValueError:
-            pass
         hit = self.resolved.get((host, port))
         if hit and hit[0] > time.monotonic():
             return hit[1]
+        try:
+            ip = ipaddress.ip_address(host)
+            out = (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), (str(ip), port)
+            self.resolved[(host, port)] = (float("inf"), out)
+            return out
+        except ValueError:
+            pass
         loop = asyncio.get_running_loop()
         try:
             infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM), timeout)
@@ -197,32 +200,56 @@ class V2cClient:
         return out
 
     async def walk(self, community: bytes, host: str, port: int, subtrees: list[str], timeout: float,
-                   retries: int, max_repetitions: int = 25) -> dict[str, Any]:
+                   retries: int, max_repetitions: int = 25, counts: dict[str, int] | None = None) -> dict[str, Any]:
+        """GETBULK walks of several subtrees at once: one request carries the next OID of each
+        subtree still open (RFC 3416 answers row-major, repetition by repetition), so a poll of
+        three tables costs about as many requests as its largest table alone."""
         out: dict[str, Any] = {}
-        for subtree in subtrees:
-            prefix = subtree + "."
-            last, reps, seen = subtree, max_repetitions, set()
-            while True:
-                status, _index, vbs = await self.request(community, host, port, ber.GETBULK, [last], reps,
-                                                         timeout, retries)
-                if status == 1 and reps > 1:  # tooBig: fewer rows per request
-                    reps //= 2
-                    continue
-                if status or not vbs:
+        last = {st: st for st in subtrees}
+        found = dict.fromkeys(subtrees, 0)
+        seen: set[str] = set()
+        active = list(dict.fromkeys(subtrees))
+        budget = MAX_BULK_VARBINDS
+        while active:
+            k = len(active)
+            reps = max(1, min(max_repetitions, budget // k))
+            status, _index, vbs = await self.request(community, host, port, ber.GETBULK, [last[st] for st in active],
+                                                     reps, timeout, retries)
+            if status == 1 and reps * k > 1:  # tooBig: ask for fewer varbinds
+                budget = max(1, reps * k // 2)
+                if reps == 1:  # one row of k subtrees is already too big: walk them one by one
+                    for st in active:
+                        out.update(await self.walk(community, host, port, [st], timeout, retries, 1, counts))
+                    return out
+                continue
+            if status:
+                if k == 1:
                     break  # e.g. noSuchName from a v1-ish agent: this subtree is absent
-                done = False
-                for o, v in vbs:
-                    if v is ber.ENDOFMIBVIEW or not o.startswith(prefix):
-                        done = True
-                        break
-                    if o in seen:
-                        raise DeviceError(f"OID not increasing in the walk of {subtree} (at {o})")
-                    seen.add(o)
-                    if v is not None and not isinstance(v, ber.Exception_):
-                        out[o] = v
-                if done:
-                    break
-                last = vbs[-1][0]
+                for st in active:  # an agent that cannot bulk several subtrees: one by one
+                    out.update(await self.walk(community, host, port, [st], timeout, retries, max_repetitions,
+                                               counts))
+                return out
+            if not vbs:
+                break
+            closed = set()
+            for j, (o, v) in enumerate(vbs):
+                st = active[j % k]
+                if st in closed:
+                    continue
+                if v is ber.ENDOFMIBVIEW or not o.startswith(st) or o[len(st):len(st) + 1] != ".":
+                    closed.add(st)
+                    continue
+                if o in seen:
+                    raise DeviceError(f"OID not increasing in the walk of {st} (at {o})")
+                seen.add(o)
+                last[st] = o
+                if v is not None and not isinstance(v, ber.Exception_):
+                    out[o] = v
+                    found[st] += 1
+            active = [st for st in active if st not in closed]
+        if counts is not None:
+            for st, n in found.items():
+                counts[st] = counts.get(st, 0) + n
         return out
 
     def close(self) -> None:
@@ -310,10 +337,12 @@ class SnmpClient:
         return out
 
     async def walk(self, creds: Credentials, host: str, port: int, columns: list[str], timeout: float = 2.0,
-                   retries: int = 1, max_repetitions: int = 25) -> dict[str, Any]:
+                   retries: int = 1, max_repetitions: int = 25,
+                   counts: dict[str, int] | None = None) -> dict[str, Any]:
+        """Values under each subtree; counts[subtree] += values found there (absent tables find 0)."""
         if creds.version == "v2c" and self.lean_v2c:
             return await self.v2c.walk(creds.community.encode(), host, port, columns, timeout, retries,
-                                       max_repetitions)
+                                       max_repetitions, counts)
         h = self._pysnmp()
         target = await self._target(host, port, timeout, retries)
         out: dict[str, Any] = {}
@@ -330,4 +359,6 @@ class SnmpClient:
                     val = _value(v)
                     if val is not None:
                         out[str(o)] = val
+                        if counts is not None:
+                            counts[col] = counts.get(col, 0) + 1
         return out

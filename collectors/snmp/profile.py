@@ -239,7 +239,7 @@ def _text(v: Any) -> str:
 
 def convert(f: FieldSpec, raw: Any, digits: Any = None, ent: tuple | None = None):
     """One raw value to its output value, or None when it is 'not available' or malformed."""
-    n = _as_number(raw)
+    n = raw if type(raw) is int else _as_number(raw)
     if n is None:
         return None
     if f.enum is not None or f.map is not None:
@@ -272,12 +272,75 @@ def convert(f: FieldSpec, raw: Any, digits: Any = None, ent: tuple | None = None
     return round(value, 6)
 
 
+class _Plan:
+    """Where each polled OID goes (column, row index) for one profile; learnt once per OID.
+
+    A device answers the same OIDs every poll, so after the first poll mapping the values to
+    columns is one dict lookup per value instead of a prefix scan per column.
+    """
+
+    def __init__(self, profile: Profile) -> None:
+        cols: set[str] = set()
+        for g in profile.groups:
+            if g.table is None:
+                continue
+            cols.update(g.column_oid(x) for x in [*g.fields, *g.tags] if getattr(x, "column", None)
+                        is not None or getattr(x, "oid", None))
+            cols.update(_digits_oid(g, f.decimal_digits) for f in g.fields if f.decimal_digits is not None)
+            cols.update(f"{_norm(g.table)}.{c}" for c in (g.filter or {}))
+            if any(f.entity_sensor for f in g.fields):
+                cols.update(f"1.3.6.1.2.1.99.1.1.1.{c}" for c in (2, 3, 5))
+        self.prefixes = sorted((c + "." for c in cols), key=len, reverse=True)
+        self.where: dict[str, tuple[str, str] | None] = {}
+
+    def locate(self, oid: str) -> tuple[str, str] | None:
+        for pre in self.prefixes:
+            if oid.startswith(pre):
+                return pre[:-1], oid[len(pre):]
+        return None
+
+    def columns(self, data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        where = self.where
+        out: dict[str, dict[str, Any]] = {}
+        for k, v in data.items():
+            w = where.get(k, False)
+            if w is False:
+                w = self.locate(k)
+                if len(where) < 200_000:
+                    where[k] = w
+            if w is not None:
+                col = out.get(w[0])
+                if col is None:
+                    col = out[w[0]] = {}
+                col[w[1]] = v
+        return out
+
+
+_plans: dict[int, tuple[Profile, _Plan]] = {}
+
+
+def _plan(profile: Profile) -> _Plan:
+    hit = _plans.get(id(profile))
+    if hit is None or hit[0] is not profile:
+        hit = _plans[id(profile)] = (profile, _Plan(profile))
+    return hit[1]
+
+
 def evaluate(profile: Profile, data: dict[str, Any], device_tags: dict[str, str] | None = None) -> list[Reading]:
-    """Map polled values {oid: value} to readings, per the profile. Pure; malformed values are skipped."""
+    """Map polled values {oid: value} to readings, per the profile. Pure; malformed values are skipped.
+
+    Readings of one row share one tags dict (callers may group a row's fields into one sample by it).
+    """
     cat = field_catalogue()
     base = dict(profile.device_tags)
     base.update(device_tags or {})
     out: list[Reading] = []
+    polled = _plan(profile).columns(data)
+    empty: dict[str, Any] = {}
+
+    def columns(col: str) -> dict[str, Any]:
+        return polled.get(col, empty)
+
     for g in profile.groups:
         if g.table is None:
             tags = {**base, **g.static_tags}
@@ -289,17 +352,20 @@ def evaluate(profile: Profile, data: dict[str, Any], device_tags: dict[str, str]
                 if v is not None:
                     out.append(Reading(g.measurement, tags, f.field, v, cat[(g.measurement, f.field)][1]))
             continue
-        cols = {f.field: _column(data, g.column_oid(f)) for f in g.fields}
-        rows = sorted({i for c in cols.values() for i in c}, key=lambda s: [int(x) for x in s.split(".") if x])
-        tag_cols = {t.tag: _column(data, g.column_oid(t)) for t in g.tags if t.column is not None or t.oid}
-        filters = {c: set(vals) for c, vals in (g.filter or {}).items()}
-        filter_cols = {c: _column(data, f"{_norm(g.table)}.{c}") for c in filters}
+        cols = [(f, columns(g.column_oid(f)), cat[(g.measurement, f.field)][1],
+                 columns(_digits_oid(g, f.decimal_digits)) if f.decimal_digits is not None else None,
+                 f.wrap_at * f.scale if f.wrap_at else None) for f in g.fields]
+        rows = sorted({i for c in cols for i in c[1]}, key=lambda s: [int(x) for x in s.split(".") if x.isdigit()])
+        tag_cols = {t.tag: columns(g.column_oid(t)) for t in g.tags if t.column is not None or t.oid}
+        filters = [(columns(f"{_norm(g.table)}.{c}"), set(vals)) for c, vals in (g.filter or {}).items()]
         ent_cols = None
+        if any(f.entity_sensor for f in g.fields):
+            ent_cols = [columns(f"1.3.6.1.2.1.99.1.1.1.{c}") for c in (2, 3, 5)]
         for idx in rows:
-            if any(_as_number(filter_cols[c].get(idx)) not in ok for c, ok in filters.items()):
+            if any(_as_number(col.get(idx)) not in ok for col, ok in filters):
                 continue
             parts = idx.split(".")
-            if g.index_filter and any(len(parts) < pos or int(parts[pos - 1]) not in ok
+            if g.index_filter and any(len(parts) < pos or _as_number(parts[pos - 1]) not in ok
                                       for pos, ok in g.index_filter.items()):
                 continue
             tags = {**base, **g.static_tags}
@@ -313,20 +379,13 @@ def evaluate(profile: Profile, data: dict[str, Any], device_tags: dict[str, str]
                     val = t.enum.get(int(_as_number(val)), val)
                 if val not in (None, ""):
                     tags[t.tag] = str(val)
-            for f in g.fields:
-                raw = cols[f.field].get(idx)
+            for f, col, unit, digits_col, wrap in cols:
+                raw = col.get(idx)
                 if raw is None:
                     continue
-                digits = None
-                if f.decimal_digits is not None:
-                    digits = _column(data, _digits_oid(g, f.decimal_digits)).get(idx)
-                ent = None
-                if f.entity_sensor:
-                    if ent_cols is None:
-                        ent_cols = [_column(data, f"1.3.6.1.2.1.99.1.1.1.{c}") for c in (2, 3, 5)]
-                    ent = tuple(c.get(idx) for c in ent_cols)
+                digits = digits_col.get(idx) if digits_col is not None else None
+                ent = tuple(c.get(idx) for c in ent_cols) if f.entity_sensor else None
                 v = convert(f, raw, digits, ent)
                 if v is not None:
-                    out.append(Reading(g.measurement, tags, f.field, v, cat[(g.measurement, f.field)][1],
-                                       f.wrap_at * f.scale if f.wrap_at else None))
+                    out.append(Reading(g.measurement, tags, f.field, v, unit, wrap))
     return out
