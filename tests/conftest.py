@@ -64,6 +64,8 @@ def victoria(tmp_path_factory):
 def snmpsim():
     from .services import Snmpsim
 
-    server = Snmpsim(FIXTURES / "snmp").start()
+    from .snmprec import large_rpdu2
+
+    server = Snmpsim(FIXTURES / "snmp", extra={"apc-rpdu2-96": large_rpdu2(96)}).start()
     yield server
     server.stop()

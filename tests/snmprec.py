@@ -23,3 +23,22 @@ def load(path: Path) -> dict[str, object]:
         elif tag in ("4", "6", "64"):
             data[oid] = value
     return data
+
+
+def large_rpdu2(outlets: int) -> str:
+    """An APC rPDU2 (AP8xxx-shaped) with many metered outlets, for the large-table tests.
+
+    Outlet r: name "gpu-node-r", current r % 16 tenths of A, power 7r W, energy r tenths of kWh;
+    outlet 13 reports -1 (APC's "not available") for power.
+    """
+    base = "1.3.6.1.4.1.318.1.1.26"
+    lines = ["1.3.6.1.2.1.1.1.0|4|APC Web/SNMP Management Card (MB:v4.1.0 PF:v6.8.2 PN:apc_hw05_aos_682.bin)",
+             "1.3.6.1.2.1.1.2.0|6|1.3.6.1.4.1.318.1.3.4.6"]
+    for c, v in ((4, 2), (5, 2 * outlets), (9, 19677), (16, 2 * outlets + 10), (17, 95)):
+        lines.append(f"{base}.4.3.1.{c}.1|2|{v}")
+    for c in (3, 4, 6, 7, 11):
+        for r in range(1, outlets + 1):
+            v = {3: f"4|gpu-node-{r}", 4: f"2|{r}", 6: f"66|{r % 16}", 7: f"2|{-1 if r == 13 else 7 * r}",
+                 11: f"2|{r}"}[c]
+            lines.append(f"{base}.9.4.3.1.{c}.{r}|{v}")
+    return "\n".join(sorted(lines, key=lambda x: [int(p) for p in x.split("|")[0].split(".")])) + "\n"

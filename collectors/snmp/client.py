@@ -200,7 +200,8 @@ class V2cClient:
         return out
 
     async def walk(self, community: bytes, host: str, port: int, subtrees: list[str], timeout: float,
-                   retries: int, max_repetitions: int = 25, counts: dict[str, int] | None = None) -> dict[str, Any]:
+                   retries: int, max_repetitions: int = MAX_BULK_VARBINDS,
+                   counts: dict[str, int] | None = None) -> dict[str, Any]:
         """GETBULK walks of several subtrees at once: one request carries the next OID of each
         subtree still open (RFC 3416 answers row-major, repetition by repetition), so a poll of
         three tables costs about as many requests as its largest table alone."""
@@ -337,12 +338,13 @@ class SnmpClient:
         return out
 
     async def walk(self, creds: Credentials, host: str, port: int, columns: list[str], timeout: float = 2.0,
-                   retries: int = 1, max_repetitions: int = 25,
+                   retries: int = 1, max_repetitions: int | None = None,
                    counts: dict[str, int] | None = None) -> dict[str, Any]:
         """Values under each subtree; counts[subtree] += values found there (absent tables find 0)."""
         if creds.version == "v2c" and self.lean_v2c:
             return await self.v2c.walk(creds.community.encode(), host, port, columns, timeout, retries,
-                                       max_repetitions, counts)
+                                       max_repetitions or MAX_BULK_VARBINDS, counts)
+        max_repetitions = max_repetitions or 25
         h = self._pysnmp()
         target = await self._target(host, port, timeout, retries)
         out: dict[str, Any] = {}
