@@ -63,7 +63,6 @@ def victoria(tmp_path_factory):
 @pytest.fixture(scope="session")
 def snmpsim():
     from .services import Snmpsim
-
     from .snmprec import large_rpdu2
 
     server = Snmpsim(FIXTURES / "snmp", extra={"apc-rpdu2-96": large_rpdu2(96)}).start()

@@ -148,3 +148,125 @@ def test_eaton_epdu_millivolts_milliamps_and_wh():
     assert r[("pdu", phase, "power_factor")] == (-0.946, "1")
     inlet = (("inlet", "1"), ("pdu", "0"), ("scope", "inlet"), ("vendor", "eaton"))
     assert r[("pdu", inlet, "power_watts")] == (1584.0, "watts")
+
+
+def t(**kw) -> tuple:
+    return tuple(sorted(kw.items()))
+
+
+# (fixture, profile, [(measurement, tags, field, value, unit)]): raw values from the real recordings,
+# scaled by hand from each MIB's units (comments), checked against the readings.
+TABLE = [
+    ("sentry3", "servertech-sentry3", [
+        ("pdu", t(pdu="1", inlet="1", inlet_name="TowerA_InfeedA", scope="inlet", vendor="servertech"),
+         "current_amperes", 3.62, "amperes"),                                   # 362 hundredths
+        ("pdu", t(pdu="1", inlet="1", inlet_name="TowerA_InfeedA", scope="inlet", vendor="servertech"),
+         "load_percent_of_rating", 12.067, "percent"),                          # 3.62 A of 30 A
+        ("pdu", t(pdu="2", inlet="1", inlet_name="TowerB_InfeedA", scope="inlet", vendor="servertech"),
+         "voltage_volts", 205.9, "volts"),                                      # 2059 tenths
+        ("environment", t(pdu="1", sensor="Temp_Humid_Sensor_A1", vendor="servertech"),
+         "temperature_celsius", 20.0, "celsius"),                               # 680 tenths of F = 68.0 F
+        ("environment", t(pdu="1", sensor="Temp_Humid_Sensor_A2", vendor="servertech"),
+         "temperature_celsius", 23.611111, "celsius"),                          # 74.5 F
+        ("environment", t(pdu="1", sensor="Temp_Humid_Sensor_A1", vendor="servertech"),
+         "humidity_percent", 52.0, "percent"),
+    ]),
+    ("sentry3-3phase", "servertech-sentry3", [
+        ("pdu", t(scope="device", vendor="servertech"), "power_watts", 279.0, "watts"),
+        ("pdu", t(pdu="1", inlet="1", inlet_name="TowerA_InfeedA", scope="inlet", vendor="servertech"),
+         "power_watts", 147.0, "watts"),
+        ("pdu", t(pdu="1", inlet="1", inlet_name="TowerA_InfeedA", scope="inlet", vendor="servertech"),
+         "load_state", "normal", "info"),
+    ]),
+    ("vertiv-pdu", "vertiv-pdu", [
+        ("pdu", t(pdu="1", scope="device", vendor="vertiv"), "power_watts", 1017.0, "watts"),
+        ("pdu", t(pdu="1", scope="device", vendor="vertiv"), "energy_joules_total", 8483906 * 3600.0, "joules"),
+        ("pdu", t(phase="Phase B", scope="phase", vendor="vertiv"), "voltage_volts", 234.1, "volts"),  # dV
+        ("pdu", t(phase="Phase B", scope="phase", vendor="vertiv"), "current_amperes", 1.87, "amperes"),  # cA
+        ("pdu", t(phase="Phase A", scope="phase", vendor="vertiv"), "power_factor", 0.88, "1"),
+        ("pdu", t(bank="Circuit 4", scope="bank", vendor="vertiv"), "current_amperes", 1.81, "amperes"),
+    ]),
+    ("rittal-cmc3-pdu", "rittal-cmc3", [
+        ("pdu", t(pdu="2", scope="device", vendor="rittal"), "power_watts", 2742.0, "watts"),
+        ("pdu", t(pdu="2", scope="device", vendor="rittal"), "energy_joules_total", 2641.8 * 3.6e6, "joules"),
+        ("pdu", t(pdu="2", phase="L1", scope="phase", vendor="rittal"), "voltage_volts", 229.2, "volts"),  # /10
+        ("pdu", t(pdu="2", phase="L1", scope="phase", vendor="rittal"), "current_amperes", 4.73, "amperes"),
+        ("pdu", t(pdu="2", phase="L1", scope="phase", vendor="rittal"), "power_factor", 0.95, "1"),  # -95/100
+        ("pdu", t(pdu="2", phase="L1", scope="phase", vendor="rittal"), "apparent_power_va", 1085.0, "va"),
+    ]),
+    ("rittal-cmc3", "rittal-cmc3", [
+        ("environment", t(sensor="1", vendor="rittal"), "temperature_celsius", 20.9, "celsius"),  # 2090 /100
+    ]),
+    ("rittal-cmc-tc", "rittal-cmc-tc", [
+        ("cooling", t(unit="2", vendor="rittal"), "supply_air_temperature_celsius", 16.0, "celsius"),
+        ("cooling", t(unit="2", vendor="rittal"), "return_air_temperature_celsius", 25.0, "celsius"),
+        ("cooling", t(unit="2", vendor="rittal"), "entering_fluid_temperature_celsius", 14.0, "celsius"),
+        ("cooling", t(unit="2", vendor="rittal"), "cooling_output_watts", 8830.0, "watts"),
+        ("cooling", t(unit="2", vendor="rittal"), "fan_speed_percent", 63.0, "percent"),
+    ]),
+    ("apc-inrow-dx", "apc-cooling-unit", [
+        ("cooling", t(unit="1", vendor="apc"), "supply_air_temperature_celsius", 19.4, "celsius"),  # 194 / 10
+        ("cooling", t(unit="1", vendor="apc"), "return_air_temperature_celsius", 28.0, "celsius"),
+        ("cooling", t(unit="1", vendor="apc"), "rack_inlet_temperature_celsius", 20.9, "celsius"),
+        ("cooling", t(unit="1", vendor="apc"), "cooling_output_watts", 10800.0, "watts"),           # 108/10 kW
+        ("cooling", t(unit="1", vendor="apc"), "cooling_demand_watts", 11000.0, "watts"),
+    ]),
+    ("stulz-wib", "stulz-wib", [
+        ("cooling", t(unit="1", vendor="stulz"), "supply_air_temperature_celsius", 25.9, "celsius"),
+        ("cooling", t(unit="2", vendor="stulz"), "return_air_temperature_celsius", 25.3, "celsius"),
+        ("cooling", t(unit="1", vendor="stulz"), "entering_fluid_temperature_celsius", 14.4, "celsius"),
+        ("cooling", t(unit="1", vendor="stulz"), "leaving_fluid_temperature_celsius", 24.8, "celsius"),
+        ("cooling", t(unit="1", vendor="stulz"), "fan_speed_percent", 85.0, "percent"),
+    ]),
+    ("liebert-gp", "liebert-gp", [
+        ("environment", t(sensor="2", vendor="liebert"), "temperature_celsius", 25.0, "celsius"),
+        ("environment", t(sensor="1", vendor="liebert"), "humidity_percent", 34.0, "percent"),
+        ("cooling", t(vendor="liebert"), "cooling_capacity_percent", 13.0, "percent"),
+        ("ups", t(line="2", vendor="liebert"), "output_voltage_volts", 231.0, "volts"),
+        ("ups", t(line="1", vendor="liebert"), "output_current_amperes", 43.0, "amperes"),
+    ]),
+    ("akcp", "akcp-sensorprobe", [
+        ("environment", t(sensor="Temp.Sensor Carrier", vendor="akcp"), "temperature_celsius", 19.9, "celsius"),
+        ("environment", t(sensor="Temp.Sensor 1", vendor="akcp"), "temperature_celsius", 22.1, "celsius"),
+        ("environment", t(sensor="Custom Descr 1", vendor="akcp"), "humidity_percent", 42.0, "percent"),
+    ]),
+    ("avtech", "avtech-roomalert", [
+        ("environment", t(sensor="internal", vendor="avtech"), "temperature_celsius", 25.34, "celsius"),
+        ("environment", t(sensor="external-1", vendor="avtech"), "temperature_celsius", 27.62, "celsius"),
+    ]),
+]
+
+
+@pytest.mark.parametrize("fixture,profile,want", TABLE, ids=[x[0] for x in TABLE])
+def test_profiles_on_real_recordings(fixture, profile, want):
+    name, r = readings(fixture)
+    assert name == profile  # auto-detected from the recording's sysObjectID
+    for meas, tags, field, value, unit in want:
+        got = r.get((meas, tags, field))
+        assert got is not None, (meas, tags, field, sorted(k for k in r if k[2] == field))
+        want_value = value if isinstance(value, str) else pytest.approx(value, rel=1e-9)
+        assert got[1] == unit and got[0] == want_value, (meas, tags, field, got)
+
+
+def test_offline_probes_and_unavailable_sensors_are_dropped():
+    _, r = readings("akcp")
+    # ports 1-5 are offline (sensorProbeTempOnline 2): no reading, not a 0 C one
+    assert len([k for k in r if k[0] == "environment" and k[2] == "temperature_celsius"]) == 3
+    _, r = readings("sentry3")
+    assert not [k for k in r if ("pdu", "2") in k[1] and k[0] == "environment"]  # notFound(1) probe
+
+
+def test_vertiv_energy_wrap_stays_monotonic(tmp_path):
+    """The Vertiv/Geist energy register caps at 9,999,000 Wh and restarts at 0: the counter keeps rising."""
+    from collectors.common.counters import MonotonicCounters
+
+    p = PROFILES["vertiv-pdu"]
+    data = load(FIXTURES / "snmp" / "vertiv-pdu.snmprec")
+    oid = "1.3.6.1.4.1.21239.5.2.3.1.1.12.1"
+    c = MonotonicCounters(tmp_path / "c.json")
+    seen = []
+    for raw in (9_998_000, 9_999_000, 500, 1_500):
+        data[oid] = raw
+        (r,) = [x for x in evaluate(p, data) if x.field == "energy_joules_total" and x.tags.get("scope") == "device"]
+        seen.append(c.update("pdu1", r.value, r.wrap_at)[0])
+    assert seen == [9_998_000 * 3600.0, 9_999_000 * 3600.0, (9_999_000 + 500) * 3600.0, (9_999_000 + 1_500) * 3600.0]

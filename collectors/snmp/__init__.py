@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 DEVICE_TAGS = ("host", "device", "role", "site", "room", "row", "rack", "vendor", "profile")
 ROW_TAGS = ("scope", "pdu", "phase", "bank", "outlet", "outlet_name", "inlet", "inlet_name", "line", "sensor",
-            "pue_kind")
+            "unit", "pue_kind")
 
 
 def _metrics() -> tuple[Metric, ...]:

@@ -42,6 +42,15 @@ class FieldSpec(_Strict):
     map: dict[int, Any] | None = Field(None, description="raw value -> value; unmapped values use `default`")
     default: Any = None
     wrap_at: int | None = Field(None, description="counter that wraps to 0 after this raw value")
+    divisor: int | str | None = Field(None, description="column (number or OID) whose value divides (APC coolingUnit)")
+    signed_factor: int | str | None = Field(
+        None, description="column whose value multiplies, or divides when negative (Rittal CMC III: -100 = /100)")
+    fahrenheit_if: dict[int, list[int]] | None = Field(
+        None, description="{column: values}: the value is in degrees F when that column holds one of them")
+    absolute: bool = Field(False, description="drop the sign (power factor reported negative for capacitive)")
+
+    def extra_columns(self) -> list[int | str]:
+        return [c for c in (self.divisor, self.signed_factor, *(self.fahrenheit_if or {})) if c is not None]
 
 
 class TagSpec(_Strict):
@@ -61,6 +70,9 @@ class GroupSpec(_Strict):
     filter: dict[int, list[int]] | None = Field(None, description="keep rows whose column value is listed")
     index_filter: dict[int, list[int]] | None = Field(
         None, description="keep rows whose index component (1-based) is listed, e.g. a sensor type")
+    row_match: dict[int, str] | None = Field(
+        None, description="{column: regex}: keep rows whose text columns all match; named groups become tags "
+                          "(tables that describe each row in text: APC coolingUnit, Rittal CMC)")
 
     @model_validator(mode="after")
     def _check(self):
@@ -69,7 +81,17 @@ class GroupSpec(_Strict):
                 raise ValueError(f"scalar field {f.field} needs oid")
             if self.table is not None and f.oid is None and f.column is None:
                 raise ValueError(f"table field {f.field} needs column or oid")
+            if self.table is None and f.extra_columns():
+                raise ValueError(f"scalar field {f.field}: divisor/signed_factor/fahrenheit_if need a table")
+        for col, rx in (self.row_match or {}).items():
+            try:
+                re.compile(rx)
+            except re.error as e:
+                raise ValueError(f"row_match column {col}: bad regex {rx!r}: {e}") from None
         return self
+
+    def extra_oid(self, spec: int | str) -> str:
+        return f"{_norm(self.table)}.{spec}" if isinstance(spec, int) else _norm(spec)
 
     def column_oid(self, spec: FieldSpec | TagSpec) -> str:
         if getattr(spec, "oid", None):
@@ -194,6 +216,7 @@ def required_oids(profile: Profile) -> tuple[list[str], list[str]]:
                 walks.append(_digits_oid(g, f.decimal_digits))
             if f.entity_sensor:
                 walks.append("1.3.6.1.2.1.99.1.1.1")
+            walks += [g.extra_oid(c) for c in f.extra_columns()]
         for t in g.tags:
             if t.oid:
                 walks.append(_norm(t.oid))
@@ -288,6 +311,8 @@ class _Plan:
                         is not None or getattr(x, "oid", None))
             cols.update(_digits_oid(g, f.decimal_digits) for f in g.fields if f.decimal_digits is not None)
             cols.update(f"{_norm(g.table)}.{c}" for c in (g.filter or {}))
+            cols.update(f"{_norm(g.table)}.{c}" for c in (g.row_match or {}))
+            cols.update(g.extra_oid(c) for f in g.fields for c in f.extra_columns())
             if any(f.entity_sensor for f in g.fields):
                 cols.update(f"1.3.6.1.2.1.99.1.1.1.{c}" for c in (2, 3, 5))
         self.prefixes = sorted((c + "." for c in cols), key=len, reverse=True)
@@ -326,6 +351,43 @@ def _plan(profile: Profile) -> _Plan:
     return hit[1]
 
 
+def _adjust(f: FieldSpec, v: float, extra: dict) -> float | None:
+    """Per-row scaling and units read from other columns of the same row."""
+    if isinstance(v, str) or isinstance(v, bool):
+        return v
+    if f.divisor is not None:
+        d = _as_number(extra.get(f.divisor))
+        if not d:
+            return None
+        v /= d
+    if f.signed_factor is not None:
+        k = _as_number(extra.get(f.signed_factor))
+        if k is None:
+            return None
+        v = v / -k if k < 0 else v * k if k > 0 else v
+    for col, values in (f.fahrenheit_if or {}).items():
+        flag = _as_number(extra.get(col))
+        if flag is None:
+            return None
+        if flag in values:
+            v = (v - 32) * 5 / 9
+    if f.absolute:
+        v = abs(v)
+    return round(v, 6) if math.isfinite(v) else None
+
+
+def _derived(measurement: str, tags: dict, readings: list[Reading], cat) -> list[Reading]:
+    """Load against rating, for every row that reports both its current and its rated current."""
+    if measurement != "pdu" or len(readings) < 2:
+        return []
+    got = {r.field: r.value for r in readings}
+    amps, rated = got.get("current_amperes"), got.get("rated_current_amperes")
+    if isinstance(amps, (int, float)) and isinstance(rated, (int, float)) and rated > 0:
+        return [Reading("pdu", tags, "load_percent_of_rating", round(100.0 * amps / rated, 3),
+                        cat[("pdu", "load_percent_of_rating")][1])]
+    return []
+
+
 def evaluate(profile: Profile, data: dict[str, Any], device_tags: dict[str, str] | None = None) -> list[Reading]:
     """Map polled values {oid: value} to readings, per the profile. Pure; malformed values are skipped.
 
@@ -354,7 +416,9 @@ def evaluate(profile: Profile, data: dict[str, Any], device_tags: dict[str, str]
             continue
         cols = [(f, columns(g.column_oid(f)), cat[(g.measurement, f.field)][1],
                  columns(_digits_oid(g, f.decimal_digits)) if f.decimal_digits is not None else None,
-                 f.wrap_at * f.scale if f.wrap_at else None) for f in g.fields]
+                 f.wrap_at * f.scale if f.wrap_at else None,
+                 {c: columns(g.extra_oid(c)) for c in f.extra_columns()}) for f in g.fields]
+        matchers = [(columns(f"{_norm(g.table)}.{c}"), re.compile(rx)) for c, rx in (g.row_match or {}).items()]
         rows = sorted({i for c in cols for i in c[1]}, key=lambda s: [int(x) for x in s.split(".") if x.isdigit()])
         tag_cols = {t.tag: columns(g.column_oid(t)) for t in g.tags if t.column is not None or t.oid}
         filters = [(columns(f"{_norm(g.table)}.{c}"), set(vals)) for c, vals in (g.filter or {}).items()]
@@ -368,6 +432,18 @@ def evaluate(profile: Profile, data: dict[str, Any], device_tags: dict[str, str]
             if g.index_filter and any(len(parts) < pos or _as_number(parts[pos - 1]) not in ok
                                       for pos, ok in g.index_filter.items()):
                 continue
+            named: dict[str, str] = {}
+            if matchers:
+                for col, rx in matchers:
+                    raw = col.get(idx)
+                    m = rx.search(_text(raw)) if raw is not None else None
+                    if m is None:
+                        break
+                    named.update({k: v for k, v in m.groupdict().items() if v})
+                else:
+                    m = True
+                if m is None:
+                    continue
             tags = {**base, **g.static_tags}
             for t in g.tags:
                 if t.index is not None:
@@ -379,13 +455,19 @@ def evaluate(profile: Profile, data: dict[str, Any], device_tags: dict[str, str]
                     val = t.enum.get(int(_as_number(val)), val)
                 if val not in (None, ""):
                     tags[t.tag] = str(val)
-            for f, col, unit, digits_col, wrap in cols:
+            tags.update(named)
+            row_readings = []
+            for f, col, unit, digits_col, wrap, extra in cols:
                 raw = col.get(idx)
                 if raw is None:
                     continue
                 digits = digits_col.get(idx) if digits_col is not None else None
                 ent = tuple(c.get(idx) for c in ent_cols) if f.entity_sensor else None
                 v = convert(f, raw, digits, ent)
+                if v is not None and extra:
+                    v = _adjust(f, v, {c: x.get(idx) for c, x in extra.items()})
                 if v is not None:
-                    out.append(Reading(g.measurement, tags, f.field, v, unit, wrap))
+                    row_readings.append(Reading(g.measurement, tags, f.field, v, unit, wrap))
+            out += row_readings
+            out += _derived(g.measurement, tags, row_readings, cat)
     return out
