@@ -22,7 +22,7 @@ from collectors.common.counters import MonotonicCounters
 
 from .client import SYS_DESCR, SYS_OBJECT_ID, Credentials, DeviceError
 from .facility import Facility, device_totals
-from .profile import Profile, evaluate, field_catalogue, load_profiles, match_profile, required_oids
+from .profile import Profile, _plan, evaluate, field_catalogue, load_profiles, match_profile
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ async def poll_device(client, profiles: dict[str, Profile], dev: Device) -> tupl
             dev.profile = match_profile(profiles, oid, descr)
             if dev.profile is None:
                 raise DeviceError(f"no profile matches sysObjectID {oid} ({descr[:60]!r})")
-    scalars, columns = required_oids(dev.profile)
+    scalars, columns = _plan(dev.profile).required
     data: dict = {}
     if scalars:
         data.update(await client.get(dev.creds, o.host, o.port, scalars, o.timeout, o.retries))
@@ -165,7 +165,7 @@ class SnmpCollector(Collector):
         self.client = None
         self.counters = MonotonicCounters(ctx.state_dir / "snmp-counters.json" if ctx.state_dir else None)
         self.facility = Facility(options.pue_window)
-        self.kinds = {k: v[0] for k, v in field_catalogue().items()}
+        self.counter_fields = {k for k, v in field_catalogue().items() if v[0] == "counter"}
 
     async def collect(self, acc: Accumulator) -> None:
         if not self.devices:
@@ -185,7 +185,7 @@ class SnmpCollector(Collector):
 
     def _monotonic(self, dev: Device, r) -> None:
         """Resettable and wrapping counters (kWh that an operator can zero) stay monotonic."""
-        if self.kinds.get((r.measurement, r.field)) != "counter":
+        if (r.measurement, r.field) not in self.counter_fields:
             return
         # Keyed by device and row, not by the device's placement tags, which an operator may edit.
         placement = dev.opts.tags().keys() | {"profile"}

@@ -86,11 +86,16 @@ class V2cClient:
     def __init__(self) -> None:
         self.endpoints: dict[int, asyncio.DatagramTransport] = {}
         self.socks: list[socket.socket] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.pending: dict[int, list] = {}
         self.ids = itertools.count(random.randrange(1, 1 << 30))
         self.resolved: dict[tuple[str, int], tuple[float, tuple]] = {}
 
     async def _endpoint(self, family: int) -> asyncio.DatagramTransport:
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop:  # a new event loop (one asyncio.run per call in tools): new sockets
+            self.close()
+            self.loop = loop
         if family not in self.endpoints:
             sock = socket.socket(family, socket.SOCK_DGRAM)
             try:
@@ -100,7 +105,6 @@ class V2cClient:
             sock.setblocking(False)
             self.socks.append(sock)
             sock.bind(("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0))
-            loop = asyncio.get_running_loop()
             transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self._received), sock=sock)
             self.endpoints[family] = transport
         return self.endpoints[family]

@@ -317,6 +317,24 @@ class _Plan:
                 cols.update(f"1.3.6.1.2.1.99.1.1.1.{c}" for c in (2, 3, 5))
         self.prefixes = sorted((c + "." for c in cols), key=len, reverse=True)
         self.where: dict[str, tuple[str, str] | None] = {}
+        self.required = required_oids(profile)
+        cat = field_catalogue()
+        # Per table group, everything that does not depend on the polled values (OIDs, units, regexes).
+        self.groups: list[tuple] = []
+        for g in profile.groups:
+            if g.table is None:
+                self.groups.append((g, None))
+                continue
+            table = _norm(g.table)
+            self.groups.append((g, (
+                [(f, g.column_oid(f), cat[(g.measurement, f.field)][1],
+                  _digits_oid(g, f.decimal_digits) if f.decimal_digits is not None else None,
+                  f.wrap_at * f.scale if f.wrap_at else None,
+                  [(c, g.extra_oid(c)) for c in f.extra_columns()]) for f in g.fields],
+                [(f"{table}.{c}", re.compile(rx)) for c, rx in (g.row_match or {}).items()],
+                [(t.tag, g.column_oid(t)) for t in g.tags if t.column is not None or t.oid],
+                [(f"{table}.{c}", set(vals)) for c, vals in (g.filter or {}).items()],
+                any(f.entity_sensor for f in g.fields))))
 
     def locate(self, oid: str) -> tuple[str, str] | None:
         for pre in self.prefixes:
@@ -388,6 +406,11 @@ def _derived(measurement: str, tags: dict, readings: list[Reading], cat) -> list
     return []
 
 
+@lru_cache(maxsize=65536)
+def _index_key(idx: str) -> list[int]:
+    return [int(x) for x in idx.split(".") if x.isdigit()]
+
+
 def evaluate(profile: Profile, data: dict[str, Any], device_tags: dict[str, str] | None = None) -> list[Reading]:
     """Map polled values {oid: value} to readings, per the profile. Pure; malformed values are skipped.
 
@@ -397,14 +420,15 @@ def evaluate(profile: Profile, data: dict[str, Any], device_tags: dict[str, str]
     base = dict(profile.device_tags)
     base.update(device_tags or {})
     out: list[Reading] = []
-    polled = _plan(profile).columns(data)
+    plan = _plan(profile)
+    polled = plan.columns(data)
     empty: dict[str, Any] = {}
 
     def columns(col: str) -> dict[str, Any]:
         return polled.get(col, empty)
 
-    for g in profile.groups:
-        if g.table is None:
+    for g, static in plan.groups:
+        if static is None:
             tags = {**base, **g.static_tags}
             for f in g.fields:
                 raw = data.get(_norm(f.oid))
@@ -414,17 +438,14 @@ def evaluate(profile: Profile, data: dict[str, Any], device_tags: dict[str, str]
                 if v is not None:
                     out.append(Reading(g.measurement, tags, f.field, v, cat[(g.measurement, f.field)][1]))
             continue
-        cols = [(f, columns(g.column_oid(f)), cat[(g.measurement, f.field)][1],
-                 columns(_digits_oid(g, f.decimal_digits)) if f.decimal_digits is not None else None,
-                 f.wrap_at * f.scale if f.wrap_at else None,
-                 {c: columns(g.extra_oid(c)) for c in f.extra_columns()}) for f in g.fields]
-        matchers = [(columns(f"{_norm(g.table)}.{c}"), re.compile(rx)) for c, rx in (g.row_match or {}).items()]
-        rows = sorted({i for c in cols for i in c[1]}, key=lambda s: [int(x) for x in s.split(".") if x.isdigit()])
-        tag_cols = {t.tag: columns(g.column_oid(t)) for t in g.tags if t.column is not None or t.oid}
-        filters = [(columns(f"{_norm(g.table)}.{c}"), set(vals)) for c, vals in (g.filter or {}).items()]
-        ent_cols = None
-        if any(f.entity_sensor for f in g.fields):
-            ent_cols = [columns(f"1.3.6.1.2.1.99.1.1.1.{c}") for c in (2, 3, 5)]
+        fspecs, mspecs, tspecs, fltspecs, has_ent = static
+        cols = [(f, columns(oid), unit, columns(doid) if doid else None, wrap,
+                 {c: columns(eoid) for c, eoid in extra}) for f, oid, unit, doid, wrap, extra in fspecs]
+        matchers = [(columns(oid), rx) for oid, rx in mspecs]
+        rows = sorted({i for c in cols for i in c[1]}, key=_index_key)
+        tag_cols = {tag: columns(oid) for tag, oid in tspecs}
+        filters = [(columns(oid), ok) for oid, ok in fltspecs]
+        ent_cols = [columns(f"1.3.6.1.2.1.99.1.1.1.{c}") for c in (2, 3, 5)] if has_ent else None
         for idx in rows:
             if any(_as_number(col.get(idx)) not in ok for col, ok in filters):
                 continue
