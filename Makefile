@@ -33,7 +33,7 @@ bench: venv
 	$(BIN)/python bench/collect_overhead $(ARGS)
 	$(BIN)/python bench/delivery
 	$(BIN)/python bench/gpu_collect
-	$(BIN)/python bench/snmp_sweep --devices 100
+	$(BIN)/python bench/snmp_sweep --devices 200 --sweeps 10 --pysnmp
 
 lint: venv
 	$(BIN)/ruff check agent collectors tests bench/collect_overhead bench/delivery bench/gpu_collect bench/gpu-smoke bench/snmp_sweep
