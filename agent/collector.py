@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from .bus import SampleBus
 from .config import CollectorOptions
 from .model import Accumulator, Metric
 
@@ -31,6 +32,7 @@ class Context:
     proc_root: Path = Path("/proc")
     sys_root: Path = Path("/sys")
     state_dir: Path | None = None
+    bus: SampleBus | None = None  # latest samples of the other collectors (for derived metrics)
 
 
 class Collector:

@@ -14,6 +14,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from . import __version__
+from .bus import SampleBus
 from .collector import Collector, Context
 from .config import Config
 from .model import Accumulator
@@ -29,8 +30,17 @@ log = logging.getLogger("agent")
 
 
 def build_runners(config: Config, registry: Registry, publish, state_dir: Path | None,
-                  only: set[str] | None = None) -> list[InstanceRunner]:
-    """Instantiate every enabled collector instance; a constructor that raises marks it failed."""
+                  only: set[str] | None = None, bus: SampleBus | None = None) -> list[InstanceRunner]:
+    """Instantiate every enabled collector instance; a constructor that raises marks it failed.
+
+    Every collection goes to the bus (latest value per series, for derived metrics) and to publish.
+    """
+    bus = bus or SampleBus()
+
+    def publish_and_share(samples):
+        bus.observe(samples)
+        return publish(samples)
+
     runners = []
     tags = config.global_tags()
     agent = config.settings.agent
@@ -42,13 +52,13 @@ def build_runners(config: Config, registry: Registry, publish, state_dir: Path |
         error = spec.error
         if spec.cls is not None:
             ctx = Context(instance=inst.name, proc_root=agent.proc_root, sys_root=agent.sys_root,
-                          state_dir=state_dir)
+                          state_dir=state_dir, bus=bus)
             try:
                 collector = spec.cls(inst.options, ctx)
             except Exception as e:
                 error = f"failed to start: {type(e).__name__}: {e}"
                 log.error("collector %s: %s", inst.name, error)
-        runners.append(InstanceRunner(inst, collector, tags, publish, agent.align, init_error=error))
+        runners.append(InstanceRunner(inst, collector, tags, publish_and_share, agent.align, init_error=error))
     return runners
 
 

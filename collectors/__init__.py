@@ -6,4 +6,6 @@ REGISTRY: dict[str, str] = {
     "network": "collectors.network:NetworkCollector",
     "gpu": "collectors.gpu:GpuCollector",
     "snmp": "collectors.snmp:SnmpCollector",
+    "inference": "collectors.inference:InferenceCollector",
+    "efficiency": "collectors.efficiency:EfficiencyCollector",
 }

@@ -1,0 +1,196 @@
+"""Efficiency collector: tokens per joule over a sliding window, from counter deltas only.
+
+Inputs are cumulative counters other collectors published on the agent's sample bus (the gpu
+collector's `energy_joules_total` per GPU, the inference collector's token counters with their
+`gpus` attribution) plus the host's RAPL energy counters read here from /sys/class/powercap. Each
+counter keeps a short history of (timestamp, value); both ends of the window are interpolated on
+that history, so tokens and joules are always counted over exactly the same interval, whatever the
+collectors' phases. A sampled power reading is never used (house style 7).
+
+Scopes (tag `scope`):
+- gpu: tokens of the servers attributed to that GPU (a server on N GPUs gives each 1/N of its tokens)
+  per joule of that GPU;
+- model: tokens of one server/model per joule of its GPUs (a GPU shared by K servers gives each 1/K);
+- node: all tokens on the node per joule of all GPUs, plus the CPU packages (RAPL) where present
+  (tag energy_source gpu or gpu+rapl).
+Idle is not an error: no tokens gives tokens_per_joule 0 and no joules_per_token.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections import deque
+from pathlib import Path
+
+from pydantic import Field
+
+from agent.collector import Collector, NotPresent
+from agent.config import CollectorOptions, PositiveDuration
+from agent.model import Accumulator, Kind, Metric
+from collectors.common.counters import MonotonicCounters
+
+log = logging.getLogger(__name__)
+
+TAGS = ("host", "scope", "gpu", "endpoint", "server", "model", "energy_source")
+G = Kind.GAUGE
+METRICS = (
+    Metric("efficiency", "tokens_per_joule", G, "tokens_per_joule", "prompt + generated tokens per joule", TAGS),
+    Metric("efficiency", "generation_tokens_per_joule", G, "tokens_per_joule", "generated tokens per joule", TAGS),
+    Metric("efficiency", "joules_per_token", G, "joules_per_token", "joules per prompt + generated token", TAGS),
+    Metric("efficiency", "generation_joules_per_token", G, "joules_per_token", "joules per generated token", TAGS),
+    Metric("efficiency", "tokens_per_second", G, "tokens_per_second", "prompt + generated tokens per second", TAGS),
+    Metric("efficiency", "generation_tokens_per_second", G, "tokens_per_second", "generated tokens per second",
+           TAGS),
+    Metric("efficiency", "window_energy_joules", G, "joules", "energy over the window", TAGS),
+    Metric("efficiency", "window_seconds", G, "seconds", "length of the window", TAGS),
+    Metric("host_energy", "energy_joules_total", Kind.COUNTER, "joules",
+           "RAPL energy of a CPU package (intel-rapl:N), kept monotonic across the register's wrap",
+           ("host", "zone")),
+)
+
+
+class EfficiencyOptions(CollectorOptions):
+    window: PositiveDuration = Field(60.0, description="sliding window of the rates and ratios")
+    rapl: bool = Field(True, description="add the CPU packages' RAPL energy to the node scope where present")
+
+
+class History:
+    """(ts_ns, value) of one counter, long enough to interpolate the start of the window."""
+
+    def __init__(self) -> None:
+        self.ts: deque[int] = deque()
+        self.values: deque[float] = deque()
+
+    def add(self, ts: int, value: float) -> None:
+        if self.ts and ts <= self.ts[-1]:
+            return  # already seen (the bus keeps the latest sample until the next run)
+        self.ts.append(ts)
+        self.values.append(value)
+
+    def trim(self, before: int) -> None:
+        while len(self.ts) > 2 and self.ts[1] <= before:
+            self.ts.popleft()
+            self.values.popleft()
+
+    def at(self, t: int) -> float | None:
+        """Linear interpolation of the cumulative counter at t; None outside the history."""
+        if not self.ts or t < self.ts[0] or t > self.ts[-1]:
+            return None
+        i = bisect.bisect_left(self.ts, t)
+        if self.ts[i] == t:
+            return self.values[i]
+        t0, t1, v0, v1 = self.ts[i - 1], self.ts[i], self.values[i - 1], self.values[i]
+        return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+
+
+def ratios(tokens: float, gen: float, energy: float | None, seconds: float) -> dict[str, float]:
+    out = {"tokens_per_second": tokens / seconds, "generation_tokens_per_second": gen / seconds,
+           "window_seconds": seconds}
+    if energy is not None and energy > 0:
+        out["window_energy_joules"] = energy
+        out["tokens_per_joule"] = tokens / energy
+        out["generation_tokens_per_joule"] = gen / energy
+        if tokens > 0:
+            out["joules_per_token"] = energy / tokens
+        if gen > 0:
+            out["generation_joules_per_token"] = energy / gen
+    return {k: round(v, 9) for k, v in out.items()}
+
+
+class EfficiencyCollector(Collector):
+    kind = "efficiency"
+    Options = EfficiencyOptions
+    METRICS = METRICS
+
+    def __init__(self, options: EfficiencyOptions, ctx) -> None:
+        super().__init__(options, ctx)
+        self.hist: dict[tuple, History] = {}
+        self.rapl = MonotonicCounters(ctx.state_dir / "rapl-counters.json" if ctx.state_dir else None)
+
+    def _rapl(self, acc: Accumulator) -> None:
+        root = Path(self.ctx.sys_root) / "class" / "powercap"
+        for zone in sorted(root.glob("intel-rapl:*")):
+            if zone.name.count(":") != 1:
+                continue  # subzones (core, dram) are inside the package figure
+            try:
+                uj = int((zone / "energy_uj").read_text())
+                wrap = int((zone / "max_energy_range_uj").read_text())
+            except (OSError, ValueError):
+                continue  # energy_uj is root-only on recent kernels: no RAPL, not an error
+            joules, event = self.rapl.update(zone.name, uj / 1e6, wrap / 1e6)
+            acc.add("host_energy", {"energy_joules_total": round(joules, 6)}, {"zone": zone.name})
+            self._see(("rapl", zone.name), acc.ts, joules)
+
+    def _see(self, key: tuple, ts: int, value) -> None:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            self.hist.setdefault(key, History()).add(ts, float(value))
+
+    def collect(self, acc: Accumulator) -> None:
+        bus = self.ctx.bus
+        if self.options.rapl:
+            self._rapl(acc)
+        if bus is None:
+            raise NotPresent("no sample bus")
+        series: dict[tuple, dict] = {}  # (endpoint, model) -> tags
+        for s in bus.latest("gpu"):
+            if "gpu" in s.tags and "energy_joules_total" in s.fields:
+                self._see(("gpu", s.tags["gpu"]), s.ts, s.fields["energy_joules_total"])
+        for s in bus.latest("inference"):
+            if "outcome" in s.tags:
+                continue
+            key = (s.tags.get("endpoint", ""), s.tags.get("model", ""))
+            series[key] = s.tags
+            for f in ("prompt_tokens_total", "generation_tokens_total"):
+                if f in s.fields:
+                    self._see(("tok", *key, f), s.ts, s.fields[f])
+        if not series:
+            raise NotPresent("no token counters on this node (no inference server scraped)")
+        self._compute(acc, series)
+
+    def _compute(self, acc: Accumulator, series: dict[tuple, dict]) -> None:
+        window = int(self.options.window * 1e9)
+        latest = max(h.ts[-1] for h in self.hist.values())
+        live = {k: h for k, h in self.hist.items() if h.ts[-1] >= latest - 3 * window}
+        t1 = min(h.ts[-1] for h in live.values())  # the newest instant every live counter covers
+        t0 = t1 - window
+        for h in live.values():
+            h.trim(t0)
+
+        def delta(key: tuple) -> float | None:
+            h = live.get(key)
+            if h is None:
+                return None
+            a, b = h.at(t0), h.at(t1)
+            return None if a is None or b is None else max(0.0, b - a)
+
+        seconds = window / 1e9
+        gpu_energy = {k[1]: d for k in live if k[0] == "gpu" and (d := delta(k)) is not None}
+        if not any(h.at(t0) is not None for h in live.values()):
+            return  # the first window is not complete yet
+        tokens: dict[tuple, tuple[float, float]] = {}
+        for key in series:
+            p, g = delta(("tok", *key, "prompt_tokens_total")), delta(("tok", *key, "generation_tokens_total"))
+            if p is not None or g is not None:
+                tokens[key] = ((p or 0.0) + (g or 0.0), g or 0.0)
+        gpus_of = {k: [g for g in series[k].get("gpus", "").split(",") if g in gpu_energy] for k in tokens}
+        sharing: dict[str, int] = {}
+        for gl in gpus_of.values():
+            for g in gl:
+                sharing[g] = sharing.get(g, 0) + 1
+        per_gpu = {g: [0.0, 0.0] for g in gpu_energy}
+        for k, (tot, gen) in tokens.items():
+            for g in gpus_of[k]:
+                per_gpu[g][0] += tot / len(gpus_of[k])
+                per_gpu[g][1] += gen / len(gpus_of[k])
+        for g, (tot, gen) in per_gpu.items():
+            acc.add("efficiency", ratios(tot, gen, gpu_energy[g], seconds), {"scope": "gpu", "gpu": g})
+        for k, (tot, gen) in tokens.items():
+            energy = sum(gpu_energy[g] / sharing[g] for g in gpus_of[k]) if gpus_of[k] else None
+            tags = {"scope": "model", "endpoint": k[0], "model": k[1], "server": series[k].get("server", "")}
+            acc.add("efficiency", ratios(tot, gen, energy, seconds), tags)
+        rapl = [d for k in live if k[0] == "rapl" and (d := delta(k)) is not None]
+        node_energy = sum(gpu_energy.values()) + sum(rapl) if (gpu_energy or rapl) else None
+        source = "+".join(x for x, have in (("gpu", gpu_energy), ("rapl", rapl)) if have) or "none"
+        acc.add("efficiency", ratios(sum(t for t, _ in tokens.values()), sum(g for _, g in tokens.values()),
+                                     node_energy, seconds), {"scope": "node", "energy_source": source})

@@ -1,0 +1,187 @@
+"""Inference collector: token counters scraped from the LLM servers on this node.
+
+vLLM, SGLang, Hugging Face TGI, TensorRT-LLM (trtllm-serve and the Triton backend), NVIDIA NIM and
+llama.cpp, from their Prometheus pages (parsed by prometheus_client). Each endpoint is configured,
+or found by `discover` on the servers' default ports on loopback. A server that is not running is
+"not present", not a failure. Token counters are kept monotonic across server restarts.
+
+GPU attribution (for tokens per joule per GPU and per model): the endpoint's `gpus` from config, or
+the GPUs on which the process listening on the endpoint's port, or one of its descendants, holds
+memory (the gpu collector's per-process samples, read from the agent's sample bus).
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.error
+import urllib.request
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field
+
+from agent.collector import Collector, NotPresent
+from agent.config import CollectorOptions, PositiveDuration, Strict
+from agent.model import Accumulator, Kind, Metric
+from collectors.common.counters import MonotonicCounters
+
+from .mapping import SERVERS, parse
+
+log = logging.getLogger(__name__)
+
+TAGS = ("host", "endpoint", "server", "model", "port", "gpus")
+C, G = Kind.COUNTER, Kind.GAUGE
+METRICS = (
+    Metric("inference", "prompt_tokens_total", C, "tokens", "prompt (input) tokens processed", TAGS),
+    Metric("inference", "generation_tokens_total", C, "tokens", "generated (output) tokens", TAGS),
+    Metric("inference", "requests_total", C, "requests", "finished requests, by outcome", TAGS + ("outcome",)),
+    Metric("inference", "running_requests", G, "requests", "requests being processed", TAGS),
+    Metric("inference", "waiting_requests", G, "requests", "requests queued", TAGS),
+    Metric("inference", "time_to_first_token_seconds_total", C, "seconds",
+           "sum of time-to-first-token over requests (divide its rate by first_token_requests_total's)", TAGS),
+    Metric("inference", "first_token_requests_total", C, "requests", "requests counted in the TTFT sum", TAGS),
+    Metric("inference", "inter_token_latency_seconds_total", C, "seconds", "sum of inter-token latencies", TAGS),
+    Metric("inference", "inter_token_latency_tokens_total", C, "tokens", "tokens counted in the ITL sum", TAGS),
+    Metric("inference_endpoint", "up", G, "bool", "the endpoint answered with token counters", ("host", "endpoint")),
+    Metric("inference_endpoint", "scrape_duration_seconds", G, "seconds", "wall time of the scrape",
+           ("host", "endpoint")),
+)
+
+# Default ports, for discovery on loopback: vLLM/NIM/trtllm-serve 8000, SGLang 30000, TGI 3000 and 8080
+# (the docker examples), llama.cpp 8080, Triton 8002.
+DISCOVER = [("http://127.0.0.1:8000/metrics", "auto"), ("http://127.0.0.1:8000/v1/metrics", "nim"),
+            ("http://127.0.0.1:8000/prometheus/metrics", "trtllm"), ("http://127.0.0.1:30000/metrics", "sglang"),
+            ("http://127.0.0.1:3000/metrics", "tgi"), ("http://127.0.0.1:8080/metrics", "auto"),
+            ("http://127.0.0.1:8002/metrics", "triton")]
+
+
+class Endpoint(Strict):
+    url: str = Field(description="the server's metrics URL, e.g. http://127.0.0.1:8000/metrics")
+    name: str | None = Field(None, description="tag endpoint (default: host:port)")
+    server: Literal["auto", *SERVERS] = "auto"
+    model: str | None = Field(None, description="model tag where the server does not label it (TGI, llama.cpp)")
+    gpus: list[int] | None = Field(None, description="GPU indexes it runs on (default: found from its processes)")
+
+
+class InferenceOptions(CollectorOptions):
+    endpoints: list[Endpoint] = Field(default_factory=list)
+    discover: bool = Field(True, description="also scrape the servers' default ports on 127.0.0.1")
+    scrape_timeout: PositiveDuration = Field(2.0, description="HTTP timeout per endpoint")
+
+
+class _State:
+    def __init__(self, ep: Endpoint, discovered: bool) -> None:
+        self.ep = ep
+        self.discovered = discovered
+        parts = urlsplit(ep.url)
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.name = ep.name or f"{parts.hostname}:{self.port}"
+        self.up: bool | None = None
+        self.server: str | None = None
+
+
+def fetch(url: str, timeout: float) -> str:
+    req = urllib.request.Request(url, headers={"Accept": "text/plain"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - operator-configured URL
+        if r.status != 200:
+            raise OSError(f"HTTP {r.status}")
+        return r.read(16 << 20).decode("utf-8", "replace")
+
+
+class InferenceCollector(Collector):
+    kind = "inference"
+    Options = InferenceOptions
+    METRICS = METRICS
+
+    def __init__(self, options: InferenceOptions, ctx) -> None:
+        super().__init__(options, ctx)
+        configured = {e.url for e in options.endpoints}
+        self.states = [_State(e, False) for e in options.endpoints]
+        if options.discover:
+            self.states += [_State(Endpoint(url=u, server=s), True) for u, s in DISCOVER if u not in configured]
+        self.counters = MonotonicCounters(ctx.state_dir / "inference-counters.json" if ctx.state_dir else None)
+
+    def collect(self, acc: Accumulator) -> None:
+        found = 0
+        for st in self.states:
+            found += self._one(st, acc)
+        if not found:
+            raise NotPresent("no inference server answered")
+
+    def _one(self, st: _State, acc: Accumulator) -> int:
+        import time
+
+        t0 = time.perf_counter()
+        try:
+            kind, readings = parse(fetch(st.ep.url, self.options.scrape_timeout), st.ep.server, st.ep.model or "default")
+            error = None
+        except (OSError, ValueError, urllib.error.URLError) as e:
+            kind, readings, error = None, [], str(getattr(e, "reason", None) or e)
+        ok = error is None
+        if ok != st.up:
+            if ok:
+                log.info("inference endpoint %s: %s server, models %s", st.name, kind,
+                         ", ".join(r.model for r in readings))
+            elif not st.discovered or st.up:
+                log.warning("inference endpoint %s (%s): %s", st.name, st.ep.url, error)
+        st.up, st.server = ok, kind
+        if st.discovered and not ok:
+            return 0  # nothing on that default port: not present, no series
+        acc.add("inference_endpoint", {"up": ok, "scrape_duration_seconds": round(time.perf_counter() - t0, 6)},
+                {"endpoint": st.name})
+        gpus = self._gpus(st)
+        for r in readings:
+            tags = {"endpoint": st.name, "server": kind, "model": r.model, "port": str(st.port), "gpus": gpus}
+            fields = {}
+            for name, value in (("prompt_tokens_total", r.prompt_tokens),
+                                ("generation_tokens_total", r.generation_tokens),
+                                ("time_to_first_token_seconds_total", r.ttft_sum),
+                                ("first_token_requests_total", r.ttft_count),
+                                ("inter_token_latency_seconds_total", r.itl_sum),
+                                ("inter_token_latency_tokens_total", r.itl_count)):
+                if value is not None:
+                    fields[name] = self._monotonic(st, r.model, name, value)
+            fields["running_requests"] = r.running
+            fields["waiting_requests"] = r.waiting
+            acc.add("inference", fields, tags)
+            for outcome, n in r.requests.items():
+                acc.add("inference", {"requests_total": self._monotonic(st, r.model, f"requests:{outcome}", n)},
+                        {**tags, "outcome": outcome})
+        return 1
+
+    def _monotonic(self, st: _State, model: str, name: str, value: float) -> float:
+        v, event = self.counters.update(f"{st.ep.url}|{model}|{name}", float(value))
+        if event:
+            log.info("inference endpoint %s: %s counter went back (server restart); kept monotonic", st.name, name)
+        return v
+
+    def _gpus(self, st: _State) -> str:
+        if st.ep.gpus is not None:
+            return ",".join(str(g) for g in sorted(st.ep.gpus))
+        bus = self.ctx.bus
+        host = urlsplit(st.ep.url).hostname or ""
+        if bus is None or host not in ("127.0.0.1", "localhost", "::1"):
+            return ""
+        pids = server_pids(st.port)
+        gpus = sorted({s.tags.get("gpu", "") for s in bus.latest("gpu_process") if s.tags.get("pid") in pids}
+                      - {""}, key=lambda g: int(g) if g.isdigit() else 0)
+        return ",".join(gpus)
+
+
+def server_pids(port: int) -> set[str]:
+    """The process listening on the port and its descendants (workers hold the GPUs)."""
+    try:
+        import psutil
+
+        owners = {c.pid for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN
+                  and c.laddr and c.laddr.port == port and c.pid}
+        out = set()
+        for pid in owners:
+            try:
+                proc = psutil.Process(pid)
+                out |= {str(pid)} | {str(p.pid) for p in proc.children(recursive=True)}
+            except psutil.Error:
+                continue
+        return out
+    except Exception:  # no permission to see other users' sockets: attribution stays empty
+        return set()

@@ -1,0 +1,148 @@
+"""Token counters from inference servers' Prometheus pages: detection and mapping (pure).
+
+Parsing is prometheus_client's; what each server calls its counters is data below. Every server is
+reduced to the same plain reading per model: cumulative prompt and generation tokens, requests by
+outcome, running/waiting requests, and the sums and counts of time-to-first-token and inter-token
+latency where exposed. Histograms stand in for counters where a server has none (TGI, Triton
+TRT-LLM): their `_sum` is the cumulative token count, advancing when a request finishes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+SERVERS = ("vllm", "sglang", "tgi", "trtllm", "triton", "nim", "llamacpp")
+
+
+@dataclass
+class ModelReading:
+    model: str
+    prompt_tokens: float | None = None
+    generation_tokens: float | None = None
+    requests: dict[str, float] = field(default_factory=dict)  # outcome -> cumulative count
+    running: float | None = None
+    waiting: float | None = None
+    ttft_sum: float | None = None
+    ttft_count: float | None = None
+    itl_sum: float | None = None
+    itl_count: float | None = None
+
+
+def _samples(text: str) -> dict[str, list[tuple[dict, float]]]:
+    """{sample name: [(labels, value)]}; a malformed page raises ValueError."""
+    out: dict[str, list[tuple[dict, float]]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+def detect(names: set[str]) -> str | None:
+    if any(n.startswith("vllm:") for n in names):
+        return "vllm"
+    if any(n.startswith("sglang:") for n in names):
+        return "sglang"
+    if any(n.startswith("llamacpp:") for n in names):
+        return "llamacpp"
+    if any(n.startswith("trtllm_") for n in names):
+        return "trtllm"
+    if any(n.startswith("nv_llm_") for n in names):
+        return "triton"
+    if any(n.startswith("tgi_") for n in names):
+        return "tgi"
+    if "generation_tokens_total" in names or "prompt_tokens_total" in names:
+        return "nim"
+    return None
+
+
+# server -> (prompt tokens, generation tokens, model label, success-requests, running, waiting, ttft, itl)
+_COUNTERS = {
+    "vllm": ("vllm:prompt_tokens_total", "vllm:generation_tokens_total", "model_name",
+             "vllm:request_success_total", "vllm:num_requests_running", "vllm:num_requests_waiting",
+             "vllm:time_to_first_token_seconds", "vllm:inter_token_latency_seconds"),
+    "sglang": ("sglang:prompt_tokens_total", "sglang:generation_tokens_total", "model_name",
+               "sglang:num_requests_total", "sglang:num_running_reqs", "sglang:num_queue_reqs",
+               "sglang:time_to_first_token_seconds", "sglang:inter_token_latency_seconds"),
+    "trtllm": ("trtllm_prompt_tokens_total", "trtllm_generation_tokens_total", "model_name",
+               "trtllm_request_success_total", None, None,
+               "trtllm_time_to_first_token_seconds", "trtllm_time_per_output_token_seconds"),
+    "nim": ("prompt_tokens_total", "generation_tokens_total", "model_name",
+            "request_success_total", "num_requests_running", "num_requests_waiting",
+            "time_to_first_token_seconds", "time_per_output_token_seconds"),
+    "llamacpp": ("llamacpp:prompt_tokens_total", "llamacpp:tokens_predicted_total", None,
+                 None, "llamacpp:requests_processing", "llamacpp:requests_deferred", None, None),
+}
+
+
+def _by_model(rows: list[tuple[dict, float]], label: str | None, default: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for labels, v in rows:
+        m = labels.get(label, default) if label else default
+        out[m] = out.get(m, 0.0) + v  # vLLM: one series per engine; sum them
+    return out
+
+
+def parse(text: str, server: str = "auto", default_model: str = "default") -> tuple[str, list[ModelReading]]:
+    """(server type, readings per model). Raises ValueError for a page that is not Prometheus text
+    or that carries no token counters we know."""
+    samples = _samples(text)
+    # Counters appear as x or x_total depending on the exporter library (Rust metrics vs client_python).
+    for name in list(samples):
+        alias = name[:-6] if name.endswith("_total") else name + "_total"
+        samples.setdefault(alias, samples[name])
+    kind = detect(set(samples)) if server == "auto" else server
+    if kind is None:
+        raise ValueError("no known token counters on this page (vLLM, SGLang, TGI, TensorRT-LLM, NIM, llama.cpp)")
+    models: dict[str, ModelReading] = {}
+
+    def model(m: str) -> ModelReading:
+        return models.setdefault(m, ModelReading(m))
+
+    def put(name: str | None, label: str | None, attr: str) -> None:
+        if name and name in samples:
+            for m, v in _by_model(samples[name], label, default_model).items():
+                setattr(model(m), attr, v)
+
+    if kind in _COUNTERS:
+        prompt, gen, label, success, running, waiting, ttft, itl = _COUNTERS[kind]
+        put(prompt, label, "prompt_tokens")
+        put(gen, label, "generation_tokens")
+        put(running, label, "running")
+        put(waiting, label, "waiting")
+        for hist, attr in ((ttft, "ttft"), (itl, "itl")):
+            if hist:
+                put(hist + "_sum", label, attr + "_sum")
+                put(hist + "_count", label, attr + "_count")
+        if success and success in samples:
+            for labels, v in samples[success]:
+                m = model(labels.get(label, default_model) if label else default_model)
+                outcome = labels.get("finished_reason") or "success"
+                m.requests[outcome] = m.requests.get(outcome, 0.0) + v
+    elif kind == "tgi":
+        put("tgi_request_input_length_sum", None, "prompt_tokens")
+        put("tgi_request_generated_tokens_sum", None, "generation_tokens")
+        put("tgi_queue_size", None, "waiting")
+        put("tgi_batch_current_size", None, "running")
+        for name, outcome in (("tgi_request_success_total", "success"), ("tgi_request_failure_total", "failure")):
+            for m, v in _by_model(samples.get(name, []), None, default_model).items():
+                model(m).requests[outcome] = v
+    elif kind == "triton":
+        for labels, v in samples.get("nv_llm_input_token_len_sum", []) + samples.get("nv_llm_output_token_len_sum", []):
+            m = model(labels.get("model", default_model))
+            kind_label = labels.get("response_metric_type", "")
+            if "input" in kind_label:
+                m.prompt_tokens = (m.prompt_tokens or 0.0) + v
+            elif "output" in kind_label:
+                m.generation_tokens = (m.generation_tokens or 0.0) + v
+        for labels, v in samples.get("nv_inference_request_success_total", []):
+            m = model(labels.get("model", default_model))
+            m.requests["success"] = m.requests.get("success", 0.0) + v
+        for labels, v in samples.get("nv_inference_request_failure_total", []):
+            m = model(labels.get("model", default_model))
+            m.requests["failure"] = m.requests.get("failure", 0.0) + v
+    readings = [m for m in models.values() if m.prompt_tokens is not None or m.generation_tokens is not None]
+    if not readings:
+        raise ValueError(f"{kind} page without token counters")
+    return kind, readings

@@ -1,0 +1,245 @@
+"""Inference token counters (recorded /metrics pages on loopback) and tokens-per-joule efficiency."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from agent.bus import SampleBus
+from agent.collector import Context, NotPresent
+from agent.model import Accumulator, Sample
+from collectors.efficiency import EfficiencyCollector
+from collectors.inference import InferenceCollector
+from collectors.inference.mapping import parse
+
+from .conftest import FIXTURES
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = FIXTURES / "inference"
+NS = 1_000_000_000
+T0 = 1_700_000_000 * NS
+
+
+def page(name: str, prompt: float = 1000, gen: float = 500) -> str:
+    return (PAGES / f"{name}.txt").read_text().replace("{PROMPT}", str(prompt)).replace("{GEN}", str(gen))
+
+
+# server -> (detected type, model, prompt tokens, generation tokens)
+EXPECTED = {
+    "vllm": ("vllm", "meta-llama/Llama-3.1-8B-Instruct", 1000, 500),
+    "sglang": ("sglang", "Qwen/Qwen2.5-7B-Instruct", 81234, 40321),
+    "tgi": ("tgi", "default", 51200, 30400),             # histogram _sum: cumulative tokens
+    "trtllm": ("trtllm", "llama-3.1-70b", 26000, 17600),
+    "triton": ("triton", "tensorrt_llm", 12800, 6400),   # nv_llm_*_token_len _sum
+    "nim": ("nim", "meta/llama-3.1-8b-instruct", 5500, 2750),
+    "llamacpp": ("llamacpp", "default", 4096, 2048),     # tokens_predicted = generated
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_each_server_format(name):
+    kind, readings = parse(page(name))
+    want = EXPECTED[name]
+    assert kind == want[0]
+    (r,) = readings
+    assert (r.model, r.prompt_tokens, r.generation_tokens) == want[1:]
+
+
+def test_vllm_details_and_bad_pages():
+    _, (r,) = parse(page("vllm"))
+    assert r.requests == {"stop": 120.0, "length": 7.0, "abort": 2.0}
+    assert (r.running, r.waiting, r.ttft_sum, r.ttft_count, r.itl_sum) == (3.0, 1.0, 9.5, 129.0, 750.0)
+    for bad in ("<html>not metrics</html>", "# TYPE x counter\nx 1\n", ""):
+        with pytest.raises(ValueError):
+            parse(bad)
+
+
+class Server:
+    """A loopback inference server whose counters advance by `step` tokens per scrape."""
+
+    def __init__(self, name: str = "vllm", step: int = 100) -> None:
+        self.name, self.step, self.scrapes = name, step, 0
+        self.prompt, self.gen = 1000.0, 500.0
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = page(outer.name, outer.prompt, outer.gen).encode()
+                outer.scrapes += 1
+                outer.prompt += 2 * outer.step
+                outer.gen += outer.step
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/metrics"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def vllm():
+    s = Server()
+    yield s
+    s.close()
+
+
+def collect(col, ts):
+    acc = Accumulator(ts, {"host": "node1"})
+    col.collect(acc)
+    return acc.close()
+
+
+def test_scrape_counters_restart_and_absent_server(vllm, tmp_path):
+    col = InferenceCollector(InferenceCollector.Options(endpoints=[{"url": vllm.url, "gpus": [1, 0]}],
+                                                        discover=False), Context("inference", state_dir=tmp_path))
+    s = {x.measurement + ("/" + x.tags["outcome"] if "outcome" in x.tags else ""): x for x in collect(col, T0)}
+    inf = s["inference"]
+    assert inf.fields["prompt_tokens_total"] == 1000 and inf.fields["generation_tokens_total"] == 500
+    assert inf.tags["server"] == "vllm" and inf.tags["gpus"] == "0,1" and inf.tags["port"] == str(vllm.port)
+    assert s["inference/stop"].fields["requests_total"] == 120
+    assert s["inference_endpoint"].fields["up"] is True
+    # the server restarts: its counters start again from a few tokens; ours keep counting up
+    vllm.prompt, vllm.gen = 10.0, 5.0
+    inf2 = [x for x in collect(col, T0 + 10 * NS) if x.measurement == "inference" and "outcome" not in x.tags][0]
+    assert inf2.fields["prompt_tokens_total"] == 1000 + 10 and inf2.fields["generation_tokens_total"] == 500 + 5
+    # a configured endpoint that is down is reported; discovery of nothing is "not present"
+    vllm.close()
+    down = collect(col, T0 + 20 * NS)
+    assert [x.fields["up"] for x in down if x.measurement == "inference_endpoint"] == [False]
+    nothing = InferenceCollector(InferenceCollector.Options(endpoints=[], discover=True), Context("inference"))
+    nothing.states = [st for st in nothing.states if "127.0.0.1:1/" in st.ep.url]  # no server on any port
+    with pytest.raises(NotPresent):
+        collect(nothing, T0)
+
+
+def gpu_sample(gpu: str, joules: float, ts: int) -> Sample:
+    return Sample("gpu", {"host": "node1", "gpu": gpu}, {"energy_joules_total": joules}, ts)
+
+
+def tok_sample(endpoint: str, model: str, gpus: str, prompt: float, gen: float, ts: int) -> Sample:
+    return Sample("inference", {"host": "node1", "endpoint": endpoint, "model": model, "server": "vllm",
+                                "gpus": gpus}, {"prompt_tokens_total": prompt, "generation_tokens_total": gen}, ts)
+
+
+def efficiency(bus, window=60.0, tmp_path=None):
+    return EfficiencyCollector(EfficiencyCollector.Options(window=window, rapl=False),
+                               Context("efficiency", bus=bus, sys_root=Path("/nonexistent")))
+
+
+def by_scope(samples):
+    return {(s.tags["scope"], s.tags.get("gpu") or s.tags.get("model") or ""): s.fields for s in samples
+            if s.measurement == "efficiency"}
+
+
+def test_tokens_per_joule_at_gpu_model_and_node_scope():
+    """Two GPUs, a tensor-parallel model on both and a small model on GPU 1, over one 60 s window."""
+    bus = SampleBus()
+    eff = efficiency(bus)
+    for i, ts in enumerate((T0, T0 + 60 * NS)):
+        bus.observe([gpu_sample("0", 1000 + i * 42000, ts), gpu_sample("1", 5000 + i * 30000, ts),
+                     tok_sample("a", "big", "0,1", 0 + i * 60000, 0 + i * 24000, ts),
+                     tok_sample("b", "small", "1", 100 + i * 6000, 50 + i * 3000, ts)])
+        out = collect(eff, ts)
+    got = by_scope(out)
+    # GPU 0: half of "big" (84000/2 tokens, 12000 generated) over 42000 J
+    assert got[("gpu", "0")]["tokens_per_joule"] == pytest.approx(42000 / 42000)
+    assert got[("gpu", "0")]["generation_tokens_per_joule"] == pytest.approx(12000 / 42000)
+    # GPU 1: the other half of "big" plus all of "small" over 30000 J
+    assert got[("gpu", "1")]["tokens_per_joule"] == pytest.approx((42000 + 9000) / 30000)
+    # model "big": its tokens over GPU 0 + half of GPU 1 (shared with "small")
+    assert got[("model", "big")]["joules_per_token"] == pytest.approx((42000 + 15000) / 84000)
+    assert got[("model", "small")]["generation_tokens_per_joule"] == pytest.approx(3000 / 15000)
+    node = got[("node", "")]
+    assert node["tokens_per_joule"] == pytest.approx((84000 + 9000) / 72000)
+    assert node["tokens_per_second"] == pytest.approx(93000 / 60)
+    assert node["window_energy_joules"] == pytest.approx(72000) and node["window_seconds"] == 60
+
+
+def test_counters_not_sampled_power_a_bursty_trace():
+    """A GPU alternating 100 W and 700 W bursts between 1-s power samples: the sampled mean says
+    100 W; the energy counter knows better. Tokens per joule uses the counter."""
+    bus = SampleBus()
+    eff = efficiency(bus, window=60.0)
+    energy, tokens, sampled_power = 0.0, 0.0, []
+    for sec in range(61):
+        ts = T0 + sec * NS
+        bus.observe([gpu_sample("0", energy, ts), tok_sample("a", "m", "0", 0, tokens, ts)])
+        out = collect(eff, ts)
+        sampled_power.append(100.0)  # each once-a-second sample lands between the bursts
+        energy += 100.0 * 0.7 + 700.0 * 0.3  # per second: 0.7 s at 100 W, a 0.3 s burst at 700 W
+        tokens += 1000.0
+    truth = 60 * 1000.0 / (60 * 280.0)
+    from_sampled_power = 60 * 1000.0 / (sum(sampled_power[:60]) * 1.0)
+    got = by_scope(out)[("gpu", "0")]["generation_tokens_per_joule"]
+    assert got == pytest.approx(truth) and abs(from_sampled_power - truth) / truth > 1.5
+
+
+def test_idle_and_windows_that_do_not_line_up():
+    bus = SampleBus()
+    eff = efficiency(bus, window=10.0)
+    # GPU sampled at :00 and :10, tokens at :05 and :15 (collectors out of phase): still the same interval
+    bus.observe([gpu_sample("0", 0, T0), tok_sample("a", "m", "0", 0, 0, T0 + 5 * NS)])
+    collect(eff, T0 + 5 * NS)
+    bus.observe([gpu_sample("0", 1000, T0 + 10 * NS), tok_sample("a", "m", "0", 0, 100, T0 + 15 * NS)])
+    collect(eff, T0 + 15 * NS)
+    bus.observe([gpu_sample("0", 2000, T0 + 20 * NS), tok_sample("a", "m", "0", 0, 100, T0 + 25 * NS)])
+    out = by_scope(collect(eff, T0 + 25 * NS))
+    # window [10 s, 20 s]: 1000 J; tokens interpolated: 50 at 10 s, 100 at 20 s -> 50 tokens
+    assert out[("gpu", "0")]["generation_tokens_per_joule"] == pytest.approx(50 / 1000)
+    # now idle: no new tokens; energy still flows
+    for k in (3, 4):
+        bus.observe([gpu_sample("0", 1000 * k, T0 + k * 10 * NS), tok_sample("a", "m", "0", 0, 100, T0 + k * 10 * NS)])
+        out = by_scope(collect(eff, T0 + k * 10 * NS))
+    idle = out[("gpu", "0")]
+    assert idle["tokens_per_joule"] == 0 and "joules_per_token" not in idle
+    assert all(isinstance(v, float | int) and v == v for v in idle.values())  # no NaN, no inf
+
+
+def test_no_token_counters_is_not_present():
+    with pytest.raises(NotPresent):
+        collect(efficiency(SampleBus()), T0)
+
+
+def test_rapl_joins_the_node_scope(tmp_path):
+    zone = tmp_path / "class" / "powercap" / "intel-rapl:0"
+    zone.mkdir(parents=True)
+    (zone / "max_energy_range_uj").write_text("262143328850\n")
+    bus = SampleBus()
+    eff = EfficiencyCollector(EfficiencyCollector.Options(window=10.0), Context("efficiency", bus=bus,
+                                                                                   sys_root=tmp_path))
+    for k, uj in ((0, 262_000_000_000), (1, 500_000_000)):  # the register wraps in between
+        (zone / "energy_uj").write_text(f"{uj}\n")
+        ts = T0 + k * 10 * NS
+        bus.observe([gpu_sample("0", k * 3000.0, ts), tok_sample("a", "m", "0", 0, k * 900.0, ts)])
+        out = collect(eff, ts)
+    node = by_scope(out)[("node", "")]
+    rapl_joules = (262143328850 - 262_000_000_000 + 500_000_000) / 1e6
+    assert node["window_energy_joules"] == pytest.approx(3000 + rapl_joules)
+    assert [s.tags["energy_source"] for s in out if s.tags.get("scope") == "node"] == ["gpu+rapl"]
+
+
+def test_cli_collect_once_prints_token_counters(vllm, tmp_path):
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(f"collectors:\n  inference:\n    discover: false\n    endpoints:\n      - url: {vllm.url}\n")
+    r = subprocess.run([sys.executable, "-m", "agent", "collect", "-c", str(cfg), "--once", "--collector", "inference",
+                        "--format", "json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    doc = [d for d in json.loads(r.stdout) if d["measurement"] == "inference" and "outcome" not in d["tags"]]
+    assert doc[0]["fields"]["prompt_tokens_total"] == 1000 and doc[0]["fields"]["generation_tokens_total"] == 500
+    assert doc[0]["tags"]["model"] == "meta-llama/Llama-3.1-8B-Instruct"
