@@ -34,9 +34,10 @@ bench: venv
 	$(BIN)/python bench/delivery
 	$(BIN)/python bench/gpu_collect
 	$(BIN)/python bench/snmp_sweep --devices 200 --sweeps 10 --pysnmp
+	$(BIN)/python bench/inference_scrape
 
 lint: venv
-	$(BIN)/ruff check agent collectors tests bench/collect_overhead bench/delivery bench/gpu_collect bench/gpu-smoke bench/snmp_sweep
+	$(BIN)/ruff check agent collectors tests bench/collect_overhead bench/delivery bench/gpu_collect bench/gpu-smoke bench/snmp_sweep bench/inference_scrape
 
 ## Regenerate the metric catalogue table in README.md from the declarations.
 catalogue: venv
