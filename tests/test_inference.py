@@ -243,3 +243,46 @@ def test_cli_collect_once_prints_token_counters(vllm, tmp_path):
     doc = [d for d in json.loads(r.stdout) if d["measurement"] == "inference" and "outcome" not in d["tags"]]
     assert doc[0]["fields"]["prompt_tokens_total"] == 1000 and doc[0]["fields"]["generation_tokens_total"] == 500
     assert doc[0]["tags"]["model"] == "meta-llama/Llama-3.1-8B-Instruct"
+
+
+def test_rack_and_facility_scope_from_fleet_tokens_in_influxdb(influxd):
+    """The poller reads two nodes' token counters back from a real InfluxDB (each node tags its rack) and
+    divides them by its racks' PDU energy and the facility meter, over the same window."""
+    import urllib.request
+
+    influxd.create_db("fleet")
+    t1 = T0 + 900 * NS
+    lines = []
+    for host, rack, (p0, g0, p1, g1) in (("n1", "r1", (0, 0, 90000, 45000)), ("n2", "r2", (500, 100, 30500, 12100))):
+        for ts, p, g in ((T0, p0, g0), (t1, p1, g1)):
+            lines.append(f"inference,host={host},rack={rack},endpoint=e,model=m,server=vllm "
+                         f"prompt_tokens_total={p},generation_tokens_total={g} {ts}")
+            lines.append(f"inference,host={host},rack={rack},endpoint=e,model=m,server=vllm,outcome=stop "
+                         f"requests_total=5 {ts}")  # not a token series: left out by the query
+    req = urllib.request.Request(influxd.url + "/write?db=fleet&precision=ns", data="\n".join(lines).encode())
+    urllib.request.urlopen(req, timeout=30).read()
+
+    bus = SampleBus()
+    eff = EfficiencyCollector(EfficiencyCollector.Options(
+        rapl=False, fleet_window=900.0, fleet={"url": influxd.url, "database": "fleet"}),
+        Context("efficiency", bus=bus, sys_root=Path("/nonexistent")))
+
+    def pdu(dev, rack, scope, e, ts, inlet=None):
+        tags = {"device": dev, "rack": rack, "role": "it", "scope": scope, **({"inlet": inlet} if inlet else {})}
+        return Sample("pdu", tags, {"energy_joules_total": e}, ts)
+
+    for k, ts in enumerate((T0, t1)):
+        bus.observe([pdu("pdu-r1-a", "r1", "device", 1e6 + k * 150000, ts),
+                     pdu("pdu-r1-a", "r1", "phase", 5e5, ts),                       # not added on top of the total
+                     pdu("pdu-r2-a", "r2", "inlet", 2e6 + k * 20000, ts, "1"),
+                     pdu("pdu-r2-a", "r2", "inlet", 3e6 + k * 30000, ts, "2"),     # inlets of one PDU: summed
+                     Sample("facility", {}, {"total_energy_joules_total": 9e6 + k * 300000,
+                                             "it_energy_joules_total": 3e6 + k * 200000}, ts)])
+        out = collect(eff, ts)
+    eff_rows = {(s.tags["scope"], s.tags.get("rack", "")): s.fields for s in out if s.measurement == "efficiency"}
+    r1, r2, fac = eff_rows[("rack", "r1")], eff_rows[("rack", "r2")], eff_rows[("facility", "")]
+    assert r1["tokens_per_joule"] == pytest.approx(135000 / 150000)
+    assert r2["generation_tokens_per_joule"] == pytest.approx(12000 / 50000)
+    assert fac["tokens_per_joule"] == pytest.approx((135000 + 42000) / 300000)
+    assert fac["window_seconds"] == 900
+    assert [s.tags["energy_source"] for s in out if s.tags.get("scope") == "facility"] == ["facility_total"]

@@ -30,9 +30,11 @@ from agent.config import CollectorOptions, PositiveDuration
 from agent.model import Accumulator, Kind, Metric
 from collectors.common.counters import MonotonicCounters
 
+from .fleet import FleetError, FleetOptions, FleetTokens
+
 log = logging.getLogger(__name__)
 
-TAGS = ("host", "scope", "gpu", "endpoint", "server", "model", "energy_source")
+TAGS = ("host", "scope", "gpu", "endpoint", "server", "model", "rack", "energy_source")
 G = Kind.GAUGE
 METRICS = (
     Metric("efficiency", "tokens_per_joule", G, "tokens_per_joule", "prompt + generated tokens per joule", TAGS),
@@ -53,6 +55,10 @@ METRICS = (
 class EfficiencyOptions(CollectorOptions):
     window: PositiveDuration = Field(60.0, description="sliding window of the rates and ratios")
     rapl: bool = Field(True, description="add the CPU packages' RAPL energy to the node scope where present")
+    fleet: FleetOptions | None = Field(
+        None, description="on a facility poller: read the fleet's token counters from InfluxDB for the rack "
+                          "and facility scopes")
+    fleet_window: PositiveDuration = Field(900.0, description="window of the rack and facility scopes")
 
 
 class History:
@@ -107,6 +113,7 @@ class EfficiencyCollector(Collector):
         super().__init__(options, ctx)
         self.hist: dict[tuple, History] = {}
         self.rapl = MonotonicCounters(ctx.state_dir / "rapl-counters.json" if ctx.state_dir else None)
+        self.fleet = FleetTokens(options.fleet) if options.fleet else None
 
     def _rapl(self, acc: Accumulator) -> None:
         root = Path(self.ctx.sys_root) / "class" / "powercap"
@@ -144,14 +151,79 @@ class EfficiencyCollector(Collector):
             for f in ("prompt_tokens_total", "generation_tokens_total"):
                 if f in s.fields:
                     self._see(("tok", *key, f), s.ts, s.fields[f])
+        if self.fleet is not None:
+            self._fleet(acc, bus)
         if not series:
+            if self.fleet is not None:
+                return
             raise NotPresent("no token counters on this node (no inference server scraped)")
         self._compute(acc, series)
 
+    def _fleet(self, acc: Accumulator, bus) -> None:
+        """Rack scope: the rack's tokens per joule of its IT PDUs; facility scope: all tokens per joule of
+        the facility's total energy (or, with no facility_total meter, of its IT energy: tag energy_source)."""
+        racks: dict[str, dict[str, float]] = {}  # rack -> device -> energy
+        for s in bus.latest("pdu"):
+            rack, dev, scope = s.tags.get("rack"), s.tags.get("device"), s.tags.get("scope")
+            e = s.fields.get("energy_joules_total")
+            if not rack or not dev or s.tags.get("role") != "it" or not isinstance(e, (int, float)):
+                continue
+            # a device's top-level meter: its total, else its inlets (summed), never both
+            rank = {"device": 0, "inlet": 1}.get(scope or "", 9)
+            cur = racks.setdefault(rack, {}).get(dev)
+            if cur is None or rank < cur[0]:
+                racks[rack][dev] = (rank, float(e), s.ts, {s.tags.get("inlet", "")})
+            elif rank == cur[0] and rank == 1 and s.tags.get("inlet", "") not in cur[3]:
+                racks[rack][dev] = (rank, cur[1] + float(e), max(cur[2], s.ts), cur[3] | {s.tags.get("inlet", "")})
+        for rack, devs in racks.items():
+            ts = min(v[2] for v in devs.values())
+            self._see(("rack", rack), ts, sum(v[1] for v in devs.values()))
+        for s in bus.latest("facility"):
+            for f in ("total_energy_joules_total", "it_energy_joules_total"):
+                if f in s.fields:
+                    self._see(("facility", f), s.ts, s.fields[f])
+        keys = [k for k in self.hist if k[0] in ("rack", "facility")]
+        if not keys:
+            return
+        window = int(self.options.fleet_window * 1e9)
+        t1 = min(self.hist[k].ts[-1] for k in keys)
+        t0 = t1 - window
+        for k in keys:
+            self.hist[k].trim(t0)
+        energy = {k: (self.hist[k].at(t1) or 0.0) - a for k in keys if (a := self.hist[k].at(t0)) is not None}
+        if not energy:
+            return  # the first fleet window is not complete yet
+        try:
+            end, start = self.fleet.at(t1), self.fleet.at(t0)
+        except FleetError as e:
+            raise RuntimeError(str(e)) from None  # the runner records and logs it; node scopes were added
+        by_rack: dict[str, list[float]] = {}
+        for key, (p1, g1) in end.items():
+            p0, g0 = start.get(key, (None, None))
+            if p0 is None:
+                continue  # a series that appeared inside the window: no start value
+            d = by_rack.setdefault(key[0], [0.0, 0.0])
+            d[0] += max(0.0, p1 - p0) + max(0.0, g1 - g0)
+            d[1] += max(0.0, g1 - g0)
+        seconds = window / 1e9
+        for k, e in energy.items():
+            if k[0] == "rack":
+                tot, gen = by_rack.get(k[1], [0.0, 0.0])
+                acc.add("efficiency", ratios(tot, gen, e, seconds), {"scope": "rack", "rack": k[1],
+                                                                     "energy_source": "pdu"})
+        fac = energy.get(("facility", "total_energy_joules_total"))
+        source = "facility_total"
+        if fac is None:
+            fac, source = energy.get(("facility", "it_energy_joules_total")), "it"
+        if fac is not None:
+            tot, gen = sum(v[0] for v in by_rack.values()), sum(v[1] for v in by_rack.values())
+            acc.add("efficiency", ratios(tot, gen, fac, seconds), {"scope": "facility", "energy_source": source})
+
     def _compute(self, acc: Accumulator, series: dict[tuple, dict]) -> None:
         window = int(self.options.window * 1e9)
-        latest = max(h.ts[-1] for h in self.hist.values())
-        live = {k: h for k, h in self.hist.items() if h.ts[-1] >= latest - 3 * window}
+        node = {k: h for k, h in self.hist.items() if k[0] in ("gpu", "tok", "rapl")}
+        latest = max(h.ts[-1] for h in node.values())
+        live = {k: h for k, h in node.items() if h.ts[-1] >= latest - 3 * window}
         t1 = min(h.ts[-1] for h in live.values())  # the newest instant every live counter covers
         t0 = t1 - window
         for h in live.values():
