@@ -113,7 +113,8 @@ class InferenceCollector(Collector):
 
         t0 = time.perf_counter()
         try:
-            kind, readings = parse(fetch(st.ep.url, self.options.scrape_timeout), st.ep.server, st.ep.model or "default")
+            text = fetch(st.ep.url, self.options.scrape_timeout)
+            kind, readings = parse(text, st.ep.server, st.ep.model or "default")
             error = None
         except (OSError, ValueError, urllib.error.URLError) as e:
             kind, readings, error = None, [], str(getattr(e, "reason", None) or e)
