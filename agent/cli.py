@@ -92,10 +92,19 @@ def cmd_collect(args) -> int:
     samples: list = []
     runners = build_runners(config, default_registry(), samples.extend, None, only or None)
 
-    async def once():
-        await asyncio.gather(*(r.run_once() for r in runners))
+    async def runs():
+        # Derived collectors (efficiency) read what the others publish: they run after them.
+        first = [r for r in runners if not getattr(r.collector, "derived", False)]
+        then = [r for r in runners if getattr(r.collector, "derived", False)]
+        start = time.time_ns()
+        step = int(args.every * 1e9)
+        for k in range(max(1, args.runs)):
+            ts = start + k * step
+            await asyncio.sleep(max(0.0, (ts - time.time_ns()) / 1e9))
+            await asyncio.gather(*(r.run_once(ts) for r in first))
+            await asyncio.gather(*(r.run_once(ts) for r in then))
 
-    asyncio.run(once())
+    asyncio.run(runs())
     for r in runners:
         r.close()
     if args.format == "json":
@@ -267,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--once", action="store_true", help="(the default; accepted for clarity)")
     c.add_argument("--collector", action="append", metavar="NAME", help="only this collector (repeatable)")
     c.add_argument("--format", choices=["lp", "json"], default="lp", help="line protocol (default) or JSON")
+    c.add_argument("--runs", type=int, default=1, metavar="N",
+                   help="collect N times, --every apart (derived metrics such as efficiency need two)")
+    c.add_argument("--every", type=_duration_arg, default=1.0, metavar="DURATION",
+                   help="time between runs (default 1s); runs are timestamped exactly this far apart")
     c.set_defaults(func=cmd_collect)
 
     s = sub.add_parser("status", parents=[common], help="what the running agent is doing")

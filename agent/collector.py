@@ -40,6 +40,9 @@ class Collector:
     Options: ClassVar[type[CollectorOptions]] = CollectorOptions
     METRICS: ClassVar[tuple[Metric, ...]] = ()
     default_enabled: ClassVar[bool] = True
+    # Derives its metrics from other collectors' samples (the agent's sample bus): one-shot
+    # collection runs it after the others.
+    derived: ClassVar[bool] = False
 
     def __init__(self, options: CollectorOptions, ctx: Context) -> None:
         self.options = options

@@ -286,3 +286,58 @@ def test_rack_and_facility_scope_from_fleet_tokens_in_influxdb(influxd):
     assert fac["tokens_per_joule"] == pytest.approx((135000 + 42000) / 300000)
     assert fac["window_seconds"] == 900
     assert [s.tags["energy_source"] for s in out if s.tags.get("scope") == "facility"] == ["facility_total"]
+
+
+def test_cli_two_windows_print_efficiency_equal_to_hand_computation(vllm, tmp_path):
+    """`aifactory collect --runs 3 --every 1s` against a loopback vLLM page whose counters advance on every
+    scrape, with a RAPL package whose energy advances in a thread: the efficiency printed for each window
+    equals the deltas of the printed counters, computed here by hand."""
+    zone = tmp_path / "sys" / "class" / "powercap" / "intel-rapl:0"
+    zone.mkdir(parents=True)
+    (zone / "max_energy_range_uj").write_text("262143328850\n")
+    (zone / "energy_uj").write_text("1000000\n")
+    stop = threading.Event()
+
+    def burn():
+        uj = 1_000_000
+        while not stop.wait(0.01):
+            uj += 1_234_567  # ~123 W
+            (zone / "energy_uj.tmp").write_text(f"{uj}\n")
+            (zone / "energy_uj.tmp").replace(zone / "energy_uj")
+
+    threading.Thread(target=burn, daemon=True).start()
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(f"""agent:
+  sys_root: {tmp_path / "sys"}
+collectors:
+  inference:
+    discover: false
+    endpoints:
+      - url: {vllm.url}
+  efficiency:
+    window: 1s
+""")
+    try:
+        r = subprocess.run([sys.executable, "-m", "agent", "collect", "-c", str(cfg), "--collector", "inference",
+                            "--collector", "efficiency", "--runs", "3", "--every", "1s", "--format", "json"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+    finally:
+        stop.set()
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    tok = {d["timestamp_ns"]: d["fields"] for d in doc if d["measurement"] == "inference" and "outcome" not in d["tags"]}
+    joules = {d["timestamp_ns"]: d["fields"]["energy_joules_total"] for d in doc if d["measurement"] == "host_energy"}
+    eff = {d["timestamp_ns"]: d["fields"] for d in doc
+           if d["measurement"] == "efficiency" and d["tags"]["scope"] == "node"}
+    ts = sorted(tok)
+    assert len(ts) == 3 and sorted(eff) == ts[1:]  # two complete windows
+    for t0, t1 in zip(ts, ts[1:]):
+        tokens = sum(tok[t1][f] - tok[t0][f] for f in ("prompt_tokens_total", "generation_tokens_total"))
+        gen = tok[t1]["generation_tokens_total"] - tok[t0]["generation_tokens_total"]
+        energy = joules[t1] - joules[t0]
+        assert tokens == 300 and gen == 100  # the server's counters advance 200 + 100 per scrape
+        got = eff[t1]
+        assert got["window_seconds"] == 1 and got["window_energy_joules"] == pytest.approx(energy)
+        assert got["tokens_per_joule"] == pytest.approx(tokens / energy)
+        assert got["generation_joules_per_token"] == pytest.approx(energy / gen)
+        assert got["tokens_per_second"] == pytest.approx(tokens / 1.0)

@@ -108,6 +108,7 @@ class EfficiencyCollector(Collector):
     kind = "efficiency"
     Options = EfficiencyOptions
     METRICS = METRICS
+    derived = True
 
     def __init__(self, options: EfficiencyOptions, ctx) -> None:
         super().__init__(options, ctx)
