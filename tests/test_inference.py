@@ -61,7 +61,7 @@ def test_vllm_details_and_bad_pages():
 
 
 class Server:
-    """A loopback inference server whose counters advance by `step` tokens per scrape."""
+    """A loopback inference server whose counters advance per scrape: prompt by 2 x step, generation by step."""
 
     def __init__(self, name: str = "vllm", step: int = 100) -> None:
         self.name, self.step, self.scrapes = name, step, 0
@@ -70,7 +70,7 @@ class Server:
 
         class H(BaseHTTPRequestHandler):
             def do_GET(self):
-                body = page(outer.name, outer.prompt, outer.gen).encode()
+                body = outer.render().encode()
                 outer.scrapes += 1
                 outer.prompt += 2 * outer.step
                 outer.gen += outer.step
@@ -82,10 +82,24 @@ class Server:
             def log_message(self, *a):
                 pass
 
+        if name != "vllm":  # the other recorded pages: their token values, advanced the same way
+            _, (r,) = parse(page(name))
+            self.base = (r.prompt_tokens, r.generation_tokens)
+            self.prompt, self.gen = r.prompt_tokens, r.generation_tokens
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/metrics"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def render(self) -> str:
+        if self.name == "vllm":
+            return page("vllm", self.prompt, self.gen)
+        text = page(self.name)
+        for old, new in zip(self.base, (self.prompt, self.gen)):
+            for fmt in ("{:.1f}", "{:d}"):
+                text = text.replace(" " + fmt.format(int(old) if fmt == "{:d}" else old) + "\n",
+                                    " " + fmt.format(int(new) if fmt == "{:d}" else new) + "\n")
+        return text
 
     def close(self):
         self.httpd.shutdown()
@@ -97,6 +111,24 @@ def vllm():
     s = Server()
     yield s
     s.close()
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_server_served_on_loopback_with_counters_advancing(name, tmp_path):
+    srv = Server(name, step=50)
+    try:
+        col = InferenceCollector(InferenceCollector.Options(endpoints=[{"url": srv.url, "gpus": [0]}],
+                                                            discover=False), Context("inference"))
+        got = []
+        for k in range(2):
+            (inf,) = [x for x in collect(col, T0 + k * NS) if x.measurement == "inference" and "outcome" not in x.tags]
+            got.append(inf)
+    finally:
+        srv.close()
+    kind, model, prompt, gen = EXPECTED[name]
+    assert got[0].tags["server"] == kind and got[0].tags["model"] == model
+    assert (got[0].fields["prompt_tokens_total"], got[0].fields["generation_tokens_total"]) == (prompt, gen)
+    assert got[1].fields["prompt_tokens_total"] - prompt == 100 and got[1].fields["generation_tokens_total"] - gen == 50
 
 
 def collect(col, ts):
@@ -341,3 +373,38 @@ collectors:
         assert got["tokens_per_joule"] == pytest.approx(tokens / energy)
         assert got["generation_joules_per_token"] == pytest.approx(energy / gen)
         assert got["tokens_per_second"] == pytest.approx(tokens / 1.0)
+
+
+def test_end_to_end_with_fake_gpus_energy_and_two_servers(tmp_path):
+    """gpu collector on a fake NVML (energy counters in mJ), two loopback servers on one GPU each, the
+    efficiency collector over the agent's bus: per-GPU tokens per joule as computed by hand."""
+    from collectors.gpu import GpuCollector, GpuOptions
+
+    from .conftest import TREES
+    from .fakes.nvml import fleet
+
+    nvml = fleet("H200-SXM", "H200-SXM")
+    bus = SampleBus()
+    gpu = GpuCollector(GpuOptions(xid_events=False), Context("gpu", proc_root=TREES / "gpuprocs" / "proc"),
+                       nvml=nvml)
+    a, b = Server("vllm", step=100), Server("sglang", step=40)
+    try:
+        inf = InferenceCollector(InferenceCollector.Options(
+            endpoints=[{"url": a.url, "gpus": [0]}, {"url": b.url, "gpus": [1]}], discover=False),
+            Context("inference", bus=bus))
+        eff = EfficiencyCollector(EfficiencyCollector.Options(window=10.0, rapl=False),
+                                  Context("efficiency", bus=bus))
+        for k in range(3):
+            ts = T0 + k * 10 * NS
+            bus.observe(collect(gpu, ts))
+            bus.observe(collect(inf, ts))
+            out = collect(eff, ts)
+            nvml.gpus[0].p["fields"][83] += 7_000_000  # +7 kJ per 10 s on GPU 0 (700 W)
+            nvml.gpus[1].p["fields"][83] += 4_000_000  # +4 kJ on GPU 1
+    finally:
+        a.close()
+        b.close()
+    got = by_scope(out)
+    assert got[("gpu", "0")]["tokens_per_joule"] == pytest.approx(300 / 7000)
+    assert got[("gpu", "1")]["generation_tokens_per_joule"] == pytest.approx(40 / 4000)
+    assert got[("node", "")]["joules_per_token"] == pytest.approx(11000 / (300 + 120))
