@@ -65,6 +65,9 @@ def snmpsim():
     from .services import Snmpsim
     from .snmprec import large_rpdu2
 
-    server = Snmpsim(FIXTURES / "snmp", extra={"apc-rpdu2-96": large_rpdu2(96)}).start()
+    # A PDU whose energy counter grows with time (snmpsim's numeric variation: +1 tenth of kWh per second).
+    grow = (FIXTURES / "snmp" / "apc-rpdu2.snmprec").read_text().replace(
+        "1.3.6.1.4.1.318.1.1.26.4.3.1.9.1|2|19677", "1.3.6.1.4.1.318.1.1.26.4.3.1.9.1|2:numeric|initial=19677,rate=1")
+    server = Snmpsim(FIXTURES / "snmp", extra={"apc-rpdu2-96": large_rpdu2(96), "apc-rpdu2-grow": grow}).start()
     yield server
     server.stop()

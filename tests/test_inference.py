@@ -357,7 +357,8 @@ collectors:
         stop.set()
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    tok = {d["timestamp_ns"]: d["fields"] for d in doc if d["measurement"] == "inference" and "outcome" not in d["tags"]}
+    tok = {d["timestamp_ns"]: d["fields"] for d in doc
+           if d["measurement"] == "inference" and "outcome" not in d["tags"]}
     joules = {d["timestamp_ns"]: d["fields"]["energy_joules_total"] for d in doc if d["measurement"] == "host_energy"}
     eff = {d["timestamp_ns"]: d["fields"] for d in doc
            if d["measurement"] == "efficiency" and d["tags"]["scope"] == "node"}
@@ -408,3 +409,45 @@ def test_end_to_end_with_fake_gpus_energy_and_two_servers(tmp_path):
     assert got[("gpu", "0")]["tokens_per_joule"] == pytest.approx(300 / 7000)
     assert got[("gpu", "1")]["generation_tokens_per_joule"] == pytest.approx(40 / 4000)
     assert got[("node", "")]["joules_per_token"] == pytest.approx(11000 / (300 + 120))
+
+
+def test_rack_scope_with_a_simulated_pdu_whose_energy_grows(snmpsim, influxd):
+    """The snmp collector polls a PDU recording whose kWh counter grows (snmpsim numeric variation); the
+    rack's tokens come from InfluxDB; the window energy is the delta of the two polled counters."""
+    import time as _time
+    import urllib.request
+
+    from collectors.snmp import SnmpCollector, SnmpOptions
+
+    influxd.create_db("fleet2")
+    snmp = SnmpCollector(SnmpOptions(devices=[{"name": "pdu-r7", "host": "127.0.0.1", "port": snmpsim.port,
+                                               "community": "apc-rpdu2-grow", "role": "it", "rack": "r7"}]),
+                         Context("snmp"))
+    bus = SampleBus()
+    eff = EfficiencyCollector(EfficiencyCollector.Options(rapl=False, fleet_window=2.0, fleet={
+        "url": influxd.url, "database": "fleet2", "lookback": 60}), Context("efficiency", bus=bus))
+    import asyncio
+
+    polled, start = [], _time.time_ns()
+    try:
+        for k in range(2):
+            ts = start + k * 2 * NS
+            _time.sleep(max(0.0, (ts - _time.time_ns()) / 1e9))
+            line = (f"inference,host=n1,rack=r7,endpoint=e,model=m prompt_tokens_total={1000 + k * 6000},"
+                    f"generation_tokens_total={500 + k * 3000} {ts}")
+            urllib.request.urlopen(urllib.request.Request(influxd.url + "/write?db=fleet2&precision=ns",
+                                                          data=line.encode()), timeout=30).read()
+            acc = Accumulator(ts, {"host": "poller"})
+            asyncio.run(snmp.collect(acc))
+            samples = acc.close()
+            bus.observe(samples)
+            polled.append([s.fields["energy_joules_total"] for s in samples
+                           if s.measurement == "pdu" and s.tags.get("scope") == "device"][0])
+            out = collect(eff, ts)
+    finally:
+        snmp.close()
+    energy = polled[1] - polled[0]
+    assert energy >= 360000  # at least one tenth of a kWh in two seconds
+    (rack,) = [s.fields for s in out if s.measurement == "efficiency" and s.tags.get("scope") == "rack"]
+    assert rack["window_energy_joules"] == pytest.approx(energy)
+    assert rack["tokens_per_joule"] == pytest.approx(9000 / energy)
