@@ -1,0 +1,211 @@
+"""Alert evaluation inside the agent: history of recent samples, rule states, and their store.
+
+Each collection is observed (kept for as long as the longest range a rule reads) and every rule is
+evaluated: a series whose condition holds goes pending, then firing once it has held for `for`;
+when the condition stops (and the `clear` condition, if any, holds) it is resolved. States live in
+SQLite in the state directory (a restart keeps them, `for` keeps counting) and are written to the
+outputs as measurement `alerts`, the fleet view.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from agent.model import Kind, Metric, Sample
+
+from .expr import Selector, Source, evaluate, selectors
+from .rules import CompiledRule, render
+
+ALERT_METRICS = (
+    Metric("alerts", "state", Kind.INFO, "info", "pending, firing or resolved", ("host", "alertname", "severity")),
+    Metric("alerts", "firing", Kind.GAUGE, "bool", "the alert is firing", ("host", "alertname", "severity")),
+    Metric("alerts", "value", Kind.GAUGE, "1", "the expression's value for this series", ("host", "alertname")),
+    Metric("alerts", "active_seconds", Kind.GAUGE, "seconds", "how long the condition has held",
+           ("host", "alertname")),
+)
+
+STALE = 300.0  # a series not seen for this long is gone (no value, no alert)
+RESOLVED_KEEP = 86400.0  # resolved alerts stay listed this long
+
+
+class History(Source):
+    def __init__(self, keep: float) -> None:
+        self.keep = keep
+        self.data: dict[tuple[str, str], dict[tuple, deque]] = {}
+        self.lock = threading.Lock()
+
+    def observe(self, samples: list[Sample]) -> None:
+        with self.lock:
+            for s in samples:
+                labels = tuple(sorted(s.tags.items()))
+                t = s.ts / 1e9
+                for f, v in s.fields.items():
+                    if isinstance(v, bool):
+                        v = 1.0 if v else 0.0
+                    if not isinstance(v, (int, float)):
+                        continue
+                    d = self.data.setdefault((s.measurement, f), {}).setdefault(labels, deque())
+                    if d and d[-1][0] >= t:
+                        if d[-1][0] == t:
+                            d[-1] = (t, float(v))
+                        continue
+                    d.append((t, float(v)))
+                    while d and d[0][0] < t - self.keep:
+                        d.popleft()
+
+    def latest(self, sel: Selector, now: float) -> dict:
+        out = {}
+        for labels, d in self.data.get((sel.measurement, sel.field), {}).items():
+            if d and d[-1][0] >= now - STALE and sel.matches(dict(labels)):
+                out[labels] = d[-1][1]
+        return out
+
+    def window(self, sel: Selector, now: float, seconds: float) -> dict:
+        out = {}
+        for labels, d in self.data.get((sel.measurement, sel.field), {}).items():
+            if sel.matches(dict(labels)):
+                pts = [(t, v) for t, v in d if now - seconds <= t <= now]
+                if pts:
+                    out[labels] = pts
+        return out
+
+
+class AlertStore:
+    """SQLite: one row per (rule, series) with its state; survives restarts."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(str(path), check_same_thread=False, timeout=5)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("""CREATE TABLE IF NOT EXISTS alerts (
+            key TEXT PRIMARY KEY, alertname TEXT, labels TEXT, severity TEXT, state TEXT,
+            active_since REAL, fired_at REAL, resolved_at REAL, value REAL, summary TEXT, description TEXT,
+            updated REAL)""")
+        self.db.commit()
+
+    def load(self) -> dict[str, dict]:
+        cur = self.db.execute("SELECT key, alertname, labels, severity, state, active_since, fired_at, resolved_at, "
+                              "value, summary, description, updated FROM alerts")
+        cols = [c[0] for c in cur.description]
+        out = {}
+        for row in cur.fetchall():
+            d = dict(zip(cols, row))
+            d["labels"] = json.loads(d["labels"])
+            out[d["key"]] = d
+        return out
+
+    def save(self, alerts: dict[str, dict], removed: list[str]) -> None:
+        with self.db:
+            self.db.executemany("DELETE FROM alerts WHERE key = ?", [(k,) for k in removed])
+            self.db.executemany(
+                "INSERT OR REPLACE INTO alerts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(k, a["alertname"], json.dumps(a["labels"], sort_keys=True), a["severity"], a["state"],
+                  a["active_since"], a["fired_at"], a["resolved_at"], a["value"], a["summary"], a["description"],
+                  a["updated"]) for k, a in alerts.items()])
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def read_alerts(path: Path) -> list[dict]:
+    """For the CLI: every stored alert, newest first (works while the agent runs: WAL)."""
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        cur = db.execute("SELECT * FROM alerts ORDER BY updated DESC")
+        cols = [c[0] for c in cur.description]
+        rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+    finally:
+        db.close()
+    for r in rows:
+        r["labels"] = json.loads(r["labels"])
+    return rows
+
+
+class AlertEngine:
+    def __init__(self, rules: list[CompiledRule], store: AlertStore | None) -> None:
+        self.rules = rules
+        keep = max([r for rule in rules for node in (rule.expr, rule.clear) if node
+                    for _, r in selectors(node)] + [0.0]) + 60.0
+        self.history = History(keep)
+        self.store = store
+        self.alerts: dict[str, dict] = store.load() if store else {}
+        self.lock = threading.Lock()
+
+    def observe(self, samples: list[Sample]) -> None:
+        self.history.observe(samples)
+
+    def evaluate(self, now: float | None = None) -> list[Sample]:
+        """Advance every rule's states at `now`; returns the `alerts` samples to publish."""
+        now = time.time() if now is None else now
+        with self.lock:
+            removed: list[str] = []
+            for rule in self.rules:
+                try:
+                    active = evaluate(rule.expr, self.history, now)
+                    clear = evaluate(rule.clear, self.history, now) if rule.clear else None
+                except Exception:  # a rule that cannot be evaluated now (e.g. scalar set op) stays as it was
+                    continue
+                if isinstance(active, float):
+                    active = {(): active} if active else {}
+                if isinstance(clear, float):
+                    clear = {(): clear} if clear else {}
+                self._advance(rule, active, clear, now, removed)
+            for k in [k for k, a in self.alerts.items()
+                      if a["state"] == "resolved" and now - (a["resolved_at"] or now) > RESOLVED_KEEP]:
+                removed.append(k)
+                del self.alerts[k]
+            if self.store:
+                self.store.save(self.alerts, removed)
+            return self._samples(now)
+
+    def _advance(self, rule: CompiledRule, active: dict, clear: dict | None, now: float, removed: list) -> None:
+        r = rule.rule
+        seen = set()
+        for labels, value in active.items():
+            lab = {**dict(labels), **r.labels}
+            key = rule.name + json.dumps(sorted(dict(labels).items()))
+            seen.add(key)
+            a = self.alerts.get(key)
+            if a is None or a["state"] == "resolved":
+                a = self.alerts[key] = {"alertname": rule.name, "labels": lab, "severity": r.severity,
+                                        "state": "pending", "active_since": now, "fired_at": None,
+                                        "resolved_at": None}
+            if a["state"] == "pending" and now - a["active_since"] >= r.for_:
+                a["state"], a["fired_at"] = "firing", now
+            a.update(value=value, summary=render(r.summary, lab, value),
+                     description=render(r.description, lab, value), updated=now)
+        for key, a in list(self.alerts.items()):
+            if a["alertname"] != rule.name or key in seen:
+                continue
+            if a["state"] == "pending":
+                removed.append(key)
+                del self.alerts[key]
+            elif a["state"] == "firing":
+                series = tuple(sorted((k, v) for k, v in a["labels"].items() if k not in r.labels))
+                if clear is None or series in clear:
+                    a.update(state="resolved", resolved_at=now, updated=now)
+
+    def _samples(self, now: float) -> list[Sample]:
+        ts = int(now * 1e9)
+        out = []
+        for a in self.alerts.values():
+            tags = {k: str(v) for k, v in a["labels"].items()}
+            tags.update(alertname=a["alertname"], severity=a["severity"])
+            fields = {"state": a["state"], "firing": a["state"] == "firing",
+                      "active_seconds": round(now - a["active_since"], 3) if a["state"] != "resolved" else 0.0}
+            if a.get("value") is not None:
+                fields["value"] = float(a["value"])
+            out.append(Sample("alerts", tags, fields, ts))
+        return out
+
+    def close(self) -> None:
+        if self.store:
+            self.store.close()
