@@ -216,9 +216,11 @@ def cmd_query(args) -> int:
 def cmd_config(args) -> int:
     config = _load(args)
     if args.action == "check":
+        rules = config.alert_rules()  # a bad rule file is a configuration error too
         src = config.source or "built-in defaults (no configuration file)"
         print(f"{src}: OK, {len(config.instances)} collector instances: "
-              + ", ".join(f"{i.name}({i.interval:g}s)" for i in config.instances))
+              + ", ".join(f"{i.name}({i.interval:g}s)" for i in config.instances)
+              + (f"; {len(rules)} alert rules" if rules else ""))
         return EX_OK
     data = config.show()
     if args.json:
@@ -228,6 +230,76 @@ def cmd_config(args) -> int:
         import yaml
 
         sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
+    return EX_OK
+
+
+SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
+
+
+def cmd_alerts(args) -> int:
+    """Alerts of this node, from the agent's alert store (kept current by the running agent)."""
+    import datetime as dt
+
+    from .alerts.engine import read_alerts
+
+    config = _load(args)
+    path = _state_dir(args, config) / "alerts.db"
+    rows = read_alerts(path)
+    now = time.time()
+    if args.state != "all":
+        rows = [r for r in rows if r["state"] == args.state]
+    if args.severity:
+        rows = [r for r in rows if SEVERITY_ORDER[r["severity"]] >= SEVERITY_ORDER[args.severity]]
+    if args.since:
+        rows = [r for r in rows if r["updated"] >= now - args.since]
+    rows.sort(key=lambda r: (-SEVERITY_ORDER[r["severity"]], r["state"] != "firing", r["alertname"]))
+    if args.json:
+        json.dump([{k: r[k] for k in ("alertname", "state", "severity", "labels", "value", "summary",
+                                      "description", "active_since", "fired_at", "resolved_at", "updated")}
+                   for r in rows], sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    elif not rows:
+        print("no alerts" + ("" if path.exists() else f" (no alert store at {path}: no rules, or the agent has "
+                                                      "not run with this state directory)"))
+    else:
+        def when(t):
+            return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ") if t else ""
+
+        print(_table(["STATE", "SEVERITY", "ALERT", "LABELS", "VALUE", "SINCE", "SUMMARY"],
+                     [[r["state"], r["severity"], r["alertname"],
+                       ",".join(f"{k}={v}" for k, v in sorted(r["labels"].items())),
+                       "" if r["value"] is None else f"{r['value']:.4g}",
+                       when(r["fired_at"] or r["active_since"]), r["summary"]] for r in rows]))
+    if args.fail_on:
+        worst = [r for r in rows if r["state"] == "firing"
+                 and SEVERITY_ORDER[r["severity"]] >= SEVERITY_ORDER[args.fail_on]]
+        return EX_FAIL if worst else EX_OK
+    return EX_OK
+
+
+def cmd_rules(args) -> int:
+    from .alerts.expr import selectors
+    from .alerts.rules import load_rules
+    from .registry import default_registry
+
+    cat = default_registry().catalogue()
+    rules = load_rules(Path(args.file))  # a ConfigError exits 78 with file, line and rule
+    problems = []
+    for r in rules:
+        for node in (r.expr, r.clear):
+            for sel, rng in selectors(node) if node else []:
+                m = cat.get(sel.measurement, sel.field)
+                if m is None:
+                    problems.append(f"{args.file}: rule {r.name}: {sel.measurement}.{sel.field} is not a declared "
+                                    "metric (aifactory catalogue lists them)")
+                elif m.kind.value == "counter" and not rng:
+                    problems.append(f"{args.file}: rule {r.name}: {sel.measurement}.{sel.field} is a counter: read "
+                                    "it with rate() or increase() over a range")
+    for p in problems:
+        print(p, file=sys.stderr)
+    if problems:
+        return EX_CONFIG
+    print(f"{args.file}: OK, {len(rules)} rules")
     return EX_OK
 
 
@@ -281,6 +353,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--every", type=_duration_arg, default=1.0, metavar="DURATION",
                    help="time between runs (default 1s); runs are timestamped exactly this far apart")
     c.set_defaults(func=cmd_collect)
+
+    a = sub.add_parser("alerts", parents=[common], help="alerts of this node")
+    a.add_argument("--state", choices=["firing", "pending", "resolved", "all"], default="all")
+    a.add_argument("--severity", choices=["info", "warning", "critical"], help="this severity or higher")
+    a.add_argument("--since", type=_duration_arg, metavar="DURATION", help="changed within this long")
+    a.add_argument("--json", action="store_true")
+    a.add_argument("--fail-on", choices=["info", "warning", "critical"],
+                   help="exit 1 when an alert of this severity or higher is firing")
+    a.set_defaults(func=cmd_alerts)
+
+    ru = sub.add_parser("rules", parents=[common], help="alert rule files")
+    rsub = ru.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
+    lint = rsub.add_parser("lint", parents=[common], help="check a rule file: syntax, declared metrics, counters")
+    lint.add_argument("file")
+    lint.set_defaults(func=cmd_rules)
 
     s = sub.add_parser("status", parents=[common], help="what the running agent is doing")
     s.add_argument("--json", action="store_true")

@@ -139,8 +139,14 @@ class OutputsSection(Strict):
         return self
 
 
+class AlertsSection(Strict):
+    enabled: bool = True
+    rules: list[Path] = Field(default_factory=list, description="rule files (YAML, Prometheus-shaped)")
+
+
 class Settings(Strict):
     agent: AgentSection = Field(default_factory=AgentSection)
+    alerts: AlertsSection = Field(default_factory=AlertsSection)
     tags: TagsSection = Field(default_factory=TagsSection)
     collectors: dict[str, Any] = Field(default_factory=dict)
     outputs: OutputsSection = Field(default_factory=OutputsSection)
@@ -161,6 +167,22 @@ class Config:
     instances: list[InstanceConfig]
     source: Path | None  # None: built-in defaults
     unavailable: dict[str, str] = field(default_factory=dict)
+
+    def alert_rules(self) -> list:
+        """The compiled rules of every file in alerts.rules (relative to the config file's folder)."""
+        from .alerts.rules import load_rules
+
+        if not self.settings.alerts.enabled:
+            return []
+        base = self.source.parent if self.source else Path.cwd()
+        out, names = [], set()
+        for f in self.settings.alerts.rules:
+            for r in load_rules(f if f.is_absolute() else base / f):
+                if r.name in names:
+                    raise ConfigError([f"{r.source}: rule {r.name} also defined in another rule file"])
+                names.add(r.name)
+                out.append(r)
+        return out
 
     @property
     def hostname(self) -> str:

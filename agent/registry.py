@@ -61,6 +61,9 @@ class Registry:
 
         cat = Catalogue()
         cat.declare("agent", AGENT_METRICS)
+        from .alerts.engine import ALERT_METRICS
+
+        cat.declare("alerts", ALERT_METRICS)
         for spec in self.specs.values():
             if spec.cls:
                 cat.declare(spec.name, spec.cls.METRICS)

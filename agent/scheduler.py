@@ -14,6 +14,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from . import __version__
+from .alerts.engine import AlertEngine, AlertStore
 from .bus import SampleBus
 from .collector import Collector, Context
 from .config import Config
@@ -77,11 +78,23 @@ class Agent:
             if opts.enabled:
                 outputs.append(InfluxOutput(opts, state_dir))
         self.pipeline = Pipeline(outputs, config.settings.agent.queue_size)
-        self.runners = build_runners(config, self.registry, self.pipeline.publish, state_dir)
+        rules = config.alert_rules()
+        self.alerts = AlertEngine(rules, AlertStore(state_dir / "alerts.db")) if rules else None
+        self.runners = build_runners(config, self.registry, self._publish, state_dir)
         self.process = ProcessStats()
         self.started_at = time.time()
         self._stop: asyncio.Event | None = None  # created inside the running loop
         self._tasks: set[asyncio.Task] = set()
+
+    def _publish(self, samples):
+        """Every collection: to the alert engine (evaluated at once), then to the outputs with the alert states."""
+        if self.alerts is not None and samples:
+            self.alerts.observe(samples)
+            try:
+                samples = samples + self.alerts.evaluate()
+            except Exception as e:  # never lose a collection to the alert engine
+                log.error("alert evaluation failed: %s", e)
+        return self.pipeline.publish(samples)
 
     # --- status ---------------------------------------------------------------
     def status(self, stopped: bool = False) -> dict:
@@ -169,6 +182,8 @@ class Agent:
             flushed = await asyncio.to_thread(self.pipeline.stop, flush_timeout)
             for r in self.runners:
                 r.close()
+            if self.alerts is not None:
+                self.alerts.close()
             self.write_status(stopped=True)
             log.info("agent stopped%s", "" if flushed else " (some samples were not written)")
         return 0

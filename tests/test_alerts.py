@@ -137,3 +137,131 @@ def test_malformed_rule_files_name_file_line_and_rule(tmp_path, text, want):
     assert str(p) in msg and want in msg, msg
     if "defined twice" not in want:
         assert "(rule " in msg
+
+
+def test_rule_on_a_real_reading_fires_survives_a_restart_and_resolves(tmp_path):
+    """The agent scrapes a loopback vLLM page; a configured rule on its running requests fires after its
+    `for`, shows in `aifactory alerts --json`, stays firing across an agent restart, then resolves."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    page = (root / "tests" / "fixtures" / "inference" / "vllm.txt").read_text()
+    state = {"running": 9}
+
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = (page.replace("{PROMPT}", "1").replace("{GEN}", "1")
+                    .replace('Instruct"} 3.0', f'Instruct"}} {state["running"]}.0', 1)).encode()
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    (tmp_path / "rules.yaml").write_text("""groups:
+  - name: inference
+    rules:
+      - alert: InferenceBacklog
+        expr: inference.running_requests > 5
+        for: 2s
+        severity: critical
+        summary: "{{ $labels.model }}: {{ $value }} requests running"
+""")
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(f"""agent: {{interval: 1s}}
+alerts: {{rules: [rules.yaml]}}
+collectors:
+  host: {{enabled: false}}
+  storage: {{enabled: false}}
+  network: {{enabled: false}}
+  gpu: {{enabled: false}}
+  efficiency: {{enabled: false}}
+  inference:
+    discover: false
+    endpoints: [{{url: "http://127.0.0.1:{httpd.server_address[1]}/metrics"}}]
+""")
+    args = ["-c", str(cfg), "--state-dir", str(tmp_path / "state")]
+
+    def cli(*a):
+        return subprocess.run([sys.executable, "-m", "agent", *a, *args], cwd=root, capture_output=True, text=True,
+                              timeout=60)
+
+    def start():
+        return subprocess.Popen([sys.executable, "-m", "agent", "run", *args], cwd=root, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+
+    def wait_for(state_name):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            r = cli("alerts", "--json")
+            rows = json.loads(r.stdout) if r.returncode == 0 and r.stdout.strip() else []
+            if rows and rows[0]["state"] == state_name:
+                return rows
+            time.sleep(0.3)
+        raise AssertionError(f"alert never became {state_name}: {rows}")
+
+    def stop(p):
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err
+
+    assert cli("config", "check").stdout.strip().endswith("1 alert rules")
+    agent = start()
+    try:
+        pending = wait_for("pending")
+        firing = wait_for("firing")
+        assert firing[0]["fired_at"] - pending[0]["active_since"] >= 2
+        assert firing[0]["summary"] == "meta-llama/Llama-3.1-8B-Instruct: 9 requests running"
+        assert cli("alerts", "--fail-on", "critical").returncode == 1
+    finally:
+        stop(agent)
+    agent = start()  # a restart keeps the state
+    try:
+        time.sleep(1.5)
+        rows = json.loads(cli("alerts", "--json").stdout)
+        assert rows[0]["state"] == "firing" and rows[0]["fired_at"] == firing[0]["fired_at"]
+        state["running"] = 0
+        wait_for("resolved")
+        r = cli("alerts", "--state", "firing")
+        assert r.returncode == 0 and "no alerts" in r.stdout
+        assert cli("alerts", "--fail-on", "critical").returncode == 0
+    finally:
+        stop(agent)
+        httpd.shutdown()
+
+
+def test_rules_lint(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    good = tmp_path / "good.yaml"
+    good.write_text("groups:\n  - name: g\n    rules:\n      - alert: Hot\n        expr: gpu.temperature_celsius > 85\n"
+                    "      - alert: Energy\n        expr: rate(gpu.energy_joules_total[5m]) > 700\n")
+    r = subprocess.run([sys.executable, "-m", "agent", "rules", "lint", str(good)], cwd=root, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and "OK, 2 rules" in r.stdout, r.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("groups:\n  - name: g\n    rules:\n      - alert: Raw\n        expr: gpu.energy_joules_total > 1\n"
+                   "      - alert: Typo\n        expr: gpu.temprature_celsius > 1\n")
+    r = subprocess.run([sys.executable, "-m", "agent", "rules", "lint", str(bad)], cwd=root, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 78
+    assert "rule Raw: gpu.energy_joules_total is a counter" in r.stderr
+    assert "rule Typo: gpu.temprature_celsius is not a declared metric" in r.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("groups:\n  - name: g\n    rules:\n      - alert: X\n        expr: gpu.x >\n")
+    r = subprocess.run([sys.executable, "-m", "agent", "rules", "lint", str(broken)], cwd=root,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 78 and f"{broken}:5:" in r.stderr and "(rule X)" in r.stderr
