@@ -277,13 +277,28 @@ def cmd_alerts(args) -> int:
     return EX_OK
 
 
+def cmd_rules_test(args) -> int:
+    from .alerts.testing import run_tests
+
+    failures = run_tests(Path(args.file))
+    for f in failures:
+        print(f, file=sys.stderr)
+    if failures:
+        print(f"{args.file}: {len(failures)} failed", file=sys.stderr)
+        return EX_FAIL
+    print(f"{args.file}: all rule tests passed")
+    return EX_OK
+
+
 def cmd_rules(args) -> int:
     from .alerts.expr import selectors
     from .alerts.rules import load_rules
     from .registry import default_registry
 
     cat = default_registry().catalogue()
-    rules = load_rules(Path(args.file))  # a ConfigError exits 78 with file, line and rule
+    from .config import DEFAULT_RULES
+
+    rules = load_rules(DEFAULT_RULES if args.file == "default" else Path(args.file))  # ConfigError: exit 78
     problems = []
     for r in rules:
         for node in (r.expr, r.clear):
@@ -368,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     lint = rsub.add_parser("lint", parents=[common], help="check a rule file: syntax, declared metrics, counters")
     lint.add_argument("file")
     lint.set_defaults(func=cmd_rules)
+    rt = rsub.add_parser("test", parents=[common], help="run rule tests: fixture series and expected alert states")
+    rt.add_argument("file")
+    rt.set_defaults(func=cmd_rules_test)
 
     s = sub.add_parser("status", parents=[common], help="what the running agent is doing")
     s.add_argument("--json", action="store_true")

@@ -141,6 +141,9 @@ class OutputsSection(Strict):
 
 class AlertsSection(Strict):
     enabled: bool = True
+    default_rules: bool = Field(True, description="the built-in rule pack (agent/alerts/default_rules.yaml)")
+    disable: list[str] = Field(default_factory=list, description="rules to leave out, by name (to tune one: "
+                                                                 "disable it and define your own version)")
     rules: list[Path] = Field(default_factory=list, description="rule files (YAML, Prometheus-shaped)")
 
 
@@ -175,9 +178,15 @@ class Config:
         if not self.settings.alerts.enabled:
             return []
         base = self.source.parent if self.source else Path.cwd()
+        files = [f if f.is_absolute() else base / f for f in self.settings.alerts.rules]
+        if self.settings.alerts.default_rules:
+            files.insert(0, DEFAULT_RULES)
         out, names = [], set()
-        for f in self.settings.alerts.rules:
-            for r in load_rules(f if f.is_absolute() else base / f):
+        disabled = set(self.settings.alerts.disable)
+        for f in files:
+            for r in load_rules(f):
+                if r.name in disabled:
+                    continue
                 if r.name in names:
                     raise ConfigError([f"{r.source}: rule {r.name} also defined in another rule file"])
                 names.add(r.name)
@@ -206,6 +215,9 @@ class Config:
         data["collectors"] = {k: (v[0] if len(v) == 1 else v) for k, v in cols.items()}
         data["source"] = str(self.source) if self.source else "built-in defaults"
         return data
+
+
+DEFAULT_RULES = Path(__file__).parent / "alerts" / "default_rules.yaml"
 
 
 class ConfigError(Exception):

@@ -265,3 +265,42 @@ def test_rules_lint(tmp_path):
     r = subprocess.run([sys.executable, "-m", "agent", "rules", "lint", str(broken)], cwd=root,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 78 and f"{broken}:5:" in r.stderr and "(rule X)" in r.stderr
+
+
+def test_every_default_rule_fires_and_resolves_in_its_rule_test():
+    from pathlib import Path
+
+    import yaml
+
+    from agent.alerts.testing import run_tests
+    from agent.config import DEFAULT_RULES
+
+    tests = DEFAULT_RULES.with_name("default_rules.test.yaml")
+    assert run_tests(tests) == []
+    covered = {}
+    for case in yaml.safe_load(tests.read_text())["tests"]:
+        for chk in case["alert_rule_test"]:
+            covered.setdefault(chk["alertname"], set()).update(a["state"] for a in chk["exp_alerts"])
+    names = {r.name for r in load_rules(DEFAULT_RULES)}
+    assert set(covered) == names and all(v == {"firing", "resolved"} for v in covered.values())
+    assert Path(DEFAULT_RULES).exists()
+
+
+def test_rule_test_failures_are_reported(tmp_path):
+    from agent.alerts.testing import expand, run_tests
+
+    assert expand("1 2+3x2 _ 5-1x1") == [1.0, 2.0, 5.0, 8.0, None, 5.0, 4.0]
+    (tmp_path / "r.yaml").write_text(RULES)
+    (tmp_path / "t.yaml").write_text("""rule_files: [r.yaml]
+tests:
+  - name: wrong expectation
+    input_series:
+      - series: 'gpu.temperature_celsius{host="n1",gpu="0"}'
+        values: '90x10'
+    alert_rule_test:
+      - eval_time: 10s
+        alertname: GpuHot
+        exp_alerts: [{labels: {gpu: "0"}, state: firing}]
+""")
+    (msg,) = run_tests(tmp_path / "t.yaml")
+    assert "GpuHot at 10s" in msg and "pending" in msg

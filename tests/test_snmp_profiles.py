@@ -203,6 +203,7 @@ TABLE = [
         ("cooling", t(unit="2", vendor="rittal"), "entering_fluid_temperature_celsius", 14.0, "celsius"),
         ("cooling", t(unit="2", vendor="rittal"), "cooling_output_watts", 8830.0, "watts"),
         ("cooling", t(unit="2", vendor="rittal"), "fan_speed_percent", 63.0, "percent"),
+        ("cooling", t(unit="2", vendor="rittal"), "alarms_present", 0.0, "count"),
     ]),
     ("apc-inrow-dx", "apc-cooling-unit", [
         ("cooling", t(unit="1", vendor="apc"), "supply_air_temperature_celsius", 19.4, "celsius"),  # 194 / 10
