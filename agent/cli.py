@@ -243,6 +243,8 @@ def cmd_alerts(args) -> int:
     from .alerts.engine import read_alerts
 
     config = _load(args)
+    if args.fleet:
+        return _fleet_alerts(args, config)
     path = _state_dir(args, config) / "alerts.db"
     rows = read_alerts(path)
     now = time.time()
@@ -274,6 +276,70 @@ def cmd_alerts(args) -> int:
         worst = [r for r in rows if r["state"] == "firing"
                  and SEVERITY_ORDER[r["severity"]] >= SEVERITY_ORDER[args.fail_on]]
         return EX_FAIL if worst else EX_OK
+    return EX_OK
+
+
+def _fleet_alerts(args, config: Config) -> int:
+    """Alerts of every node, from the `alerts` measurement the agents write to InfluxDB (InfluxQL)."""
+    from .influxql import InfluxQL, InfluxQLOptions, QueryError
+
+    out = next((o for o in config.settings.outputs.influxdb if o.enabled), None)
+    opts = {"url": args.url or (out.url if out else None),
+            "database": args.database or (out and (out.database or out.bucket)),
+            "username": args.username or (out.username if out else None),
+            "password_file": args.password_file or (out.password_file if out else None),
+            "token_file": args.token_file or (out.token_file if out else None),
+            "token_env": None if (args.token_file or args.password_file) else (out.token_env if out else None),
+            "tls_verify": out.tls_verify if out else True}
+    if not opts["url"] or not opts["database"]:
+        print("aifactory: --fleet needs an InfluxDB: --url and --database, or an influxdb output in the config",
+              file=sys.stderr)
+        return EX_USAGE
+    since = args.since or 900.0
+    try:
+        client = InfluxQL(InfluxQLOptions(**{k: v for k, v in opts.items() if v is not None}), "alerts --fleet")
+        series = client.query('SELECT last("state") AS state, last("value") AS value, last("active_seconds") AS '
+                              f'active FROM "alerts" WHERE time > now() - {int(since)}s GROUP BY *')
+    except (QueryError, ConfigError) as e:
+        print(f"aifactory: {e}", file=sys.stderr)
+        return EX_FAIL
+    rows = []
+    for s in series:
+        tags = dict(s.get("tags") or {})
+        r = dict(zip(s["columns"], s["values"][-1]))
+        rows.append({"alertname": tags.pop("alertname", ""), "severity": tags.pop("severity", "warning"),
+                     "state": r.get("state") or "", "value": r.get("value"), "active_seconds": r.get("active"),
+                     "host": tags.get("host", ""), "rack": tags.get("rack", ""),
+                     "labels": {k: v for k, v in tags.items() if v}, "time_ns": r.get("time")})
+    if args.state != "all":
+        rows = [r for r in rows if r["state"] == args.state]
+    if args.severity:
+        rows = [r for r in rows if SEVERITY_ORDER.get(r["severity"], 1) >= SEVERITY_ORDER[args.severity]]
+    group = args.group_by or "host"
+    rows.sort(key=lambda r: (r[group], -SEVERITY_ORDER.get(r["severity"], 1), r["alertname"]))
+    if args.json:
+        json.dump(rows, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    elif not rows:
+        print("no alerts in the fleet")
+    else:
+        summary: dict[str, dict[str, int]] = {}
+        for r in rows:
+            g = summary.setdefault(r[group] or "-", {"firing": 0, "pending": 0, "resolved": 0, "critical": 0})
+            g[r["state"]] = g.get(r["state"], 0) + 1
+            if r["state"] == "firing" and r["severity"] == "critical":
+                g["critical"] += 1
+        print(_table([group.upper(), "FIRING", "CRITICAL", "PENDING", "RESOLVED"],
+                     [[k, v["firing"], v["critical"], v["pending"], v["resolved"]] for k, v in summary.items()]))
+        print()
+        print(_table([group.upper(), "STATE", "SEVERITY", "ALERT", "LABELS", "VALUE"],
+                     [[r[group] or "-", r["state"], r["severity"], r["alertname"],
+                       ",".join(f"{k}={v}" for k, v in sorted(r["labels"].items()) if k not in ("host", group)),
+                       "" if r["value"] is None else f"{r['value']:.4g}"] for r in rows]))
+    if args.fail_on:
+        bad = [r for r in rows if r["state"] == "firing"
+               and SEVERITY_ORDER.get(r["severity"], 1) >= SEVERITY_ORDER[args.fail_on]]
+        return EX_FAIL if bad else EX_OK
     return EX_OK
 
 
@@ -376,6 +442,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--json", action="store_true")
     a.add_argument("--fail-on", choices=["info", "warning", "critical"],
                    help="exit 1 when an alert of this severity or higher is firing")
+    a.add_argument("--fleet", action="store_true", help="every node's alerts, from InfluxDB")
+    a.add_argument("--group-by", choices=["host", "rack"], help="with --fleet: group (default host)")
+    a.add_argument("--url", help="with --fleet: InfluxDB URL (default: the config's influxdb output)")
+    a.add_argument("--database", help="with --fleet: database / v1-mapped bucket")
+    a.add_argument("--username")
+    a.add_argument("--password-file")
+    a.add_argument("--token-file")
     a.set_defaults(func=cmd_alerts)
 
     ru = sub.add_parser("rules", parents=[common], help="alert rule files")

@@ -304,3 +304,52 @@ tests:
 """)
     (msg,) = run_tests(tmp_path / "t.yaml")
     assert "GpuHot at 10s" in msg and "pending" in msg
+
+
+def test_fleet_alerts_from_a_real_influxdb(influxd):
+    """Alerts written by several hosts (measurement alerts) read back with --fleet, grouped by host or rack."""
+    import json
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    from agent.model import to_line_protocol
+
+    root = Path(__file__).resolve().parent.parent
+    influxd.create_db("fleetalerts")
+    now = time.time_ns()
+    samples = []
+    for host, rack, alert, sev, state, value in (
+            ("n1", "r1", "GpuLost", "critical", "firing", 1.0),
+            ("n2", "r1", "DiskAlmostFull", "warning", "pending", 93.0),
+            ("n3", "r2", "GpuTemperatureNearSlowdown", "warning", "firing", 84.0),
+            ("n3", "r2", "UpsOnBattery", "critical", "resolved", 0.0)):
+        samples.append(Sample("alerts", {"host": host, "rack": rack, "alertname": alert, "severity": sev,
+                                         "gpu": "0"},
+                              {"state": state, "firing": state == "firing", "value": value, "active_seconds": 60.0},
+                              now - 5_000_000_000))
+    body = to_line_protocol(samples).encode()
+    urllib.request.urlopen(urllib.request.Request(influxd.url + "/write?db=fleetalerts&precision=ns", data=body),
+                           timeout=30).read()
+
+    def cli(*a):
+        return subprocess.run([sys.executable, "-m", "agent", "alerts", "--fleet", "--url", influxd.url,
+                               "--database", "fleetalerts", *a], cwd=root, capture_output=True, text=True, timeout=60)
+
+    r = cli("--json")
+    assert r.returncode == 0, r.stderr
+    rows = {(x["host"], x["alertname"]): x for x in json.loads(r.stdout)}
+    assert rows[("n1", "GpuLost")]["state"] == "firing" and rows[("n1", "GpuLost")]["rack"] == "r1"
+    assert rows[("n2", "DiskAlmostFull")]["value"] == 93.0 and len(rows) == 4
+    r = cli("--state", "firing", "--group-by", "rack")
+    assert r.returncode == 0 and "GpuLost" in r.stdout and "DiskAlmostFull" not in r.stdout
+    summary = r.stdout.split("\n\n")[0].splitlines()
+    assert summary[0].split()[:3] == ["RACK", "FIRING", "CRITICAL"]
+    assert summary[1].split()[:3] == ["r1", "1", "1"] and summary[2].split()[:3] == ["r2", "1", "0"]
+    assert cli("--fail-on", "critical").returncode == 1
+    assert cli("--fail-on", "critical", "--state", "firing", "--severity", "critical").returncode == 1
+    bad = subprocess.run([sys.executable, "-m", "agent", "alerts", "--fleet", "--url", "http://127.0.0.1:1",
+                          "--database", "x"], cwd=root, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "http://127.0.0.1:1" in bad.stderr

@@ -1,0 +1,68 @@
+"""InfluxQL queries over the v1 /query API (InfluxDB 1.x, 2.x v1 compatibility, 3.x).
+
+Used where the agent reads the fleet back: tokens for rack/facility efficiency on a poller, and
+`aifactory alerts --fleet`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import urllib.parse
+import urllib.request
+
+from pydantic import Field
+
+from .config import PositiveDuration, Strict
+from .secrets import read_secret
+
+
+class InfluxQLOptions(Strict):
+    url: str = Field(..., pattern=r"^https?://", description="InfluxDB base URL (v1 /query API)")
+    database: str = Field(..., description="database (InfluxDB 2.x/3.x: the bucket mapped for v1 queries)")
+    username: str | None = None
+    password_file: str | None = None
+    token_file: str | None = Field(None, description="API token (InfluxDB 2.x/3.x), sent as 'Token ...'")
+    token_env: str | None = None
+    timeout: PositiveDuration = 5.0
+    tls_verify: bool = True
+
+
+class QueryError(Exception):
+    pass
+
+
+class InfluxQL:
+    def __init__(self, opts: InfluxQLOptions, where: str = "influxql") -> None:
+        self.opts = opts
+        self.headers = {"Accept": "application/json"}
+        token = read_secret(f"{where}.token_file", opts.token_file, opts.token_env)
+        if token:
+            self.headers["Authorization"] = f"Token {token}"
+        elif opts.username:
+            pw = read_secret(f"{where}.password_file", opts.password_file) or ""
+            self.headers["Authorization"] = "Basic " + base64.b64encode(f"{opts.username}:{pw}".encode()).decode()
+        self.ctx = None
+        if opts.url.startswith("https") and not opts.tls_verify:
+            self.ctx = ssl.create_default_context()
+            self.ctx.check_hostname = False
+            self.ctx.verify_mode = ssl.CERT_NONE
+
+    def query(self, q: str) -> list[dict]:
+        """The series of the first statement's result: [{"name", "tags", "columns", "values"}]."""
+        url = self.opts.url.rstrip("/") + "/query?" + urllib.parse.urlencode({"db": self.opts.database, "q": q,
+                                                                              "epoch": "ns"})
+        req = urllib.request.Request(url, headers=self.headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.opts.timeout, context=self.ctx) as r:  # noqa: S310
+                doc = json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            raise QueryError(f"InfluxDB at {self.opts.url} answered HTTP {e.code}"
+                             + (": check the credentials" if e.code in (401, 403) else "")) from None
+        except (OSError, ValueError) as e:
+            raise QueryError(f"InfluxDB query to {self.opts.url} failed: {getattr(e, 'reason', None) or e}") from None
+        res = (doc.get("results") or [{}])[0]
+        if "error" in res:
+            raise QueryError(f"InfluxDB: {res['error']}")
+        return res.get("series", [])
