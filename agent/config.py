@@ -139,12 +139,35 @@ class OutputsSection(Strict):
         return self
 
 
+class Receiver(Strict):
+    """Where alert notifications go: a JSON webhook or an Alertmanager (API v2)."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+    type: Literal["webhook", "alertmanager"] = "webhook"
+    url: str = Field(..., pattern=r"^https?://", description="webhook URL, or Alertmanager base URL")
+    token_file: str | None = Field(None, description="bearer token for the receiver (file or credential name)")
+    timeout: PositiveDuration = 5.0
+    max_attempts: int = Field(8, ge=1, description="tries per notification before it is dropped")
+    resend: PositiveDuration = Field(60.0, description="Alertmanager: re-send firing alerts this often")
+
+
 class AlertsSection(Strict):
     enabled: bool = True
     default_rules: bool = Field(True, description="the built-in rule pack (agent/alerts/default_rules.yaml)")
     disable: list[str] = Field(default_factory=list, description="rules to leave out, by name (to tune one: "
                                                                  "disable it and define your own version)")
     rules: list[Path] = Field(default_factory=list, description="rule files (YAML, Prometheus-shaped)")
+    receivers: list[Receiver] = Field(default_factory=list, description="notification receivers")
+    default_receivers: list[str] = Field(default_factory=list,
+                                         description="receivers of rules that name none (`notify:`)")
+
+    @model_validator(mode="after")
+    def _known_receivers(self):
+        names = {r.name for r in self.receivers}
+        unknown = [n for n in self.default_receivers if n not in names]
+        if unknown:
+            raise ValueError(f"default_receivers names unknown receivers: {', '.join(unknown)}")
+        return self
 
 
 class Settings(Strict):
@@ -183,10 +206,15 @@ class Config:
             files.insert(0, DEFAULT_RULES)
         out, names = [], set()
         disabled = set(self.settings.alerts.disable)
+        receivers = {r.name for r in self.settings.alerts.receivers}
         for f in files:
             for r in load_rules(f):
                 if r.name in disabled:
                     continue
+                unknown = [n for n in (r.rule.notify or []) if n not in receivers]
+                if unknown:
+                    raise ConfigError([f"{r.source}: rule {r.name}: notify names unknown receivers: "
+                                       f"{', '.join(unknown)} (alerts.receivers)"])
                 if r.name in names:
                     raise ConfigError([f"{r.source}: rule {r.name} also defined in another rule file"])
                 names.add(r.name)

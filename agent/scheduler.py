@@ -79,7 +79,15 @@ class Agent:
                 outputs.append(InfluxOutput(opts, state_dir))
         self.pipeline = Pipeline(outputs, config.settings.agent.queue_size)
         rules = config.alert_rules()
-        self.alerts = AlertEngine(rules, AlertStore(state_dir / "alerts.db")) if rules else None
+        self.alerts = None
+        if rules:
+            al = config.settings.alerts
+            notifier = None
+            if al.receivers:
+                from .alerts.notify import Notifier
+
+                notifier = Notifier(al.receivers)
+            self.alerts = AlertEngine(rules, AlertStore(state_dir / "alerts.db"), notifier, al.default_receivers)
         self.runners = build_runners(config, self.registry, self._publish, state_dir)
         self.process = ProcessStats()
         self.started_at = time.time()

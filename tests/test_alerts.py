@@ -353,3 +353,113 @@ def test_fleet_alerts_from_a_real_influxdb(influxd):
     bad = subprocess.run([sys.executable, "-m", "agent", "alerts", "--fleet", "--url", "http://127.0.0.1:1",
                           "--database", "x"], cwd=root, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "http://127.0.0.1:1" in bad.stderr
+
+
+class Receiver:
+    """A loopback HTTP receiver recording JSON bodies; can fail its first N requests or hold them."""
+
+    def __init__(self, fail_first: int = 0, hold: bool = False) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.bodies, self.paths, self.fail_first = [], [], fail_first
+        self.release = threading.Event()
+        self.got = threading.Event()
+        if not hold:
+            self.release.set()
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):
+                import json
+
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.release.wait(30)
+                if outer.fail_first > 0:
+                    outer.fail_first -= 1
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                outer.bodies.append(body)
+                outer.paths.append((self.path, self.headers.get("Authorization")))
+                outer.got.set()
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def wait(self, n: int, timeout: float = 20.0) -> list:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while len(self.bodies) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.bodies
+
+    def close(self):
+        self.release.set()
+        self.httpd.shutdown()
+
+
+def test_webhook_and_alertmanager_notifications_retry_and_never_block(tmp_path, monkeypatch):
+    from agent.alerts.notify import Notifier
+    from agent.config import Receiver as ReceiverConfig
+
+    monkeypatch.setattr("agent.alerts.notify.backoff", lambda n, base, cap: 0.05)
+    (tmp_path / "token").write_text("s3cret-token\n")
+    hook, am, held = Receiver(fail_first=2), Receiver(), Receiver(hold=True)
+    notifier = Notifier([ReceiverConfig(name="hook", url=hook.url + "/hook", token_file=str(tmp_path / "token")),
+                         ReceiverConfig(name="am", type="alertmanager", url=am.url, resend=60),
+                         ReceiverConfig(name="slow", url=held.url, timeout=60)])
+    (tmp_path / "r.yaml").write_text(RULES.replace("severity: critical", "severity: critical\n"
+                                                   "        notify: [hook, am, slow]"))
+    eng = AlertEngine(load_rules(tmp_path / "r.yaml"), None, notifier)
+    try:
+        for t, temp in ((0, 90), (30, 90)):  # pending, then firing (for: 30s)
+            eng.observe([gpu(temp, T + t)])
+            eng.evaluate(T + t)
+        # the held receiver has not answered, and evaluation went on regardless
+        assert not held.got.is_set() and {a["state"] for a in eng.alerts.values()} == {"firing"}
+        (fired,) = hook.wait(1)  # after two 503s, the retry got through
+        assert fired["status"] == "firing" and fired["alerts"][0]["alertname"] == "GpuHot"
+        assert fired["alerts"][0]["labels"]["gpu"] == "0" and fired["alerts"][0]["summary"] == "GPU 0 on n1 at 90 C"
+        assert hook.paths[0] == ("/hook", "Bearer s3cret-token")
+        (am_fired,) = am.wait(1)
+        assert am.paths[0][0] == "/api/v2/alerts"
+        assert am_fired[0]["labels"]["alertname"] == "GpuHot" and "endsAt" not in am_fired[0]
+        eng.observe([gpu(91, T + 60)])
+        eng.evaluate(T + 60)   # still firing, within resend: nothing new
+        eng.observe([gpu(92, T + 95)])
+        eng.evaluate(T + 95)   # Alertmanager forgets alerts not re-sent: re-sent after 60 s
+        assert len(am.wait(2)) == 2 and len(hook.bodies) == 1
+        eng.observe([gpu(70, T + 100)])
+        eng.evaluate(T + 100)  # resolved
+        resolved = hook.wait(2)[1]
+        assert resolved["status"] == "resolved" and resolved["alerts"][0]["endsAt"]
+        assert am.wait(3)[2][0]["endsAt"]
+        held.release.set()
+        assert len(held.wait(2)) == 2  # the slow receiver gets both, late, in order
+        assert held.bodies[0]["status"] == "firing" and held.bodies[1]["status"] == "resolved"
+        assert notifier.dropped == 0 and notifier.failed == 0
+    finally:
+        eng.close()
+        for r in (hook, am, held):
+            r.close()
+
+
+def test_rule_naming_an_unknown_receiver_is_a_config_error(tmp_path):
+    from agent.config import build_config
+    from agent.registry import default_registry
+
+    (tmp_path / "r.yaml").write_text(RULES.replace("severity: critical", "severity: critical\n"
+                                                   "        notify: [pager]"))
+    cfg = build_config({"alerts": {"rules": [str(tmp_path / "r.yaml")], "default_rules": False}}, {}, None,
+                       default_registry())
+    with pytest.raises(ConfigError) as e:
+        cfg.alert_rules()
+    assert "rule GpuHot: notify names unknown receivers: pager" in str(e.value)

@@ -130,8 +130,12 @@ def read_alerts(path: Path) -> list[dict]:
 
 
 class AlertEngine:
-    def __init__(self, rules: list[CompiledRule], store: AlertStore | None) -> None:
+    def __init__(self, rules: list[CompiledRule], store: AlertStore | None, notifier=None,
+                 default_receivers: list[str] | None = None) -> None:
         self.rules = rules
+        self.notifier = notifier
+        self.default_receivers = default_receivers or []
+        self._events: dict[str, list[dict]] = {}
         keep = max([r for rule in rules for node in (rule.expr, rule.clear) if node
                     for _, r in selectors(node)] + [0.0]) + 60.0
         self.history = History(keep)
@@ -147,6 +151,7 @@ class AlertEngine:
         now = time.time() if now is None else now
         with self.lock:
             removed: list[str] = []
+            self._events = {}
             for rule in self.rules:
                 try:
                     active = evaluate(rule.expr, self.history, now)
@@ -164,7 +169,19 @@ class AlertEngine:
                 del self.alerts[k]
             if self.store:
                 self.store.save(self.alerts, removed)
+            if self.notifier is not None:
+                for receiver, alerts in self._events.items():
+                    self.notifier.submit(receiver, alerts)
             return self._samples(now)
+
+    def _notify(self, rule: CompiledRule, key: str, a: dict, now: float, transition: bool) -> None:
+        if self.notifier is None:
+            return
+        for receiver in rule.rule.notify if rule.rule.notify is not None else self.default_receivers:
+            if transition or (a["state"] == "firing" and self.notifier.due_resend(receiver, key, now)):
+                if transition:
+                    self.notifier.last_sent[(receiver, key)] = now
+                self._events.setdefault(receiver, []).append(dict(a))
 
     def _advance(self, rule: CompiledRule, active: dict, clear: dict | None, now: float, removed: list) -> None:
         r = rule.rule
@@ -178,10 +195,13 @@ class AlertEngine:
                 a = self.alerts[key] = {"alertname": rule.name, "labels": lab, "severity": r.severity,
                                         "state": "pending", "active_since": now, "fired_at": None,
                                         "resolved_at": None}
-            if a["state"] == "pending" and now - a["active_since"] >= r.for_:
+            fired = a["state"] == "pending" and now - a["active_since"] >= r.for_
+            if fired:
                 a["state"], a["fired_at"] = "firing", now
             a.update(value=value, summary=render(r.summary, lab, value),
                      description=render(r.description, lab, value), updated=now)
+            if a["state"] == "firing":
+                self._notify(rule, key, a, now, transition=fired)
         for key, a in list(self.alerts.items()):
             if a["alertname"] != rule.name or key in seen:
                 continue
@@ -192,6 +212,7 @@ class AlertEngine:
                 series = tuple(sorted((k, v) for k, v in a["labels"].items() if k not in r.labels))
                 if clear is None or series in clear:
                     a.update(state="resolved", resolved_at=now, updated=now)
+                    self._notify(rule, key, a, now, transition=True)
 
     def _samples(self, now: float) -> list[Sample]:
         ts = int(now * 1e9)
@@ -207,5 +228,7 @@ class AlertEngine:
         return out
 
     def close(self) -> None:
+        if self.notifier is not None:
+            self.notifier.close()
         if self.store:
             self.store.close()

@@ -39,6 +39,8 @@ class Rule(Strict):
     labels: dict[str, str] = Field(default_factory=dict)
     summary: str = ""
     description: str = ""
+    notify: list[str] | None = Field(None, description="receivers (alerts.receivers) to notify; "
+                                                       "default: alerts.default_receivers")
 
     @field_validator("expr", "clear")
     @classmethod
