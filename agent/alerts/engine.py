@@ -31,6 +31,7 @@ ALERT_METRICS = (
 
 STALE = 300.0  # a series not seen for this long is gone (no value, no alert)
 RESOLVED_KEEP = 86400.0  # resolved alerts stay listed this long
+SAVE_EVERY = 10.0
 
 
 class History(Source):
@@ -135,6 +136,8 @@ class AlertEngine:
         self.rules = rules
         self.notifier = notifier
         self.default_receivers = default_receivers or []
+        self._saved_at = 0.0
+        self._changed = False  # a state changed since the last save
         self._events: dict[str, list[dict]] = {}
         keep = max([r for rule in rules for node in (rule.expr, rule.clear) if node
                     for _, r in selectors(node)] + [0.0]) + 60.0
@@ -167,8 +170,11 @@ class AlertEngine:
                       if a["state"] == "resolved" and now - (a["resolved_at"] or now) > RESOLVED_KEEP]:
                 removed.append(k)
                 del self.alerts[k]
-            if self.store:
+            # States are saved at once (a restart must see them); values at most every SAVE_EVERY s,
+            # since this runs with each collection.
+            if self.store and (self._changed or removed or now - self._saved_at >= SAVE_EVERY):
                 self.store.save(self.alerts, removed)
+                self._saved_at, self._changed = now, False
             if self.notifier is not None:
                 for receiver, alerts in self._events.items():
                     self.notifier.submit(receiver, alerts)
@@ -192,12 +198,14 @@ class AlertEngine:
             seen.add(key)
             a = self.alerts.get(key)
             if a is None or a["state"] == "resolved":
+                self._changed = True
                 a = self.alerts[key] = {"alertname": rule.name, "labels": lab, "severity": r.severity,
                                         "state": "pending", "active_since": now, "fired_at": None,
                                         "resolved_at": None}
             fired = a["state"] == "pending" and now - a["active_since"] >= r.for_
             if fired:
                 a["state"], a["fired_at"] = "firing", now
+                self._changed = True
             a.update(value=value, summary=render(r.summary, lab, value),
                      description=render(r.description, lab, value), updated=now)
             if a["state"] == "firing":
@@ -211,6 +219,7 @@ class AlertEngine:
             elif a["state"] == "firing":
                 series = tuple(sorted((k, v) for k, v in a["labels"].items() if k not in r.labels))
                 if clear is None or series in clear:
+                    self._changed = True
                     a.update(state="resolved", resolved_at=now, updated=now)
                     self._notify(rule, key, a, now, transition=True)
 
@@ -231,4 +240,5 @@ class AlertEngine:
         if self.notifier is not None:
             self.notifier.close()
         if self.store:
+            self.store.save(self.alerts, [])
             self.store.close()
