@@ -343,6 +343,32 @@ def _fleet_alerts(args, config: Config) -> int:
     return EX_OK
 
 
+def cmd_dashboards(args) -> int:
+    from .dashboards import OUT, build, push
+
+    if args.dash_command == "build":
+        for path in build(Path(args.out) if args.out else OUT):
+            print(path)
+        return EX_OK
+    from .secrets import read_secret
+
+    try:
+        token = read_secret("--token-file", args.token_file)
+    except ConfigError as e:
+        print(f"aifactory: {e}", file=sys.stderr)
+        return EX_CONFIG
+    if not token:
+        print("aifactory: dashboards push needs --token-file (a Grafana service account token)", file=sys.stderr)
+        return EX_USAGE
+    try:
+        for uid, url in push(args.url, token, args.folder, verify=not args.insecure):
+            print(f"{uid}: {url}")
+    except RuntimeError as e:
+        print(f"aifactory: {e}", file=sys.stderr)
+        return EX_FAIL
+    return EX_OK
+
+
 def cmd_rules_test(args) -> int:
     from .alerts.testing import run_tests
 
@@ -459,6 +485,18 @@ def build_parser() -> argparse.ArgumentParser:
     rt = rsub.add_parser("test", parents=[common], help="run rule tests: fixture series and expected alert states")
     rt.add_argument("file")
     rt.set_defaults(func=cmd_rules_test)
+
+    dsh = sub.add_parser("dashboards", parents=[common], help="Grafana dashboards")
+    dsub = dsh.add_subparsers(dest="dash_command", required=True, metavar="COMMAND")
+    b = dsub.add_parser("build", parents=[common], help="write the dashboards' JSON (default: dashboards/)")
+    b.add_argument("--out", metavar="DIR")
+    b.set_defaults(func=cmd_dashboards)
+    pu = dsub.add_parser("push", parents=[common], help="create or update the dashboards in Grafana (by uid)")
+    pu.add_argument("--url", required=True, help="Grafana base URL")
+    pu.add_argument("--token-file", required=True, help="file with a Grafana service account token")
+    pu.add_argument("--folder", default="AI factory", help="folder title (created if missing)")
+    pu.add_argument("--insecure", action="store_true", help="do not verify the TLS certificate")
+    pu.set_defaults(func=cmd_dashboards)
 
     s = sub.add_parser("status", parents=[common], help="what the running agent is doing")
     s.add_argument("--json", action="store_true")

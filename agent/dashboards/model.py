@@ -1,0 +1,143 @@
+"""A small typed layer over Grafana dashboard JSON, with InfluxQL targets.
+
+grafana-foundation-sdk has no InfluxDB query model; dashboards here need little more than panels,
+raw InfluxQL targets, units, thresholds, variables and a grid, so this layer writes exactly that
+(Grafana schema version 39) and places panels on the 24-column grid itself, so they never overlap.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+SCHEMA_VERSION = 39
+DS = {"type": "influxdb", "uid": "${datasource}"}
+
+PanelType = Literal["timeseries", "stat", "gauge", "table", "bargauge", "state-timeline"]
+
+
+@dataclass
+class Query:
+    influxql: str
+    legend: str = ""  # alias, e.g. "$tag_host gpu $tag_gpu"
+    table: bool = False
+
+    def measurements_fields(self) -> list[tuple[str, str]]:
+        """(measurement, field) pairs the query reads, for the catalogue check."""
+        out = []
+        for m in re.finditer(r'FROM\s+"([a-z_]+)"', self.influxql):
+            meas = m.group(1)
+            select = re.sub(r'\s+AS\s+"?\w+"?', "", self.influxql[:m.start()].rsplit("SELECT", 1)[-1])
+            for f in re.findall(r'"([a-z][a-z0-9_]*)"', select):
+                out.append((meas, f))
+        return out
+
+
+@dataclass
+class Panel:
+    title: str
+    type: PanelType
+    queries: list[Query]
+    unit: str = "none"
+    w: int = 12
+    h: int = 8
+    description: str = ""
+    decimals: int | None = None
+    thresholds: list[tuple[float | None, str]] = field(default_factory=lambda: [(None, "green")])
+    min: float | None = None
+    max: float | None = None
+    stack: bool = False
+
+
+@dataclass
+class Row:
+    title: str
+
+
+@dataclass
+class Variable:
+    name: str
+    label: str
+    query: str  # InfluxQL (SHOW TAG VALUES ...)
+    multi: bool = True
+
+
+@dataclass
+class Constant:
+    """A text box variable (price, grid intensity) used in panel arithmetic."""
+
+    name: str
+    label: str
+    default: str
+
+
+@dataclass
+class Dashboard:
+    uid: str
+    title: str
+    description: str
+    items: list[Panel | Row]
+    variables: list[Variable | Constant] = field(default_factory=list)
+    tags: list[str] = field(default_factory=lambda: ["aifactory"])
+    refresh: str = "30s"
+    time_from: str = "now-6h"
+
+    def panels(self) -> list[Panel]:
+        return [p for p in self.items if isinstance(p, Panel)]
+
+    def to_json(self) -> dict:
+        panels, x, y, row_h, pid = [], 0, 0, 0, 1
+        for item in self.items:
+            if isinstance(item, Row):
+                if x:
+                    y, x = y + row_h, 0
+                panels.append({"id": pid, "type": "row", "title": item.title, "collapsed": False, "panels": [],
+                               "gridPos": {"x": 0, "y": y, "w": 24, "h": 1}})
+                pid, y, row_h = pid + 1, y + 1, 0
+                continue
+            if x + item.w > 24:
+                y, x, row_h = y + row_h, 0, 0
+            panels.append(_panel(item, pid, x, y))
+            pid, x, row_h = pid + 1, x + item.w, max(row_h, item.h)
+        templating = [{"name": "datasource", "label": "Data source", "type": "datasource", "query": "influxdb",
+                       "current": {}, "hide": 0, "refresh": 1}]
+        for v in self.variables:
+            if isinstance(v, Constant):
+                templating.append({"name": v.name, "label": v.label, "type": "textbox", "query": v.default,
+                                   "current": {"text": v.default, "value": v.default}, "hide": 0})
+            else:
+                templating.append({"name": v.name, "label": v.label, "type": "query", "datasource": DS,
+                                   "query": v.query, "refresh": 2, "multi": v.multi, "includeAll": True,
+                                   "allValue": ".*", "current": {"text": "All", "value": "$__all"}, "hide": 0,
+                                   "sort": 1})
+        return {"uid": self.uid, "title": self.title, "description": self.description, "tags": self.tags,
+                "schemaVersion": SCHEMA_VERSION, "version": 1, "editable": True, "graphTooltip": 1,
+                "refresh": self.refresh, "time": {"from": self.time_from, "to": "now"}, "timezone": "",
+                "templating": {"list": templating}, "annotations": {"list": []}, "panels": panels}
+
+
+def _panel(p: Panel, pid: int, x: int, y: int) -> dict:
+    targets = [{"refId": chr(ord("A") + i), "datasource": DS, "query": q.influxql, "rawQuery": True,
+                "resultFormat": "table" if q.table else "time_series", "alias": q.legend}
+               for i, q in enumerate(p.queries)]
+    defaults: dict = {"unit": p.unit, "thresholds": {"mode": "absolute", "steps": [
+        {"value": v, "color": c} for v, c in p.thresholds]}}
+    if p.decimals is not None:
+        defaults["decimals"] = p.decimals
+    if p.min is not None:
+        defaults["min"] = p.min
+    if p.max is not None:
+        defaults["max"] = p.max
+    if p.type == "timeseries":
+        defaults["custom"] = {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10 if p.stack else 0,
+                              "stacking": {"mode": "normal" if p.stack else "none"}, "spanNulls": True}
+    options: dict = {}
+    if p.type in ("stat", "gauge", "bargauge"):
+        options = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}
+    if p.type == "timeseries":
+        options = {"legend": {"displayMode": "table", "placement": "bottom", "calcs": ["lastNotNull", "max"]},
+                   "tooltip": {"mode": "multi"}}
+    return {"id": pid, "type": p.type, "title": p.title, "description": p.description, "datasource": DS,
+            "gridPos": {"x": x, "y": y, "w": p.w, "h": p.h}, "targets": targets,
+            "fieldConfig": {"defaults": defaults, "overrides": []}, "options": options}

@@ -1,0 +1,281 @@
+"""Dashboards: valid Grafana JSON, catalogue names only, committed == built, and every panel's InfluxQL run on
+a real InfluxDB 1.6.7 loaded with an hour of a scenario written by the agent's own output."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+
+from agent.bus import SampleBus
+from agent.collector import Context
+from agent.dashboards import BOARDS, OUT, render
+from agent.model import Accumulator, Sample, to_line_protocol
+from agent.registry import default_registry
+from collectors.efficiency import EfficiencyCollector
+
+CAT = default_registry().catalogue()
+NS = 1_000_000_000
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_board_is_valid_grafana_json(name):
+    d = json.loads(render(name))
+    assert d["schemaVersion"] >= 36 and d["uid"].startswith("aifactory-") and d["title"]
+    ids = [p["id"] for p in d["panels"]]
+    assert len(ids) == len(set(ids))
+    cells = set()
+    for p in d["panels"]:
+        g = p["gridPos"]
+        assert 0 <= g["x"] and g["x"] + g["w"] <= 24 and g["h"] > 0
+        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        assert not mine & cells, f"{p['title']} overlaps"
+        cells |= mine
+        if p["type"] == "row":
+            continue
+        assert p["fieldConfig"]["defaults"]["unit"], p["title"]
+        assert p["fieldConfig"]["defaults"]["thresholds"]["steps"], p["title"]
+        assert p["targets"] and all(t["rawQuery"] and t["query"] for t in p["targets"])
+    names = [v["name"] for v in d["templating"]["list"]]
+    assert names[0] == "datasource" and len(names) == len(set(names))
+
+
+def test_uids_unique_and_committed_json_equals_a_fresh_build():
+    uids = [json.loads(render(n))["uid"] for n in BOARDS]
+    assert len(uids) == len(set(uids))
+    for n in BOARDS:
+        committed = (OUT / f"aifactory-{n}.json").read_text()
+        assert committed == render(n), f"dashboards/aifactory-{n}.json is stale: run aifactory dashboards build"
+
+
+def test_dashboards_use_only_catalogue_names():
+    for n, make in BOARDS.items():
+        for p in make().panels():
+            for q in p.queries:
+                pairs = q.measurements_fields()
+                assert pairs, (n, p.title, q.influxql)
+                for meas, field in pairs:
+                    assert CAT.get(meas, field) is not None, (n, p.title, meas, field)
+
+
+def substitute(q: str) -> str:
+    q = q.replace("$timeFilter", "time > now() - 2h").replace("$__interval", "1m")
+    q = q.replace("$price_per_kwh", "0.12").replace("$grid_g_per_kwh", "350")
+    return re.sub(r"\$(site|cluster|rack|host|gpu)\b", ".*", q)
+
+
+def scenario(now_ns: int) -> tuple[list[Sample], dict]:
+    """An hour, one sample a minute: 2 hosts in 2 racks with 2 GPUs each (one lost for the last 10 minutes), a
+    vLLM server per host, a PDU per rack, a UPS, a cooling unit, facility meters, and the efficiency the agent
+    computes from the counters."""
+    out, steps, start = [], 61, now_ns - 3600 * NS
+    bus = SampleBus()
+    eff = {h: EfficiencyCollector(EfficiencyCollector.Options(window=60.0, rapl=False),
+                                  Context("efficiency", bus=bus)) for h in ("n1", "n2")}
+    facts = {"gpu_w": 600.0, "tokens_per_min": 90000.0, "gen_per_min": 30000.0, "it_w": 10000.0, "total_w": 13000.0}
+    for i in range(steps):
+        ts = start + i * 60 * NS
+        t = i * 60.0
+        step = []
+        for h, rack in (("n1", "r1"), ("n2", "r2")):
+            base = {"host": h, "site": "fra1", "cluster": "c1", "rack": rack}
+            for g in ("0", "1"):
+                step.append(Sample("gpu", {**base, "gpu": g, "uuid": f"GPU-{h}-{g}", "model": "H200"}, {
+                    "power_watts": facts["gpu_w"], "utilization_percent": 80.0,
+                    "energy_joules_total": facts["gpu_w"] * t,
+                    "temperature_celsius": 60.0 + int(g) + (5 if h == "n2" else 0), "memory_temperature_celsius": 70.0,
+                    "sm_clock_hertz": 1.98e9, "lost": h == "n2" and g == "1" and i > 50, "xid_errors_total": 0,
+                    "ecc_uncorrected_volatile_total": 0,
+                    "throttle_power_cap_seconds_total": 0.1 * t, "throttle_power_brake_seconds_total": 0.0,
+                    "throttle_hw_thermal_seconds_total": 0.0, "throttle_sw_thermal_seconds_total": 0.0}, ts))
+                step.append(Sample("gpu_process", {**base, "gpu": g, "pid": "4242", "process": "vllm", "container": "",
+                                                   "slurm_job": "", "pod": ""},
+                                   {"memory_used_bytes": 80e9, "sm_utilization_percent": 75.0}, ts))
+            step.append(Sample("inference", {**base, "endpoint": "vllm", "server": "vllm", "model": "llama",
+                                             "gpus": "0,1"},
+                               {"prompt_tokens_total": (facts["tokens_per_min"] - facts["gen_per_min"]) * i,
+                                "generation_tokens_total": facts["gen_per_min"] * i}, ts))
+            step.append(Sample("pdu", {"host": "poller", "device": f"pdu-{rack}", "rack": rack, "role": "it",
+                                       "scope": "device"},
+                               {"power_watts": 1300.0, "energy_joules_total": 1300.0 * t}, ts))
+            step.append(Sample("pdu", {"host": "poller", "device": f"pdu-{rack}", "rack": rack, "role": "it",
+                                       "scope": "phase", "phase": "1"},
+                               {"current_amperes": 12.0, "load_percent_of_rating": 37.5}, ts))
+            step.append(Sample("environment", {"host": "poller", "device": f"pdu-{rack}", "rack": rack,
+                                               "sensor": "1"}, {"temperature_celsius": 24.0, "humidity_percent": 40.0},
+                               ts))
+            step.append(Sample("alerts", {**base, "alertname": "GpuXidErrors", "severity": "warning"},
+                               {"state": "firing" if h == "n1" else "resolved", "firing": h == "n1",
+                                "value": 1.0, "active_seconds": t}, ts))
+        step.append(Sample("ups", {"host": "poller", "device": "ups-1"}, {
+            "output_load_percent": 40.0, "battery_charge_percent": 100.0, "battery_runtime_seconds": 1800.0}, ts))
+        step.append(Sample("cooling", {"host": "poller", "device": "crah-1", "unit": "1"}, {
+            "supply_air_temperature_celsius": 20.0, "return_air_temperature_celsius": 30.0,
+            "cooling_output_watts": 9000.0}, ts))
+        step.append(Sample("facility", {"host": "poller", "pue_kind": "total"}, {
+            "it_power_watts": facts["it_w"], "cooling_power_watts": 2500.0, "total_power_watts": facts["total_w"],
+            "it_energy_joules_total": facts["it_w"] * t, "total_energy_joules_total": facts["total_w"] * t,
+            "pue": facts["total_w"] / facts["it_w"], "pue_energy": facts["total_w"] / facts["it_w"]}, ts))
+        bus.observe(step)
+        for h, col in eff.items():
+            acc = Accumulator(ts, {"host": h, "site": "fra1", "cluster": "c1", "rack": "r1" if h == "n1" else "r2"})
+            try:
+                col.collect(acc)
+            except Exception:
+                pass
+            step += [s for s in acc.close() if s.measurement == "efficiency"]
+        # the poller's rack and facility scopes, as its fleet query would give them for this scenario
+        for rack in ("r1", "r2"):
+            step.append(Sample("efficiency", {"host": "poller", "scope": "rack", "rack": rack, "site": "fra1"}, {
+                "tokens_per_joule": facts["tokens_per_min"] / (1300.0 * 60)}, ts))
+        step.append(Sample("efficiency", {"host": "poller", "scope": "facility", "site": "fra1"}, {
+            "tokens_per_joule": 2 * facts["tokens_per_min"] / (facts["total_w"] * 60),
+            "joules_per_token": facts["total_w"] * 60 / (2 * facts["tokens_per_min"])}, ts))
+        out += step
+    return out, facts
+
+
+@pytest.fixture(scope="module")
+def loaded(influxd):
+    from agent.config import InfluxOutputOptions
+    from agent.outputs.influxdb import V1Client
+
+    influxd.create_db("dash")
+    samples, facts = scenario(time.time_ns())
+    client = V1Client(InfluxOutputOptions(name="i", api="v1", url=influxd.url, database="dash"), None, None)
+    body = to_line_protocol(samples).encode()
+    r = client.write(body)
+    assert r.status == 204, r.text
+    client.close()
+    return influxd, facts
+
+
+def run(influxd, q: str) -> list:
+    return influxd.query(substitute(q), "dash")
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_every_panel_query_returns_data(loaded, name):
+    influxd, _ = loaded
+    for p in BOARDS[name]().panels():
+        for q in p.queries:
+            series = run(influxd, q.influxql)
+            values = [v for s in series for row in s["values"] for v in row[1:] if v is not None]
+            assert values, (name, p.title, substitute(q.influxql))
+
+
+def test_pue_and_tokens_per_joule_panels_equal_the_scenario(loaded):
+    influxd, facts = loaded
+    board = BOARDS["efficiency"]()
+    panels = {p.title: p for p in board.panels()}
+
+    def first(title, idx=0):
+        series = run(influxd, panels[title].queries[idx].influxql)
+        return [v for s in series for row in s["values"] for v in row[1:] if v is not None]
+
+    (pue,) = first("PUE, last 24 h (energy)")
+    assert pue == pytest.approx(facts["total_w"] / facts["it_w"], rel=0.01)
+    # node scope: tokens of the node over the energy of its two GPUs, from the agent's own efficiency collector
+    node = first("Tokens per joule by scope", 1)
+    want = facts["tokens_per_min"] / (2 * facts["gpu_w"] * 60)
+    assert node and all(v == pytest.approx(want, rel=0.01) for v in node)
+    (per_kwh,) = first("Tokens per kWh (facility)")
+    assert per_kwh == pytest.approx(2 * facts["tokens_per_min"] / (facts["total_w"] * 60) * 3.6e6, rel=0.01)
+
+
+class FakeGrafana:
+    """A loopback server speaking the parts of Grafana's HTTP API that push uses, checking each request."""
+
+    def __init__(self, token: str = "glsa_test") -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.folders: dict[str, dict] = {}
+        self.dashboards: dict[str, dict] = {}
+        self.calls: list[tuple[str, str]] = []
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def _reply(self, code, doc):
+                body = json.dumps(doc).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _auth(self):
+                outer.calls.append((self.command, self.path))
+                if self.headers.get("Authorization") != f"Bearer {token}":
+                    self._reply(401, {"message": "Unauthorized"})
+                    return False
+                return True
+
+            def do_GET(self):
+                if not self._auth():
+                    return
+                if self.path.startswith("/api/folders"):
+                    return self._reply(200, list(outer.folders.values()))
+                self._reply(404, {"message": "not found"})
+
+            def do_POST(self):
+                if not self._auth():
+                    return
+                doc = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path == "/api/folders":
+                    if any(f["title"] == doc["title"] for f in outer.folders.values()):
+                        return self._reply(409, {"message": "a folder with the same name already exists"})
+                    f = {"id": len(outer.folders) + 1, "uid": doc.get("uid", "x"), "title": doc["title"]}
+                    outer.folders[f["uid"]] = f
+                    return self._reply(200, f)
+                if self.path == "/api/dashboards/db":
+                    d = doc["dashboard"]
+                    assert doc["overwrite"] is True and doc["folderUid"] in outer.folders
+                    assert d["uid"] and d["schemaVersion"] and d["panels"]
+                    outer.dashboards[d["uid"]] = d
+                    return self._reply(200, {"status": "success", "uid": d["uid"], "url": f"/d/{d['uid']}/x",
+                                             "version": 1})
+                self._reply(404, {"message": "not found"})
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+def test_push_creates_the_folder_once_and_overwrites_by_uid(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    g = FakeGrafana()
+    (tmp_path / "token").write_text("glsa_test\n")
+    (tmp_path / "wrong").write_text("nope\n")
+
+    def push(token_file, url=None):
+        return subprocess.run([sys.executable, "-m", "agent", "dashboards", "push", "--url", url or g.url,
+                               "--token-file", str(tmp_path / token_file)], cwd=root, capture_output=True,
+                              text=True, timeout=60)
+
+    try:
+        for _ in range(2):  # idempotent: the second push overwrites, creates nothing new
+            r = push("token")
+            assert r.returncode == 0, r.stderr
+        assert set(g.dashboards) == {json.loads(render(n))["uid"] for n in BOARDS}
+        assert list(g.folders) == ["aifactory"] and [c for c in g.calls if c == ("POST", "/api/folders")] == [
+            ("POST", "/api/folders")]
+        assert "aifactory-efficiency: " + g.url + "/d/aifactory-efficiency/x" in r.stdout
+        r = push("wrong")
+        assert r.returncode == 1 and "refused the token (401)" in r.stderr
+    finally:
+        g.close()
+    r = push("token", url="http://127.0.0.1:1")
+    assert r.returncode == 1 and "cannot reach Grafana at http://127.0.0.1:1" in r.stderr
