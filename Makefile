@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test bench lint catalogue venv clean
+.PHONY: run test bench lint catalogue dashboards venv clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null || { \
@@ -37,7 +37,7 @@ bench: venv
 	$(BIN)/python bench/inference_scrape
 
 lint: venv
-	$(BIN)/ruff check agent collectors tests bench/collect_overhead bench/delivery bench/gpu_collect bench/gpu-smoke bench/snmp_sweep bench/inference_scrape
+	$(BIN)/ruff check agent collectors tests bench/collect_overhead bench/delivery bench/gpu_collect bench/gpu-smoke bench/snmp_sweep bench/inference_scrape dashboards/render-examples
 
 ## Regenerate the metric catalogue table in README.md from the declarations.
 catalogue: venv
@@ -47,3 +47,8 @@ catalogue: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info
+
+## Rebuild the dashboards' JSON and their pictures (docs/img) from a throwaway InfluxDB.
+dashboards: venv
+	$(BIN)/aifactory dashboards build
+	$(BIN)/python dashboards/render-examples

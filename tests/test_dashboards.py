@@ -279,3 +279,13 @@ def test_push_creates_the_folder_once_and_overwrites_by_uid(tmp_path):
         g.close()
     r = push("token", url="http://127.0.0.1:1")
     assert r.returncode == 1 and "cannot reach Grafana at http://127.0.0.1:1" in r.stderr
+
+
+def test_each_board_renders_to_png_from_real_query_results(loaded, tmp_path):
+    from agent.dashboards.render import render_board
+
+    influxd, _ = loaded
+    for name, make in BOARDS.items():
+        path = tmp_path / f"{name}.png"
+        render_board(make(), lambda q: run(influxd, q), path)
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000

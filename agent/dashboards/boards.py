@@ -44,9 +44,11 @@ def fleet() -> Dashboard:
               thresholds=[(None, "green"), (1, "red")]),
         Panel("GPU power now", "stat", [Query(f'SELECT sum("p") FROM (SELECT last("power_watts") AS p FROM "gpu" '
                                               f'{FH} GROUP BY "uuid")')], unit="watt", w=4, h=5),
-        Panel("GPU energy in range", "stat", [Query(
-            f'SELECT sum("e") FROM (SELECT spread("energy_joules_total") AS e FROM "gpu" {FH} GROUP BY "uuid")')],
-            unit="joule", w=4, h=5, description="sum over GPUs of each energy counter's increase in the range"),
+        Panel("GPU energy, last 24 h", "stat", [Query(
+            'SELECT sum("e") FROM (SELECT spread("energy_joules_total") AS e FROM "gpu" WHERE time > now() - 1d '
+            'AND "site" =~ /^$site$/ AND "cluster" =~ /^$cluster$/ AND "rack" =~ /^$rack$/ AND "host" =~ /^$host$/ '
+            'GROUP BY "uuid")')],
+            unit="joule", w=4, h=5, description="sum over GPUs of each energy counter's increase over 24 h"),
         Panel("Tokens per second", "stat", [Query(_rate_sum("inference", "generation_tokens_total", FH))],
               unit="short", w=4, h=5, description="generated tokens, rate of the counters"),
         Panel("Tokens per joule (node scope)", "stat", [Query(
