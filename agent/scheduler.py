@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -24,6 +24,7 @@ from .outputs.local import LocalStore
 from .pipeline import Pipeline
 from .registry import Registry, default_registry
 from .runner import InstanceRunner, grid_ts
+from .sdnotify import Notifier as SdNotifier
 from .selfmetrics import OUTPUT_FIELDS, ProcessStats
 from .state import write_status
 
@@ -90,6 +91,7 @@ class Agent:
             self.alerts = AlertEngine(rules, AlertStore(state_dir / "alerts.db"), notifier, al.default_receivers)
         self.runners = build_runners(config, self.registry, self._publish, state_dir)
         self.process = ProcessStats()
+        self.sd = SdNotifier()
         self.started_at = time.time()
         self._stop: asyncio.Event | None = None  # created inside the running loop
         self._tasks: set[asyncio.Task] = set()
@@ -176,11 +178,18 @@ class Agent:
             self.write_status()
             if not once:
                 scheduler = self._start_scheduler()
+                self.sd.ready(f"collecting with {len(self.runners)} collector instances")
+                watchdog = None
+                if self.sd.watchdog_interval:
+                    watchdog = asyncio.create_task(self._watchdog(scheduler))
                 try:
                     await asyncio.wait_for(self._stop.wait(), timeout=duration)
                 except TimeoutError:
                     pass
+                if watchdog is not None:
+                    watchdog.cancel()
         finally:
+            self.sd.stopping()
             if scheduler is not None:
                 scheduler.shutdown(wait=False)
             if self._tasks:
@@ -195,6 +204,23 @@ class Agent:
             self.write_status(stopped=True)
             log.info("agent stopped%s", "" if flushed else " (some samples were not written)")
         return 0
+
+    def healthy_loop(self, scheduler) -> bool:
+        """The scheduler runs and its jobs are not overdue (a stalled loop or scheduler starves the watchdog)."""
+        if scheduler is None or not scheduler.running:
+            return False
+        now = datetime.now(UTC)
+        slack = timedelta(seconds=3 * max([r.cfg.interval for r in self.runners] + [10.0]))
+        return all(j.next_run_time is None or j.next_run_time > now - slack for j in scheduler.get_jobs())
+
+    async def _watchdog(self, scheduler) -> None:
+        """Feed systemd's watchdog only while the loop turns and the scheduler is healthy: else, restart us."""
+        while True:
+            if self.healthy_loop(scheduler):
+                self.sd.watchdog()
+            else:
+                log.error("scheduler not healthy: not feeding the systemd watchdog")
+            await asyncio.sleep(self.sd.watchdog_interval)
 
     def _start_scheduler(self) -> AsyncIOScheduler:
         agent = self.config.settings.agent
