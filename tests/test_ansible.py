@@ -54,7 +54,8 @@ def test_site_playbook_on_localhost_installs_checks_and_is_idempotent(tmp_path):
     variables.write_text(yaml.safe_dump({
         "ansible_become": False,
         "aifactory_agent_source": str(wheel), "aifactory_agent_extras": [],
-        "aifactory_agent_prefix": str(root / "opt/aifactory"), "aifactory_agent_config_dir": str(root / "etc/aifactory"),
+        "aifactory_agent_prefix": str(root / "opt/aifactory"),
+        "aifactory_agent_config_dir": str(root / "etc/aifactory"),
         "aifactory_agent_systemd_dir": str(root / "etc/systemd/system"),
         "aifactory_agent_sysusers_dir": str(root / "etc/sysusers.d"),
         "aifactory_agent_tmpfiles_dir": str(root / "etc/tmpfiles.d"),
