@@ -303,6 +303,9 @@ def _fleet_alerts(args, config: Config) -> int:
     except (QueryError, ConfigError) as e:
         print(f"aifactory: {e}", file=sys.stderr)
         return EX_FAIL
+    except ValueError as e:  # pydantic: a malformed --url and the like
+        print(f"aifactory: --fleet: {e}", file=sys.stderr)
+        return EX_USAGE
     rows = []
     for s in series:
         tags = dict(s.get("tags") or {})

@@ -451,3 +451,26 @@ def test_rack_scope_with_a_simulated_pdu_whose_energy_grows(snmpsim, influxd):
     (rack,) = [s.fields for s in out if s.measurement == "efficiency" and s.tags.get("scope") == "rack"]
     assert rack["window_energy_joules"] == pytest.approx(energy)
     assert rack["tokens_per_joule"] == pytest.approx(9000 / energy)
+
+
+def test_node_scope_from_a_configured_meter_of_the_node():
+    """Two PDU outlets feed the node's two PSUs: the node scope divides its tokens by their energy."""
+    bus = SampleBus()
+    eff = EfficiencyCollector(EfficiencyCollector.Options(window=60.0, rapl=False, node_energy={
+        "tags": {"device": "pdu-r12-a", "node": "gpu-01"}}), Context("efficiency", bus=bus))
+
+    def outlet(n, joules, ts):
+        return Sample("pdu", {"device": "pdu-r12-a", "node": "gpu-01", "outlet": n, "scope": "outlet"},
+                      {"energy_joules_total": joules}, ts)
+
+    for k in range(2):
+        ts = T0 + k * 60 * NS
+        bus.observe([gpu_sample("0", k * 30000.0, ts), tok_sample("a", "m", "0", 0, k * 9000.0, ts),
+                     outlet("5", 1e6 + k * 40000, ts), outlet("6", 2e6 + k * 38000, ts),
+                     Sample("pdu", {"device": "pdu-r12-b", "node": "gpu-01", "outlet": "5"},
+                            {"energy_joules_total": 5e6 + k * 99999}, ts)])  # another PDU: not this meter
+        out = collect(eff, ts)
+    (node,) = [s for s in out if s.measurement == "efficiency" and s.tags["scope"] == "node"]
+    assert node.tags["energy_source"] == "meter"
+    assert node.fields["window_energy_joules"] == 78000 and node.fields["generation_tokens_per_joule"] == \
+        pytest.approx(9000 / 78000)

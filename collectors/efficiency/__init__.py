@@ -26,7 +26,7 @@ from pathlib import Path
 from pydantic import Field
 
 from agent.collector import Collector, NotPresent
-from agent.config import CollectorOptions, PositiveDuration
+from agent.config import CollectorOptions, PositiveDuration, Strict
 from agent.model import Accumulator, Kind, Metric
 from collectors.common.counters import MonotonicCounters
 
@@ -52,9 +52,20 @@ METRICS = (
 )
 
 
+class NodeEnergySource(Strict):
+    """Energy counters of the series that meter this node, summed (two PSUs on two outlets, say)."""
+
+    measurement: str = "pdu"
+    field: str = "energy_joules_total"
+    tags: dict[str, str] = Field(..., description="tags a series must have, e.g. {device: pdu-r12-a, outlet: '5'}")
+
+
 class EfficiencyOptions(CollectorOptions):
     window: PositiveDuration = Field(60.0, description="sliding window of the rates and ratios")
     rapl: bool = Field(True, description="add the CPU packages' RAPL energy to the node scope where present")
+    node_energy: NodeEnergySource | None = Field(
+        None, description="a meter of the whole node (e.g. its PDU outlets, polled by this agent's snmp collector): "
+                          "the node scope uses it instead of GPUs + RAPL")
     fleet: FleetOptions | None = Field(
         None, description="on a facility poller: read the fleet's token counters from InfluxDB for the rack "
                           "and facility scopes")
@@ -144,6 +155,12 @@ class EfficiencyCollector(Collector):
         for s in bus.latest("gpu"):
             if "gpu" in s.tags and "energy_joules_total" in s.fields:
                 self._see(("gpu", s.tags["gpu"]), s.ts, s.fields["energy_joules_total"])
+        src = self.options.node_energy
+        if src is not None:
+            meters = [s for s in bus.latest(src.measurement) if src.field in s.fields
+                      and all(s.tags.get(k) == v for k, v in src.tags.items())]
+            if meters:
+                self._see(("meter",), min(s.ts for s in meters), sum(float(s.fields[src.field]) for s in meters))
         for s in bus.latest("inference"):
             if "outcome" in s.tags:
                 continue
@@ -222,7 +239,7 @@ class EfficiencyCollector(Collector):
 
     def _compute(self, acc: Accumulator, series: dict[tuple, dict]) -> None:
         window = int(self.options.window * 1e9)
-        node = {k: h for k, h in self.hist.items() if k[0] in ("gpu", "tok", "rapl")}
+        node = {k: h for k, h in self.hist.items() if k[0] in ("gpu", "tok", "rapl", "meter")}
         latest = max(h.ts[-1] for h in node.values())
         live = {k: h for k, h in node.items() if h.ts[-1] >= latest - 3 * window}
         t1 = min(h.ts[-1] for h in live.values())  # the newest instant every live counter covers
@@ -265,5 +282,8 @@ class EfficiencyCollector(Collector):
         rapl = [d for k in live if k[0] == "rapl" and (d := delta(k)) is not None]
         node_energy = sum(gpu_energy.values()) + sum(rapl) if (gpu_energy or rapl) else None
         source = "+".join(x for x, have in (("gpu", gpu_energy), ("rapl", rapl)) if have) or "none"
+        meter = delta(("meter",)) if self.options.node_energy is not None else None
+        if meter is not None:  # the node's own meter covers GPUs, CPUs, fans and PSU losses
+            node_energy, source = meter, "meter"
         acc.add("efficiency", ratios(sum(t for t, _ in tokens.values()), sum(g for _, g in tokens.values()),
                                      node_energy, seconds), {"scope": "node", "energy_source": source})
