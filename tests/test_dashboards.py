@@ -89,7 +89,9 @@ def scenario(now_ns: int) -> tuple[list[Sample], dict]:
                     "sm_clock_hertz": 1.98e9, "lost": h == "n2" and g == "1" and i > 50, "xid_errors_total": 0,
                     "ecc_uncorrected_volatile_total": 0,
                     "throttle_power_cap_seconds_total": 0.1 * t, "throttle_power_brake_seconds_total": 0.0,
-                    "throttle_hw_thermal_seconds_total": 0.0, "throttle_sw_thermal_seconds_total": 0.0}, ts))
+                    "throttle_hw_thermal_seconds_total": 0.0, "throttle_sw_thermal_seconds_total": 0.0,
+                    "throttle_power_cap": i % 10 < 3, "throttle_power_brake": False, "throttle_hw_slowdown": False,
+                    "throttle_thermal": False}, ts))
                 step.append(Sample("gpu_process", {**base, "gpu": g, "pid": "4242", "process": "vllm", "container": "",
                                                    "slurm_job": "", "pod": ""},
                                    {"memory_used_bytes": 80e9, "sm_utilization_percent": 75.0}, ts))

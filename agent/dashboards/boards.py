@@ -92,6 +92,12 @@ def gpu_node() -> Dashboard:
                             ("throttle_power_brake_seconds_total", "power brake"),
                             ("throttle_hw_thermal_seconds_total", "HW thermal"),
                             ("throttle_sw_thermal_seconds_total", "SW thermal"))], unit="percentunit", max=1),
+        Panel("Throttle reasons now active", "state-timeline", [
+            Query(f'SELECT last("{f}") FROM "gpu" {FG} {T}, "host", "gpu" fill(previous)',
+                  legend=f"{name} $tag_host gpu $tag_gpu")
+            for f, name in (("throttle_power_cap", "power cap"), ("throttle_power_brake", "power brake"),
+                            ("throttle_hw_slowdown", "HW slowdown"), ("throttle_thermal", "thermal"))],
+              unit="bool", w=24),
         Panel("XID and ECC errors", "timeseries", [
             Query(f'SELECT non_negative_difference(last("{f}")) FROM "gpu" {FG} {T}, "host", "gpu"',
                   legend=f"{name} $tag_host gpu $tag_gpu")

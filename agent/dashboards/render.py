@@ -36,7 +36,7 @@ def render_board(board: Dashboard, query: Callable[[str], list[dict]], path: Pat
     doc = board.to_json()
     height = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in doc["panels"])
     fig = plt.figure(figsize=(16, height * 0.42 + 0.8), facecolor="#111217")
-    fig.suptitle(board.title, color="white", fontsize=14, x=0.01, ha="left")
+    fig.suptitle(board.title, color="white", fontsize=14, x=0.01, ha="left", y=1 - 0.15 / (height * 0.42 + 0.8))
     by_title = {p.title: p for p in board.panels()}
     for pj in doc["panels"]:
         g = pj["gridPos"]
