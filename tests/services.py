@@ -250,3 +250,13 @@ def free_udp_ports(n: int) -> list[int]:
 
 def free_port_udp() -> int:
     return free_udp_ports(1)[0]
+
+
+def serve_http(handler) -> tuple:
+    """A threaded HTTP server on a free loopback port, serving in a daemon thread: (server, base URL)."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"

@@ -10,6 +10,8 @@ from agent.alerts.rules import load_rules
 from agent.config import ConfigError
 from agent.model import Sample
 
+from .services import serve_http
+
 T = 1_700_000_000.0
 
 
@@ -146,9 +148,8 @@ def test_rule_on_a_real_reading_fires_survives_a_restart_and_resolves(tmp_path):
     import signal
     import subprocess
     import sys
-    import threading
     import time
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
@@ -166,8 +167,7 @@ def test_rule_on_a_real_reading_fires_survives_a_restart_and_resolves(tmp_path):
         def log_message(self, *a):
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    httpd, base = serve_http(H)
     (tmp_path / "rules.yaml").write_text("""groups:
   - name: inference
     rules:
@@ -188,7 +188,7 @@ collectors:
   efficiency: {{enabled: false}}
   inference:
     discover: false
-    endpoints: [{{url: "http://127.0.0.1:{httpd.server_address[1]}/metrics"}}]
+    endpoints: [{{url: "{base}/metrics"}}]
 """)
     args = ["-c", str(cfg), "--state-dir", str(tmp_path / "state")]
 
@@ -360,7 +360,7 @@ class Receiver:
 
     def __init__(self, fail_first: int = 0, hold: bool = False) -> None:
         import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
 
         self.bodies, self.paths, self.fail_first = [], [], fail_first
         self.release = threading.Event()
@@ -389,9 +389,7 @@ class Receiver:
             def log_message(self, *a):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd, self.url = serve_http(H)
 
     def wait(self, n: int, timeout: float = 20.0) -> list:
         import time

@@ -16,6 +16,8 @@ from agent.model import Accumulator, Sample, to_line_protocol
 from agent.registry import default_registry
 from collectors.efficiency import EfficiencyCollector
 
+from .services import serve_http
+
 CAT = default_registry().catalogue()
 NS = 1_000_000_000
 
@@ -191,8 +193,7 @@ class FakeGrafana:
     """A loopback server speaking the parts of Grafana's HTTP API that push uses, checking each request."""
 
     def __init__(self, token: str = "glsa_test") -> None:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
 
         self.folders: dict[str, dict] = {}
         self.dashboards: dict[str, dict] = {}
@@ -244,9 +245,7 @@ class FakeGrafana:
             def log_message(self, *a):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd, self.url = serve_http(H)
 
     def close(self):
         self.httpd.shutdown()

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from collectors.inference import InferenceCollector
 from collectors.inference.mapping import parse
 
 from .conftest import FIXTURES
+from .services import serve_http
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = FIXTURES / "inference"
@@ -86,10 +87,9 @@ class Server:
             _, (r,) = parse(page(name))
             self.base = (r.prompt_tokens, r.generation_tokens)
             self.prompt, self.gen = r.prompt_tokens, r.generation_tokens
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.httpd, base = serve_http(H)
         self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/metrics"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"{base}/metrics"
 
     def render(self) -> str:
         if self.name == "vllm":

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -24,7 +23,7 @@ from agent.registry import Registry
 from agent.scheduler import Agent
 
 from . import plugins
-from .services import Influxd
+from .services import Influxd, serve_http
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_790_000_000_000_000_000
@@ -262,9 +261,8 @@ class Scripted(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def scripted():
     Scripted.script, Scripted.seen = [], []
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv, url = serve_http(Scripted)
+    yield url
     srv.shutdown()
 
 
