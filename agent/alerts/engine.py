@@ -91,15 +91,7 @@ class AlertStore:
         self.db.commit()
 
     def load(self) -> dict[str, dict]:
-        cur = self.db.execute("SELECT key, alertname, labels, severity, state, active_since, fired_at, resolved_at, "
-                              "value, summary, description, updated FROM alerts")
-        cols = [c[0] for c in cur.description]
-        out = {}
-        for row in cur.fetchall():
-            d = dict(zip(cols, row))
-            d["labels"] = json.loads(d["labels"])
-            out[d["key"]] = d
-        return out
+        return {d["key"]: d for d in _rows(self.db.execute("SELECT * FROM alerts"))}
 
     def save(self, alerts: dict[str, dict], removed: list[str]) -> None:
         with self.db:
@@ -114,20 +106,24 @@ class AlertStore:
         self.db.close()
 
 
+def _rows(cur: sqlite3.Cursor) -> list[dict]:
+    """Stored alerts as dicts, labels decoded: the engine's reload and the CLI read them the same way."""
+    cols = [c[0] for c in cur.description]
+    rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+    for r in rows:
+        r["labels"] = json.loads(r["labels"])
+    return rows
+
+
 def read_alerts(path: Path) -> list[dict]:
     """For the CLI: every stored alert, newest first (works while the agent runs: WAL)."""
     if not path.exists():
         return []
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
     try:
-        cur = db.execute("SELECT * FROM alerts ORDER BY updated DESC")
-        cols = [c[0] for c in cur.description]
-        rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+        return _rows(db.execute("SELECT * FROM alerts ORDER BY updated DESC"))
     finally:
         db.close()
-    for r in rows:
-        r["labels"] = json.loads(r["labels"])
-    return rows
 
 
 class AlertEngine:
@@ -184,9 +180,7 @@ class AlertEngine:
         if self.notifier is None:
             return
         for receiver in rule.rule.notify if rule.rule.notify is not None else self.default_receivers:
-            if transition or (a["state"] == "firing" and self.notifier.due_resend(receiver, key, now)):
-                if transition:
-                    self.notifier.last_sent[(receiver, key)] = now
+            if self.notifier.due(receiver, key, a["state"], now, transition):
                 self._events.setdefault(receiver, []).append(dict(a))
 
     def _advance(self, rule: CompiledRule, active: dict, clear: dict | None, now: float, removed: list) -> None:

@@ -135,15 +135,18 @@ class Notifier:
         if receiver in self.workers and alerts:
             self.workers[receiver].submit(alerts)
 
-    def due_resend(self, receiver: str, key: str, now: float) -> bool:
+    def due(self, receiver: str, key: str, state: str, now: float, transition: bool) -> bool:
+        """Whether to send this alert now: on every transition; and a firing one again every `resend`
+        for Alertmanager, which forgets alerts that are not re-sent. Records the send time."""
         r = self.receivers.get(receiver)
-        if r is None or r.type != "alertmanager":
-            return False
-        last = self.last_sent.get((receiver, key))
-        if last is None or now - last >= r.resend:
-            self.last_sent[(receiver, key)] = now
-            return True
-        return False
+        if not transition:
+            if r is None or r.type != "alertmanager" or state != "firing":
+                return False
+            last = self.last_sent.get((receiver, key))
+            if last is not None and now - last < r.resend:
+                return False
+        self.last_sent[(receiver, key)] = now
+        return True
 
     def close(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout

@@ -233,12 +233,6 @@ def _digits_oid(g: GroupSpec, spec: str | int) -> str:
     return f"{_norm(g.table)}.{spec}" if isinstance(spec, int) else _norm(spec)
 
 
-def _column(data: dict[str, Any], col: str) -> dict[str, Any]:
-    pre = col + "."
-    n = len(pre)
-    return {k[n:]: v for k, v in data.items() if k.startswith(pre)}
-
-
 def _as_number(v: Any) -> float | int | None:
     if isinstance(v, bool):
         return int(v)
