@@ -27,10 +27,11 @@ from pydantic import Field
 
 from agent.collector import Collector, NotPresent
 from agent.config import CollectorOptions, PositiveDuration, Strict
+from agent.influxql import QueryError
 from agent.model import Accumulator, Kind, Metric
 from collectors.common.counters import MonotonicCounters
 
-from .fleet import FleetError, FleetOptions, FleetTokens
+from .fleet import FleetOptions, FleetTokens
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +214,7 @@ class EfficiencyCollector(Collector):
             return  # the first fleet window is not complete yet
         try:
             end, start = self.fleet.at(t1), self.fleet.at(t0)
-        except FleetError as e:
+        except QueryError as e:
             raise RuntimeError(str(e)) from None  # the runner records and logs it; node scopes were added
         by_rack: dict[str, list[float]] = {}
         for key, (p1, g1) in end.items():

@@ -12,11 +12,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from agent.config import PositiveDuration
-from agent.influxql import InfluxQL, InfluxQLOptions, QueryError
-
-
-class FleetError(Exception):
-    pass
+from agent.influxql import InfluxQL, InfluxQLOptions
 
 
 class FleetOptions(InfluxQLOptions):
@@ -34,12 +30,8 @@ class FleetTokens:
         q = ('SELECT last("prompt_tokens_total") AS p, last("generation_tokens_total") AS g FROM "inference" '
              f"WHERE time <= {t_ns} AND time > {lo} AND \"outcome\" = '' "
              'GROUP BY "rack", "host", "endpoint", "model"')
-        try:
-            series = self.client.query(q)
-        except QueryError as e:
-            raise FleetError(str(e)) from None
         out = {}
-        for s in series:
+        for s in self.client.query(q):  # QueryError names InfluxDB and the cause
             tags = s.get("tags", {})
             row = dict(zip(s["columns"], s["values"][-1]))
             out[(tags.get("rack", ""), tags.get("host", ""), tags.get("endpoint", ""), tags.get("model", ""))] = (
