@@ -157,10 +157,16 @@ class VictoriaMetrics:
             return [json.loads(line) for line in r.read().decode().splitlines() if line]
 
 
+def snmpsim_venv(root: Path) -> Path:
+    """As root, snmpsim runs as nobody, who must reach its interpreter: not inside a checkout that may sit
+    in a 0700 folder (see tests/install-deps)."""
+    return Path("/var/tmp/aifactory-test/venv-snmpsim") if os.geteuid() == 0 else root / ".venv-snmpsim"
+
+
 class Snmpsim:
     """snmpsim serving .snmprec recordings on 127.0.0.1 (community = file name without .snmprec).
 
-    Runs from .venv-snmpsim (built from Debian's python3 by tests/install-deps), because as root
+    Runs from the snmpsim venv (built from Debian's python3 by tests/install-deps), because as root
     snmpsim drops privileges to nobody, who must be able to read the interpreter and the data.
     """
 
@@ -171,11 +177,11 @@ class Snmpsim:
         import tempfile
 
         root = Path(__file__).resolve().parent.parent
-        self.exe = root / ".venv-snmpsim" / "bin" / "snmpsim-command-responder"
+        self.exe = snmpsim_venv(root) / "bin" / "snmpsim-command-responder"
         if not self.exe.exists():
             if os.environ.get("CI"):
-                raise RuntimeError("snmpsim missing: tests/install-deps should have built .venv-snmpsim")
-            pytest.skip("snmpsim not installed (tests/install-deps test builds .venv-snmpsim)")
+                raise RuntimeError(f"snmpsim missing: tests/install-deps should have built {self.exe.parent.parent}")
+            pytest.skip(f"snmpsim not installed (tests/install-deps test builds {self.exe.parent.parent})")
         self.dir = Path(tempfile.mkdtemp(prefix="aif-snmpsim-"))
         os.chmod(self.dir, 0o755)
         self.data = self.dir / "data"
