@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import sqlite3
 import sys
 import time
 from datetime import UTC, datetime
@@ -18,6 +19,17 @@ from .model import to_line_protocol
 from .units import parse_duration
 
 EX_OK, EX_FAIL, EX_USAGE, EX_NOT_RUNNING = 0, 1, 2, 3
+EX_TEMPFAIL = 75  # sysexits: another agent holds the state directory; systemd may retry
+MAX_CLI_DURATION = 3660 * 86400.0
+
+
+def _out(text: str) -> None:
+    """Print to stdout; a reader that went away (`| head -1`) must not change the exit status."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _iso(ns: int | float | None) -> str | None:
@@ -53,9 +65,22 @@ def _state_dir(args, config: Config) -> Path:
 
 def _duration_arg(text: str) -> float:
     try:
-        return parse_duration(text)
+        d = parse_duration(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+    if d > MAX_CLI_DURATION:
+        raise argparse.ArgumentTypeError(f"{text!r} is longer than 3660d")
+    return d
+
+
+def _count_arg(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= n <= 1_000_000_000:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (1 to 1000000000)")
+    return n
 
 
 # --- commands -------------------------------------------------------------------
@@ -63,17 +88,30 @@ def _duration_arg(text: str) -> float:
 
 def cmd_run(args) -> int:
     from .scheduler import Agent
+    from .state import AlreadyRunning, StateDirError, StateLock, check_writable
 
     config = _load(args)
     _setup_logging(args.log_level or config.settings.agent.log_level)
     state_dir = _state_dir(args, config)
     try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        print(f"aifactory: cannot create state directory {state_dir}: {e}", file=sys.stderr)
+        check_writable(state_dir)
+    except StateDirError as e:
+        print(f"aifactory: {e}", file=sys.stderr)
         return EX_CONFIG
-    agent = Agent(config, state_dir)
-    return asyncio.run(agent.run(once=args.once, duration=args.duration))
+    lock = StateLock(state_dir)
+    try:
+        lock.acquire()
+    except AlreadyRunning as e:
+        print(f"aifactory: {e}", file=sys.stderr)
+        return EX_TEMPFAIL
+    except OSError as e:
+        print(f"aifactory: cannot lock state directory {state_dir}: {e}", file=sys.stderr)
+        return EX_CONFIG
+    try:
+        agent = Agent(config, state_dir)
+        return asyncio.run(agent.run(once=args.once, duration=args.duration))
+    finally:
+        lock.release()
 
 
 def cmd_collect(args) -> int:
@@ -119,29 +157,45 @@ def cmd_collect(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .state import read_status
+    from .state import StatusUnreadable, read_status
 
     config = _load(args)
     state_dir = _state_dir(args, config)
-    st = read_status(state_dir)
+    try:
+        st = read_status(state_dir)
+        msg = None if st is not None else \
+            f"no agent status in {state_dir}: the agent has not run with this state directory"
+    except StatusUnreadable as e:
+        st, msg = None, str(e)
     if st is None:
-        msg = f"no agent status in {state_dir}: the agent has not run with this state directory"
         if args.json:
-            json.dump({"running": False, "healthy": False, "state_dir": str(state_dir), "error": msg}, sys.stdout)
-            sys.stdout.write("\n")
+            _out(json.dumps({"running": False, "healthy": False, "state_dir": str(state_dir), "error": msg}) + "\n")
         else:
-            print(msg)
+            _out(msg + "\n")
         return EX_NOT_RUNNING
     if not st["running"]:
         st["healthy"] = False
-    if args.json:
-        json.dump(st, sys.stdout, indent=1, default=str)
-        sys.stdout.write("\n")
-    else:
+    rc = EX_NOT_RUNNING if not st["running"] else EX_OK if st["healthy"] else EX_FAIL
+    try:
+        text = json.dumps(st, indent=1, default=str) + "\n" if args.json else _status_text(st)
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        _out(f"{state_dir / 'status.json'} is not a complete agent status ({type(e).__name__}: {e})\n")
+        return EX_NOT_RUNNING
+    _out(text)
+    return rc
+
+
+def _status_text(st: dict) -> str:
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
         now = time.time()
         up = now - st.get("started_at", now)
         state = ("running" if st["running"] else "NOT RUNNING") + (
-            f" (pid {st['pid']}, up {up:.0f}s)" if st["running"] else f" (last update {st['age_seconds']:.0f}s ago)")
+            f" (pid {st['pid']}, up {up:.0f}s)" if st["running"] else f" (last update {st['age_seconds']:.0f}s ago"
+            + (", stale" if st.get("stale") and not st.get("stopped") else "") + ")")
         print(f"agent {st.get('version')} on {st.get('hostname')}: {state}, "
               f"{'healthy' if st['healthy'] else 'UNHEALTHY'}")
         print(f"config: {st.get('config_source')}   state dir: {st.get('state_dir')}")
@@ -171,9 +225,12 @@ def cmd_status(args) -> int:
                          o.get("rejected_points_total", "-"), o.get("write_errors_total"),
                          o.get("last_error") or ""])
         print(_table(["OUTPUT", "STATE", "PENDING", "WRITTEN", "EVICTED", "REJECTED", "ERRORS", "LAST ERROR"], rows))
-    if not st["running"]:
-        return EX_NOT_RUNNING
-    return EX_OK if st["healthy"] else EX_FAIL
+        aside = st.get("state_files_set_aside") or []
+        if aside:
+            print()
+            for a in aside:
+                print(f"state file {a['path']} was unusable ({a['reason']}): moved to {a['moved_to']}")
+    return buf.getvalue()
 
 
 def cmd_query(args) -> int:
@@ -190,12 +247,16 @@ def cmd_query(args) -> int:
             return EX_USAGE
         tags[k] = v
     now = time.time_ns()
-    since = now - int(args.since * 1e9) if args.since is not None else None
+    since = max(0, now - int(args.since * 1e9)) if args.since is not None else None
     try:
         samples = query(path, args.measurement, since_ns=since, fields=args.field or None, tags=tags,
                         limit=args.limit)
     except FileNotFoundError as e:
         print(f"aifactory: {e}", file=sys.stderr)
+        return EX_FAIL
+    except sqlite3.Error as e:
+        print(f"aifactory: the local store {path} cannot be read ({e}); the running agent moves a corrupt "
+              "store aside when it opens it", file=sys.stderr)
         return EX_FAIL
     if args.json:
         out = [dict(s.to_json(), time=_iso(s.ts)) for s in samples]
@@ -246,7 +307,12 @@ def cmd_alerts(args) -> int:
     if args.fleet:
         return _fleet_alerts(args, config)
     path = _state_dir(args, config) / "alerts.db"
-    rows = read_alerts(path)
+    try:
+        rows = read_alerts(path)
+    except (sqlite3.Error, ValueError, TypeError) as e:
+        print(f"aifactory: the alert store {path} cannot be read ({e}); the running agent moves a corrupt "
+              "store aside when it opens it", file=sys.stderr)
+        return EX_FAIL
     now = time.time()
     if args.state != "all":
         rows = [r for r in rows if r["state"] == args.state]
@@ -458,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--once", action="store_true", help="(the default; accepted for clarity)")
     c.add_argument("--collector", action="append", metavar="NAME", help="only this collector (repeatable)")
     c.add_argument("--format", choices=["lp", "json"], default="lp", help="line protocol (default) or JSON")
-    c.add_argument("--runs", type=int, default=1, metavar="N",
+    c.add_argument("--runs", type=_count_arg, default=1, metavar="N",
                    help="collect N times, --every apart (derived metrics such as efficiency need two)")
     c.add_argument("--every", type=_duration_arg, default=1.0, metavar="DURATION",
                    help="time between runs (default 1s); runs are timestamped exactly this far apart")
@@ -510,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--field", action="append", metavar="F", help="only this field (repeatable)")
     q.add_argument("--since", type=_duration_arg, default=600.0, metavar="DURATION", help="default 10m")
     q.add_argument("--tag", action="append", metavar="K=V", help="only series with this tag (repeatable)")
-    q.add_argument("--limit", type=int, help="at most the newest N samples")
+    q.add_argument("--limit", type=_count_arg, help="at most the newest N samples")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_query)
 

@@ -33,6 +33,7 @@ class Context:
     sys_root: Path = Path("/sys")
     state_dir: Path | None = None
     bus: SampleBus | None = None  # latest samples of the other collectors (for derived metrics)
+    timeout: float | None = None  # the run's deadline: a collector with inner deadlines keeps them below it
 
 
 class Collector:

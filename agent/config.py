@@ -9,14 +9,26 @@ names a collector, so adding one never edits ``agent/``.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    model_validator,
+)
 
 from .units import format_duration, parse_duration, parse_size
 
@@ -25,17 +37,67 @@ CONFIG_ENV = "AIFACTORY_CONFIG"
 EX_CONFIG = 78
 
 
+MAX_DURATION = 3660 * 86400.0  # ten years: anything longer is a typo, and overflows timers
+
+
 def _dur(v: Any) -> float:
-    return parse_duration(v)
+    d = parse_duration(v)
+    if not math.isfinite(d) or d > MAX_DURATION:
+        raise ValueError(f"{v!r} is not a usable duration (at most 3660d)")
+    return d
 
 
 def _size(v: Any) -> int:
     return parse_size(v)
 
 
+def _http_url(v: str) -> str:
+    """An http(s) URL with a host and a valid port, and no credentials in it (they would be printed in
+    logs, `config show` and status: use the options' token/password files)."""
+    if not isinstance(v, str):
+        raise ValueError("expected an http:// or https:// URL")
+    u = urlsplit(v.strip())
+    if u.scheme not in ("http", "https"):
+        raise ValueError(f"{v!r} is not an http:// or https:// URL")
+    if not u.hostname:
+        raise ValueError(f"{v!r} has no host")
+    if u.username is not None or u.password is not None:
+        raise ValueError("credentials in the URL are refused (they would be logged and shown): "
+                         "use the token_file / password_file options")
+    try:
+        port = u.port
+    except ValueError:
+        raise ValueError(f"{v!r} has an invalid port (1-65535)") from None
+    if port == 0:
+        raise ValueError(f"{v!r} has an invalid port (1-65535)")
+    return v.strip()
+
+
+def _regexes(v: list[str]) -> list[str]:
+    for i, p in enumerate(v):
+        try:
+            re.compile(p)
+        except re.error as e:
+            raise ValueError(f"item {i}: {p!r} is not a regular expression: {e}") from None
+    return v
+
+
+def _secret_file(v: str | None) -> str | None:
+    from .secretfile import check_secret_file
+
+    check_secret_file(v)
+    return v
+
+
 Duration = Annotated[float, BeforeValidator(_dur), PlainSerializer(format_duration, return_type=str)]
 Size = Annotated[int, BeforeValidator(_size)]
 PositiveDuration = Annotated[Duration, Field(gt=0)]
+# Collection intervals and run deadlines: below 100 ms a run cannot finish, above a day it is a typo.
+Interval = Annotated[Duration, Field(ge=0.1, le=86400)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+RegexList = Annotated[list[str], AfterValidator(_regexes)]
+# A secret file that exists and is readable now, or a bare credential name checked when the service starts.
+SecretFile = Annotated[str | None, AfterValidator(_secret_file)]
 
 
 class Strict(BaseModel):
@@ -44,7 +106,7 @@ class Strict(BaseModel):
 
 class AgentSection(Strict):
     hostname: str | None = Field(None, description="value of the `host` tag; default: the system hostname")
-    interval: PositiveDuration = Field(10.0, description="default collection interval")
+    interval: Interval = Field(10.0, description="default collection interval")
     jitter: Duration = Field(0.0, description="random delay added to each run, spreads a fleet's load")
     align: bool = Field(True, description="align runs and timestamps to the interval grid")
     state_dir: Path | None = Field(None, description="local store, buffers and status; see README")
@@ -73,8 +135,8 @@ class CollectorOptions(Strict):
 
     name: str | None = Field(None, description="instance name, when a collector runs more than once")
     enabled: bool = True
-    interval: PositiveDuration | None = Field(None, description="default: agent.interval")
-    timeout: PositiveDuration | None = Field(None, description="run deadline; default: the interval")
+    interval: Interval | None = Field(None, description="default: agent.interval")
+    timeout: Interval | None = Field(None, description="run deadline; default: the interval")
 
 
 class LocalStoreOptions(Strict):
@@ -91,7 +153,7 @@ class InfluxOutputOptions(Strict):
     enabled: bool = True
     api: Literal["v1", "v2"] = Field("v2", description="v2: /api/v2/write via influxdb-client (InfluxDB 2, 3, "
                                      "Cloud); v1: /write (InfluxDB 1.x, and 2.x v1 compatibility)")
-    url: str = Field(..., pattern=r"^https?://", description="e.g. https://influx.example:8086")
+    url: HttpUrl = Field(..., description="e.g. https://influx.example:8086")
     # v2
     org: str | None = None
     bucket: str | None = None
@@ -101,9 +163,9 @@ class InfluxOutputOptions(Strict):
     username: str | None = None
     # secrets: never inline; a file (systemd credential: a bare name is looked up in
     # $CREDENTIALS_DIRECTORY) or an environment variable
-    token_file: str | None = Field(None, description="file holding the API token")
+    token_file: SecretFile = Field(None, description="file holding the API token")
     token_env: str | None = Field(None, description="environment variable holding the API token")
-    password_file: str | None = Field(None, description="v1 basic auth password file")
+    password_file: SecretFile = Field(None, description="v1 basic auth password file")
     gzip: bool = True
     batch_size: int = Field(5000, gt=0, description="points per request")
     flush_interval: PositiveDuration = Field(10.0, description="send at least this often")
@@ -144,8 +206,8 @@ class Receiver(Strict):
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
     type: Literal["webhook", "alertmanager"] = "webhook"
-    url: str = Field(..., pattern=r"^https?://", description="webhook URL, or Alertmanager base URL")
-    token_file: str | None = Field(None, description="bearer token for the receiver (file or credential name)")
+    url: HttpUrl = Field(..., description="webhook URL, or Alertmanager base URL")
+    token_file: SecretFile = Field(None, description="bearer token for the receiver (file or credential name)")
     timeout: PositiveDuration = 5.0
     max_attempts: int = Field(8, ge=1, description="tries per notification before it is dropped")
     resend: PositiveDuration = Field(60.0, description="Alertmanager: re-send firing alerts this often")
@@ -259,7 +321,16 @@ class ConfigError(Exception):
 # --- YAML with positions --------------------------------------------------------
 
 
+MAX_YAML_NODES = 200_000  # a real configuration has hundreds; aliases can expand a few bytes to billions
+
+
+class _TooLarge(Exception):
+    pass
+
+
 def _positions(node: yaml.Node, path: tuple, out: dict[tuple, int], problems: list[str], where: str) -> None:
+    if len(out) > MAX_YAML_NODES:
+        raise _TooLarge
     out.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         seen: set = set()
@@ -359,7 +430,11 @@ def load_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
         return {}, {}
     positions: dict[tuple, int] = {}
     problems: list[str] = []
-    _positions(node, (), positions, problems, where)
+    try:
+        _positions(node, (), positions, problems, where)
+    except (_TooLarge, RecursionError):
+        raise ConfigError([f"{where}: the YAML expands to more than {MAX_YAML_NODES} values (nested aliases "
+                           "or a recursive alias?); refused"]) from None
     if problems:
         raise ConfigError(problems)
     loader = yaml.SafeLoader(text)

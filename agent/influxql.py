@@ -14,16 +14,16 @@ import urllib.request
 
 from pydantic import Field
 
-from .config import PositiveDuration, Strict
+from .config import HttpUrl, PositiveDuration, SecretFile, Strict
 from .secrets import read_secret
 
 
 class InfluxQLOptions(Strict):
-    url: str = Field(..., pattern=r"^https?://", description="InfluxDB base URL (v1 /query API)")
+    url: HttpUrl = Field(..., description="InfluxDB base URL (v1 /query API)")
     database: str = Field(..., description="database (InfluxDB 2.x/3.x: the bucket mapped for v1 queries)")
     username: str | None = None
-    password_file: str | None = None
-    token_file: str | None = Field(None, description="API token (InfluxDB 2.x/3.x), sent as 'Token ...'")
+    password_file: SecretFile = None
+    token_file: SecretFile = Field(None, description="API token (InfluxDB 2.x/3.x), sent as 'Token ...'")
     token_env: str | None = None
     timeout: PositiveDuration = 5.0
     tls_verify: bool = True

@@ -175,6 +175,13 @@ _TAG_ESC = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\=", "\n": r"\n"})
 _STR_ESC = str.maketrans({'"': r'\"', "\\": "\\\\"})
 
 
+def _esc(text: str, table: dict) -> str:
+    """Escaped for a name or tag; trailing backslashes are dropped, as Telegraf does: InfluxDB reads a
+    separator after a backslash as escaped (``model=x\\,port=1`` is one tag), and no escape of a
+    backslash exists in names and tags. Device-supplied text (model, outlet, sensor names) can end so."""
+    return text.translate(table).rstrip("\\")
+
+
 def _fmt_value(v: FieldValue) -> str:
     if v is True:
         return "true"
@@ -198,8 +205,8 @@ def _series(measurement: str, tags: dict[str, str]) -> str:
     key = (measurement, *tags.items())
     out = _SERIES_CACHE.get(key)
     if out is None:
-        out = measurement.translate(_MEAS_ESC) + "".join(
-            "," + k.translate(_TAG_ESC) + "=" + tags[k].translate(_TAG_ESC) for k in sorted(tags) if tags[k] != "")
+        pairs = ((_esc(k, _TAG_ESC), _esc(tags[k], _TAG_ESC)) for k in sorted(tags))
+        out = _esc(measurement, _MEAS_ESC) + "".join("," + k + "=" + v for k, v in pairs if k and v)
         if len(_SERIES_CACHE) >= _CACHE_MAX:
             _SERIES_CACHE.clear()
         _SERIES_CACHE[key] = out
@@ -209,7 +216,7 @@ def _series(measurement: str, tags: dict[str, str]) -> str:
 def _field_key(k: str) -> str:
     out = _KEY_CACHE.get(k)
     if out is None:
-        out = k.translate(_TAG_ESC)
+        out = _esc(k, _TAG_ESC)
         if len(_KEY_CACHE) >= _CACHE_MAX:
             _KEY_CACHE.clear()
         _KEY_CACHE[k] = out

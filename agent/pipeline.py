@@ -199,6 +199,7 @@ class Pipeline:
         self._spool = ThreadPoolExecutor(1, thread_name_prefix="spool") if self.buffered else None
         self.published = 0
         self.spool_errors = 0
+        self._spool_error: str | None = None
 
     def start(self) -> None:
         for q in self.queues:
@@ -207,12 +208,17 @@ class Pipeline:
             o.start()
 
     def _persist(self, samples: list[Sample]) -> None:
+        # Outputs keep what their buffer refuses (see InfluxOutput.append); this catches the unexpected,
+        # logged once per cause, and other outputs go on.
         for o in self.buffered:
             try:
                 o.append(samples)
-            except Exception as e:  # disk full, say: counted and logged; other outputs go on
+            except Exception as e:
                 self.spool_errors += 1
-                log.error("output %s: cannot buffer %d samples: %s", o.name, len(samples), e)
+                msg = f"output {o.name}: cannot buffer samples: {type(e).__name__}: {e}"
+                if msg != self._spool_error:
+                    log.error("%s", msg)
+                self._spool_error = msg
 
     def publish(self, samples: list[Sample]):
         self.published += len(samples)

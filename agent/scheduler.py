@@ -26,7 +26,7 @@ from .registry import Registry, default_registry
 from .runner import InstanceRunner, grid_ts
 from .sdnotify import Notifier as SdNotifier
 from .selfmetrics import OUTPUT_FIELDS, ProcessStats
-from .state import write_status
+from .state import set_aside_files, write_status
 
 log = logging.getLogger("agent")
 
@@ -54,7 +54,7 @@ def build_runners(config: Config, registry: Registry, publish, state_dir: Path |
         error = spec.error
         if spec.cls is not None:
             ctx = Context(instance=inst.name, proc_root=agent.proc_root, sys_root=agent.sys_root,
-                          state_dir=state_dir, bus=bus)
+                          state_dir=state_dir, bus=bus, timeout=inst.timeout)
             try:
                 collector = spec.cls(inst.options, ctx)
             except Exception as e:
@@ -95,6 +95,10 @@ class Agent:
         self.started_at = time.time()
         self._stop: asyncio.Event | None = None  # created inside the running loop
         self._tasks: set[asyncio.Task] = set()
+        self._status_error: str | None = None
+        intervals = [r.cfg.interval for r in self.runners] + [config.settings.agent.interval]
+        # The agent rewrites status.json after every run: one older than this means it is not running.
+        self.stale_after = max(60.0, 3 * max(intervals))
 
     def _publish(self, samples):
         """Every collection: to the alert engine (evaluated at once), then to the outputs with the alert states."""
@@ -120,29 +124,53 @@ class Agent:
             "state_dir": str(self.state_dir),
             "started_at": self.started_at,
             "updated_at": time.time(),
+            "stale_after_seconds": self.stale_after,
             "stopped": stopped,
             "healthy": healthy,
             "collectors": collectors,
             "outputs": outputs,
             "process": self.process.read(),
+            "state_files_set_aside": set_aside_files(),
         }
 
     def write_status(self, stopped: bool = False) -> None:
         try:
             write_status(self.state_dir, self.status(stopped))
         except OSError as e:
-            log.warning("cannot write status to %s: %s", self.state_dir, e)
+            msg = str(e)
+            if msg != self._status_error:
+                log.error("cannot write status to %s: %s (`aifactory status` reports the agent stale until "
+                          "it can)", self.state_dir, msg)
+            self._status_error = msg
+            return
+        if self._status_error is not None:
+            log.info("status written to %s again", self.state_dir)
+            self._status_error = None
 
     # --- jobs -----------------------------------------------------------------
-    async def _run(self, runner: InstanceRunner) -> None:
-        # Tracked so that shutdown lets in-flight runs finish within their deadline before the flush.
-        task = asyncio.current_task()
+    async def _tracked(self, coro) -> None:
+        """Run a job's work in its own task, tracked so that shutdown lets it finish within its deadline.
+
+        The scheduler cancels its jobs when it shuts down; the work is shielded from that (a run
+        cancelled mid-way would lose what it had collected) and awaited by run()'s shutdown instead.
+        """
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         try:
-            await runner.run_once()
-            self.write_status()
-        finally:
-            self._tasks.discard(task)
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            pass
+
+    async def _run_and_report(self, runner: InstanceRunner) -> None:
+        await runner.run_once()
+        self.write_status()
+
+    async def _run(self, runner: InstanceRunner) -> None:
+        await self._tracked(self._run_and_report(runner))
+
+    async def _self_metrics_job(self) -> None:
+        await self._tracked(self._self_metrics())
 
     async def _self_metrics(self) -> None:
         interval = self.config.settings.agent.interval
@@ -172,12 +200,15 @@ class Agent:
                  ", ".join(self.pipeline.stats()) or "none", self.state_dir)
         scheduler = None
         try:
-            # A first run of everything at once, so status and the store fill immediately.
-            await asyncio.gather(*(r.run_once() for r in self.runners))
-            await self._self_metrics()
-            self.write_status()
-            if not once:
-                scheduler = self._start_scheduler()
+            if once:
+                await asyncio.gather(*(r.run_once() for r in self.runners))
+                await self._self_metrics()
+                self.write_status()
+            else:
+                # Every collector's first run starts now, each as its own job: a hung one holds back
+                # nobody (not the others, not READY, not the status).
+                scheduler = self._start_scheduler(first_now=True)
+                self.write_status()
                 self.sd.ready(f"collecting with {len(self.runners)} collector instances")
                 watchdog = None
                 if self.sd.watchdog_interval:
@@ -200,7 +231,10 @@ class Agent:
             for r in self.runners:
                 r.close()
             if self.alerts is not None:
-                self.alerts.close()
+                try:
+                    self.alerts.close()
+                except Exception as e:  # a full disk at the last save: states were saved before
+                    log.error("alert store: final save failed: %s", e)
             self.write_status(stopped=True)
             log.info("agent stopped%s", "" if flushed else " (some samples were not written)")
         return 0
@@ -222,7 +256,7 @@ class Agent:
                 log.error("scheduler not healthy: not feeding the systemd watchdog")
             await asyncio.sleep(self.sd.watchdog_interval)
 
-    def _start_scheduler(self) -> AsyncIOScheduler:
+    def _start_scheduler(self, first_now: bool = False) -> AsyncIOScheduler:
         agent = self.config.settings.agent
         scheduler = AsyncIOScheduler(timezone=UTC)
         now = time.time()
@@ -235,10 +269,14 @@ class Agent:
                 self._run, IntervalTrigger(seconds=iv, jitter=agent.jitter or None,
                                            start_date=datetime.fromtimestamp(start, UTC)),
                 args=[r], id=f"collector:{r.name}", max_instances=1, coalesce=True,
-                misfire_grace_time=max(1, int(iv)))
+                misfire_grace_time=max(1, int(iv)),
+                # the first run at once (derived collectors a moment later, after the others' first samples)
+                **({"next_run_time": datetime.fromtimestamp(now + (0.5 if r.collector.derived else 0.0), UTC)}
+                   if first_now else {}))
         iv = agent.interval
-        scheduler.add_job(self._self_metrics, IntervalTrigger(
+        scheduler.add_job(self._self_metrics_job, IntervalTrigger(
             seconds=iv, start_date=datetime.fromtimestamp((now // iv + 1) * iv + min(1.0, iv / 2), UTC)),
-            id="agent:self", max_instances=1, coalesce=True)
+            id="agent:self", max_instances=1, coalesce=True,
+            **({"next_run_time": datetime.fromtimestamp(now + min(1.0, iv / 2), UTC)} if first_now else {}))
         scheduler.start()
         return scheduler

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from .config import ConfigError
+from .secretfile import read_secret_file
 
 
 def read_secret(what: str, file: str | None = None, env: str | None = None) -> str | None:
@@ -25,10 +26,7 @@ def read_secret(what: str, file: str | None = None, env: str | None = None) -> s
         if "/" not in file and creds:
             path = Path(creds) / file
         try:
-            value = path.read_text(encoding="utf-8").strip()
-        except OSError as e:
-            raise ConfigError([f"{what}: cannot read secret file {path}: {e.strerror or e}"]) from None
-        if not value:
-            raise ConfigError([f"{what}: secret file {path} is empty"])
-        return value
+            return read_secret_file(path)
+        except ValueError as e:
+            raise ConfigError([f"{what}: {e}"]) from None
     return None

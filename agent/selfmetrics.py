@@ -8,6 +8,7 @@ import time
 import psutil
 
 from .model import Accumulator, Kind, Metric
+from .state import set_aside_files
 
 G, C, I = Kind.GAUGE, Kind.COUNTER, Kind.INFO
 
@@ -41,6 +42,10 @@ AGENT_METRICS: tuple[Metric, ...] = (
     _m("buffer_capacity_points", G, "count", "points the disk buffer holds at most", _OUT),
     _m("buffer_evicted_points_total", C, "count", "oldest points evicted because the disk buffer was full", _OUT),
     _m("rejected_points_total", C, "count", "points the server refused as malformed (HTTP 400/422), dropped", _OUT),
+    _m("buffer_lost_points_total", C, "count", "points lost with a damaged disk buffer that was set aside", _OUT),
+    _m("memory_backlog_points", G, "count", "points held in memory because the disk buffer refuses appends", _OUT),
+    _m("spool_lost_points_total", C, "count", "points lost because the disk buffer refused them and memory was full", _OUT),
+    _m("spool_errors_total", C, "count", "appends the disk buffer refused (disk full, I/O error)", _OUT),
     _m("requests_total", C, "count", "write requests sent", _OUT),
     _m("auth_failing", G, "bool", "the server answers 401/403: points are kept, nothing is delivered", _OUT),
     _m("cpu_seconds_total", C, "seconds", "CPU time (user+system) of the agent process", _PROC),
@@ -48,6 +53,7 @@ AGENT_METRICS: tuple[Metric, ...] = (
     _m("threads", G, "count", "threads of the agent process", _PROC),
     _m("open_fds", G, "count", "open file descriptors of the agent process", _PROC),
     _m("uptime_seconds", G, "seconds", "time since the agent started", _PROC),
+    _m("state_files_set_aside_total", C, "count", "unusable state files moved aside (NAME.corrupt-TIMESTAMP)", _PROC),
 )
 
 
@@ -68,6 +74,7 @@ class ProcessStats:
                 "threads": int(self.proc.num_threads()),
                 "open_fds": int(self.proc.num_fds()),
                 "uptime_seconds": round(time.time() - self.started, 3),
+                "state_files_set_aside_total": len(set_aside_files()),
             }
 
     def emit(self, acc: Accumulator) -> dict:

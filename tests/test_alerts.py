@@ -215,7 +215,11 @@ collectors:
         _, err = p.communicate(timeout=30)
         assert p.returncode == 0, err
 
-    assert cli("config", "check").stdout.strip().endswith("1 alert rules")
+    from agent.alerts.rules import load_rules
+    from agent.config import DEFAULT_RULES
+
+    # the default pack and this file's rule
+    assert cli("config", "check").stdout.strip().endswith(f"; {len(load_rules(DEFAULT_RULES)) + 1} alert rules")
     agent = start()
     try:
         pending = wait_for("pending")

@@ -69,7 +69,7 @@ def test_several_instances_of_one_collector(tmp_path):
 @pytest.mark.parametrize("text,expected", [
     ("agent:\n  intervall: 10s\n", ":2: agent.intervall: unknown key; expected one of: hostname, interval"),
     ("agent:\n  interval: soon\n", ":2: agent.interval: 'soon' is not a duration; expected e.g. 500ms, 10s"),
-    ("agent:\n  interval: 0s\n", ":2: agent.interval: Input should be greater than 0"),
+    ("agent:\n  interval: 0s\n", ":2: agent.interval: Input should be greater than or equal to 0.1"),
     ("agent:\n  queue_size: many\n", ":2: agent.queue_size: Input should be a valid integer"),
     ("collectors:\n  host:\n    interval: 10s\n    per_cpu: maybe\n",
      ":4: collectors.host.per_cpu: Input should be a valid boolean"),

@@ -62,33 +62,50 @@ def test_dashboards_use_only_catalogue_names():
                     assert CAT.get(meas, field) is not None, (n, p.title, meas, field)
 
 
-def substitute(q: str) -> str:
+def substitute(q: str, selected: dict[str, str] | None = None, at: float | None = None) -> str:
+    """The query as Grafana sends it: each variable is its selected value, or "All" (.*)."""
     q = q.replace("$timeFilter", "time > now() - 2h").replace("$__interval", "1m")
     q = q.replace("$price_per_kwh", "0.12").replace("$grid_g_per_kwh", "350")
-    return re.sub(r"\$(site|cluster|rack|host|gpu)\b", ".*", q)
+    selected = selected or {}
+    if at is not None:  # a fixed "now", so that two runs of a query compare equal to the nanosecond
+        q = q.replace("now()", "'" + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)) + "'")
+    return re.sub(r"\$(site|cluster|rack|host|gpu)\b", lambda m: re.escape(selected.get(m.group(1), "")) or ".*", q)
 
 
-def scenario(now_ns: int) -> tuple[list[Sample], dict]:
-    """An hour, one sample a minute: 2 hosts in 2 racks with 2 GPUs each (one lost for the last 10 minutes), a
-    vLLM server per host, a PDU per rack, a UPS, a cooling unit, facility meters, and the efficiency the agent
-    computes from the counters."""
+# Two sites at different efficiency, with the same rack names (a panel that filters by rack but not by site
+# mixes them): every figure of ams1 differs from fra1's.
+SITES = {
+    "fra1": {"hosts": ("n1", "n2"), "gpu_w": 600.0, "tokens_per_min": 90000.0, "gen_per_min": 30000.0,
+             "it_w": 10000.0, "total_w": 13000.0, "hot": 0.0},
+    "ams1": {"hosts": ("m1", "m2"), "gpu_w": 500.0, "tokens_per_min": 120000.0, "gen_per_min": 50000.0,
+             "it_w": 8000.0, "total_w": 8800.0, "hot": 3.0},
+}
+
+
+def scenario(now_ns: int, site: str = "fra1") -> tuple[list[Sample], dict]:
+    """An hour, one sample a minute, for one site: 2 hosts in 2 racks with 2 GPUs each (one lost for the last
+    10 minutes), a vLLM server per host, a PDU per rack, a UPS, a cooling unit, facility meters read by the
+    site's poller, and the efficiency the agent computes from the counters."""
     out, steps, start = [], 61, now_ns - 3600 * NS
     bus = SampleBus()
+    facts = SITES[site]
+    hosts = facts["hosts"]
+    poller = {"host": f"poller-{site}", "site": site, "cluster": "c1"}
     eff = {h: EfficiencyCollector(EfficiencyCollector.Options(window=60.0, rapl=False),
-                                  Context("efficiency", bus=bus)) for h in ("n1", "n2")}
-    facts = {"gpu_w": 600.0, "tokens_per_min": 90000.0, "gen_per_min": 30000.0, "it_w": 10000.0, "total_w": 13000.0}
+                                  Context("efficiency", bus=bus)) for h in hosts}
     for i in range(steps):
         ts = start + i * 60 * NS
         t = i * 60.0
         step = []
-        for h, rack in (("n1", "r1"), ("n2", "r2")):
-            base = {"host": h, "site": "fra1", "cluster": "c1", "rack": rack}
+        for h, rack in zip(hosts, ("r1", "r2")):
+            base = {"host": h, "site": site, "cluster": "c1", "rack": rack}
             for g in ("0", "1"):
                 step.append(Sample("gpu", {**base, "gpu": g, "uuid": f"GPU-{h}-{g}", "model": "H200"}, {
                     "power_watts": facts["gpu_w"], "utilization_percent": 80.0,
                     "energy_joules_total": facts["gpu_w"] * t,
-                    "temperature_celsius": 60.0 + int(g) + (5 if h == "n2" else 0), "memory_temperature_celsius": 70.0,
-                    "sm_clock_hertz": 1.98e9, "lost": h == "n2" and g == "1" and i > 50, "xid_errors_total": 0,
+                    "temperature_celsius": 60.0 + int(g) + (5 if rack == "r2" else 0) + facts["hot"],
+                    "memory_temperature_celsius": 70.0 + facts["hot"],
+                    "sm_clock_hertz": 1.98e9, "lost": rack == "r2" and g == "1" and i > 50, "xid_errors_total": 0,
                     "ecc_uncorrected_volatile_total": 0,
                     "throttle_power_cap_seconds_total": 0.1 * t, "throttle_power_brake_seconds_total": 0.0,
                     "throttle_hw_thermal_seconds_total": 0.0, "throttle_sw_thermal_seconds_total": 0.0,
@@ -96,35 +113,37 @@ def scenario(now_ns: int) -> tuple[list[Sample], dict]:
                     "throttle_thermal": False}, ts))
                 step.append(Sample("gpu_process", {**base, "gpu": g, "pid": "4242", "process": "vllm", "container": "",
                                                    "slurm_job": "", "pod": ""},
-                                   {"memory_used_bytes": 80e9, "sm_utilization_percent": 75.0}, ts))
+                                   {"memory_used_bytes": 80e9, "sm_utilization_percent": 75.0 + facts["hot"]}, ts))
             step.append(Sample("inference", {**base, "endpoint": "vllm", "server": "vllm", "model": "llama",
                                              "gpus": "0,1"},
                                {"prompt_tokens_total": (facts["tokens_per_min"] - facts["gen_per_min"]) * i,
                                 "generation_tokens_total": facts["gen_per_min"] * i}, ts))
-            step.append(Sample("pdu", {"host": "poller", "device": f"pdu-{rack}", "rack": rack, "role": "it",
+            pdu_w = facts["it_w"] / 10 + 300
+            step.append(Sample("pdu", {**poller, "device": f"pdu-{rack}", "rack": rack, "role": "it",
                                        "scope": "device"},
-                               {"power_watts": 1300.0, "energy_joules_total": 1300.0 * t}, ts))
-            step.append(Sample("pdu", {"host": "poller", "device": f"pdu-{rack}", "rack": rack, "role": "it",
+                               {"power_watts": pdu_w, "energy_joules_total": pdu_w * t}, ts))
+            step.append(Sample("pdu", {**poller, "device": f"pdu-{rack}", "rack": rack, "role": "it",
                                        "scope": "phase", "phase": "1"},
-                               {"current_amperes": 12.0, "load_percent_of_rating": 37.5}, ts))
-            step.append(Sample("environment", {"host": "poller", "device": f"pdu-{rack}", "rack": rack,
-                                               "sensor": "1"}, {"temperature_celsius": 24.0, "humidity_percent": 40.0},
+                               {"current_amperes": pdu_w / 230 * 2, "load_percent_of_rating": pdu_w / 35}, ts))
+            step.append(Sample("environment", {**poller, "device": f"pdu-{rack}", "rack": rack, "sensor": "1"},
+                               {"temperature_celsius": 24.0 + facts["hot"], "humidity_percent": 40.0 + facts["hot"]},
                                ts))
             step.append(Sample("alerts", {**base, "alertname": "GpuXidErrors", "severity": "warning"},
-                               {"state": "firing" if h == "n1" else "resolved", "firing": h == "n1",
-                                "value": 1.0, "active_seconds": t}, ts))
-        step.append(Sample("ups", {"host": "poller", "device": "ups-1"}, {
-            "output_load_percent": 40.0, "battery_charge_percent": 100.0, "battery_runtime_seconds": 1800.0}, ts))
-        step.append(Sample("cooling", {"host": "poller", "device": "crah-1", "unit": "1"}, {
-            "supply_air_temperature_celsius": 20.0, "return_air_temperature_celsius": 30.0,
-            "cooling_output_watts": 9000.0}, ts))
-        step.append(Sample("facility", {"host": "poller", "pue_kind": "total"}, {
+                               {"state": "firing" if rack == "r1" else "resolved", "firing": rack == "r1",
+                                "value": 1.0 + facts["hot"], "active_seconds": t}, ts))
+        step.append(Sample("ups", {**poller, "device": "ups-1"}, {
+            "output_load_percent": 40.0 + facts["hot"], "battery_charge_percent": 100.0 - facts["hot"],
+            "battery_runtime_seconds": 1800.0 + facts["hot"]}, ts))
+        step.append(Sample("cooling", {**poller, "device": "crah-1", "unit": "1"}, {
+            "supply_air_temperature_celsius": 20.0 + facts["hot"], "return_air_temperature_celsius": 30.0,
+            "cooling_output_watts": 9000.0 - 100 * facts["hot"]}, ts))
+        step.append(Sample("facility", {**poller, "pue_kind": "total"}, {
             "it_power_watts": facts["it_w"], "cooling_power_watts": 2500.0, "total_power_watts": facts["total_w"],
             "it_energy_joules_total": facts["it_w"] * t, "total_energy_joules_total": facts["total_w"] * t,
             "pue": facts["total_w"] / facts["it_w"], "pue_energy": facts["total_w"] / facts["it_w"]}, ts))
         bus.observe(step)
         for h, col in eff.items():
-            acc = Accumulator(ts, {"host": h, "site": "fra1", "cluster": "c1", "rack": "r1" if h == "n1" else "r2"})
+            acc = Accumulator(ts, {"host": h, "site": site, "cluster": "c1", "rack": "r1" if h == hosts[0] else "r2"})
             try:
                 col.collect(acc)
             except Exception:
@@ -132,32 +151,50 @@ def scenario(now_ns: int) -> tuple[list[Sample], dict]:
             step += [s for s in acc.close() if s.measurement == "efficiency"]
         # the poller's rack and facility scopes, as its fleet query would give them for this scenario
         for rack in ("r1", "r2"):
-            step.append(Sample("efficiency", {"host": "poller", "scope": "rack", "rack": rack, "site": "fra1"}, {
-                "tokens_per_joule": facts["tokens_per_min"] / (1300.0 * 60)}, ts))
-        step.append(Sample("efficiency", {"host": "poller", "scope": "facility", "site": "fra1"}, {
+            step.append(Sample("efficiency", {**poller, "scope": "rack", "rack": rack}, {
+                "tokens_per_joule": facts["tokens_per_min"] / ((facts["it_w"] / 10 + 300) * 60)}, ts))
+        step.append(Sample("efficiency", {**poller, "scope": "facility"}, {
             "tokens_per_joule": 2 * facts["tokens_per_min"] / (facts["total_w"] * 60),
             "joules_per_token": facts["total_w"] * 60 / (2 * facts["tokens_per_min"])}, ts))
         out += step
     return out, facts
 
 
-@pytest.fixture(scope="module")
-def loaded(influxd):
+def _load(influxd, db: str, samples: list[Sample]) -> None:
     from agent.config import InfluxOutputOptions
     from agent.outputs.influxdb import V1Client
 
-    influxd.create_db("dash")
-    samples, facts = scenario(time.time_ns())
-    client = V1Client(InfluxOutputOptions(name="i", api="v1", url=influxd.url, database="dash"), None, None)
-    body = to_line_protocol(samples).encode()
-    r = client.write(body)
-    assert r.status == 204, r.text
+    influxd.create_db(db)
+    client = V1Client(InfluxOutputOptions(name="i", api="v1", url=influxd.url, database=db), None, None)
+    r = client.write(to_line_protocol(samples).encode())
+    assert r.status == 204, r.body
     client.close()
-    return influxd, facts
 
 
-def run(influxd, q: str) -> list:
-    return influxd.query(substitute(q), "dash")
+# The selections checked against a database holding only what they select.
+SUBSETS = {"dash_fra1": ({"site": "fra1"}, lambda s: s.tags.get("site") == "fra1"),
+           "dash_ams1": ({"site": "ams1"}, lambda s: s.tags.get("site") == "ams1"),
+           "dash_fra1_r2": ({"site": "fra1", "rack": "r2"},
+                            lambda s: s.tags.get("site") == "fra1" and s.tags.get("rack") == "r2"),
+           "dash_ams1_m1": ({"site": "ams1", "host": "m1"},
+                            lambda s: s.tags.get("site") == "ams1" and s.tags.get("host") == "m1")}
+
+
+@pytest.fixture(scope="module")
+def loaded(influxd):
+    """Both sites in one database ("dash"), as a fleet writes them, and each selection's subset alone."""
+    now = time.time_ns()
+    samples = []
+    for site in SITES:
+        samples += scenario(now, site)[0]
+    _load(influxd, "dash", samples)
+    for db, (_, keep) in SUBSETS.items():
+        _load(influxd, db, [s for s in samples if keep(s)])
+    return influxd, SITES["fra1"]
+
+
+def run(influxd, q: str, selected: dict | None = None, db: str = "dash", at: float | None = None) -> list:
+    return influxd.query(substitute(q, selected, at), db)
 
 
 @pytest.mark.parametrize("name", sorted(BOARDS))
@@ -170,13 +207,46 @@ def test_every_panel_query_returns_data(loaded, name):
             assert values, (name, p.title, substitute(q.influxql))
 
 
+@pytest.mark.parametrize("db", sorted(SUBSETS))
+def test_every_panel_honours_the_selected_site_rack_and_host(loaded, db):
+    """Each panel, run on both sites with a selection, equals the same panel run on a database holding only
+    what the selection selects: a panel that ignores a variable (or lets first() and last() come from two
+    sites) shows the other site's data and fails here."""
+    influxd, _ = loaded
+    selected = SUBSETS[db][0]
+    at = time.time() + 60
+    compared = 0
+    for name, make in BOARDS.items():
+        board = make()
+        if not set(selected) <= {v.name for v in board.variables}:
+            continue  # e.g. no host variable on the power and cooling board: a host is not selectable there
+        for p in board.panels():
+            for q in p.queries:
+                got = run(influxd, q.influxql, selected, at=at)
+                want = run(influxd, q.influxql, None, db, at=at)
+                assert got == want, (name, p.title, substitute(q.influxql, selected))
+                compared += bool(want)
+    assert compared >= 25  # the subsets have data for most panels: the comparison is not of empty results
+
+
+@pytest.mark.parametrize("site", sorted(SITES))
+def test_pue_of_the_selected_site(loaded, site):
+    influxd, _ = loaded
+    panels = {p.title: p for p in BOARDS["efficiency"]().panels()}
+    facts = SITES[site]
+    for title in ("PUE, last 24 h (energy)", "PUE, last 7 d (energy)"):
+        series = run(influxd, panels[title].queries[0].influxql, {"site": site})
+        (pue,) = [v for s in series for row in s["values"] for v in row[1:] if v is not None]
+        assert pue == pytest.approx(facts["total_w"] / facts["it_w"], rel=0.01)
+
+
 def test_pue_and_tokens_per_joule_panels_equal_the_scenario(loaded):
     influxd, facts = loaded
     board = BOARDS["efficiency"]()
     panels = {p.title: p for p in board.panels()}
 
     def first(title, idx=0):
-        series = run(influxd, panels[title].queries[idx].influxql)
+        series = run(influxd, panels[title].queries[idx].influxql, {"site": "fra1"})
         return [v for s in series for row in s["values"] for v in row[1:] if v is not None]
 
     (pue,) = first("PUE, last 24 h (energy)")

@@ -62,7 +62,8 @@ def test_devices_polled_with_auto_profiles_and_a_dead_one_does_not_hurt(snmpsim)
     status = {s.tags["device"]: s.fields for s in samples if s.measurement == "snmp_device"}
     assert status["pdu-r12-a"]["up"] and status["ups-1"]["up"] and status["px2"]["up"]
     assert status["dead"] == {"up": False, "poll_duration_seconds": status["dead"]["poll_duration_seconds"],
-                              "readings": 0}
+                              "readings": 0, "error": status["dead"]["error"]}
+    assert "no response from" in status["dead"]["error"]
     assert status["wrongcomm"]["up"] is False
     (fac,) = [s for s in samples if s.measurement == "facility"]
     assert fac.fields["it_power_watts"] == 270.0  # the rack PDU (role it); the UPS is facility_total

@@ -10,6 +10,8 @@ outputs as measurement `alerts`, the fleet view.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import sqlite3
 import threading
 import time
@@ -17,9 +19,20 @@ from collections import deque
 from pathlib import Path
 
 from agent.model import Kind, Metric, Sample
+from agent.state import set_aside, sqlite_corrupt
 
 from .expr import Selector, Source, evaluate, selectors
 from .rules import CompiledRule, render
+
+log = logging.getLogger("agent.alerts")
+
+
+def _finite(result) -> dict:
+    """A rule's result as a vector of finite values: NaN and ±Inf (``1 / 0``, an overflow) are no value,
+    so they neither fire nor reach the outputs (line protocol and InfluxDB refuse them)."""
+    if isinstance(result, float):
+        return {(): result} if result and math.isfinite(result) else {}
+    return {k: v for k, v in result.items() if math.isfinite(v)}
 
 ALERT_METRICS = (
     Metric("alerts", "state", Kind.INFO, "info", "pending, firing or resolved", ("host", "alertname", "severity")),
@@ -77,23 +90,80 @@ class History(Source):
 
 
 class AlertStore:
-    """SQLite: one row per (rule, series) with its state; survives restarts."""
+    """SQLite: one row per (rule, series) with its state; survives restarts.
+
+    A damaged file is moved aside (``alerts.db.corrupt-TIMESTAMP``): the states start afresh and the
+    rules re-derive them. A save that fails otherwise (disk full) is logged once and retried with the
+    next save; the states stay in memory.
+    """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(str(path), check_same_thread=False, timeout=5)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("""CREATE TABLE IF NOT EXISTS alerts (
-            key TEXT PRIMARY KEY, alertname TEXT, labels TEXT, severity TEXT, state TEXT,
-            active_since REAL, fired_at REAL, resolved_at REAL, value REAL, summary TEXT, description TEXT,
-            updated REAL)""")
-        self.db.commit()
+        self.save_error: str | None = None
+        try:
+            self.db = self._open()
+            self._initial = self._load()
+        except (sqlite3.DatabaseError, ValueError, TypeError) as e:
+            if isinstance(e, sqlite3.OperationalError) and not sqlite_corrupt(e):
+                raise
+            set_aside(path, f"damaged alert store: {e}")
+            self.db = self._open()
+            self._initial = {}
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=5)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("""CREATE TABLE IF NOT EXISTS alerts (
+                key TEXT PRIMARY KEY, alertname TEXT, labels TEXT, severity TEXT, state TEXT,
+                active_since REAL, fired_at REAL, resolved_at REAL, value REAL, summary TEXT, description TEXT,
+                updated REAL)""")
+            db.commit()
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _load(self) -> dict[str, dict]:
+        out = {}
+        for d in _rows(self.db.execute("SELECT * FROM alerts")):
+            if d.get("state") not in ("pending", "firing", "resolved") or not isinstance(d.get("labels"), dict):
+                continue
+            if isinstance(d.get("value"), float) and not math.isfinite(d["value"]):
+                d["value"] = None
+            out[d["key"]] = d
+        return out
 
     def load(self) -> dict[str, dict]:
-        return {d["key"]: d for d in _rows(self.db.execute("SELECT * FROM alerts"))}
+        return self._initial
 
-    def save(self, alerts: dict[str, dict], removed: list[str]) -> None:
+    def save(self, alerts: dict[str, dict], removed: list[str]) -> bool:
+        """True when saved; a failure is logged once per cause and the caller saves again later."""
+        try:
+            self._save(alerts, removed)
+        except sqlite3.DatabaseError as e:
+            if sqlite_corrupt(e):
+                try:
+                    self.db.close()
+                except sqlite3.Error:
+                    pass
+                set_aside(self.path, f"damaged alert store: {e}")
+                self.db = self._open()
+                self._save(alerts, [])
+            else:
+                msg = str(e)
+                if msg != self.save_error:
+                    log.error("cannot save alert states to %s: %s (kept in memory, saved when possible)",
+                              self.path, msg)
+                self.save_error = msg
+                return False
+        if self.save_error is not None:
+            log.info("alert states saved to %s again", self.path)
+            self.save_error = None
+        return True
+
+    def _save(self, alerts: dict[str, dict], removed: list[str]) -> None:
         with self.db:
             self.db.executemany("DELETE FROM alerts WHERE key = ?", [(k,) for k in removed])
             self.db.executemany(
@@ -103,7 +173,10 @@ class AlertStore:
                   a["updated"]) for k, a in alerts.items()])
 
     def close(self) -> None:
-        self.db.close()
+        try:
+            self.db.close()
+        except sqlite3.Error:
+            pass
 
 
 def _rows(cur: sqlite3.Cursor) -> list[dict]:
@@ -134,6 +207,7 @@ class AlertEngine:
         self.default_receivers = default_receivers or []
         self._saved_at = 0.0
         self._changed = False  # a state changed since the last save
+        self._removed: list[str] = []  # keys to delete from the store at the next save that succeeds
         self._events: dict[str, list[dict]] = {}
         keep = max([r for rule in rules for node in (rule.expr, rule.clear) if node
                     for _, r in selectors(node)] + [0.0]) + 60.0
@@ -157,10 +231,9 @@ class AlertEngine:
                     clear = evaluate(rule.clear, self.history, now) if rule.clear else None
                 except Exception:  # a rule that cannot be evaluated now (e.g. scalar set op) stays as it was
                     continue
-                if isinstance(active, float):
-                    active = {(): active} if active else {}
-                if isinstance(clear, float):
-                    clear = {(): clear} if clear else {}
+                active = _finite(active)
+                if clear is not None:
+                    clear = _finite(clear)
                 self._advance(rule, active, clear, now, removed)
             for k in [k for k, a in self.alerts.items()
                       if a["state"] == "resolved" and now - (a["resolved_at"] or now) > RESOLVED_KEEP]:
@@ -168,9 +241,12 @@ class AlertEngine:
                 del self.alerts[k]
             # States are saved at once (a restart must see them); values at most every SAVE_EVERY s,
             # since this runs with each collection.
-            if self.store and (self._changed or removed or now - self._saved_at >= SAVE_EVERY):
-                self.store.save(self.alerts, removed)
-                self._saved_at, self._changed = now, False
+            self._removed.extend(removed)
+            if self.store and (self._changed or self._removed or now - self._saved_at >= SAVE_EVERY):
+                if self.store.save(self.alerts, self._removed):
+                    self._removed = []
+                    self._changed = False
+                self._saved_at = now
             if self.notifier is not None:
                 for receiver, alerts in self._events.items():
                     self.notifier.submit(receiver, alerts)
@@ -225,7 +301,7 @@ class AlertEngine:
             tags.update(alertname=a["alertname"], severity=a["severity"])
             fields = {"state": a["state"], "firing": a["state"] == "firing",
                       "active_seconds": round(now - a["active_since"], 3) if a["state"] != "resolved" else 0.0}
-            if a.get("value") is not None:
+            if isinstance(a.get("value"), (int, float)) and math.isfinite(a["value"]):
                 fields["value"] = float(a["value"])
             out.append(Sample("alerts", tags, fields, ts))
         return out
@@ -234,5 +310,5 @@ class AlertEngine:
         if self.notifier is not None:
             self.notifier.close()
         if self.store:
-            self.store.save(self.alerts, [])
+            self.store.save(self.alerts, self._removed)
             self.store.close()

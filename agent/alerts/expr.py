@@ -16,6 +16,10 @@
 A vector maps a series' labels (its tags) to a value; operations between two vectors match series
 with identical labels, as PromQL does by default. Counters are read with rate()/increase() over a
 range, never as a single value.
+
+Label regexes are RE2 (google-re2), as in PromQL: matching takes time linear in the label's length, so
+no pattern (``(a+)+$``) can stall the event loop the rules are evaluated on. RE2 has no backreferences
+or lookaround; such a pattern is a rule error.
 """
 
 from __future__ import annotations
@@ -25,7 +29,20 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import re2
+
 from agent.units import parse_duration
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the error is raised to the rule loader, which names file, line and rule
+
+
+def compile_label_regex(pattern: str):
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as e:
+        msg = e.args[0].decode() if e.args and isinstance(e.args[0], bytes) else str(e)
+        raise ExprError(f"bad regex {pattern!r} (RE2 syntax): {msg}") from None
 
 Labels = tuple  # sorted ((tag, value), ...)
 Vector = dict  # Labels -> float
@@ -212,10 +229,7 @@ class Parser:
                 raw = self.take(kind="str")
                 val = bytes(raw[1:-1], "utf-8").decode("unicode_escape")
                 if op in ("=~", "!~"):
-                    try:
-                        val = re.compile(val)
-                    except re.error as e:
-                        raise ExprError(f"bad regex for {tag}: {e}") from None
+                    val = compile_label_regex(val)
                 matchers.append((tag, op, val))
                 if not self.peek("}"):
                     self.take(",")

@@ -115,7 +115,8 @@ def power_cooling() -> Dashboard:
                      "PDUs by rack and phase against their rating, UPS, cooling supply/return, environment.", [
         Panel("PDU power by rack", "timeseries", [Query(
             f'SELECT sum("p") FROM (SELECT mean("power_watts") AS p FROM "pdu" {F} AND "scope" = \'device\' '
-            f'{T}, "rack", "device") WHERE $timeFilter {T}, "rack" fill(none)', legend="$tag_rack")],
+            f'{T}, "site", "rack", "device") WHERE $timeFilter {T}, "site", "rack" fill(none)',
+            legend="$tag_site $tag_rack")],
               unit="watt", stack=True),
         Panel("Phase load against rating", "bargauge", [Query(
             f'SELECT last("load_percent_of_rating") FROM "pdu" {F} GROUP BY "device", "phase", "bank", "inlet"',
@@ -138,11 +139,11 @@ def power_cooling() -> Dashboard:
             f'SELECT mean("cooling_output_watts") FROM "cooling" {F} {T}, "device", "unit"',
             legend="$tag_device $tag_unit")], unit="watt"),
         Panel("Environment temperature by rack", "timeseries", [Query(
-            f'SELECT mean("temperature_celsius") FROM "environment" {F} {T}, "rack", "device", "sensor"',
-            legend="$tag_rack $tag_device $tag_sensor")], unit="celsius"),
+            f'SELECT mean("temperature_celsius") FROM "environment" {F} {T}, "site", "rack", "device", "sensor"',
+            legend="$tag_site $tag_rack $tag_device $tag_sensor")], unit="celsius"),
         Panel("Environment humidity", "timeseries", [Query(
-            f'SELECT mean("humidity_percent") FROM "environment" {F} {T}, "rack", "device", "sensor"',
-            legend="$tag_rack $tag_device $tag_sensor")], unit="humidity"),
+            f'SELECT mean("humidity_percent") FROM "environment" {F} {T}, "site", "rack", "device", "sensor"',
+            legend="$tag_site $tag_rack $tag_device $tag_sensor")], unit="humidity"),
     ], _vars()[:3])
 
 
@@ -154,13 +155,16 @@ def efficiency() -> Dashboard:
         Panel("PUE, last 24 h (energy)", "stat", [Query(
             'SELECT (last("total_energy_joules_total") - first("total_energy_joules_total")) / '
             '(last("it_energy_joules_total") - first("it_energy_joules_total")) FROM "facility" '
-            'WHERE time > now() - 1d')], unit="none", decimals=3, w=6, h=5,
+            'WHERE time > now() - 1d AND "site" =~ /^$site$/ AND "cluster" =~ /^$cluster$/ '
+            'AND "rack" =~ /^$rack$/ GROUP BY "site", "cluster", "host"')], unit="none", decimals=3, w=6, h=5,
               thresholds=[(None, "green"), (1.4, "orange"), (1.6, "red")],
-              description="total facility energy / IT energy over 24 h (The Green Grid, ISO/IEC 30134-2)"),
+              description="total facility energy / IT energy over 24 h (The Green Grid, ISO/IEC 30134-2); one value "
+                          "per site and poller: first() and last() never mix two sites' counters"),
         Panel("PUE, last 7 d (energy)", "stat", [Query(
             'SELECT (last("total_energy_joules_total") - first("total_energy_joules_total")) / '
             '(last("it_energy_joules_total") - first("it_energy_joules_total")) FROM "facility" '
-            'WHERE time > now() - 7d')], unit="none", decimals=3, w=6, h=5,
+            'WHERE time > now() - 7d AND "site" =~ /^$site$/ AND "cluster" =~ /^$cluster$/ '
+            'AND "rack" =~ /^$rack$/ GROUP BY "site", "cluster", "host"')], unit="none", decimals=3, w=6, h=5,
               thresholds=[(None, "green"), (1.4, "orange"), (1.6, "red")]),
         Panel("Tokens per kWh (facility)", "stat", [Query(
             f'SELECT mean("tokens_per_joule") * 3600000 FROM "efficiency" {F} AND "scope" = \'facility\'')],
@@ -184,7 +188,7 @@ def efficiency() -> Dashboard:
         Panel("Tokens per joule by scope", "timeseries", [
             Query(scope.format(f="tokens_per_joule", s=s, by=by), legend=f"{s} {leg}")
             for s, by, leg in (("gpu", '"host", "gpu"', "$tag_host $tag_gpu"), ("node", '"host"', "$tag_host"),
-                               ("rack", '"rack"', "$tag_rack"), ("facility", '"site"', ""))],
+                               ("rack", '"site", "rack"', "$tag_site $tag_rack"), ("facility", '"site"', ""))],
               unit="short", decimals=3, w=24,
               description="tokens per joule = tokens per second per watt, from counter deltas over one window"),
         Panel("Joules per generated token, by model", "timeseries", [Query(

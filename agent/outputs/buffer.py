@@ -7,6 +7,11 @@ collection counts as done); an operating-system crash can lose the last transact
 
 The caps (bytes and points) evict the oldest chunks first, never one that is being
 sent (the buffer may exceed its cap by that one batch), and count every evicted point exactly.
+
+A damaged file (truncated, overwritten: SQLITE_CORRUPT/NOTADB) is moved aside as
+``NAME.corrupt-TIMESTAMP`` (agent.state.set_aside) and a fresh buffer takes its place, at start or
+when a read finds the damage; the points it held are counted in ``lost_points``. A full disk is
+not damage: the append raises and the caller keeps the points (InfluxOutput's memory backlog).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import logging
 import sqlite3
 import threading
 from pathlib import Path
+
+from ..state import set_aside, sqlite_corrupt
 
 log = logging.getLogger(__name__)
 
@@ -28,20 +35,47 @@ class DiskBuffer:
         self.max_points = max_points
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
-        c = self._conn
-        c.execute("PRAGMA journal_mode=WAL")
-        c.execute("PRAGMA synchronous=NORMAL")
-        c.execute("CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-                  "n INTEGER NOT NULL, size INTEGER NOT NULL, data BLOB NOT NULL)")
-        self.points, self.bytes = c.execute("SELECT coalesce(sum(n), 0), coalesce(sum(size), 0) FROM chunks").fetchone()
         self.evicted = 0
         self.appended = 0
+        self.lost_points = 0  # held by a damaged file that was set aside
         self._in_flight: set[int] = set()
         self._flight_points = 0
         self._flight_bytes = 0
+        try:
+            self._open()
+        except sqlite3.DatabaseError as e:
+            if not sqlite_corrupt(e):
+                raise
+            set_aside(self.path, f"damaged SQLite database: {e}")
+            self._open()
         if self.points:
             log.info("buffer %s: %d points from before the restart will be sent", self.path.name, self.points)
+
+    def _open(self) -> None:
+        self._conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
+        c = self._conn
+        try:
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute("PRAGMA synchronous=NORMAL")
+            c.execute("CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                      "n INTEGER NOT NULL, size INTEGER NOT NULL, data BLOB NOT NULL)")
+            self.points, self.bytes = c.execute(
+                "SELECT coalesce(sum(n), 0), coalesce(sum(size), 0) FROM chunks").fetchone()
+        except BaseException:
+            c.close()
+            raise
+
+    def _damaged(self, e: sqlite3.DatabaseError) -> None:
+        """Called with the lock held: replace a damaged file by a fresh buffer; what it held is lost."""
+        try:
+            self._conn.close()
+        except sqlite3.Error:
+            pass
+        self.lost_points += max(0, self.points)
+        set_aside(self.path, f"damaged SQLite database: {e}")
+        self._in_flight.clear()
+        self._flight_points = self._flight_bytes = 0
+        self._open()
 
     def __len__(self) -> int:
         return self.points
@@ -55,18 +89,30 @@ class DiskBuffer:
             data = b"\n".join(part)
             rows.append((len(part), len(data), data))
         with self._lock:
-            c = self._conn
-            c.execute("BEGIN IMMEDIATE")
             try:
-                c.executemany("INSERT INTO chunks (n, size, data) VALUES (?, ?, ?)", rows)
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
+                self._insert(rows)
+            except sqlite3.DatabaseError as e:
+                if not sqlite_corrupt(e):
+                    raise
+                self._damaged(e)
+                self._insert(rows)
             self.points += len(lines)
             self.bytes += sum(r[1] for r in rows)
             self.appended += len(lines)
             self._enforce_caps()
+
+    def _insert(self, rows: list[tuple]) -> None:
+        c = self._conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.executemany("INSERT INTO chunks (n, size, data) VALUES (?, ?, ?)", rows)
+            c.execute("COMMIT")
+        except BaseException:
+            # SQLite has already rolled back after some errors (SQLITE_FULL): a second ROLLBACK would
+            # replace the real cause with "cannot rollback - no transaction is active".
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
 
     def _enforce_caps(self) -> None:
         # The batch being sent is outside the caps until it is acknowledged or released: the
@@ -111,12 +157,18 @@ class DiskBuffer:
         lines: list[bytes] = []
         size = 0
         with self._lock:
-            for cid, n, data in self._conn.execute("SELECT id, n, data FROM chunks ORDER BY id"):
-                if lines and len(lines) + n > max_points:
-                    break
-                ids.append(cid)
-                lines.extend(data.split(b"\n"))
-                size += len(data)
+            try:
+                for cid, n, data in self._conn.execute("SELECT id, n, data FROM chunks ORDER BY id"):
+                    if lines and len(lines) + n > max_points:
+                        break
+                    ids.append(cid)
+                    lines.extend(data.split(b"\n"))
+                    size += len(data)
+            except sqlite3.DatabaseError as e:
+                if not sqlite_corrupt(e):
+                    raise
+                self._damaged(e)
+                return [], []
             self._in_flight = set(ids)
             self._flight_points, self._flight_bytes = len(lines), size
         return ids, lines
@@ -128,9 +180,19 @@ class DiskBuffer:
         with self._lock:
             c = self._conn
             marks = ",".join("?" * len(ids))
-            n, size = c.execute(f"SELECT coalesce(sum(n), 0), coalesce(sum(size), 0) FROM chunks WHERE id IN ({marks})",
-                                ids).fetchone()
-            c.execute(f"DELETE FROM chunks WHERE id IN ({marks})", ids)
+            try:
+                n, size = c.execute(f"SELECT coalesce(sum(n), 0), coalesce(sum(size), 0) FROM chunks "
+                                    f"WHERE id IN ({marks})", ids).fetchone()
+                c.execute(f"DELETE FROM chunks WHERE id IN ({marks})", ids)
+            except sqlite3.DatabaseError as e:
+                # Delivered but not forgotten (a full disk refuses even a delete's WAL frames): the chunks
+                # are sent again later, which overwrites the same points (same series and timestamp).
+                self._in_flight.clear()
+                self._flight_points = self._flight_bytes = 0
+                if sqlite_corrupt(e):
+                    self._damaged(e)
+                    return 0
+                raise
             self.points -= n
             self.bytes -= size
             self._in_flight.clear()
@@ -146,11 +208,14 @@ class DiskBuffer:
 
     def stats(self) -> dict:
         return {"buffer_points": self.points, "buffer_size_bytes": self.bytes,
-                "buffer_capacity_points": self.max_points, "buffer_evicted_points_total": self.evicted}
+                "buffer_capacity_points": self.max_points, "buffer_evicted_points_total": self.evicted,
+                "buffer_lost_points_total": self.lost_points}
 
     def close(self) -> None:
         with self._lock:
             try:
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as e:  # a full disk: the WAL stays, SQLite replays it at the next open
+                log.warning("buffer %s: checkpoint at close failed: %s", self.path.name, e)
             finally:
                 self._conn.close()

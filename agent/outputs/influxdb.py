@@ -10,6 +10,14 @@ HTTP outcomes, as Telegraf handles them and one step further:
   jitter, honouring Retry-After (at most 10 minutes);
 - 401/403 (and any other status): kept, retried slowly, reported loudly in the log and in
   ``aifactory status``.
+
+``written_samples_total`` counts only points the server accepted; a batch with rejected points
+puts the output in state ``rejecting`` (unhealthy in status) until a batch lands whole.
+
+When the disk buffer cannot take an append (disk full, I/O error) the points wait in a bounded
+memory backlog and are appended with the next collection that succeeds; only what overflows the
+backlog is lost, and counted (``spool_lost_points_total``). The cause is logged once, the
+recovery once.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import gzip
 import http.client
 import logging
 import random
+import sqlite3
 import ssl
 import threading
 import time
@@ -34,6 +43,7 @@ from .buffer import DiskBuffer
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_MAX = 600.0
+BACKLOG_MAX = 200_000  # points held in memory while the disk buffer refuses appends (~40 MB)
 
 
 class TransportError(Exception):
@@ -182,6 +192,13 @@ class InfluxOutput:
         self.write_errors = 0
         self.state = "ok"
         self.last_error: str | None = None
+        self._backlog: list[bytes] = []
+        self._backlog_lock = threading.Lock()
+        self.spool_error: str | None = None
+        self.spool_lost = 0
+        self.spool_failures = 0
+        self._batch_rejected = 0
+        self._last_rejection = ""
         self.last_success_ns: int | None = None
         self._logged_rejections: set[str] = set()
         self._wake = threading.Event()
@@ -196,16 +213,39 @@ class InfluxOutput:
 
     def append(self, samples: list[Sample]) -> None:
         """Persist before the collection counts as done (runs in the spool thread)."""
-        self.buffer.append([to_line(s).encode() for s in samples if s.fields])
+        lines = [to_line(s).encode() for s in samples if s.fields]
+        with self._backlog_lock:
+            if self._backlog:
+                lines = self._backlog + lines
+            try:
+                self.buffer.append(lines)
+            except sqlite3.Error as e:
+                self.spool_failures += 1
+                over = len(lines) - BACKLOG_MAX
+                if over > 0:
+                    self.spool_lost += over
+                    lines = lines[over:]
+                self._backlog = lines
+                msg = f"cannot append to the disk buffer {self.buffer.path}: {e}"
+                if msg != self.spool_error:
+                    log.error("output %s: %s; %d points held in memory (at most %d)", self.name, msg, len(lines),
+                              BACKLOG_MAX)
+                self.spool_error = msg
+                return
+            if self.spool_error is not None:
+                log.info("output %s: disk buffer writable again; %d points from memory appended%s", self.name,
+                         len(self._backlog), f", {self.spool_lost} lost so far" if self.spool_lost else "")
+                self.spool_error = None
+            self._backlog = []
         if len(self.buffer) >= self.opts.batch_size:
             self._wake.set()
 
     def flush(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if len(self.buffer) == 0 and self._idle.is_set():
+            if len(self.buffer) == 0 and self._idle.is_set() and not self._backlog:
                 return True
-            if self.state != "ok":
+            if self.state in ("retrying", "auth_failed"):
                 return False  # the server is refusing or away: what is buffered stays for next time
             self._wake.set()
             time.sleep(0.02)
@@ -218,6 +258,11 @@ class InfluxOutput:
         self._thread.join(timeout=max(0.5, timeout))
         self.client.close()
         self.buffer.close()
+        if self._backlog:
+            log.error("output %s: %d points held in memory (the disk buffer refused them) are lost at shutdown",
+                      self.name, len(self._backlog))
+            self.spool_lost += len(self._backlog)
+            self._backlog = []
         if not done:
             log.warning("output %s: %d points stay in the disk buffer and will be sent after the restart",
                         self.name, len(self.buffer))
@@ -227,35 +272,53 @@ class InfluxOutput:
     def _loop(self) -> None:
         failures = 0
         while not self._stopping:
-            ids, lines = self.buffer.peek(self.opts.batch_size)
-            if not ids:
-                self._idle.set()
-                self._wake.wait(self.opts.flush_interval + random.random() * self.opts.flush_jitter)
-                self._wake.clear()
-                continue
-            self._idle.clear()
             try:
-                self._deliver(lines)
-            except Retry as r:
-                self.buffer.release()
+                failures = self._step(failures)
+            except Exception as e:  # the buffer's disk (full, I/O error): never let the sender die
                 failures += 1
-                self.write_errors += 1
-                self._set_state("auth_failed" if r.auth else "retrying", str(r))
-                delay = max(r.after or 0.0, backoff(failures, 0.5, self.opts.retry_max))
+                self.buffer.release()
+                self._set_state("buffer_error", f"disk buffer: {type(e).__name__}: {e}")
                 self._idle.set()
-                self._wake.wait(delay)
+                self._wake.wait(backoff(failures, 0.2, 5.0))  # a local disk: space comes back soon
                 self._wake.clear()
-                continue
-            self.buffer.remove(ids)
-            self.sent += len(lines)
-            self.last_success_ns = time.time_ns()
-            failures = 0
+
+    def _step(self, failures: int) -> int:
+        ids, lines = self.buffer.peek(self.opts.batch_size)
+        if not ids:
+            self._idle.set()
+            self._wake.wait(self.opts.flush_interval + random.random() * self.opts.flush_jitter)
+            self._wake.clear()
+            return failures
+        self._idle.clear()
+        self._batch_rejected = 0
+        try:
+            self._deliver(lines)
+        except Retry as r:
+            self.buffer.release()
+            failures += 1
+            self.write_errors += 1
+            self._set_state("auth_failed" if r.auth else "retrying", str(r))
+            delay = max(r.after or 0.0, backoff(failures, 0.5, self.opts.retry_max))
+            self._idle.set()
+            self._wake.wait(delay)
+            self._wake.clear()
+            return failures
+        self.buffer.remove(ids)
+        self.sent += len(lines) - self._batch_rejected
+        self.last_success_ns = time.time_ns()
+        if self._batch_rejected:
+            self._set_state("rejecting", f"the server rejected {self._batch_rejected} of {len(lines)} points "
+                                         f"of the last batch ({self._last_rejection})")
+        else:
             self._set_state("ok", None)
+        return 0
 
     def _set_state(self, state: str, error: str | None) -> None:
         if state != self.state:
             if state == "ok":
                 log.info("output %s: delivering again (%d points buffered)", self.name, len(self.buffer))
+            elif state == "rejecting":
+                log.error("output %s: %s; rejected points are dropped", self.name, error)
             elif state == "auth_failed":
                 log.error("output %s: AUTHENTICATION FAILED, points are kept: %s", self.name, error)
             else:
@@ -274,6 +337,8 @@ class InfluxOutput:
         if r.status in (400, 422, 413):
             if len(lines) == 1:
                 self.rejected += 1
+                self._batch_rejected += 1
+                self._last_rejection = f"HTTP {r.status}: {r.body[:200]}"
                 key = f"{r.status} {r.body[:200]}"
                 if key not in self._logged_rejections and len(self._logged_rejections) < 100:
                     self._logged_rejections.add(key)
@@ -293,8 +358,13 @@ class InfluxOutput:
 
     def stats(self) -> dict:
         d = self.buffer.stats()
+        spooling = self.spool_error is not None
         d.update({"written_samples_total": self.sent, "rejected_points_total": self.rejected,
                   "write_errors_total": self.write_errors, "requests_total": self.requests,
-                  "state": self.state, "last_error": self.last_error, "last_write_ns": self.last_success_ns,
-                  "auth_failing": self.state == "auth_failed", "url": self.opts.url, "api": self.opts.api})
+                  "state": "buffer_failing" if spooling else self.state,
+                  "last_error": self.spool_error if spooling else self.last_error,
+                  "last_write_ns": self.last_success_ns,
+                  "auth_failing": self.state == "auth_failed", "url": self.opts.url, "api": self.opts.api,
+                  "memory_backlog_points": len(self._backlog), "spool_lost_points_total": self.spool_lost,
+                  "spool_errors_total": self.spool_failures})
         return d

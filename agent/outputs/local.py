@@ -4,6 +4,9 @@ Series (measurement + tags) are stored once; points hold (series, ts, fields as 
 The key is (series, ts): like InfluxDB, writing the same series+timestamp again merges
 the fields instead of duplicating the point. Retention deletes by age; the size cap
 deletes the oldest points until the live pages fit, then gives pages back to the OS.
+
+A damaged file is moved aside (``metrics.db.corrupt-TIMESTAMP``) and a fresh store takes its place;
+a full disk fails the write, and the output queue keeps the samples and retries.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 from pathlib import Path
 
 from ..model import Sample
+from ..state import set_aside, sqlite_corrupt
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +64,38 @@ class LocalStore:
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = _connect(self.path)
+            try:
+                self._conn = self._open()
+            except sqlite3.DatabaseError as e:
+                if not sqlite_corrupt(e):
+                    raise
+                set_aside(self.path, f"damaged SQLite database: {e}")
+                self._conn = self._open()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        conn = _connect(self.path)
+        try:
             # auto_vacuum must be set before the first table exists.
             conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(SCHEMA)
             self._series = {(m, t): i for i, m, t in conn.execute("SELECT id, measurement, tags FROM series")}
-            self._conn = conn
-        return self._conn
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _damaged(self, e: sqlite3.DatabaseError) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+            self._conn = None
+        self._series.clear()
+        set_aside(self.path, f"damaged SQLite database: {e}")
 
     def _series_id(self, conn: sqlite3.Connection, measurement: str, tags: str) -> int:
         key = (measurement, tags)
@@ -80,6 +107,15 @@ class LocalStore:
         return sid
 
     def write(self, samples: list[Sample]) -> None:
+        try:
+            self._write(samples)
+        except sqlite3.DatabaseError as e:
+            if not sqlite_corrupt(e):
+                raise
+            self._damaged(e)
+            self._write(samples)
+
+    def _write(self, samples: list[Sample]) -> None:
         conn = self._db()
         rows = []
         dumps = json.dumps
@@ -95,7 +131,8 @@ class LocalStore:
             )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                conn.execute("ROLLBACK")
             self._series.clear()  # ids inserted in the rolled-back transaction are gone
             raise
 
@@ -145,6 +182,8 @@ class LocalStore:
         if self._conn is not None:
             try:
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as e:  # a full disk: the WAL stays and is replayed at the next open
+                log.warning("local store: checkpoint at close failed: %s", e)
             finally:
                 self._conn.close()
                 self._conn = None

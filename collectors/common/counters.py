@@ -6,14 +6,30 @@ emits ``raw + offset``: on a decrease, a counter known to wrap near its cap adds
 (the delta is the energy across the wrap), anything else is a reset and adds the last raw
 value (the delta is the value since the reset). Never a negative delta. The state is saved
 per key in the state directory so a reset that happened while the agent was down is caught.
+
+A reading that is not a finite number (a server printing +Inf or NaN) is refused, never stored:
+one such reading must not poison the offset for good. A state file that is not valid JSON is
+moved aside (agent.state.set_aside); entries that are not finite numbers are dropped on load.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import time
 from pathlib import Path
+
+from agent.state import set_aside
+
+log = logging.getLogger(__name__)
+
+
+def _valid(entry) -> bool:
+    return (isinstance(entry, dict) and all(
+        isinstance(entry.get(k), (int, float)) and not isinstance(entry.get(k), bool) and math.isfinite(entry[k])
+        for k in ("last", "offset")))
 
 
 class MonotonicCounters:
@@ -22,14 +38,37 @@ class MonotonicCounters:
         self.save_every = save_every
         self.state: dict[str, dict[str, float]] = {}
         self._saved = 0.0
+        self._save_error: str | None = None
         if path is not None:
-            try:
-                self.state = json.loads(path.read_text())
-            except (OSError, ValueError):
-                self.state = {}
+            self.state = self._load(Path(path))
 
-    def update(self, key: str, raw: float, wrap_at: float | None = None) -> tuple[float, str | None]:
-        """(monotonic value, None | "reset" | "wrap")."""
+    @staticmethod
+    def _load(path: Path) -> dict:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        except (OSError, UnicodeDecodeError) as e:
+            set_aside(path, f"unreadable: {e}")
+            return {}
+        try:
+            data = json.loads(text)  # Infinity/NaN entries parse, and are dropped below
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            set_aside(path, f"not valid counter state: {e}")
+            return {}
+        bad = [k for k, v in data.items() if not _valid(v)]
+        for k in bad:
+            del data[k]
+        if bad:
+            log.warning("%s: dropped %d counter entries that were not finite numbers", path, len(bad))
+        return data
+
+    def update(self, key: str, raw: float, wrap_at: float | None = None) -> tuple[float | None, str | None]:
+        """(monotonic value, None | "reset" | "wrap"); (None, "invalid") for a non-finite reading."""
+        if not isinstance(raw, (int, float)) or not math.isfinite(raw):
+            return None, "invalid"
         st = self.state.get(key)
         event = None
         if st is None:
@@ -57,7 +96,15 @@ class MonotonicCounters:
         tmp = self.path.with_suffix(".tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(self.state))
+            tmp.write_text(json.dumps(self.state, allow_nan=False))
             os.replace(tmp, self.path)
-        except OSError:
-            pass
+        except (OSError, ValueError) as e:
+            msg = str(e)
+            if msg != self._save_error:
+                log.error("cannot save counter state to %s: %s (kept in memory; a reset while the agent is "
+                          "down may then be missed)", self.path, msg)
+            self._save_error = msg
+            return
+        if self._save_error is not None:
+            log.info("counter state saved to %s again", self.path)
+            self._save_error = None

@@ -8,20 +8,28 @@ or found by `discover` on the servers' default ports on loopback. A server that 
 GPU attribution (for tokens per joule per GPU and per model): the endpoint's `gpus` from config, or
 the GPUs on which the process listening on the endpoint's port, or one of its descendants, holds
 memory (the gpu collector's per-process samples, read from the agent's sample bus).
+
+Endpoints are scraped at the same time, each in its own thread and each within `scrape_timeout` for
+the whole page (a server that drips bytes is cut off, not waited for); one slow endpoint never holds
+back another. A page over MAX_PAGE is refused whole, never parsed in part. Redirects to another host
+or port are refused: their values would be reported as this endpoint's.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field
 
 from agent.collector import Collector, NotPresent
-from agent.config import CollectorOptions, PositiveDuration, Strict
+from agent.config import CollectorOptions, HttpUrl, PositiveDuration, Strict
 from agent.model import Accumulator, Kind, Metric
 from collectors.common.counters import MonotonicCounters
 
@@ -56,7 +64,7 @@ DISCOVER = [("http://127.0.0.1:8000/metrics", "auto"), ("http://127.0.0.1:8000/v
 
 
 class Endpoint(Strict):
-    url: str = Field(description="the server's metrics URL, e.g. http://127.0.0.1:8000/metrics")
+    url: HttpUrl = Field(description="the server's metrics URL, e.g. http://127.0.0.1:8000/metrics")
     name: str | None = Field(None, description="tag endpoint (default: host:port)")
     server: Literal["auto", *SERVERS] = "auto"
     model: str | None = Field(None, description="model tag where the server does not label it (TGI, llama.cpp)")
@@ -66,7 +74,7 @@ class Endpoint(Strict):
 class InferenceOptions(CollectorOptions):
     endpoints: list[Endpoint] = Field(default_factory=list)
     discover: bool = Field(True, description="also scrape the servers' default ports on 127.0.0.1")
-    scrape_timeout: PositiveDuration = Field(2.0, description="HTTP timeout per endpoint")
+    scrape_timeout: PositiveDuration = Field(2.0, description="deadline of one endpoint's whole scrape")
 
 
 class _State:
@@ -77,15 +85,56 @@ class _State:
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.name = ep.name or f"{parts.hostname}:{self.port}"
         self.up: bool | None = None
+        self.busy = False  # a scrape past its deadline has not returned yet: it is not started again
         self.server: str | None = None
+        self.invalid: set[tuple[str, str]] = set()  # (model, counter) already warned about
 
 
-def fetch(url: str, timeout: float) -> str:
+MAX_PAGE = 16 << 20  # a vLLM page with every histogram is ~100 KB; far beyond that is not a metrics page
+
+
+def _origin(url: str) -> tuple:
+    u = urlsplit(url)
+    return (u.hostname or "").lower(), u.port or (443 if u.scheme == "https" else 80)
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if _origin(newurl) != _origin(req.full_url):
+            raise urllib.error.HTTPError(newurl, code, f"redirect to another host refused ({newurl})", headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_SameOriginRedirects)
+
+
+class PageTooLarge(ValueError):
+    pass
+
+
+def fetch(url: str, timeout: float, max_bytes: int | None = None) -> str:
+    """The whole page within `timeout` seconds in all, or an error; never a part of it."""
+    max_bytes = max_bytes or MAX_PAGE
+    deadline = time.monotonic() + timeout
     req = urllib.request.Request(url, headers={"Accept": "text/plain"})
-    with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - operator-configured URL
+    with _OPENER.open(req, timeout=timeout) as r:  # noqa: S310 - operator-configured URL
         if r.status != 200:
             raise OSError(f"HTTP {r.status}")
-        return r.read(16 << 20).decode("utf-8", "replace")
+        length = r.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > max_bytes:
+            raise PageTooLarge(f"page of {int(length)} bytes refused (more than {max_bytes})")
+        chunks, size = [], 0
+        while True:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"page not complete within {timeout:g} s (server too slow); dropped")
+            chunk = r.read1(65536)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > max_bytes:
+                raise PageTooLarge(f"page larger than {max_bytes} bytes refused, not parsed in part")
+            chunks.append(chunk)
+    return b"".join(chunks).decode("utf-8", "replace")
 
 
 class InferenceCollector(Collector):
@@ -100,24 +149,51 @@ class InferenceCollector(Collector):
         if options.discover:
             self.states += [_State(Endpoint(url=u, server=s), True) for u, s in DISCOVER if u not in configured]
         self.counters = MonotonicCounters(ctx.state_dir / "inference-counters.json" if ctx.state_dir else None)
+        self.pool = ThreadPoolExecutor(max_workers=max(1, min(32, len(self.states))),
+                                       thread_name_prefix=f"scrape-{ctx.instance}")
+
+    def _fetch(self, st: _State) -> tuple[str, float]:
+        t0 = time.perf_counter()
+        try:
+            return fetch(st.ep.url, self.options.scrape_timeout), time.perf_counter() - t0
+        finally:
+            st.busy = False
 
     def collect(self, acc: Accumulator) -> None:
+        # A little beyond the scrape deadline: fetch() enforces it; this bounds a server that stalls its headers.
+        deadline = time.monotonic() + self.options.scrape_timeout + 0.5
+        futures = {}
+        for st in self.states:
+            if not st.busy:
+                st.busy = True
+                futures[id(st)] = self.pool.submit(self._fetch, st)
         found = 0
         for st in self.states:
-            found += self._one(st, acc)
+            fut = futures.get(id(st))
+            try:
+                if fut is None:
+                    raise TimeoutError("the previous scrape has not returned yet")
+                text, took = fut.result(timeout=max(0.0, deadline - time.monotonic()))
+                result = (text, took, None)
+            except FutureTimeout:
+                result = (None, self.options.scrape_timeout, f"no complete answer within "
+                                                             f"{self.options.scrape_timeout:g} s")
+            except (OSError, ValueError, urllib.error.URLError) as e:
+                result = (None, 0.0, str(getattr(e, "reason", None) or e))
+            found += self._one(st, acc, *result)
         if not found:
             raise NotPresent("no inference server answered")
 
-    def _one(self, st: _State, acc: Accumulator) -> int:
-        import time
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
-        t0 = time.perf_counter()
-        try:
-            text = fetch(st.ep.url, self.options.scrape_timeout)
-            kind, readings = parse(text, st.ep.server, st.ep.model or "default")
-            error = None
-        except (OSError, ValueError, urllib.error.URLError) as e:
-            kind, readings, error = None, [], str(getattr(e, "reason", None) or e)
+    def _one(self, st: _State, acc: Accumulator, text: str | None, took: float, error: str | None) -> int:
+        kind, readings = None, []
+        if error is None:
+            try:
+                kind, readings = parse(text, st.ep.server, st.ep.model or "default")
+            except ValueError as e:
+                error = str(e)
         ok = error is None
         if ok != st.up:
             if ok:
@@ -128,8 +204,7 @@ class InferenceCollector(Collector):
         st.up, st.server = ok, kind
         if st.discovered and not ok:
             return 0  # nothing on that default port: not present, no series
-        acc.add("inference_endpoint", {"up": ok, "scrape_duration_seconds": round(time.perf_counter() - t0, 6)},
-                {"endpoint": st.name})
+        acc.add("inference_endpoint", {"up": ok, "scrape_duration_seconds": round(took, 6)}, {"endpoint": st.name})
         gpus = self._gpus(st)
         for r in readings:
             tags = {"endpoint": st.name, "server": kind, "model": r.model, "port": str(st.port), "gpus": gpus}
@@ -150,9 +225,14 @@ class InferenceCollector(Collector):
                         {**tags, "outcome": outcome})
         return 1
 
-    def _monotonic(self, st: _State, model: str, name: str, value: float) -> float:
+    def _monotonic(self, st: _State, model: str, name: str, value: float) -> float | None:
         v, event = self.counters.update(f"{st.ep.url}|{model}|{name}", float(value))
-        if event:
+        if event == "invalid":
+            if (model, name) not in st.invalid:
+                st.invalid.add((model, name))
+                log.warning("inference endpoint %s: %s of %s is %s, not a count: reading skipped", st.name, name,
+                            model, value)
+        elif event:
             log.info("inference endpoint %s: %s counter went back (server restart); kept monotonic", st.name, name)
         return v
 

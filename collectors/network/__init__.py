@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from agent.collector import Collector
-from agent.config import CollectorOptions
+from agent.config import CollectorOptions, RegexList
 from agent.model import Accumulator
 from collectors.common import compile_any
 
@@ -18,7 +18,7 @@ DEFAULT_EXCLUDE = ["lo", r"veth.*", r"cali.*", r"lxc.*", r"tap.*", r"vnet\d+", r
 
 
 class NetworkOptions(CollectorOptions):
-    exclude_interfaces: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDE),
+    exclude_interfaces: RegexList = Field(default_factory=lambda: list(DEFAULT_EXCLUDE),
                                           description="interfaces to skip (regular expressions)")
     infiniband: bool = Field(True, description="read /sys/class/infiniband ports when present")
 

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from agent.collector import Collector, NotPresent
-from agent.config import CollectorOptions, PositiveDuration, Strict
+from agent.config import CollectorOptions, PositiveDuration, SecretFile, Strict
 from agent.model import Accumulator, Kind, Metric
 from agent.secrets import read_secret
 from collectors.common.counters import MonotonicCounters
@@ -38,6 +38,8 @@ def _metrics() -> tuple[Metric, ...]:
         Metric("snmp_device", "up", Kind.GAUGE, "bool", "the device answered this poll", DEVICE_TAGS),
         Metric("snmp_device", "poll_duration_seconds", Kind.GAUGE, "seconds", "wall time of the poll", DEVICE_TAGS),
         Metric("snmp_device", "readings", Kind.GAUGE, "count", "readings the profile produced", DEVICE_TAGS),
+        Metric("snmp_device", "error", Kind.INFO, "info", "why the last poll failed (absent when it succeeded)",
+               DEVICE_TAGS),
     ]
     return tuple(out)
 
@@ -49,13 +51,13 @@ class DeviceOptions(Strict):
     profile: str = Field("auto", description="a profile name, or auto (sysObjectID, then sysDescr)")
     version: Literal["v2c", "v3"] = "v2c"
     community: SecretStr | None = Field(None, description="prefer community_file / community_env")
-    community_file: str | None = None
+    community_file: SecretFile = None
     community_env: str | None = None
     v3_user: str | None = None
     v3_auth_proto: Literal["MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"] | None = None
-    v3_auth_key_file: str | None = None
+    v3_auth_key_file: SecretFile = None
     v3_priv_proto: Literal["DES", "AES", "AES128", "AES192", "AES256"] | None = None
-    v3_priv_key_file: str | None = None
+    v3_priv_key_file: SecretFile = None
     v3_context: str = ""
     timeout: PositiveDuration = 2.0
     retries: int = Field(1, ge=0, le=5)
@@ -69,6 +71,19 @@ class DeviceOptions(Strict):
     def _check(self):
         if self.version == "v3" and not self.v3_user:
             raise ValueError("version v3 needs v3_user")
+        if self.version == "v3":
+            from agent.secretfile import check_secret_file
+
+            if self.v3_priv_proto and not self.v3_auth_proto:
+                raise ValueError("v3_priv_proto needs v3_auth_proto: SNMPv3 has no privacy without authentication")
+            for proto, key_file, what in ((self.v3_auth_proto, self.v3_auth_key_file, "v3_auth_key_file"),
+                                          (self.v3_priv_proto, self.v3_priv_key_file, "v3_priv_key_file")):
+                if proto and not key_file:
+                    raise ValueError(f"{what} is needed with {what.replace('_key_file', '_proto')} {proto}")
+                key = check_secret_file(key_file)
+                if key is not None and len(key) < 8:
+                    raise ValueError(f"{what}: an SNMPv3 key has at least 8 characters (RFC 3414), "
+                                     f"this one has {len(key)}")
         return self
 
     def credentials(self, where: str) -> Credentials:
@@ -175,7 +190,10 @@ class SnmpCollector(Collector):
 
             self.client = SnmpClient()
             self.slots = asyncio.Semaphore(self.options.max_in_flight)
-        results = await asyncio.gather(*(self._one(d, acc) for d in self.devices))
+        # Every device finishes (answer, error or its own deadline) before the run's deadline, so the
+        # facility totals are always computed from the devices that did answer.
+        end = time.monotonic() + (self.ctx.timeout or 1e9) * 0.9
+        results = await asyncio.gather(*(self._one(d, acc, end) for d in self.devices))
         totals = {d.opts.name: device_totals(d.opts.role, readings)
                   for d, readings in zip(self.devices, results) if readings}
         facility = self.facility.compute(acc.ts, totals)
@@ -192,22 +210,33 @@ class SnmpCollector(Collector):
         key = f"{dev.opts.name}|{r.measurement}|{r.field}|" + ",".join(
             f"{k}={v}" for k, v in sorted(r.tags.items()) if k not in placement)
         r.value, event = self.counters.update(key, float(r.value), r.wrap_at)
+        if event == "invalid":
+            return
         if event:
             log.warning("snmp device %s: %s %s counter %s; kept monotonic", dev.opts.name, r.measurement, r.field,
                         "wrapped" if event == "wrap" else "was reset")
 
-    async def _one(self, dev: Device, acc: Accumulator) -> list:
+    async def _one(self, dev: Device, acc: Accumulator, end: float) -> list:
         tags = dev.opts.tags()
-        # A device's own deadline: its timeout for each try, for identification, GETs and walks.
-        deadline = dev.opts.timeout * (dev.opts.retries + 1) * 3
+        t0 = time.perf_counter()
         try:
             async with self.slots:  # the deadline (and the measured duration) starts at the device's turn
                 t0 = time.perf_counter()
-                profile, data = await asyncio.wait_for(poll_device(self.client, self.profiles, dev), deadline)
+                # A device's own deadline: its timeout for each try, for identification, GETs and walks;
+                # never past the collector's.
+                deadline = min(dev.opts.timeout * (dev.opts.retries + 1) * 3, end - time.monotonic())
+                if deadline <= 0:
+                    raise TimeoutError("no time left in this run (other devices were slow)")
+                try:
+                    profile, data = await asyncio.wait_for(poll_device(self.client, self.profiles, dev), deadline)
+                except TimeoutError:
+                    raise TimeoutError(f"no complete answer within {deadline:.3g} s") from None
             readings = evaluate(profile, data, {**tags, "profile": profile.name})
             rows: dict[tuple, tuple[str, dict, dict]] = {}  # one sample per row: a row's readings share tags
             for r in readings:
                 self._monotonic(dev, r)
+                if r.value is None:
+                    continue
                 row = rows.get((r.measurement, id(r.tags)))
                 if row is None:
                     row = rows[(r.measurement, id(r.tags))] = (r.measurement, {}, r.tags)
@@ -215,8 +244,12 @@ class SnmpCollector(Collector):
             for measurement, fields, rtags in rows.values():
                 acc.add(measurement, fields, rtags)
             ok, error = True, None
+            readings = [r for r in readings if r.value is not None]
         except (DeviceError, TimeoutError, OSError) as e:
             ok, error = False, str(e) or type(e).__name__
+            readings = []
+        except Exception as e:  # anything one device (or pysnmp on its credentials) raises stays with it
+            ok, error = False, f"{type(e).__name__}: {e}"
             readings = []
         if ok != (dev.state == "up") or (not ok and error != dev.last_error):
             if ok:
@@ -227,7 +260,7 @@ class SnmpCollector(Collector):
         dev.state, dev.last_error = ("up" if ok else "down"), error
         dtags = {**tags, "profile": dev.profile.name if dev.profile else "unknown"}
         acc.add("snmp_device", {"up": ok, "poll_duration_seconds": round(time.perf_counter() - t0, 6),
-                                "readings": len(readings)}, dtags)
+                                "readings": len(readings), "error": error}, dtags)
         return readings
 
     def close(self) -> None:

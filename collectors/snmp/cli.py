@@ -2,16 +2,51 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import ipaddress
 import json
+import math
 import sys
+
+
+def parse_target(text: str) -> tuple[str, int]:
+    """HOST, HOST:PORT, an IPv6 address, or [IPV6]:PORT."""
+    host, port = text.strip(), "161"
+    if host.startswith("["):
+        end = host.find("]")
+        if end < 0 or (host[end + 1:] and not host[end + 1:].startswith(":")):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected [IPV6]:PORT")
+        host, port = host[1:end], host[end + 2:] or "161"
+    elif host.count(":") == 1:
+        host, port = host.split(":")
+    elif host.count(":") > 1:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a host, HOST:PORT or [IPV6]:PORT") from None
+    if not host:
+        raise argparse.ArgumentTypeError(f"{text!r} has no host")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: the port must be a number from 1 to 65535")
+    return host, int(port)
+
+
+def _timeout(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(v) or not 0.01 <= v <= 60:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (0.01 to 60 seconds)")
+    return v
 
 
 def add_parser(sub, common) -> None:
     snmp = sub.add_parser("snmp", help="SNMP facility devices")
     ssub = snmp.add_subparsers(dest="snmp_command", required=True, metavar="COMMAND")
     p = ssub.add_parser("probe", parents=[common], help="detect a device's profile and print every reading")
-    p.add_argument("target", metavar="HOST[:PORT]")
+    p.add_argument("target", metavar="HOST[:PORT]", type=parse_target, help="host, host:port or [IPv6]:port")
     p.add_argument("--community", help="v2c community (default: public; prefer --community-file)")
     p.add_argument("--community-file")
     p.add_argument("--v3-user")
@@ -20,7 +55,7 @@ def add_parser(sub, common) -> None:
     p.add_argument("--v3-priv-proto", choices=["DES", "AES", "AES128", "AES192", "AES256"])
     p.add_argument("--v3-priv-key-file")
     p.add_argument("--profile", default="auto", help="a profile name, or auto")
-    p.add_argument("--timeout", type=float, default=2.0)
+    p.add_argument("--timeout", type=_timeout, default=2.0, help="seconds per try (default 2)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_probe)
 
@@ -34,13 +69,21 @@ def cmd_probe(args) -> int:
     from .profile import evaluate, load_profiles
 
     _setup_logging(args.log_level or "warning")
-    host, _, port = args.target.rpartition(":") if args.target.count(":") == 1 else (args.target, "", "161")
-    opts = DeviceOptions(name=host, host=host, port=int(port or 161), profile=args.profile,
-                         version="v3" if args.v3_user else "v2c", community=args.community,
-                         community_file=args.community_file, v3_user=args.v3_user,
-                         v3_auth_proto=args.v3_auth_proto, v3_auth_key_file=args.v3_auth_key_file,
-                         v3_priv_proto=args.v3_priv_proto, v3_priv_key_file=args.v3_priv_key_file,
-                         timeout=args.timeout)
+    from pydantic import ValidationError
+
+    host, port = args.target
+    try:
+        opts = DeviceOptions(name=host, host=host, port=port, profile=args.profile,
+                             version="v3" if args.v3_user else "v2c", community=args.community,
+                             community_file=args.community_file, v3_user=args.v3_user,
+                             v3_auth_proto=args.v3_auth_proto, v3_auth_key_file=args.v3_auth_key_file,
+                             v3_priv_proto=args.v3_priv_proto, v3_priv_key_file=args.v3_priv_key_file,
+                             timeout=args.timeout)
+    except ValidationError as e:
+        for err in e.errors():
+            where = ".".join(str(x) for x in err["loc"]) or "options"
+            print(f"aifactory: snmp probe: {where}: {err['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        return 78
     try:
         dev = Device(opts, opts.credentials("snmp probe"))
     except ConfigError as e:

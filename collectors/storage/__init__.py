@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from agent.collector import Collector
-from agent.config import CollectorOptions, Duration, PositiveDuration
+from agent.config import CollectorOptions, Duration, PositiveDuration, RegexList
 from agent.model import Accumulator
 from collectors.common import compile_any
 
@@ -30,11 +30,11 @@ DEFAULT_EXCLUDE_DEVICES = [r"(loop|ram|zram|fd)\d+"]
 
 
 class StorageOptions(CollectorOptions):
-    exclude_fstypes: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDE_FSTYPES),
+    exclude_fstypes: RegexList = Field(default_factory=lambda: list(DEFAULT_EXCLUDE_FSTYPES),
                                        description="filesystem types to skip (regular expressions)")
-    exclude_mounts: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDE_MOUNTS),
+    exclude_mounts: RegexList = Field(default_factory=lambda: list(DEFAULT_EXCLUDE_MOUNTS),
                                       description="mount points to skip (regular expressions)")
-    exclude_devices: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDE_DEVICES),
+    exclude_devices: RegexList = Field(default_factory=lambda: list(DEFAULT_EXCLUDE_DEVICES),
                                        description="block devices to skip (regular expressions)")
     rootfs: Path = Field(Path("/"), description="where the host's root is mounted (containers: /host)")
     mount_timeout: PositiveDuration = Field(1.0, description="deadline for statfs of a network filesystem")

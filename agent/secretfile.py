@@ -1,0 +1,40 @@
+"""Where a secret file is and whether it can be read: shared by the config's checks and ``agent.secrets``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def secret_path(file: str) -> Path | None:
+    """A bare file name (no slash) is a systemd credential, in $CREDENTIALS_DIRECTORY; None when that is unset
+    (outside the service, e.g. `config check` run by Ansible before the unit starts: checked at start)."""
+    if "/" not in file:
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        if creds:
+            return Path(creds) / file
+        if Path(file).exists():
+            return Path(file)
+        return None
+    return Path(file)
+
+
+def read_secret_file(path: Path) -> str:
+    """The stripped content; ValueError with the reason when it cannot be used."""
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as e:
+        raise ValueError(f"cannot read secret file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"secret file {path} is not UTF-8 text") from None
+    if not value:
+        raise ValueError(f"secret file {path} is empty")
+    return value
+
+
+def check_secret_file(file: str | None) -> str | None:
+    """For option validators: the secret when it can be read now, None when it is deferred; raises ValueError."""
+    if not file:
+        return None
+    path = secret_path(file)
+    return read_secret_file(path) if path is not None else None
