@@ -369,8 +369,11 @@ def _fleet_alerts(args, config: Config) -> int:
     except (QueryError, ConfigError) as e:
         print(f"aifactory: {e}", file=sys.stderr)
         return EX_FAIL
-    except ValueError as e:  # pydantic: a malformed --url and the like
-        print(f"aifactory: --fleet: {e}", file=sys.stderr)
+    except ValueError as e:  # pydantic: a malformed --url and the like (its text would echo the URL)
+        errors = getattr(e, "errors", None)
+        why = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg'].removeprefix('Value error, ')}"
+                        for x in errors()) if errors else str(e)
+        print(f"aifactory: --fleet: {why}", file=sys.stderr)
         return EX_USAGE
     rows = []
     for s in series:

@@ -16,6 +16,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
+from .logonce import Latch
 from .model import Sample
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,7 @@ class Pipeline:
         self._spool = ThreadPoolExecutor(1, thread_name_prefix="spool") if self.buffered else None
         self.published = 0
         self.spool_errors = 0
-        self._spool_error: str | None = None
+        self._spool_failing = Latch(log)
 
     def start(self) -> None:
         for q in self.queues:
@@ -215,10 +216,8 @@ class Pipeline:
                 o.append(samples)
             except Exception as e:
                 self.spool_errors += 1
-                msg = f"output {o.name}: cannot buffer samples: {type(e).__name__}: {e}"
-                if msg != self._spool_error:
-                    log.error("%s", msg)
-                self._spool_error = msg
+                self._spool_failing.failed(f"{o.name}: {e}", "output %s: cannot buffer samples: %s: %s", o.name,
+                                   type(e).__name__, e)
 
     def publish(self, samples: list[Sample]):
         self.published += len(samples)

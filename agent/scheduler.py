@@ -18,6 +18,7 @@ from .alerts.engine import AlertEngine, AlertStore
 from .bus import SampleBus
 from .collector import Collector, Context
 from .config import Config
+from .logonce import Latch
 from .model import Accumulator
 from .outputs.influxdb import InfluxOutput
 from .outputs.local import LocalStore
@@ -95,7 +96,7 @@ class Agent:
         self.started_at = time.time()
         self._stop: asyncio.Event | None = None  # created inside the running loop
         self._tasks: set[asyncio.Task] = set()
-        self._status_error: str | None = None
+        self._status = Latch(log)
         intervals = [r.cfg.interval for r in self.runners] + [config.settings.agent.interval]
         # The agent rewrites status.json after every run: one older than this means it is not running.
         self.stale_after = max(60.0, 3 * max(intervals))
@@ -137,15 +138,10 @@ class Agent:
         try:
             write_status(self.state_dir, self.status(stopped))
         except OSError as e:
-            msg = str(e)
-            if msg != self._status_error:
-                log.error("cannot write status to %s: %s (`aifactory status` reports the agent stale until "
-                          "it can)", self.state_dir, msg)
-            self._status_error = msg
+            self._status.failed(str(e), "cannot write status to %s: %s (`aifactory status` reports the agent "
+                                "stale until it can)", self.state_dir, e)
             return
-        if self._status_error is not None:
-            log.info("status written to %s again", self.state_dir)
-            self._status_error = None
+        self._status.recovered("status written to %s again", self.state_dir)
 
     # --- jobs -----------------------------------------------------------------
     async def _tracked(self, coro) -> None:

@@ -80,6 +80,24 @@ def sqlite_corrupt(e: BaseException) -> bool:
     return code is not None and code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
 
 
+def retry_after_damage(fn, repair):
+    """``fn()``; when SQLite finds the file damaged, ``repair(error)`` (which replaces it) and ``fn()`` again."""
+    import sqlite3
+
+    try:
+        return fn()
+    except sqlite3.DatabaseError as e:
+        if not sqlite_corrupt(e):
+            raise
+        repair(e)
+        return fn()
+
+
+def open_or_set_aside(path: Path, opener):
+    """``opener()``, and when it finds the file damaged: set the file aside and ``opener()`` afresh."""
+    return retry_after_damage(opener, lambda e: set_aside(path, f"damaged SQLite database: {e}"))
+
+
 def set_aside_files() -> list[dict]:
     with _set_aside_lock:
         return list(_set_aside)

@@ -38,6 +38,38 @@ def config_error(path) -> str:
     return str(e.value)
 
 
+def hostile_server(behaviour):
+    """A loopback HTTP server whose GET and POST do `behaviour(handler)`: (server, base URL)."""
+    import http.server
+
+    from .services import serve_http
+
+    class H(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):  # noqa: N802
+            try:
+                behaviour(self)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        do_POST = do_GET  # noqa: N815
+
+        def log_message(self, *a):
+            pass
+
+    return serve_http(H)
+
+
+def reply(h, status: int, body: bytes) -> None:
+    if h.command == "POST":
+        h.rfile.read(int(h.headers.get("Content-Length") or 0))
+    h.send_response(status)
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    h.wfile.write(body)
+
+
 # --- 4: non-finite alert values ---------------------------------------------------------------
 
 
@@ -88,28 +120,13 @@ def test_5_non_finite_counter_readings_are_refused_and_never_stored(tmp_path):
 
 
 def test_5_inference_counter_survives_an_inf_scrape(tmp_path):
-    import http.server
-
     from collectors.inference import InferenceCollector, InferenceOptions
-
-    from .services import serve_http
 
     pages = ["vllm:prompt_tokens_total{model_name=\"m\"} 100\nvllm:generation_tokens_total{model_name=\"m\"} 50\n",
              "vllm:prompt_tokens_total{model_name=\"m\"} +Inf\nvllm:generation_tokens_total{model_name=\"m\"} 60\n",
              "vllm:prompt_tokens_total{model_name=\"m\"} 130\nvllm:generation_tokens_total{model_name=\"m\"} 70\n"]
 
-    class H(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            body = pages.pop(0).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-
-    srv, url = serve_http(H)
+    srv, url = hostile_server(lambda h: reply(h, 200, pages.pop(0).encode()))
     try:
         col = InferenceCollector(InferenceOptions(endpoints=[{"url": url + "/metrics"}], discover=False),
                                  Context("inference", state_dir=tmp_path))
@@ -277,6 +294,20 @@ def test_12_config_check_refuses_what_run_would_crash_on(tmp_path, capsys, snipp
     assert f"{p}:1: {key}" in err and expect in err, err
 
 
+# --- 18: credentials inside a URL -------------------------------------------------------------------
+
+
+def test_18_credentials_in_urls_are_refused_and_never_echoed(tmp_path, capsys):
+    p = write(tmp_path, "outputs: {influxdb: [{api: v1, database: d, url: 'http://agent:s3cr3t@127.0.0.1:8086'}]}\n")
+    for argv in (["config", "check", "-c", str(p)], ["config", "show", "-c", str(p)], ["run", "--once", "-c", str(p)]):
+        assert main(argv) == 78
+        out = capsys.readouterr()
+        assert "credentials in the URL are refused" in out.err and "s3cr3t" not in out.err + out.out
+    rc = main(["alerts", "--fleet", "--url", "http://agent:s3cr3t@127.0.0.1:1", "--database", "d"])
+    out = capsys.readouterr()
+    assert rc == 2 and "credentials in the URL" in out.err and "s3cr3t" not in out.err + out.out
+
+
 # --- 13: a YAML alias bomb ----------------------------------------------------------------------
 
 
@@ -437,26 +468,10 @@ def test_2_second_agent_on_a_state_dir_is_refused_naming_the_pid(tmp_path):
 
 
 def test_3_rejected_points_are_not_written_and_make_the_output_unhealthy(tmp_path):
-    import http.server
-
     from agent.config import build_config
     from agent.scheduler import Agent
 
-    from .services import serve_http
-
-    class Rejects(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            self.rfile.read(int(self.headers["Content-Length"]))
-            body = b'{"error":"unable to parse: bad timestamp"}'
-            self.send_response(400)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-
-    srv, url = serve_http(Rejects)
+    srv, url = hostile_server(lambda h: reply(h, 400, b'{"error":"unable to parse: bad timestamp"}'))
     state = tmp_path / "state"
     try:
         cfg = build_config({"agent": {"hostname": "t1", "interval": 0.5, "align": False},
@@ -687,32 +702,8 @@ VLLM_PAGE = (b'vllm:prompt_tokens_total{model_name="m"} 1000\n'
              b'vllm:generation_tokens_total{model_name="m"} 500\n')
 
 
-def hostile_server(behaviour):
-    """A loopback HTTP server whose GET does `behaviour(handler)`."""
-    import http.server
-
-    from .services import serve_http
-
-    class H(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self):  # noqa: N802
-            try:
-                behaviour(self)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-
-        def log_message(self, *a):
-            pass
-
-    return serve_http(H)
-
-
 def good(h):
-    h.send_response(200)
-    h.send_header("Content-Length", str(len(VLLM_PAGE)))
-    h.end_headers()
-    h.wfile.write(VLLM_PAGE)
+    reply(h, 200, VLLM_PAGE)
 
 
 def drip(h):
@@ -732,6 +723,17 @@ def inference_collector(tmp_path, urls, timeout=1.0):
     return InferenceCollector(InferenceOptions(endpoints=[{"url": u, "name": n} for n, u in urls.items()],
                                                discover=False, scrape_timeout=timeout),
                               Context("inference", state_dir=tmp_path))
+
+
+def collect_once(col, *servers) -> list[Sample]:
+    try:
+        acc = Accumulator(1, {})
+        col.collect(acc)
+        return acc.close()
+    finally:
+        col.close()
+        for srv in servers:
+            srv.shutdown()
 
 
 def endpoint_rows(samples):
@@ -784,14 +786,7 @@ def test_7_an_oversized_page_is_an_error_never_a_partial_parse(tmp_path, caplog)
     srv_a, url_a = hostile_server(lambda h: big(h, True))
     srv_b, url_b = hostile_server(lambda h: big(h, False))
     col = inference_collector(tmp_path, {"sized": url_a + "/metrics", "streamed": url_b + "/metrics"}, timeout=10)
-    try:
-        acc = Accumulator(1, {})
-        col.collect(acc)
-        samples = acc.close()
-    finally:
-        col.close()
-        srv_a.shutdown()
-        srv_b.shutdown()
+    samples = collect_once(col, srv_a, srv_b)
     rows = endpoint_rows(samples)
     assert rows["sized"]["up"] is False and rows["streamed"]["up"] is False
     assert "bytes refused" in caplog.text
@@ -801,32 +796,16 @@ def test_7_an_oversized_page_is_an_error_never_a_partial_parse(tmp_path, caplog)
 def test_17_redirects_to_another_host_are_refused(tmp_path):
     srv_g, url_g = hostile_server(good)
 
-    def to_other(h):
-        h.send_response(302)
-        h.send_header("Location", url_g + "/metrics")
+    def redirect(h, code, location):
+        h.send_response(code)
+        h.send_header("Location", location)
         h.send_header("Content-Length", "0")
         h.end_headers()
 
-    def same_origin(h):
-        if h.path == "/metrics":
-            h.send_response(301)
-            h.send_header("Location", "/real-metrics")
-            h.send_header("Content-Length", "0")
-            h.end_headers()
-        else:
-            good(h)
-
-    srv_o, url_o = hostile_server(to_other)
-    srv_s, url_s = hostile_server(same_origin)
+    srv_o, url_o = hostile_server(lambda h: redirect(h, 302, url_g + "/metrics"))
+    srv_s, url_s = hostile_server(lambda h: redirect(h, 301, "/real-metrics") if h.path == "/metrics" else good(h))
     col = inference_collector(tmp_path, {"other": url_o + "/metrics", "same": url_s + "/metrics"})
-    try:
-        acc = Accumulator(1, {})
-        col.collect(acc)
-        samples = acc.close()
-    finally:
-        col.close()
-        for s in (srv_g, srv_o, srv_s):
-            s.shutdown()
+    samples = collect_once(col, srv_g, srv_o, srv_s)
     rows = endpoint_rows(samples)
     assert rows["other"]["up"] is False and rows["same"]["up"] is True
     tokens = {s.tags["endpoint"] for s in samples if s.measurement == "inference"}

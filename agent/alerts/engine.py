@@ -18,6 +18,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+from agent.logonce import Latch
 from agent.model import Kind, Metric, Sample
 from agent.state import set_aside, sqlite_corrupt
 
@@ -100,7 +101,7 @@ class AlertStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.save_error: str | None = None
+        self._saving = Latch(log)
         try:
             self.db = self._open()
             self._initial = self._load()
@@ -152,15 +153,10 @@ class AlertStore:
                 self.db = self._open()
                 self._save(alerts, [])
             else:
-                msg = str(e)
-                if msg != self.save_error:
-                    log.error("cannot save alert states to %s: %s (kept in memory, saved when possible)",
-                              self.path, msg)
-                self.save_error = msg
+                self._saving.failed(str(e), "cannot save alert states to %s: %s (kept in memory, saved when "
+                                    "possible)", self.path, e)
                 return False
-        if self.save_error is not None:
-            log.info("alert states saved to %s again", self.path)
-            self.save_error = None
+        self._saving.recovered("alert states saved to %s again", self.path)
         return True
 
     def _save(self, alerts: dict[str, dict], removed: list[str]) -> None:

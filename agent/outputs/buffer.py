@@ -21,7 +21,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from ..state import set_aside, sqlite_corrupt
+from ..state import open_or_set_aside, retry_after_damage, set_aside, sqlite_corrupt
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,7 @@ class DiskBuffer:
         self._in_flight: set[int] = set()
         self._flight_points = 0
         self._flight_bytes = 0
-        try:
-            self._open()
-        except sqlite3.DatabaseError as e:
-            if not sqlite_corrupt(e):
-                raise
-            set_aside(self.path, f"damaged SQLite database: {e}")
-            self._open()
+        open_or_set_aside(self.path, self._open)
         if self.points:
             log.info("buffer %s: %d points from before the restart will be sent", self.path.name, self.points)
 
@@ -89,13 +83,7 @@ class DiskBuffer:
             data = b"\n".join(part)
             rows.append((len(part), len(data), data))
         with self._lock:
-            try:
-                self._insert(rows)
-            except sqlite3.DatabaseError as e:
-                if not sqlite_corrupt(e):
-                    raise
-                self._damaged(e)
-                self._insert(rows)
+            retry_after_damage(lambda: self._insert(rows), self._damaged)
             self.points += len(lines)
             self.bytes += sum(r[1] for r in rows)
             self.appended += len(lines)

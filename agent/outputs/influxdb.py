@@ -35,6 +35,7 @@ from pathlib import Path
 from urllib.parse import quote, urlencode, urlsplit
 
 from ..config import InfluxOutputOptions
+from ..logonce import Latch
 from ..model import Sample, to_line
 from ..pipeline import backoff
 from ..secrets import read_secret
@@ -194,7 +195,7 @@ class InfluxOutput:
         self.last_error: str | None = None
         self._backlog: list[bytes] = []
         self._backlog_lock = threading.Lock()
-        self.spool_error: str | None = None
+        self._spool = Latch(log)
         self.spool_lost = 0
         self.spool_failures = 0
         self._batch_rejected = 0
@@ -226,16 +227,13 @@ class InfluxOutput:
                     self.spool_lost += over
                     lines = lines[over:]
                 self._backlog = lines
-                msg = f"cannot append to the disk buffer {self.buffer.path}: {e}"
-                if msg != self.spool_error:
-                    log.error("output %s: %s; %d points held in memory (at most %d)", self.name, msg, len(lines),
-                              BACKLOG_MAX)
-                self.spool_error = msg
+                self._spool.failed(f"cannot append to the disk buffer {self.buffer.path}: {e}",
+                                   "output %s: cannot append to the disk buffer %s: %s; %d points held in memory "
+                                   "(at most %d)", self.name, self.buffer.path, e, len(lines), BACKLOG_MAX)
                 return
-            if self.spool_error is not None:
-                log.info("output %s: disk buffer writable again; %d points from memory appended%s", self.name,
-                         len(self._backlog), f", {self.spool_lost} lost so far" if self.spool_lost else "")
-                self.spool_error = None
+            self._spool.recovered("output %s: disk buffer writable again; %d points from memory appended%s",
+                                  self.name, len(self._backlog),
+                                  f", {self.spool_lost} lost so far" if self.spool_lost else "")
             self._backlog = []
         if len(self.buffer) >= self.opts.batch_size:
             self._wake.set()
@@ -358,11 +356,11 @@ class InfluxOutput:
 
     def stats(self) -> dict:
         d = self.buffer.stats()
-        spooling = self.spool_error is not None
+        spooling = self._spool.error is not None
         d.update({"written_samples_total": self.sent, "rejected_points_total": self.rejected,
                   "write_errors_total": self.write_errors, "requests_total": self.requests,
                   "state": "buffer_failing" if spooling else self.state,
-                  "last_error": self.spool_error if spooling else self.last_error,
+                  "last_error": self._spool.error if spooling else self.last_error,
                   "last_write_ns": self.last_success_ns,
                   "auth_failing": self.state == "auth_failed", "url": self.opts.url, "api": self.opts.api,
                   "memory_backlog_points": len(self._backlog), "spool_lost_points_total": self.spool_lost,

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from ..model import Sample
-from ..state import set_aside, sqlite_corrupt
+from ..state import open_or_set_aside, retry_after_damage, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,7 @@ class LocalStore:
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                self._conn = self._open()
-            except sqlite3.DatabaseError as e:
-                if not sqlite_corrupt(e):
-                    raise
-                set_aside(self.path, f"damaged SQLite database: {e}")
-                self._conn = self._open()
+            self._conn = open_or_set_aside(self.path, self._open)
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
@@ -107,13 +101,7 @@ class LocalStore:
         return sid
 
     def write(self, samples: list[Sample]) -> None:
-        try:
-            self._write(samples)
-        except sqlite3.DatabaseError as e:
-            if not sqlite_corrupt(e):
-                raise
-            self._damaged(e)
-            self._write(samples)
+        retry_after_damage(lambda: self._write(samples), self._damaged)
 
     def _write(self, samples: list[Sample]) -> None:
         conn = self._db()

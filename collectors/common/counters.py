@@ -21,6 +21,7 @@ import os
 import time
 from pathlib import Path
 
+from agent.logonce import Latch
 from agent.state import set_aside
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class MonotonicCounters:
         self.save_every = save_every
         self.state: dict[str, dict[str, float]] = {}
         self._saved = 0.0
-        self._save_error: str | None = None
+        self._save = Latch(log)
         if path is not None:
             self.state = self._load(Path(path))
 
@@ -99,12 +100,7 @@ class MonotonicCounters:
             tmp.write_text(json.dumps(self.state, allow_nan=False))
             os.replace(tmp, self.path)
         except (OSError, ValueError) as e:
-            msg = str(e)
-            if msg != self._save_error:
-                log.error("cannot save counter state to %s: %s (kept in memory; a reset while the agent is "
-                          "down may then be missed)", self.path, msg)
-            self._save_error = msg
+            self._save.failed(str(e), "cannot save counter state to %s: %s (kept in memory; a reset while the "
+                              "agent is down may then be missed)", self.path, e)
             return
-        if self._save_error is not None:
-            log.info("counter state saved to %s again", self.path)
-            self._save_error = None
+        self._save.recovered("counter state saved to %s again", self.path)

@@ -1,0 +1,21 @@
+"""A failure logged once per cause and its recovery once (house style 9: state changes, not repeats)."""
+
+from __future__ import annotations
+
+import logging
+
+
+class Latch:
+    def __init__(self, logger: logging.Logger) -> None:
+        self.log = logger
+        self.error: str | None = None  # the cause while failing, None while well
+
+    def failed(self, cause: str, msg: str, *args) -> None:
+        if cause != self.error:
+            self.log.error(msg, *args)
+        self.error = cause
+
+    def recovered(self, msg: str, *args) -> None:
+        if self.error is not None:
+            self.log.info(msg, *args)
+            self.error = None
