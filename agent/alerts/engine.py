@@ -49,29 +49,47 @@ SAVE_EVERY = 10.0
 
 
 class History(Source):
-    def __init__(self, keep: float) -> None:
-        self.keep = keep
+    """Recent points of the fields the rules read, and only those: each (measurement, field) is kept for the
+    longest range a rule reads it over (plus a minute), a field read only as an instant value as its last
+    point. Memory is bounded by the rules, not by what the collectors emit (bench/soak measures it)."""
+
+    def __init__(self, keep: dict[tuple[str, str], float] | float) -> None:
+        # a number: every field for that long (rule tests and tools that read arbitrary expressions)
+        self.keep, self.default = ({}, float(keep)) if isinstance(keep, (int, float)) else (keep, None)
         self.data: dict[tuple[str, str], dict[tuple, deque]] = {}
         self.lock = threading.Lock()
 
     def observe(self, samples: list[Sample]) -> None:
+        keep, default = self.keep, self.default
         with self.lock:
             for s in samples:
-                labels = tuple(sorted(s.tags.items()))
+                labels = None
                 t = s.ts / 1e9
                 for f, v in s.fields.items():
+                    span = keep.get((s.measurement, f), default)
+                    if span is None:
+                        continue
                     if isinstance(v, bool):
                         v = 1.0 if v else 0.0
                     if not isinstance(v, (int, float)):
                         continue
+                    if labels is None:
+                        labels = tuple(sorted(s.tags.items()))
                     d = self.data.setdefault((s.measurement, f), {}).setdefault(labels, deque())
                     if d and d[-1][0] >= t:
                         if d[-1][0] == t:
                             d[-1] = (t, float(v))
                         continue
                     d.append((t, float(v)))
-                    while d and d[0][0] < t - self.keep:
+                    while len(d) > 1 and d[0][0] < t - span:
                         d.popleft()
+
+    def prune(self, now: float) -> None:
+        """Forget series not seen for STALE (a GPU replaced, a job's process gone): no value, no memory."""
+        with self.lock:
+            for series in self.data.values():
+                for labels in [k for k, d in series.items() if not d or d[-1][0] < now - STALE]:
+                    del series[labels]
 
     def latest(self, sel: Selector, now: float) -> dict:
         out = {}
@@ -205,9 +223,14 @@ class AlertEngine:
         self._changed = False  # a state changed since the last save
         self._removed: list[str] = []  # keys to delete from the store at the next save that succeeds
         self._events: dict[str, list[dict]] = {}
-        keep = max([r for rule in rules for node in (rule.expr, rule.clear) if node
-                    for _, r in selectors(node)] + [0.0]) + 60.0
+        keep: dict[tuple[str, str], float] = {}
+        for rule in rules:
+            for node in (rule.expr, rule.clear):
+                for sel, rng in selectors(node) if node else []:
+                    key = (sel.measurement, sel.field)
+                    keep[key] = max(keep.get(key, 0.0), rng + 60.0 if rng else 0.0)
         self.history = History(keep)
+        self._pruned_at = 0.0
         self.store = store
         self.alerts: dict[str, dict] = store.load() if store else {}
         self.lock = threading.Lock()
@@ -238,6 +261,9 @@ class AlertEngine:
             # States are saved at once (a restart must see them); values at most every SAVE_EVERY s,
             # since this runs with each collection.
             self._removed.extend(removed)
+            if now - self._pruned_at >= 60.0:
+                self.history.prune(now)
+                self._pruned_at = now
             if self.store and (self._changed or self._removed or now - self._saved_at >= SAVE_EVERY):
                 if self.store.save(self.alerts, self._removed):
                     self._removed = []
