@@ -83,17 +83,32 @@ _COUNTERS = {
 }
 
 
+# Label values that name no model: trtllm-serve's OpenAI server labels every series model_name="undefined"
+# (hard-coded), and an empty label is no name either. The configured model (or "default") applies.
+_NO_MODEL = ("", "undefined")
+
+
+def _model_of(labels: dict, label: str | None, default: str) -> str:
+    if not label:
+        return default
+    # Triton's vLLM backend labels vLLM's series `model`, not `model_name`
+    m = labels.get(label)
+    if m is None and label == "model_name":
+        m = labels.get("model")
+    return default if m is None or m in _NO_MODEL else m
+
+
 def _by_model(rows: list[tuple[dict, float]], label: str | None, default: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for labels, v in rows:
-        m = labels.get(label, default) if label else default
+        m = _model_of(labels, label, default)
         out[m] = out.get(m, 0.0) + v  # vLLM: one series per engine; sum them
     return out
 
 
 def parse(text: str, server: str = "auto", default_model: str = "default") -> tuple[str, list[ModelReading]]:
-    """(server type, readings per model). Raises ValueError for a page that is not Prometheus text
-    or that carries no token counters we know."""
+    """(server type, readings per model; none while a recognised server has served no request yet). Raises
+    ValueError for a page that is not Prometheus text or that is no server we know."""
     samples = _samples(text)
     # Counters appear as x or x_total depending on the exporter library (Rust metrics vs client_python).
     for name in list(samples):
@@ -118,13 +133,15 @@ def parse(text: str, server: str = "auto", default_model: str = "default") -> tu
         put(gen, label, "generation_tokens")
         put(running, label, "running")
         put(waiting, label, "waiting")
+        if kind == "vllm" and itl + "_sum" not in samples:
+            itl = "vllm:time_per_output_token_seconds"  # vLLM up to 0.10 and the V0 engine
         for hist, attr in ((ttft, "ttft"), (itl, "itl")):
             if hist:
                 put(hist + "_sum", label, attr + "_sum")
                 put(hist + "_count", label, attr + "_count")
         if success and success in samples:
             for labels, v in samples[success]:
-                m = model(labels.get(label, default_model) if label else default_model)
+                m = model(_model_of(labels, label, default_model))
                 outcome = labels.get("finished_reason") or "success"
                 m.requests[outcome] = m.requests.get(outcome, 0.0) + v
     elif kind == "tgi":
@@ -149,7 +166,9 @@ def parse(text: str, server: str = "auto", default_model: str = "default") -> tu
         for labels, v in samples.get("nv_inference_request_failure_total", []):
             m = model(labels.get("model", default_model))
             m.requests["failure"] = m.requests.get("failure", 0.0) + v
+    # A recognised server whose token counters do not exist yet (SGLang, TGI and trtllm-serve create them on
+    # the first request) is up, with no token readings.
     readings = [m for m in models.values() if m.prompt_tokens is not None or m.generation_tokens is not None]
-    if not readings:
-        raise ValueError(f"{kind} page without token counters")
+    if not readings and server != "auto" and detect(set(samples)) != server:
+        raise ValueError(f"no {server} series on this page")
     return kind, readings
