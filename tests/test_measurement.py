@@ -47,3 +47,65 @@ def test_16_a_server_before_its_first_request_is_up_without_token_fields():
 
     with pytest.raises(ValueError, match="no vllm series"):
         parse(fresh, "vllm")
+
+
+# --- GPU events (nvml.h: nvmlEventTypeXidCriticalError 0x8 with the XID in eventData; nvmlEventTypeDoubleBitEccError
+# 0x2 with eventData 0; nvmlEventSetWait_v2 answers NVML_ERROR_GPU_IS_LOST when a GPU of the set is lost) ---------
+
+
+def _wait_drained(nvml):
+    import time
+
+    deadline = time.monotonic() + 5
+    while not nvml.events.empty() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+
+
+def test_1_double_bit_ecc_events_are_counted_as_ecc_not_as_xids():
+    from .test_gpu import cycle, fleet, gpu_fields, make
+
+    nvml = fleet("H100-SXM", "H100-SXM")
+    col = make(nvml, xid_events=True)
+    cycle(col, 1)
+    uuid = nvml.gpus[0].uuid
+    for item in ((uuid, 0x2, 0), (uuid, 0x2, 0), (uuid, 0x8, 48)):
+        nvml.events.put(item)
+    _wait_drained(nvml)
+    samples = cycle(col, 2)
+    col.close()
+    events = {(s.tags["event"], s.tags.get("xid")): s.fields["count"] for s in samples if s.measurement == "gpu_event"}
+    assert events == {("ecc_dbe", None): 2, ("xid", "48"): 1}
+    f = gpu_fields(samples, 0)
+    assert f["xid_errors_total"] == 1 and f["last_xid"] == 48
+
+
+def test_3_xid_watcher_survives_gpu_is_lost_and_is_rearmed_after_recovery():
+    from collectors.gpu.errors import NvmlGpuLost
+
+    from .test_gpu import cycle, fleet, gpu_fields, make
+
+    nvml = fleet("H100-SXM", "H100-SXM")
+    col = make(nvml, xid_events=True, lost_retry=0.01)
+    cycle(col, 1)
+    assert nvml.calls["event_set"] == 1
+    nvml.gpus[1].lost = True
+    nvml.events.put(NvmlGpuLost("GPU is lost"))  # the wait's answer once GPU 1 fell off the bus
+    nvml.events.put((nvml.gpus[0].uuid, 0x8, 79))  # a later XID on the healthy GPU
+    _wait_drained(nvml)
+    import time
+
+    time.sleep(1.2)  # the watcher pauses a second after GPU_IS_LOST
+    samples = cycle(col, 2)
+    assert gpu_fields(samples, 0)["xid_errors_total"] == 1
+    assert gpu_fields(samples, 1)["lost"] is True
+    nvml.gpus[1].lost = False
+    time.sleep(0.05)
+    samples = cycle(col, 3)
+    assert ("gpu_recovered" in {s.tags["event"] for s in samples if s.measurement == "gpu_event"})
+    assert nvml.calls["event_set"] == 2 and len(nvml.event_handles) == 2  # re-armed with both GPUs
+    nvml.events.put((nvml.gpus[1].uuid, 0x8, 94))
+    _wait_drained(nvml)
+    samples = cycle(col, 4)
+    col.close()
+    assert gpu_fields(samples, 1)["last_xid"] == 94

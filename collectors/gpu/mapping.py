@@ -58,8 +58,8 @@ def map_gpu(r: GpuReading, acc: Accumulator, energy: EnergyTracker, xids: XidCou
             counts[x] = counts.get(x, 0) + 1
         for x, c in counts.items():
             acc.add("gpu_event", {"count": c}, {**tags, "event": "xid", "xid": str(x)})
-    for event in r.events:
-        acc.add("gpu_event", {"count": 1}, {**tags, "event": event})
+    for event in dict.fromkeys(r.events):
+        acc.add("gpu_event", {"count": r.events.count(event)}, {**tags, "event": event})
     if r.lost:
         acc.add("gpu", {"lost": True, "xid_errors_total": xids.total.get(uuid, 0)}, tags)
         return

@@ -86,7 +86,8 @@ class GpuReading:
     processes: list[Proc] = field(default_factory=list)
     mig: list[dict] = field(default_factory=list)
     xids: list[int] = field(default_factory=list)
-    events: list[str] = field(default_factory=list)  # gpu_lost, gpu_recovered (state changes)
+    # gpu_lost, gpu_recovered (state changes), ecc_dbe (one per double-bit ECC event)
+    events: list[str] = field(default_factory=list)
 
 
 class GpuState:
@@ -141,12 +142,24 @@ def describe_process(proc_root: Path, p: Proc) -> None:
         pass
 
 
+# nvml.h: nvmlEventTypeDoubleBitEccError 0x2, nvmlEventTypeXidCriticalError 0x8; eventData is set for XID
+# events only (it is 0 for ECC events)
+EVENT_DBE, EVENT_XID = 0x2, 0x8
+
+
 class XidWatcher:
-    """Waits on an NVML event set in its own thread; the collector drains what arrived."""
+    """Waits on an NVML event set in its own thread; the collector drains what arrived.
+
+    Events are (uuid, "xid", number) or (uuid, "ecc_dbe", 0): a double-bit ECC event is no XID. NVML's wait
+    answers GPU_IS_LOST when any GPU of the set falls off the bus: the watcher keeps waiting for the others
+    (pausing a second between such answers), and the reader re-arms it when a lost GPU comes back.
+    """
+
+    LOST_PAUSE = 1.0
 
     def __init__(self, nvml, handles: list) -> None:
         self.nvml = nvml
-        self.events: list[tuple[str, int]] = []
+        self.events: list[tuple[str, str, int]] = []
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.es = nvml.event_set(handles)
@@ -154,18 +167,31 @@ class XidWatcher:
         self.thread.start()
 
     def _run(self) -> None:
+        lost_logged = False
         while not self.stop.is_set():
             try:
-                uuid, _etype, xid = self.nvml.event_wait(self.es, 1000)
+                uuid, etype, data = self.nvml.event_wait(self.es, 1000)
             except NvmlTimeout:
+                continue
+            except NvmlGpuLost as e:
+                if not lost_logged:
+                    log.warning("NVML event wait: a GPU is lost (%s); XID events of the others are still watched", e)
+                    lost_logged = True
+                self.stop.wait(self.LOST_PAUSE)
                 continue
             except NvmlError as e:
                 log.warning("NVML event wait failed, XID events stop: %s", e)
                 return
+            if etype & EVENT_XID:
+                event = (uuid, "xid", data)
+            elif etype & EVENT_DBE:
+                event = (uuid, "ecc_dbe", 0)
+            else:
+                continue
             with self.lock:
-                self.events.append((uuid, xid))
+                self.events.append(event)
 
-    def drain(self) -> list[tuple[str, int]]:
+    def drain(self) -> list[tuple[str, str, int]]:
         with self.lock:
             out, self.events = self.events, []
         return out
@@ -246,26 +272,43 @@ class GpuReader:
     # --- one cycle -------------------------------------------------------------------
     def read(self) -> list[GpuReading]:
         xids: dict[str, list[int]] = {}
+        ecc: dict[str, list[str]] = {}
         if self.xid is not None:
-            for uuid, xid in self.xid.drain():
-                xids.setdefault(uuid, []).append(xid)
+            for uuid, kind, data in self.xid.drain():
+                if kind == "xid":
+                    xids.setdefault(uuid, []).append(data)
+                else:
+                    ecc.setdefault(uuid, []).append(kind)
         out = []
+        recovered = False
         for g in self.gpus:
-            r = GpuReading(g.static, xids=xids.get(g.static.uuid, []))
+            r = GpuReading(g.static, xids=xids.get(g.static.uuid, []), events=ecc.get(g.static.uuid, []))
             was_lost = g.lost
             if g.lost and not self._recovered(g):
                 r.lost = True
             else:
                 if was_lost:
                     r.events.append("gpu_recovered")
+                    recovered = True
                 try:
                     self._read_gpu(g, r)
                 except NvmlGpuLost as e:
                     g.lost, g.lost_checked = True, time.monotonic()
                     log.error("GPU %d (%s) is lost: %s", g.static.index, g.static.uuid, e)
-                    r = GpuReading(g.static, lost=True, xids=r.xids, events=["gpu_lost"])
+                    r = GpuReading(g.static, lost=True, xids=r.xids, events=r.events + ["gpu_lost"])
             out.append(r)
+        if recovered and self.xid is not None:
+            self._rearm_events()
         return out
+
+    def _rearm_events(self) -> None:
+        """A GPU that came back has a new handle: a new event set with every GPU that answers."""
+        self.xid.close()
+        self.xid = None
+        try:
+            self.xid = XidWatcher(self.nvml, [g.handle for g in self.gpus if g.handle is not None and not g.lost])
+        except NvmlError as e:
+            log.info("XID events unavailable: %s", e)
 
     def _recovered(self, g: GpuState) -> bool:
         if time.monotonic() - g.lost_checked < self.lost_retry:

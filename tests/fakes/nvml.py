@@ -298,13 +298,21 @@ class FakeNvml:
 
     # events
     def event_set(self, handles):
+        self.calls["event_set"] += 1
+        self.event_handles = list(handles)
         return "es"
 
     def event_wait(self, es, timeout_ms):
+        """Queued (uuid, event type, data) tuples as nvmlEventSetWait_v2 gives them: type 0x8 XID with its
+        number, 0x2 double-bit ECC with data 0 (nvml.h); a queued NvmlError is raised, as the real wait
+        answers GPU_IS_LOST when any GPU of the set has fallen off the bus."""
         try:
-            return self.events.get(timeout=min(timeout_ms, 50) / 1000)
+            item = self.events.get(timeout=min(timeout_ms, 50) / 1000)
         except queue.Empty:
             raise NvmlTimeout("Timeout") from None
+        if isinstance(item, BaseException):
+            raise item
+        return item
 
     def event_set_free(self, es):
         pass
