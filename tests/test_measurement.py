@@ -109,3 +109,50 @@ def test_3_xid_watcher_survives_gpu_is_lost_and_is_rearmed_after_recovery():
     samples = cycle(col, 4)
     col.close()
     assert gpu_fields(samples, 1)["last_xid"] == 94
+
+
+# --- GPU energy across reboots and crashes -------------------------------------------------------------
+
+
+def _gpu_with_boot(tmp_path, nvml, boot: str):
+    from agent.collector import Context
+    from collectors.gpu import GpuCollector, GpuOptions
+
+    proc = tmp_path / f"proc-{boot}"
+    (proc / "sys" / "kernel" / "random").mkdir(parents=True, exist_ok=True)
+    (proc / "sys" / "kernel" / "random" / "boot_id").write_text(boot + "\n")
+    return GpuCollector(GpuOptions(xid_events=False, processes=False),
+                        Context("gpu", proc_root=proc, state_dir=tmp_path), nvml=nvml)
+
+
+def test_4_energy_state_is_saved_every_collection_and_a_reset_while_down_is_caught(tmp_path):
+    import json
+
+    from .test_gpu import cycle, fleet, gpu_fields
+
+    nvml = fleet("H200-SXM")
+    g = nvml.gpus[0]
+    g.p["fields"][83] = 40_000_000  # 40 kJ since the driver loaded
+    col = _gpu_with_boot(tmp_path, nvml, "boot-a")
+    e1 = gpu_fields(cycle(col, 1))["energy_joules_total"]
+    g.p["fields"][83] = 40_700_000
+    e2 = gpu_fields(cycle(col, 2))["energy_joules_total"]
+    # saved with the collection, not every 60 s: a power loss now loses nothing of what was emitted
+    saved = json.loads((tmp_path / "gpu-energy.json").read_text())[g.uuid]
+    assert saved["last"] == 40_700_000 and e2 - e1 == 700.0
+    # hard reboot; the agent starts an hour later: the counter restarted and is already past the saved value
+    g.p["fields"][83] = 2_500_000_000
+    col2 = _gpu_with_boot(tmp_path, nvml, "boot-b")
+    samples = cycle(col2, 3)
+    e3 = gpu_fields(samples)["energy_joules_total"]
+    assert e3 - e2 == 2_500_000.0  # all of it is new energy
+    assert gpu_fields(samples)["energy_resets_total"] == 1
+    assert "energy_reset" in {s.tags["event"] for s in samples if s.measurement == "gpu_event"}
+    # same boot, but more energy than the GPU can draw since the save: the driver was reloaded meanwhile
+    state = json.loads((tmp_path / "gpu-energy.json").read_text())
+    state[g.uuid]["at"] -= 10.0
+    (tmp_path / "gpu-energy.json").write_text(json.dumps(state))
+    g.p["fields"][83] = 2_500_000_000 + 100_000_000  # +100 kJ in ~10 s: 10 kW
+    col3 = _gpu_with_boot(tmp_path, nvml, "boot-b")
+    e4 = gpu_fields(cycle(col3, 4))["energy_joules_total"]
+    assert e4 - e3 == 2_600_000.0

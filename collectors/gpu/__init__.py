@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from pydantic import Field
 
@@ -30,6 +31,13 @@ class GpuOptions(CollectorOptions):
     lost_retry: PositiveDuration = Field(60.0, description="how often a lost GPU is tried again")
 
 
+def read_boot_id(proc_root) -> str | None:
+    try:
+        return (Path(proc_root) / "sys" / "kernel" / "random" / "boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
 class GpuCollector(Collector):
     kind = "gpu"
     Options = GpuOptions
@@ -43,7 +51,8 @@ class GpuCollector(Collector):
             nvml = Nvml()
         self.reader = GpuReader(nvml, ctx.proc_root, options.processes, options.max_processes,
                                 options.xid_events, options.lost_retry)
-        self.energy = EnergyTracker(ctx.state_dir / "gpu-energy.json" if ctx.state_dir else None)
+        self.energy = EnergyTracker(ctx.state_dir / "gpu-energy.json" if ctx.state_dir else None,
+                                    boot_id=read_boot_id(ctx.proc_root))
         self.xids = XidCounter()
         self._absent: tuple[float, str] | None = None  # (when, why) NVML was last found missing
 
@@ -69,6 +78,7 @@ class GpuCollector(Collector):
             raise
         for r in readings:
             map_gpu(r, acc, self.energy, self.xids, self.reader.driver_version, self.reader.cuda_version)
+        self.energy.save()  # before the samples leave: an emitted value is never ahead of the saved state
 
     def close(self) -> None:
         self.energy.save()
