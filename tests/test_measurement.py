@@ -156,3 +156,28 @@ def test_4_energy_state_is_saved_every_collection_and_a_reset_while_down_is_caug
     col3 = _gpu_with_boot(tmp_path, nvml, "boot-b")
     e4 = gpu_fields(cycle(col3, 4))["energy_joules_total"]
     assert e4 - e3 == 2_600_000.0
+
+
+def test_5_refused_readings_are_asked_again_when_mig_changes_and_periodically(monkeypatch):
+    from collectors.gpu.reader import GpuReader
+
+    from .fakes.nvml import FakeGpu, FakeNvml
+    from .test_gpu import cycle, gpu_fields, make
+
+    mig = [{"gpu_instance_id": 1, "compute_instance_id": 0, "uuid": "MIG-1", "profile": "1g.10gb",
+            "memory_total": 10 * 2**30, "memory_used": 2**30}]
+    nvml = FakeNvml([FakeGpu("H100-SXM", 0, mig=list(mig))])
+    col = make(nvml, processes=False)
+    f = gpu_fields(cycle(col, 1))
+    assert "row_remap_pending" not in f  # NOT_SUPPORTED while MIG is on
+    nvml.gpus[0].mig = []  # MIG switched off
+    cycle(col, 2)  # the mode change is seen
+    f = gpu_fields(cycle(col, 3))
+    assert f["row_remap_pending"] == 0 and f["row_remap_failure"] == 0  # back without a restart
+    # and, without a MIG change, a refused reading is asked again after REPROBE
+    monkeypatch.setattr(GpuReader, "REPROBE", 0.0)
+    nvml.gpus[0].p["unsupported"] = nvml.gpus[0].p["unsupported"] | {"pstate"}
+    assert "performance_state" not in gpu_fields(cycle(col, 4))
+    nvml.gpus[0].p["unsupported"] = nvml.gpus[0].p["unsupported"] - {"pstate"}
+    assert "performance_state" in gpu_fields(cycle(col, 5))
+    col.close()

@@ -97,6 +97,9 @@ class GpuState:
         self.static = static
         self.handle = handle
         self.unsupported: set[str] = set()
+        self.unsupported_since = time.monotonic()
+        self.mig_mode: bool | None = None
+        self.told: set[str] = set()  # readings whose missing permission was logged (once)
         self.lost = False
         self.lost_checked = 0.0
         self.links: list[int] | None = None  # NVLink ids that exist (None: not probed yet)
@@ -332,8 +335,10 @@ class GpuReader:
             return fn(*args)
         except (NvmlNotSupported, NvmlNoPermission) as e:
             g.unsupported.add(key)
-            if isinstance(e, NvmlNoPermission):
-                log.info("GPU %d: %s needs more privileges; not asked again", g.static.index, key)
+            if isinstance(e, NvmlNoPermission) and key not in g.told:
+                g.told.add(key)
+                log.info("GPU %d: %s needs more privileges; asked again in %.0f min or when MIG changes",
+                         g.static.index, key, self.REPROBE / 60)
             return None
         except NvmlNotFound:
             return None
@@ -345,8 +350,15 @@ class GpuReader:
             g.errors[key] = str(e)
             return None
 
+    # What NVML refused (NotSupported, NoPermission) is asked again this often, and whenever the MIG mode
+    # changes: row remapping is NotSupported while MIG is on and must come back when it is switched off.
+    REPROBE = 600.0
+
     def _read_gpu(self, g: GpuState, r: GpuReading) -> None:
         n, h, v = self.nvml, g.handle, r.values
+        if g.unsupported and time.monotonic() - g.unsupported_since > self.REPROBE:
+            g.unsupported.clear()
+            g.unsupported_since = time.monotonic()
         # 1. one batch for every field id, each entry checked on its own
         if g.links is None:
             g.links = self._probe_links(g)
@@ -395,6 +407,12 @@ class GpuReader:
         v["compute_mode"] = self._call(g, "compute_mode", n.compute_mode, h)
         mig = self._call(g, "mig_mode", n.mig_mode, h)
         v["mig_mode"] = mig
+        if mig is not None and g.mig_mode is not None and mig != g.mig_mode:
+            log.info("GPU %d: MIG mode %s: readings it refused are asked again", g.static.index,
+                     "enabled" if mig else "disabled")
+            g.unsupported.clear()
+            g.unsupported_since = time.monotonic()
+        g.mig_mode = mig if mig is not None else g.mig_mode
         for lk in g.links:
             active = self._call(g, f"nvlink_state_{lk}", n.nvlink_active, h, lk)
             if active is not None:

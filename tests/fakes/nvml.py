@@ -197,6 +197,8 @@ class FakeNvml:
         for fid, scope in ids:
             if g.lost:
                 out.append((fid, scope, 15, None))
+            elif fid in (142, 143, 144, 145) and g.mig:
+                out.append((fid, scope, 3, None))  # row remapping: NOT_SUPPORTED while MIG is enabled
             elif fid in g.p["unsupported_fields"]:
                 out.append((fid, scope, 3, None))
             elif fid in (138, 139) and scope != ALL_LINKS:
