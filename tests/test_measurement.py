@@ -181,3 +181,25 @@ def test_5_refused_readings_are_asked_again_when_mig_changes_and_periodically(mo
     nvml.gpus[0].p["unsupported"] = nvml.gpus[0].p["unsupported"] - {"pstate"}
     assert "performance_state" in gpu_fields(cycle(col, 5))
     col.close()
+
+
+def test_2_a_gpu_refusing_its_handle_is_left_out_not_the_node():
+    import time
+
+    from collectors.gpu.errors import NvmlError, NvmlNoPermission
+
+    from .test_gpu import cycle, fleet, make
+
+    nvml = fleet("H100-SXM", "H100-SXM", "H100-SXM")
+    nvml.gpus[1].handle_error = NvmlNoPermission("Insufficient Permissions")
+    nvml.gpus[2].handle_error = NvmlError("Insufficient External Power")
+    col = make(nvml, lost_retry=0.05)
+    samples = cycle(col, 1)
+    gpus = {s.tags["gpu"]: s.fields for s in samples if s.measurement == "gpu"}
+    assert set(gpus) == {"0"} and gpus["0"]["power_watts"] == 312.456  # the node is monitored
+    nvml.gpus[2].handle_error = None  # power restored
+    time.sleep(0.06)
+    samples = cycle(col, 2)
+    gpus = {s.tags["gpu"]: s.fields for s in samples if s.measurement == "gpu"}
+    assert set(gpus) == {"0", "2"} and gpus["2"]["lost"] is False
+    col.close()

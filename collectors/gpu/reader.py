@@ -23,6 +23,7 @@ from .errors import (
     NvmlNeedsReinit,
     NvmlNoPermission,
     NvmlNotFound,
+    NvmlNotPresent,
     NvmlNotSupported,
     NvmlTimeout,
 )
@@ -219,6 +220,7 @@ class GpuReader:
         self.cuda_version = ""
         self.initialized = False
         self.xid: XidWatcher | None = None
+        self.unavailable: dict[int, tuple[float, str]] = {}  # index -> (when asked, why no handle)
 
     # --- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -227,6 +229,7 @@ class GpuReader:
         self.driver_version = self._opt(self.nvml.driver_version) or ""
         self.cuda_version = self._opt(self.nvml.cuda_version) or ""
         self.gpus = []
+        self.unavailable: dict[int, tuple[float, str]] = {}
         for i in range(self.nvml.device_count()):
             try:
                 h = self.nvml.handle(i)
@@ -235,12 +238,44 @@ class GpuReader:
                 st = GpuState(GpuStatic(i, f"lost-index-{i}", "unknown"), None)
                 st.lost = True
                 self.gpus.append(st)
+            except (NvmlNeedsReinit, NvmlNotPresent):
+                raise
+            except NvmlError as e:
+                self._unavailable(i, e)
         if self.want_xid:
             try:
                 self.xid = XidWatcher(self.nvml, [g.handle for g in self.gpus if g.handle is not None])
             except NvmlError as e:
                 log.info("XID events unavailable: %s", e)
         self.initialized = True
+
+    def _unavailable(self, index: int, e: Exception) -> None:
+        """nvml.h: the device count may include GPUs whose handle then fails (NO_PERMISSION outside the
+        container's cgroup, INSUFFICIENT_POWER, IRQ_ISSUE, UNKNOWN): that GPU is left out, not the node,
+        and asked again every lost_retry. Not "lost": a GPU this agent may not see is no failure."""
+        if index not in self.unavailable:
+            log.warning("GPU %d: no handle (%s); left out, asked again every %.0f s", index, e, self.lost_retry)
+        self.unavailable[index] = (time.monotonic(), str(e))
+
+    def _retry_unavailable(self) -> bool:
+        came = False
+        for index, (when, _) in list(self.unavailable.items()):
+            if time.monotonic() - when < self.lost_retry:
+                continue
+            try:
+                h = self.nvml.handle(index)
+                st = GpuState(self._static(index, h), h)
+            except (NvmlNeedsReinit, NvmlNotPresent):
+                raise
+            except NvmlError as e:
+                self.unavailable[index] = (time.monotonic(), str(e))
+                continue
+            del self.unavailable[index]
+            self.gpus.append(st)
+            self.gpus.sort(key=lambda g: g.static.index)
+            log.info("GPU %d (%s) answers now", index, st.static.uuid)
+            came = True
+        return came
 
     def stop(self) -> None:
         if self.xid is not None:
@@ -283,7 +318,7 @@ class GpuReader:
                 else:
                     ecc.setdefault(uuid, []).append(kind)
         out = []
-        recovered = False
+        recovered = self._retry_unavailable() if self.unavailable else False
         for g in self.gpus:
             r = GpuReading(g.static, xids=xids.get(g.static.uuid, []), events=ecc.get(g.static.uuid, []))
             was_lost = g.lost

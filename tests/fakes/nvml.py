@@ -95,6 +95,9 @@ class FakeGpu:
     processes: list[tuple[int, int]] = field(default_factory=list)
     proc_util: list[tuple[int, int, int, int]] = field(default_factory=list)
     p: dict = field(default_factory=dict)
+    # nvmlDeviceGetHandleByIndex's answer for a GPU counted but refused (NO_PERMISSION outside the container's
+    # cgroup, INSUFFICIENT_POWER, IRQ_ISSUE, UNKNOWN: nvml.h)
+    handle_error: Exception | None = None
 
     def __post_init__(self):
         self.p = copy.deepcopy(PROFILES[self.profile])
@@ -149,6 +152,8 @@ class FakeNvml:
         return len(self.gpus)
 
     def handle(self, i):
+        if self.gpus[i].handle_error is not None:
+            raise self.gpus[i].handle_error
         return self._gpu(self.gpus[i])
 
     def handle_by_uuid(self, uuid):
