@@ -214,6 +214,7 @@ def test_mig_instances_with_memory_and_utilization():
     assert {s.tags["mig_uuid"]: s.fields for s in first} == {
         "MIG-aaaa": {"memory_used_bytes": 10 * 2**30, "memory_total_bytes": 40 * 2**30},
         "MIG-bbbb": {"memory_used_bytes": 2**30, "memory_total_bytes": 40 * 2**30}}
+    time.sleep(0.11)  # GPM needs its two samples more than 100 ms apart, as NVML does
     samples = cycle(col, 2)
     mig = {s.tags["gpu_instance"]: s.fields for s in samples if s.measurement == "gpu_mig"}
     assert mig["1"]["sm_utilization_percent"] == 42.5 and mig["2"]["sm_utilization_percent"] == 7.0

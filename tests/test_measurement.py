@@ -203,3 +203,22 @@ def test_2_a_gpu_refusing_its_handle_is_left_out_not_the_node():
     gpus = {s.tags["gpu"]: s.fields for s in samples if s.measurement == "gpu"}
     assert set(gpus) == {"0", "2"} and gpus["2"]["lost"] is False
     col.close()
+
+
+def test_6_gpm_is_sampled_once_per_gpu_instance_per_cycle():
+    import time
+
+    from .fakes.nvml import FakeGpu, FakeNvml
+    from .test_gpu import cycle, make
+
+    mig = [{"uuid": f"MIG-{ci}", "gpu_instance_id": 1, "compute_instance_id": ci, "profile": "3g.40gb",
+            "memory_used": 2**30, "memory_total": 40 * 2**30} for ci in (0, 1)]
+    nvml = FakeNvml([FakeGpu("H100-SXM", 0, mig=mig)])
+    col = make(nvml, processes=False)
+    cycle(col, 1)
+    time.sleep(0.15)
+    samples = cycle(col, 2)
+    col.close()
+    util = {s.tags["mig_uuid"]: s.fields.get("sm_utilization_percent") for s in samples if s.measurement == "gpu_mig"}
+    assert util == {"MIG-0": 42.5, "MIG-1": 42.5}  # both compute instances of GPU instance 1
+    assert nvml.calls["gpm:1"] == 2  # one sample per cycle, not one per compute instance

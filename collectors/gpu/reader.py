@@ -457,9 +457,13 @@ class GpuReader:
             self._read_processes(g, r, mig)
         if mig:
             devices = self._call(g, "mig_devices", n.mig_devices, h) or []
+            per_instance: dict[int, float | None] = {}  # GPM is per GPU instance: one sample per cycle
             for d in devices:
                 d = dict(d)
-                util = self._call(g, "gpm", n.mig_sm_utilization, h, d["gpu_instance_id"], g.gpm)
+                gi = d["gpu_instance_id"]
+                if gi not in per_instance:
+                    per_instance[gi] = self._call(g, "gpm", n.mig_sm_utilization, h, gi, g.gpm)
+                util = per_instance[gi]
                 if util is not None:
                     d["sm_utilization_percent"] = util
                 d.pop("handle", None)

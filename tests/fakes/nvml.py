@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from collectors.gpu.errors import (
+    NvmlError,
     NvmlGpuLost,
     NvmlNeedsReinit,
     NvmlNotFound,
@@ -296,11 +297,19 @@ class FakeNvml:
         return [dict(d, handle=object()) for d in g.mig]
 
     def mig_sm_utilization(self, h, gi, state):
+        """GPM over two samples of the GPU instance; NVML wants them more than 100 ms apart (nvml.h,
+        nvmlGpmMetricsGet), so a second sample of one instance within a cycle gives no valid metric."""
+        import time
+
         self._sup(h, "gpm")
-        first = gi not in state
-        state[gi] = True
-        if first:
+        self.calls[f"gpm:{gi}"] += 1
+        now = time.monotonic()
+        last = state.get(gi)
+        state[gi] = now
+        if last is None:
             raise NvmlNotFound("first GPM sample: no window yet")
+        if now - last < 0.1:
+            raise NvmlError("GPM samples less than 100 ms apart")
         return {1: 42.5, 2: 7.0}.get(gi, 0.0)
 
     # events
