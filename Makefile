@@ -37,7 +37,7 @@ bench: venv
 	$(BIN)/python bench/inference_scrape
 
 lint: venv
-	$(BIN)/ruff check agent collectors tests bench/collect_overhead bench/delivery bench/gpu_collect bench/gpu-smoke bench/snmp_sweep bench/inference_scrape dashboards/render-examples
+	$(BIN)/ruff check agent collectors tests bench/collect_overhead bench/delivery bench/gpu_collect bench/gpu-smoke bench/snmp_sweep bench/inference_scrape bench/soak dashboards/render-examples
 
 ## Regenerate the metric catalogue table in README.md from the declarations.
 catalogue: venv
