@@ -23,13 +23,16 @@ class EnergyTracker(MonotonicCounters):
         super().__init__(path, save_every=float("inf"))  # saved by the collector once per collection
         self.boot_id = boot_id
         self.max_watts = max_watts
+        # Counters restored from the state file and not read since: the only ones that can have been reset
+        # while the agent was down (in between two collections a reset shows as a decrease).
+        self._restored = set(self.state)
 
     def update(self, uuid: str, raw_mj: int) -> tuple[float, bool]:  # type: ignore[override]
         """(monotonic joules, True if a reset was detected now)."""
         st = self.state.get(uuid)
         now = time.time()
         missed = False
-        if st is not None and raw_mj >= st["last"]:
+        if st is not None and uuid in self._restored and raw_mj >= st["last"]:
             booted = bool(self.boot_id and st.get("boot") and st["boot"] != self.boot_id)
             elapsed = now - st["at"] if isinstance(st.get("at"), (int, float)) else None
             impossible = elapsed is not None and (raw_mj - st["last"]) / 1000 > self.max_watts * max(elapsed, 1.0)
@@ -39,6 +42,7 @@ class EnergyTracker(MonotonicCounters):
                 st["resets"] += 1
                 st["last"] = 0
                 missed = True
+        self._restored.discard(uuid)
         value, event = super().update(uuid, raw_mj)
         st = self.state[uuid]
         st["at"], st["boot"] = now, self.boot_id
