@@ -24,6 +24,12 @@ class NotPresent(Exception):
     """
 
 
+class RestartRequired(Exception):
+    """Only a new process can recover (a library loaded into this one no longer matches the system, as
+    NVML after a driver upgrade): the agent stops cleanly with exit status 75 and systemd starts it again
+    (Restart=on-failure; 75 is not among the unit's RestartPreventExitStatus)."""
+
+
 @dataclass(frozen=True)
 class Context:
     """What the agent hands every collector instance."""

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .collector import Collector, NotPresent
+from .collector import Collector, NotPresent, RestartRequired
 from .config import InstanceConfig
 from .model import Accumulator, Sample
 
@@ -45,6 +45,7 @@ class InstanceRunner:
         self.last_success_ns: int | None = None
         self.last_duration: float | None = None
         self.last_samples = 0
+        self.restart_reason: str | None = None  # the collector asked for a new process
         self._thread_busy = False
         self._is_async = collector is not None and inspect.iscoroutinefunction(collector.collect)
 
@@ -119,6 +120,10 @@ class InstanceRunner:
                 await asyncio.wait_for(asyncio.shield(self._run_thread(acc)), self.cfg.timeout)
         except NotPresent as e:
             state, error = "not_present", str(e) or "not present"
+        except RestartRequired as e:
+            self.errors += 1
+            state, error = "error", f"needs a new process: {e}"
+            self.restart_reason = str(e)
         except TimeoutError:
             self.timeouts += 1
             state, error = "timeout", f"run abandoned after its {self.cfg.timeout:g}s deadline"

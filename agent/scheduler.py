@@ -31,6 +31,8 @@ from .state import set_aside_files, write_status
 
 log = logging.getLogger("agent")
 
+EX_RESTART = 75  # sysexits EX_TEMPFAIL: a new process will do; systemd's Restart=on-failure starts one
+
 
 def build_runners(config: Config, registry: Registry, publish, state_dir: Path | None,
                   only: set[str] | None = None, bus: SampleBus | None = None) -> list[InstanceRunner]:
@@ -97,6 +99,7 @@ class Agent:
         self._stop: asyncio.Event | None = None  # created inside the running loop
         self._tasks: set[asyncio.Task] = set()
         self._status = Latch(log)
+        self._restart: str | None = None  # why a collector needs a new process
         intervals = [r.cfg.interval for r in self.runners] + [config.settings.agent.interval]
         # The agent rewrites status.json after every run: one older than this means it is not running.
         self.stale_after = max(60.0, 3 * max(intervals))
@@ -161,6 +164,10 @@ class Agent:
     async def _run_and_report(self, runner: InstanceRunner) -> None:
         await runner.run_once()
         self.write_status()
+        if runner.restart_reason and self._restart is None:
+            self._restart = f"collector {runner.name}: {runner.restart_reason}"
+            log.error("%s; stopping so that systemd starts a new process (exit %d)", self._restart, EX_RESTART)
+            self._stop.set()
 
     async def _run(self, runner: InstanceRunner) -> None:
         await self._tracked(self._run_and_report(runner))
@@ -233,7 +240,10 @@ class Agent:
                     log.error("alert store: final save failed: %s", e)
             self.write_status(stopped=True)
             log.info("agent stopped%s", "" if flushed else " (some samples were not written)")
-        return 0
+        if self._restart is None and once:
+            reasons = [r.restart_reason for r in self.runners if r.restart_reason]
+            self._restart = reasons[0] if reasons else None
+        return EX_RESTART if self._restart else 0
 
     def healthy_loop(self, scheduler) -> bool:
         """The scheduler runs and its jobs are not overdue (a stalled loop or scheduler starves the watchdog)."""

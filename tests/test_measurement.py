@@ -222,3 +222,59 @@ def test_6_gpm_is_sampled_once_per_gpu_instance_per_cycle():
     util = {s.tags["mig_uuid"]: s.fields.get("sm_utilization_percent") for s in samples if s.measurement == "gpu_mig"}
     assert util == {"MIG-0": 42.5, "MIG-1": 42.5}  # both compute instances of GPU instance 1
     assert nvml.calls["gpm:1"] == 2  # one sample per cycle, not one per compute instance
+
+
+def test_9_a_driver_upgraded_under_the_agent_makes_it_exit_75_for_a_restart(state_dir, caplog):
+    """After a driver upgrade (module reloaded) nvmlInit fails with LIB_RM_VERSION_MISMATCH for good in the
+    running process: the agent stops cleanly with 75 (systemd restarts it: Restart=on-failure), instead of
+    failing every cycle. A process where NVML never worked is not restarted (a new one would fail alike)."""
+    import asyncio
+    import logging
+
+    from agent.config import build_config
+    from agent.registry import Registry
+    from agent.scheduler import Agent
+    from collectors.gpu import GpuCollector
+    from collectors.gpu.errors import NvmlNeedsReinit
+
+    from .fakes.nvml import fleet
+
+    nvml = fleet("H200-SXM")
+    TestGpu.nvml = nvml
+    registry = Registry({"gpu": "tests.test_measurement:TestGpu"})
+    cfg = build_config({"agent": {"hostname": "t1", "interval": 0.2, "align": False},
+                        "collectors": {"gpu": {"xid_events": False, "processes": False}},
+                        "outputs": {"local": {"enabled": False}}}, {}, None, registry)
+    agent = Agent(cfg, state_dir, registry)
+    caplog.set_level(logging.INFO)
+
+    async def scenario():
+        task = asyncio.create_task(agent.run(duration=20))
+        await asyncio.sleep(0.5)  # NVML works
+        nvml.reinit_next = True  # the module is reloaded: the next call needs re-initialisation ...
+        nvml.init_error = NvmlNeedsReinit("RM has detected an NVML/RM version mismatch")  # ... which fails
+        return await asyncio.wait_for(task, 15)
+
+    assert asyncio.run(scenario()) == 75
+    assert "driver was replaced under the agent" in caplog.text
+    (st,) = [r.stats() for r in agent.runners]
+    assert st["runs_total"] >= 4 and GpuCollector.INIT_MISMATCH_RESTART == 3
+    # a process in which NVML never worked is not restarted
+    fresh = fleet("H200-SXM")
+    fresh.init_error = NvmlNeedsReinit("RM has detected an NVML/RM version mismatch")
+    TestGpu.nvml = fresh
+    agent2 = Agent(cfg, state_dir, registry)
+    assert asyncio.run(agent2.run(duration=1.5)) == 0
+
+
+from collectors.gpu import GpuCollector as _GpuCollector  # noqa: E402
+
+
+class TestGpu(_GpuCollector):
+    """The real gpu collector over the fake NVML the test hands it."""
+
+    __test__ = False
+    nvml = None
+
+    def __init__(self, options, ctx) -> None:
+        super().__init__(options, ctx, nvml=TestGpu.nvml)

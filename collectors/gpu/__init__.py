@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from agent.collector import Collector, NotPresent
+from agent.collector import Collector, NotPresent, RestartRequired
 from agent.config import CollectorOptions, PositiveDuration
 from agent.model import Accumulator
 
@@ -42,6 +42,7 @@ class GpuCollector(Collector):
     kind = "gpu"
     Options = GpuOptions
     METRICS = METRICS
+    INIT_MISMATCH_RESTART = 3  # nvmlInit mismatches in a row, after NVML worked in this process
 
     def __init__(self, options: GpuOptions, ctx, nvml=None) -> None:
         super().__init__(options, ctx)
@@ -55,6 +56,8 @@ class GpuCollector(Collector):
                                     boot_id=read_boot_id(ctx.proc_root))
         self.xids = XidCounter()
         self._absent: tuple[float, str] | None = None  # (when, why) NVML was last found missing
+        self._init_mismatch = 0  # nvmlInit failures in a row with a library/driver mismatch
+        self._nvml_worked = False
 
     def collect(self, acc: Accumulator) -> None:
         if not self.reader.initialized:
@@ -69,7 +72,19 @@ class GpuCollector(Collector):
             except NvmlNotPresent as e:
                 self._absent = (time.monotonic(), str(e))
                 raise NotPresent(str(e)) from None
+            except NvmlNeedsReinit as e:
+                # After a driver upgrade (module reloaded) the NVML library loaded into this process no longer
+                # matches the driver and nvmlInit fails for good: only a new process loads the new library.
+                # A process in which NVML never worked (library upgraded, old module until a reboot) would
+                # fail the same way after a restart: it is not restarted.
+                self._init_mismatch += 1
+                if self._nvml_worked and self._init_mismatch >= self.INIT_MISMATCH_RESTART:
+                    raise RestartRequired(f"nvmlInit fails {self._init_mismatch} times in a row ({e}): the "
+                                          "driver was replaced under the agent") from None
+                raise
             self._absent = None
+            self._init_mismatch = 0
+            self._nvml_worked = True
         try:
             readings = self.reader.read()
         except NvmlNeedsReinit as e:

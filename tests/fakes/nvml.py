@@ -137,6 +137,8 @@ class FakeNvml:
     def init(self):
         if not self.present:
             raise NvmlNotPresent("NVML Shared Library Not Found")
+        if getattr(self, "init_error", None) is not None:
+            raise self.init_error
         self.inits += 1
         self.initialized = True
 
