@@ -278,3 +278,32 @@ class TestGpu(_GpuCollector):
 
     def __init__(self, options, ctx) -> None:
         super().__init__(options, ctx, nvml=TestGpu.nvml)
+
+
+def test_10_clocks_event_reasons_fall_back_to_the_throttle_reasons_call_on_older_drivers():
+    """The adapter over a stand-in of pynvml: an older driver lacks nvmlDeviceGetCurrentClocksEventReasons
+    (NVML_ERROR_FUNCTION_NOT_FOUND, 13); the deprecated throttle-reasons call answers."""
+    import types
+
+    import pytest
+
+    from collectors.gpu.errors import NvmlNotSupported
+    from collectors.gpu.nvml import Nvml
+
+    class NVMLError(Exception):
+        def __init__(self, value):
+            self.value = value
+            super().__init__(f"NVML error {value}")
+
+    def missing(h):
+        raise NVMLError(13)
+
+    nv = Nvml()
+    nv.n = types.SimpleNamespace(NVMLError=NVMLError, nvmlDeviceGetCurrentClocksEventReasons=missing,
+                                 nvmlDeviceGetCurrentClocksThrottleReasons=lambda h: 0x4)
+    assert nv.clocks_event_reasons("h") == 0x4
+    nv.n = types.SimpleNamespace(NVMLError=NVMLError, nvmlDeviceGetCurrentClocksEventReasons=lambda h: 0x1)
+    assert nv.clocks_event_reasons("h") == 0x1  # pynvml 14 without the old name
+    nv.n = types.SimpleNamespace(NVMLError=NVMLError, nvmlDeviceGetCurrentClocksEventReasons=missing)
+    with pytest.raises(NvmlNotSupported):
+        nv.clocks_event_reasons("h")

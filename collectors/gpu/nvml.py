@@ -183,7 +183,19 @@ class Nvml:
         return self._call(self.n.nvmlDeviceGetClockInfo, h, self._clock(kind))
 
     def clocks_event_reasons(self, h) -> int:
-        return self._call(self.n.nvmlDeviceGetCurrentClocksEventReasons, h)
+        # nvmlDeviceGetCurrentClocksEventReasons (driver 535+) replaced ...ClocksThrottleReasons, which older
+        # drivers have alone (FUNCTION_NOT_FOUND for the new name) and which pynvml 13 marks for removal
+        new = getattr(self.n, "nvmlDeviceGetCurrentClocksEventReasons", None)
+        old = getattr(self.n, "nvmlDeviceGetCurrentClocksThrottleReasons", None)
+        if new is not None:
+            try:
+                return self._call(new, h)
+            except NvmlNotSupported:
+                if old is None:
+                    raise
+        if old is None:
+            raise NvmlNotSupported("no clocks event reasons in this pynvml")
+        return self._call(old, h)
 
     def fan_percent(self, h) -> int:
         return self._call(self.n.nvmlDeviceGetFanSpeed, h)
