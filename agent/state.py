@@ -148,13 +148,19 @@ class StateLock:
             self.fd = None
 
 
+UNKNOWN = -2  # the lock cannot be looked at (another user's state directory): decide by the pid
+
+
 def lock_holder(state_dir: Path) -> int | None:
-    """The pid holding the state directory's lock, or None when no agent holds it."""
+    """The pid holding the state directory's lock (-1: held, pid unreadable), None when no agent holds it,
+    UNKNOWN when this user cannot open the lock file."""
     path = Path(state_dir) / LOCK_FILE
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+    except FileNotFoundError:
         return None
+    except OSError:
+        return UNKNOWN
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -236,10 +242,10 @@ def read_status(state_dir: Path) -> dict | None:
     status["age_seconds"] = round(now - updated, 3)
     stale_after = float(status.get("stale_after_seconds") or 300)
     holder = lock_holder(state_dir)
-    if holder is not None or (state_dir / LOCK_FILE).exists():
+    if holder == UNKNOWN or holder is None and not (state_dir / LOCK_FILE).exists():
+        alive = pid_alive(pid)  # no lock to go by (unreadable, or a status from before locking): the pid
+    else:
         alive = holder == pid
-    else:  # a status written before locking existed
-        alive = pid_alive(pid)
     status["stale"] = now - updated > stale_after
     status["running"] = alive and not status.get("stopped") and not status["stale"]
     return status

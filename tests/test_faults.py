@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import socket
 import subprocess
 import sys
@@ -803,3 +804,16 @@ def test_17_redirects_to_another_host_are_refused(tmp_path):
     assert rows["other"]["up"] is False and rows["same"]["up"] is True
     tokens = {s.tags["endpoint"] for s in samples if s.measurement == "inference"}
     assert tokens == {"same"}
+
+
+def test_15_status_by_another_user_without_access_to_the_lock_goes_by_the_pid(tmp_path, monkeypatch):
+    from agent import state
+
+    st_dir = tmp_path / "state"
+    st_dir.mkdir()
+    (st_dir / "agent.lock").write_text("1\n")
+    (st_dir / "status.json").write_text(json.dumps({"pid": os.getpid(), "updated_at": time.time(),
+                                                    "stopped": False}))
+    assert state.read_status(st_dir)["running"] is False  # the lock exists and nobody holds it
+    monkeypatch.setattr(state, "lock_holder", lambda d: state.UNKNOWN)  # e.g. 0600 lock of the service user
+    assert state.read_status(st_dir)["running"] is True  # this pid lives and the status is fresh
