@@ -307,3 +307,38 @@ def test_10_clocks_event_reasons_fall_back_to_the_throttle_reasons_call_on_older
     nv.n = types.SimpleNamespace(NVMLError=NVMLError, nvmlDeviceGetCurrentClocksEventReasons=missing)
     with pytest.raises(NvmlNotSupported):
         nv.clocks_event_reasons("h")
+
+
+def test_17_llamacpp_rounded_counters_refuse_windows_they_cannot_resolve(caplog):
+    """llama.cpp's server prints its counters with 6 significant digits (as found reading its metrics code for
+    issue 14): 12,345,678 tokens read back as 12,345,700, as %g gives them here."""
+    import pytest
+
+    from agent.bus import SampleBus
+    from agent.model import Sample
+
+    from .test_inference import NS, T0, by_scope, collect, efficiency, gpu_sample
+
+    def printed(v: float) -> float:
+        return float(f"{v:g}")
+
+    def run(window: float, per_window: float):
+        bus = SampleBus()
+        eff = efficiency(bus, window=window)
+        out = []
+        for i in range(3):
+            ts = T0 + int(i * window * NS)
+            prompt, gen = 12_345_678 + i * per_window, 20_000_000 + i * per_window / 2
+            bus.observe([gpu_sample("0", 1e6 + i * 700 * window, ts),
+                         Sample("inference", {"host": "node1", "endpoint": "llama", "model": "m", "server": "llamacpp",
+                                              "gpus": "0"},
+                                {"prompt_tokens_total": printed(prompt), "generation_tokens_total": printed(gen)}, ts)])
+            out = collect(eff, ts)
+        return by_scope(out)
+
+    short = run(60.0, 5_000)  # 5,000 tokens a window where the counter moves in steps of 100: refused
+    assert not short and "6 significant digits" in caplog.text
+    wide = run(600.0, 50_000)  # 75,000 tokens: resolved to within 0.3%
+    want = 75_000 / (700 * 600)
+    assert wide[("model", "m")]["tokens_per_joule"] == pytest.approx(want, rel=0.01)
+    assert wide[("node", "")]["tokens_per_joule"] == pytest.approx(want, rel=0.01)

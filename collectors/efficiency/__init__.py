@@ -102,6 +102,20 @@ class History:
         return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
 
 
+# llama.cpp prints its counters with printf's %g: 6 significant digits, so above a million tokens a counter
+# moves in steps of 10^(digits - 6) (12,345,678 prints as 1.23457e+07: steps of 100). A window whose token
+# delta is under RESOLVED x that step is refused rather than reported with up to 1% error or more.
+ROUNDED_SERVERS = ("llamacpp",)
+RESOLVED = 100
+
+
+def token_step(server: str, value: float) -> float:
+    """The smallest change a server's printed token counter can show at this value (1: exact)."""
+    if server not in ROUNDED_SERVERS or value < 1e6:
+        return 1.0
+    return 10.0 ** (len(str(int(value))) - 6)
+
+
 def ratios(tokens: float, gen: float, energy: float | None, seconds: float) -> dict[str, float]:
     out = {"tokens_per_second": tokens / seconds, "generation_tokens_per_second": gen / seconds,
            "window_seconds": seconds}
@@ -125,6 +139,7 @@ class EfficiencyCollector(Collector):
     def __init__(self, options: EfficiencyOptions, ctx) -> None:
         super().__init__(options, ctx)
         self.hist: dict[tuple, History] = {}
+        self._unresolved_told: set[tuple] = set()  # llama.cpp series already warned about
         self.rapl = MonotonicCounters(ctx.state_dir / "rapl-counters.json" if ctx.state_dir else None)
         self.fleet = FleetTokens(options.fleet) if options.fleet else None
 
@@ -260,10 +275,23 @@ class EfficiencyCollector(Collector):
         if not any(h.at(t0) is not None for h in live.values()):
             return  # the first window is not complete yet
         tokens: dict[tuple, tuple[float, float]] = {}
+        unresolved: set[tuple] = set()
         for key in series:
             p, g = delta(("tok", *key, "prompt_tokens_total")), delta(("tok", *key, "generation_tokens_total"))
             if p is not None or g is not None:
                 tokens[key] = ((p or 0.0) + (g or 0.0), g or 0.0)
+                step = max(token_step(series[key].get("server", ""), live[k].at(t1) or 0.0)
+                           for k in (("tok", *key, "prompt_tokens_total"), ("tok", *key, "generation_tokens_total"))
+                           if k in live)
+                if step > 1 and (0 < tokens[key][0] < RESOLVED * step or 0 < tokens[key][1] < RESOLVED * step):
+                    unresolved.add(key)
+        if unresolved:
+            # Those counters cannot resolve this window's tokens: every scope that would count them is refused.
+            for key in sorted(unresolved - self._unresolved_told):
+                log.warning("%s %s: counters printed with 6 significant digits move in steps too coarse for a "
+                            "%g s window; its efficiency is not reported (widen efficiency.window)",
+                            series[key].get("server", ""), key[0], seconds)
+            self._unresolved_told |= unresolved
         gpus_of = {k: [g for g in series[k].get("gpus", "").split(",") if g in gpu_energy] for k in tokens}
         sharing: dict[str, int] = {}
         for gl in gpus_of.values():
@@ -274,9 +302,13 @@ class EfficiencyCollector(Collector):
             for g in gpus_of[k]:
                 per_gpu[g][0] += tot / len(gpus_of[k])
                 per_gpu[g][1] += gen / len(gpus_of[k])
+        refused_gpus = {g for k in unresolved for g in gpus_of[k]}
         for g, (tot, gen) in per_gpu.items():
-            acc.add("efficiency", ratios(tot, gen, gpu_energy[g], seconds), {"scope": "gpu", "gpu": g})
+            if g not in refused_gpus:
+                acc.add("efficiency", ratios(tot, gen, gpu_energy[g], seconds), {"scope": "gpu", "gpu": g})
         for k, (tot, gen) in tokens.items():
+            if k in unresolved:
+                continue
             energy = sum(gpu_energy[g] / sharing[g] for g in gpus_of[k]) if gpus_of[k] else None
             tags = {"scope": "model", "endpoint": k[0], "model": k[1], "server": series[k].get("server", "")}
             acc.add("efficiency", ratios(tot, gen, energy, seconds), tags)
@@ -286,5 +318,7 @@ class EfficiencyCollector(Collector):
         meter = delta(("meter",)) if self.options.node_energy is not None else None
         if meter is not None:  # the node's own meter covers GPUs, CPUs, fans and PSU losses
             node_energy, source = meter, "meter"
+        if unresolved:
+            return
         acc.add("efficiency", ratios(sum(t for t, _ in tokens.values()), sum(g for _, g in tokens.values()),
                                      node_energy, seconds), {"scope": "node", "energy_source": source})
