@@ -342,3 +342,16 @@ def test_17_llamacpp_rounded_counters_refuse_windows_they_cannot_resolve(caplog)
     want = 75_000 / (700 * 600)
     assert wide[("model", "m")]["tokens_per_joule"] == pytest.approx(want, rel=0.01)
     assert wide[("node", "")]["tokens_per_joule"] == pytest.approx(want, rel=0.01)
+
+
+def test_19_request_and_latency_semantics_of_sglang_and_trtllm():
+    # SGLang (python/sglang/srt/metrics/collector.py): num_requests_total counts every finished request,
+    # num_aborted_requests_total the aborted ones among them
+    text = page("sglang") + ('# HELP sglang:num_aborted_requests_total Number of requests aborted.\n'
+                             '# TYPE sglang:num_aborted_requests_total counter\n'
+                             'sglang:num_aborted_requests_total{model_name="Qwen/Qwen2.5-7B-Instruct"} 9.0\n')
+    _, (r,) = parse(text)
+    assert r.requests == {"finished": 311.0, "abort": 9.0}
+    # TensorRT-LLM observes time_per_output_token once per request: no inter-token sum or token count from it
+    _, (r,) = parse(page("trtllm"))
+    assert r.itl_sum is None and r.itl_count is None and r.ttft_count == 88.0

@@ -72,9 +72,11 @@ _COUNTERS = {
     "sglang": ("sglang:prompt_tokens_total", "sglang:generation_tokens_total", "model_name",
                "sglang:num_requests_total", "sglang:num_running_reqs", "sglang:num_queue_reqs",
                "sglang:time_to_first_token_seconds", "sglang:inter_token_latency_seconds"),
+    # trtllm's time_per_output_token histogram has one observation per request, not per token: it is no
+    # inter-token latency sum with a token count, so it is not read as one
     "trtllm": ("trtllm_prompt_tokens_total", "trtllm_generation_tokens_total", "model_name",
                "trtllm_request_success_total", None, None,
-               "trtllm_time_to_first_token_seconds", "trtllm_time_per_output_token_seconds"),
+               "trtllm_time_to_first_token_seconds", None),
     "nim": ("prompt_tokens_total", "generation_tokens_total", "model_name",
             "request_success_total", "num_requests_running", "num_requests_waiting",
             "time_to_first_token_seconds", "time_per_output_token_seconds"),
@@ -139,10 +141,14 @@ def parse(text: str, server: str = "auto", default_model: str = "default") -> tu
             if hist:
                 put(hist + "_sum", label, attr + "_sum")
                 put(hist + "_count", label, attr + "_count")
-        if success and success in samples:
-            for labels, v in samples[success]:
+        # SGLang's num_requests_total counts finished requests, aborted ones included: "finished", with the
+        # aborted ones beside it; the other servers' counters count successes (by finished_reason where given)
+        plain = "finished" if kind == "sglang" else "success"
+        extra = [("sglang:num_aborted_requests_total", "abort")] if kind == "sglang" else []
+        for name, fixed in ([(success, None)] if success else []) + extra:
+            for labels, v in samples.get(name, []):
                 m = model(_model_of(labels, label, default_model))
-                outcome = labels.get("finished_reason") or "success"
+                outcome = fixed or labels.get("finished_reason") or plain
                 m.requests[outcome] = m.requests.get(outcome, 0.0) + v
     elif kind == "tgi":
         put("tgi_request_input_length_sum", None, "prompt_tokens")
