@@ -54,7 +54,9 @@ def _setup_logging(level: str) -> None:
 
 
 def _load(args) -> Config:
-    return load_config(getattr(args, "config", None))
+    from .registry import default_registry
+
+    return load_config(getattr(args, "config", None), default_registry())
 
 
 def _state_dir(args, config: Config) -> Path:
@@ -277,7 +279,9 @@ def cmd_query(args) -> int:
 def cmd_config(args) -> int:
     config = _load(args)
     if args.action == "check":
-        rules = config.alert_rules()  # a bad rule file is a configuration error too
+        from .alerts.rules import config_rules
+
+        rules = config_rules(config)  # a bad rule file is a configuration error too
         src = config.source or "built-in defaults (no configuration file)"
         print(f"{src}: OK, {len(config.instances)} collector instances: "
               + ", ".join(f"{i.name}({i.interval:g}s)" for i in config.instances)

@@ -256,33 +256,6 @@ class Config:
     source: Path | None  # None: built-in defaults
     unavailable: dict[str, str] = field(default_factory=dict)
 
-    def alert_rules(self) -> list:
-        """The compiled rules of every file in alerts.rules (relative to the config file's folder)."""
-        from .alerts.rules import load_rules
-
-        if not self.settings.alerts.enabled:
-            return []
-        base = self.source.parent if self.source else Path.cwd()
-        files = [f if f.is_absolute() else base / f for f in self.settings.alerts.rules]
-        if self.settings.alerts.default_rules:
-            files.insert(0, DEFAULT_RULES)
-        out, names = [], set()
-        disabled = set(self.settings.alerts.disable)
-        receivers = {r.name for r in self.settings.alerts.receivers}
-        for f in files:
-            for r in load_rules(f):
-                if r.name in disabled:
-                    continue
-                unknown = [n for n in (r.rule.notify or []) if n not in receivers]
-                if unknown:
-                    raise ConfigError([f"{r.source}: rule {r.name}: notify names unknown receivers: "
-                                       f"{', '.join(unknown)} (alerts.receivers)"])
-                if r.name in names:
-                    raise ConfigError([f"{r.source}: rule {r.name} also defined in another rule file"])
-                names.add(r.name)
-                out.append(r)
-        return out
-
     @property
     def hostname(self) -> str:
         return self.settings.agent.hostname or socket.gethostname()
@@ -457,10 +430,9 @@ def resolve_config_path(cli_path: str | os.PathLike | None) -> tuple[Path | None
     return DEFAULT_CONFIG_PATH, False
 
 
-def load_config(cli_path: str | os.PathLike | None = None, registry: Any = None) -> Config:
-    from .registry import default_registry
-
-    registry = registry or default_registry()
+def load_config(cli_path: str | os.PathLike | None, registry: Any) -> Config:
+    """The configuration from -c, $AIFACTORY_CONFIG or the default path, checked against the collectors of
+    ``registry`` (agent.registry.default_registry(): passed in, as the registry imports this module)."""
     path, must_exist = resolve_config_path(cli_path)
     data: Any = {}
     positions: dict[tuple, int] = {}

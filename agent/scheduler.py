@@ -15,6 +15,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from . import __version__
 from .alerts.engine import AlertEngine, AlertStore
+from .alerts.rules import config_rules
 from .bus import SampleBus
 from .collector import Collector, Context
 from .config import Config
@@ -82,7 +83,7 @@ class Agent:
             if opts.enabled:
                 outputs.append(InfluxOutput(opts, state_dir))
         self.pipeline = Pipeline(outputs, config.settings.agent.queue_size)
-        rules = config.alert_rules()
+        rules = config_rules(config)
         self.alerts = None
         if rules:
             al = config.settings.alerts

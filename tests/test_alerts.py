@@ -6,7 +6,7 @@ import pytest
 
 from agent.alerts.engine import AlertEngine, AlertStore, History, read_alerts
 from agent.alerts.expr import ExprError, evaluate, parse
-from agent.alerts.rules import load_rules
+from agent.alerts.rules import config_rules, load_rules
 from agent.config import ConfigError
 from agent.model import Sample
 
@@ -463,5 +463,5 @@ def test_rule_naming_an_unknown_receiver_is_a_config_error(tmp_path):
     cfg = build_config({"alerts": {"rules": [str(tmp_path / "r.yaml")], "default_rules": False}}, {}, None,
                        default_registry())
     with pytest.raises(ConfigError) as e:
-        cfg.alert_rules()
+        config_rules(cfg)
     assert "rule GpuHot: notify names unknown receivers: pager" in str(e.value)

@@ -4,6 +4,7 @@ import pytest
 
 from agent.cli import main
 from agent.config import ConfigError, load_config
+from agent.registry import default_registry
 
 
 def write(tmp_path, text):
@@ -14,14 +15,14 @@ def write(tmp_path, text):
 
 def error_of(path):
     with pytest.raises(ConfigError) as e:
-        load_config(path)
+        load_config(path, default_registry())
     return str(e.value)
 
 
 def test_defaults_without_file(monkeypatch, tmp_path):
     monkeypatch.delenv("AIFACTORY_CONFIG", raising=False)
     monkeypatch.setattr("agent.config.DEFAULT_CONFIG_PATH", tmp_path / "absent.yaml")
-    cfg = load_config(None)
+    cfg = load_config(None, default_registry())
     assert cfg.source is None
     assert {i.kind for i in cfg.instances} == {"host", "storage", "network", "gpu", "inference", "efficiency"}
     assert all(i.interval == 10.0 and i.timeout == 10.0 for i in cfg.instances)
@@ -44,7 +45,7 @@ def test_full_config(tmp_path):
         outputs:
           local: {retention: 2d, max_size: 512MB}
         """)
-    cfg = load_config(p)
+    cfg = load_config(p, default_registry())
     assert cfg.global_tags() == {"host": "gpu-a01", "site": "fra1", "cluster": "c1", "rack": "r12", "role": "gpu",
                                  "pod": "p3"}
     inst = {i.name: i for i in cfg.instances}
@@ -62,7 +63,7 @@ def test_several_instances_of_one_collector(tmp_path):
             - {name: fabric, exclude_interfaces: ["eth.*"]}
             - {name: frontend, infiniband: false}
         """)
-    names = sorted(i.name for i in load_config(p).instances if i.kind == "network")
+    names = sorted(i.name for i in load_config(p, default_registry()).instances if i.kind == "network")
     assert names == ["fabric", "frontend"]
 
 
@@ -99,7 +100,7 @@ def test_missing_explicit_file(tmp_path):
 def test_env_var_is_used_and_must_exist(tmp_path, monkeypatch):
     monkeypatch.setenv("AIFACTORY_CONFIG", str(tmp_path / "missing.yaml"))
     with pytest.raises(ConfigError, match="missing.yaml: configuration file not found"):
-        load_config(None)
+        load_config(None, default_registry())
 
 
 @pytest.mark.parametrize("text", ["agent:\n  bogus: 1\n", "agent:\n  interval: 10 parsecs\n"])
@@ -133,6 +134,7 @@ def test_config_show_and_check(tmp_path, capsys):
 def test_documented_example_config_is_valid():
     from pathlib import Path
 
-    cfg = load_config(Path(__file__).resolve().parent.parent / "docs" / "agent.example.yaml")
+    cfg = load_config(Path(__file__).resolve().parent.parent / "docs" / "agent.example.yaml",
+                      default_registry())
     assert cfg.global_tags()["rack"] == "r12"
     assert {i.name for i in cfg.instances} == {"host", "storage", "network", "gpu", "inference", "efficiency"}

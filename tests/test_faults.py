@@ -18,10 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from agent.alerts.rules import config_rules
 from agent.cli import main
 from agent.collector import Context
 from agent.config import ConfigError, InstanceConfig, load_config
 from agent.model import Accumulator, Sample, to_line
+from agent.registry import default_registry
 from agent.runner import InstanceRunner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +37,7 @@ def write(tmp_path, text, name="agent.yaml"):
 
 def config_error(path) -> str:
     with pytest.raises(ConfigError) as e:
-        load_config(path)
+        load_config(path, default_registry())
     return str(e.value)
 
 
@@ -478,7 +480,7 @@ def test_3_rejected_points_are_not_written_and_make_the_output_unhealthy(tmp_pat
                                            "efficiency": {"enabled": False}, "storage": {"smart": "off"}},
                             "outputs": {"influxdb": [{"name": "influx", "api": "v1", "url": url, "database": "d",
                                                       "flush_interval": 0.2, "flush_jitter": 0}]}},
-                           {}, None, __import__("agent.registry").registry.default_registry())
+                           {}, None, default_registry())
         agent = Agent(cfg, state)
         asyncio.run(agent.run(duration=2.0, flush_timeout=3))
     finally:
@@ -488,7 +490,7 @@ def test_3_rejected_points_are_not_written_and_make_the_output_unhealthy(tmp_pat
     assert out["rejected_points_total"] > 0 and out["written_samples_total"] == 0
     assert out["state"] == "rejecting" and "rejected" in out["last_error"]
     assert st["healthy"] is False
-    rules = {r.name for r in cfg.alert_rules()}
+    rules = {r.name for r in config_rules(cfg)}
     assert "OutputRejectingPoints" in rules
 
 

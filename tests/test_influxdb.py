@@ -344,14 +344,15 @@ def test_output_config_errors(tmp_path):
     p = tmp_path / "a.yaml"
     p.write_text("outputs:\n  influxdb:\n    - name: a\n      api: v1\n      url: http://x:8086\n")
     from agent.config import load_config
+    from agent.registry import default_registry
     with pytest.raises(ConfigError, match=r"a.yaml:3: outputs.influxdb\[0\]: api v1 needs database"):
-        load_config(p)
+        load_config(p, default_registry())
     p.write_text("outputs:\n  influxdb:\n    - {url: ftp://x, bucket: b}\n")
     with pytest.raises(ConfigError, match=r"outputs.influxdb\[0\].url: 'ftp://x' is not an http:// or https:// URL"):
-        load_config(p)
+        load_config(p, default_registry())
     p.write_text("outputs:\n  influxdb:\n    - {url: 'https://x', bucket: b, token: s3cret}\n")
     with pytest.raises(ConfigError, match=r"outputs.influxdb\[0\].token: unknown key"):
-        load_config(p)
+        load_config(p, default_registry())
 
 
 def test_config_show_never_prints_the_token(tmp_path, capsys):

@@ -23,7 +23,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 
-from agent.config import ConfigError, Duration, Strict, _validation_messages, load_yaml
+from agent.config import DEFAULT_RULES, Config, ConfigError, Duration, Strict, _validation_messages, load_yaml
 
 from .expr import ExprError, Node, parse
 
@@ -117,3 +117,30 @@ def render(template: str, labels: dict[str, str], value: float | None) -> str:
         return labels.get(m.group(2), "")
 
     return _TEMPLATE.sub(sub, template)
+
+
+def config_rules(config: Config) -> list[CompiledRule]:
+    """The compiled rules of the configuration: the default pack unless switched off, then every file in
+    alerts.rules (relative to the config file's folder), less alerts.disable."""
+    if not config.settings.alerts.enabled:
+        return []
+    base = config.source.parent if config.source else Path.cwd()
+    files = [f if f.is_absolute() else base / f for f in config.settings.alerts.rules]
+    if config.settings.alerts.default_rules:
+        files.insert(0, DEFAULT_RULES)
+    out, names = [], set()
+    disabled = set(config.settings.alerts.disable)
+    receivers = {r.name for r in config.settings.alerts.receivers}
+    for f in files:
+        for r in load_rules(f):
+            if r.name in disabled:
+                continue
+            unknown = [n for n in (r.rule.notify or []) if n not in receivers]
+            if unknown:
+                raise ConfigError([f"{r.source}: rule {r.name}: notify names unknown receivers: "
+                                   f"{', '.join(unknown)} (alerts.receivers)"])
+            if r.name in names:
+                raise ConfigError([f"{r.source}: rule {r.name} also defined in another rule file"])
+            names.add(r.name)
+            out.append(r)
+    return out
