@@ -13,14 +13,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from . import __version__
-from .config import EX_CONFIG, Config, ConfigError, load_config
+from .config import EX_CONFIG, EX_TEMPFAIL, MAX_DURATION, Config, ConfigError, error_lines, load_config
 from .model import to_line_protocol
 from .units import parse_duration
 
 EX_OK, EX_FAIL, EX_USAGE, EX_NOT_RUNNING = 0, 1, 2, 3
-EX_TEMPFAIL = 75  # sysexits: another agent holds the state directory; systemd may retry
-MAX_CLI_DURATION = 3660 * 86400.0
 
 
 def _out(text: str) -> None:
@@ -70,7 +70,7 @@ def _duration_arg(text: str) -> float:
         d = parse_duration(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-    if d > MAX_CLI_DURATION:
+    if d > MAX_DURATION:
         raise argparse.ArgumentTypeError(f"{text!r} is longer than 3660d")
     return d
 
@@ -373,10 +373,8 @@ def _fleet_alerts(args, config: Config) -> int:
     except (QueryError, ConfigError) as e:
         print(f"aifactory: {e}", file=sys.stderr)
         return EX_FAIL
-    except ValueError as e:  # pydantic: a malformed --url and the like (its text would echo the URL)
-        errors = getattr(e, "errors", None)
-        why = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg'].removeprefix('Value error, ')}"
-                        for x in errors()) if errors else str(e)
+    except ValueError as e:  # pydantic: a malformed --url and the like (its own text would echo the URL)
+        why = "; ".join(error_lines(e)) if isinstance(e, ValidationError) else str(e)
         print(f"aifactory: --fleet: {why}", file=sys.stderr)
         return EX_USAGE
     rows = []

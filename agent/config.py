@@ -30,11 +30,13 @@ from pydantic import (
     model_validator,
 )
 
+from .secretfile import check_secret_file
 from .units import format_duration, parse_duration, parse_size
 
 DEFAULT_CONFIG_PATH = Path("/etc/aifactory/agent.yaml")
 CONFIG_ENV = "AIFACTORY_CONFIG"
 EX_CONFIG = 78
+EX_TEMPFAIL = 75  # sysexits: try again later (another agent holds the state dir; a collector needs a new process)
 
 
 MAX_DURATION = 3660 * 86400.0  # ten years: anything longer is a typo, and overflows timers
@@ -83,8 +85,6 @@ def _regexes(v: list[str]) -> list[str]:
 
 
 def _secret_file(v: str | None) -> str | None:
-    from .secretfile import check_secret_file
-
     check_secret_file(v)
     return v
 
@@ -384,6 +384,11 @@ def _validation_messages(exc: ValidationError, model: type[BaseModel], prefix: t
         at = f"{where}:{line}" if line else where
         out.append(f"{at}: {_dotted(loc)}: {msg}")
     return out
+
+
+def error_lines(exc: ValidationError) -> list[str]:
+    """``key: what is wrong`` per problem, for options that come from flags rather than a file."""
+    return [f"{_dotted(tuple(err['loc']))}: {_explain(err)}" for err in exc.errors()]
 
 
 def load_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:

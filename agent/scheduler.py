@@ -18,7 +18,7 @@ from .alerts.engine import AlertEngine, AlertStore
 from .alerts.rules import config_rules
 from .bus import SampleBus
 from .collector import Collector, Context
-from .config import Config
+from .config import EX_TEMPFAIL, Config
 from .logonce import Latch
 from .model import Accumulator
 from .outputs.influxdb import InfluxOutput
@@ -32,7 +32,7 @@ from .state import set_aside_files, write_status
 
 log = logging.getLogger("agent")
 
-EX_RESTART = 75  # sysexits EX_TEMPFAIL: a new process will do; systemd's Restart=on-failure starts one
+EX_RESTART = EX_TEMPFAIL  # a new process will do: systemd's Restart=on-failure starts one
 
 
 def build_runners(config: Config, registry: Registry, publish, state_dir: Path | None,

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from .config import ConfigError
-from .secretfile import read_secret_file
+from .secretfile import read_secret_file, secret_path
 
 
 def read_secret(what: str, file: str | None = None, env: str | None = None) -> str | None:
@@ -21,10 +21,7 @@ def read_secret(what: str, file: str | None = None, env: str | None = None) -> s
             raise ConfigError([f"{what}: environment variable {env} is not set or empty"])
         return value.strip()
     if file:
-        path = Path(file)
-        creds = os.environ.get("CREDENTIALS_DIRECTORY")
-        if "/" not in file and creds:
-            path = Path(creds) / file
+        path = secret_path(file) or Path(file)
         try:
             return read_secret_file(path)
         except ValueError as e:

@@ -70,7 +70,7 @@ def set_aside(path: Path, reason: str) -> Path | None:
     return dest
 
 
-SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 11, 13, 26
+SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
 
 
 def sqlite_corrupt(e: BaseException) -> bool:

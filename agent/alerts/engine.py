@@ -20,7 +20,7 @@ from pathlib import Path
 
 from agent.logonce import Latch
 from agent.model import Kind, Metric, Sample
-from agent.state import set_aside, sqlite_corrupt
+from agent.state import retry_after_damage, set_aside, sqlite_corrupt
 
 from .expr import Selector, Source, evaluate, selectors
 from .rules import CompiledRule, render
@@ -120,15 +120,25 @@ class AlertStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._saving = Latch(log)
+        self.db: sqlite3.Connection | None = None
         try:
             self.db = self._open()
             self._initial = self._load()
         except (sqlite3.DatabaseError, ValueError, TypeError) as e:
             if isinstance(e, sqlite3.OperationalError) and not sqlite_corrupt(e):
                 raise
-            set_aside(path, f"damaged alert store: {e}")
-            self.db = self._open()
+            self._damaged(e)
             self._initial = {}
+
+    def _damaged(self, e: Exception) -> None:
+        """Replace a damaged file by a fresh store: the rules re-derive the states."""
+        if self.db is not None:
+            try:
+                self.db.close()
+            except sqlite3.Error:
+                pass
+        set_aside(self.path, f"damaged alert store: {e}")
+        self.db = self._open()
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=5)
@@ -160,20 +170,11 @@ class AlertStore:
     def save(self, alerts: dict[str, dict], removed: list[str]) -> bool:
         """True when saved; a failure is logged once per cause and the caller saves again later."""
         try:
-            self._save(alerts, removed)
+            retry_after_damage(lambda: self._save(alerts, removed), self._damaged)
         except sqlite3.DatabaseError as e:
-            if sqlite_corrupt(e):
-                try:
-                    self.db.close()
-                except sqlite3.Error:
-                    pass
-                set_aside(self.path, f"damaged alert store: {e}")
-                self.db = self._open()
-                self._save(alerts, [])
-            else:
-                self._saving.failed(str(e), "cannot save alert states to %s: %s (kept in memory, saved when "
-                                    "possible)", self.path, e)
-                return False
+            self._saving.failed(str(e), "cannot save alert states to %s: %s (kept in memory, saved when "
+                                "possible)", self.path, e)
+            return False
         self._saving.recovered("alert states saved to %s again", self.path)
         return True
 

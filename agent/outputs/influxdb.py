@@ -198,7 +198,6 @@ class InfluxOutput:
         self._spool = Latch(log)
         self.spool_lost = 0
         self.spool_failures = 0
-        self._batch_rejected = 0
         self._last_rejection = ""
         self.last_success_ns: int | None = None
         self._logged_rejections: set[str] = set()
@@ -276,19 +275,21 @@ class InfluxOutput:
                 failures += 1
                 self.buffer.release()
                 self._set_state("buffer_error", f"disk buffer: {type(e).__name__}: {e}")
-                self._idle.set()
-                self._wake.wait(backoff(failures, 0.2, 5.0))  # a local disk: space comes back soon
-                self._wake.clear()
+                self._pause(backoff(failures, 0.2, 5.0))  # a local disk: space comes back soon
+
+    def _pause(self, seconds: float) -> None:
+        """Idle until the time is up or something wakes the sender (new points, a flush, the stop)."""
+        self._idle.set()
+        self._wake.wait(seconds)
+        self._wake.clear()
 
     def _step(self, failures: int) -> int:
         ids, lines = self.buffer.peek(self.opts.batch_size)
         if not ids:
-            self._idle.set()
-            self._wake.wait(self.opts.flush_interval + random.random() * self.opts.flush_jitter)
-            self._wake.clear()
+            self._pause(self.opts.flush_interval + random.random() * self.opts.flush_jitter)
             return failures
         self._idle.clear()
-        self._batch_rejected = 0
+        rejected_before = self.rejected
         try:
             self._deliver(lines)
         except Retry as r:
@@ -296,16 +297,14 @@ class InfluxOutput:
             failures += 1
             self.write_errors += 1
             self._set_state("auth_failed" if r.auth else "retrying", str(r))
-            delay = max(r.after or 0.0, backoff(failures, 0.5, self.opts.retry_max))
-            self._idle.set()
-            self._wake.wait(delay)
-            self._wake.clear()
+            self._pause(max(r.after or 0.0, backoff(failures, 0.5, self.opts.retry_max)))
             return failures
         self.buffer.remove(ids)
-        self.sent += len(lines) - self._batch_rejected
+        rejected = self.rejected - rejected_before
+        self.sent += len(lines) - rejected
         self.last_success_ns = time.time_ns()
-        if self._batch_rejected:
-            self._set_state("rejecting", f"the server rejected {self._batch_rejected} of {len(lines)} points "
+        if rejected:
+            self._set_state("rejecting", f"the server rejected {rejected} of {len(lines)} points "
                                          f"of the last batch ({self._last_rejection})")
         else:
             self._set_state("ok", None)
@@ -335,7 +334,6 @@ class InfluxOutput:
         if r.status in (400, 422, 413):
             if len(lines) == 1:
                 self.rejected += 1
-                self._batch_rejected += 1
                 self._last_rejection = f"HTTP {r.status}: {r.body[:200]}"
                 key = f"{r.status} {r.body[:200]}"
                 if key not in self._logged_rejections and len(self._logged_rejections) < 100:

@@ -14,6 +14,7 @@ from pydantic import Field
 from agent.collector import Collector, NotPresent, RestartRequired
 from agent.config import CollectorOptions, PositiveDuration
 from agent.model import Accumulator
+from collectors.common import read_text
 
 from .energy import EnergyTracker
 from .errors import NvmlNeedsReinit, NvmlNotPresent
@@ -31,13 +32,6 @@ class GpuOptions(CollectorOptions):
     lost_retry: PositiveDuration = Field(60.0, description="how often a lost GPU is tried again")
 
 
-def read_boot_id(proc_root) -> str | None:
-    try:
-        return (Path(proc_root) / "sys" / "kernel" / "random" / "boot_id").read_text().strip() or None
-    except OSError:
-        return None
-
-
 class GpuCollector(Collector):
     kind = "gpu"
     Options = GpuOptions
@@ -53,7 +47,7 @@ class GpuCollector(Collector):
         self.reader = GpuReader(nvml, ctx.proc_root, options.processes, options.max_processes,
                                 options.xid_events, options.lost_retry)
         self.energy = EnergyTracker(ctx.state_dir / "gpu-energy.json" if ctx.state_dir else None,
-                                    boot_id=read_boot_id(ctx.proc_root))
+                                    boot_id=read_text(Path(ctx.proc_root) / "sys/kernel/random/boot_id") or None)
         self.xids = XidCounter()
         self._absent: tuple[float, str] | None = None  # (when, why) NVML was last found missing
         self._init_mismatch = 0  # nvmlInit failures in a row with a library/driver mismatch

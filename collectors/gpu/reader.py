@@ -108,6 +108,11 @@ class GpuState:
         self.gpm: dict = {}
         self.errors: dict[str, str] = {}
 
+    def reprobe(self) -> None:
+        """Ask again what NVML refused."""
+        self.unsupported.clear()
+        self.unsupported_since = time.monotonic()
+
 
 # --- who runs on the GPU: container, Slurm job, Kubernetes pod ------------------------------
 
@@ -268,7 +273,7 @@ class GpuReader:
             except (NvmlNeedsReinit, NvmlNotPresent):
                 raise
             except NvmlError as e:
-                self.unavailable[index] = (time.monotonic(), str(e))
+                self._unavailable(index, e)
                 continue
             del self.unavailable[index]
             self.gpus.append(st)
@@ -392,8 +397,7 @@ class GpuReader:
     def _read_gpu(self, g: GpuState, r: GpuReading) -> None:
         n, h, v = self.nvml, g.handle, r.values
         if g.unsupported and time.monotonic() - g.unsupported_since > self.REPROBE:
-            g.unsupported.clear()
-            g.unsupported_since = time.monotonic()
+            g.reprobe()
         # 1. one batch for every field id, each entry checked on its own
         if g.links is None:
             g.links = self._probe_links(g)
@@ -445,8 +449,7 @@ class GpuReader:
         if mig is not None and g.mig_mode is not None and mig != g.mig_mode:
             log.info("GPU %d: MIG mode %s: readings it refused are asked again", g.static.index,
                      "enabled" if mig else "disabled")
-            g.unsupported.clear()
-            g.unsupported_since = time.monotonic()
+            g.reprobe()
         g.mig_mode = mig if mig is not None else g.mig_mode
         for lk in g.links:
             active = self._call(g, f"nvlink_state_{lk}", n.nvlink_active, h, lk)

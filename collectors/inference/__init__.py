@@ -112,17 +112,16 @@ class PageTooLarge(ValueError):
     pass
 
 
-def fetch(url: str, timeout: float, max_bytes: int | None = None) -> str:
+def fetch(url: str, timeout: float) -> str:
     """The whole page within `timeout` seconds in all, or an error; never a part of it."""
-    max_bytes = max_bytes or MAX_PAGE
     deadline = time.monotonic() + timeout
     req = urllib.request.Request(url, headers={"Accept": "text/plain"})
     with _OPENER.open(req, timeout=timeout) as r:  # noqa: S310 - operator-configured URL
         if r.status != 200:
             raise OSError(f"HTTP {r.status}")
         length = r.headers.get("Content-Length")
-        if length and length.isdigit() and int(length) > max_bytes:
-            raise PageTooLarge(f"page of {int(length)} bytes refused (more than {max_bytes})")
+        if length and length.isdigit() and int(length) > MAX_PAGE:
+            raise PageTooLarge(f"page of {int(length)} bytes refused (more than {MAX_PAGE})")
         chunks, size = [], 0
         while True:
             if time.monotonic() > deadline:
@@ -131,8 +130,8 @@ def fetch(url: str, timeout: float, max_bytes: int | None = None) -> str:
             if not chunk:
                 break
             size += len(chunk)
-            if size > max_bytes:
-                raise PageTooLarge(f"page larger than {max_bytes} bytes refused, not parsed in part")
+            if size > MAX_PAGE:
+                raise PageTooLarge(f"page larger than {MAX_PAGE} bytes refused, not parsed in part")
             chunks.append(chunk)
     return b"".join(chunks).decode("utf-8", "replace")
 

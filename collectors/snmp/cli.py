@@ -62,7 +62,7 @@ def add_parser(sub, common) -> None:
 
 def cmd_probe(args) -> int:
     from agent.cli import _setup_logging, _table
-    from agent.config import ConfigError
+    from agent.config import EX_CONFIG, ConfigError, error_lines
 
     from . import Device, DeviceOptions, poll_device
     from .client import SYS_OBJECT_ID, DeviceError, SnmpClient
@@ -80,10 +80,9 @@ def cmd_probe(args) -> int:
                              v3_priv_proto=args.v3_priv_proto, v3_priv_key_file=args.v3_priv_key_file,
                              timeout=args.timeout)
     except ValidationError as e:
-        for err in e.errors():
-            where = ".".join(str(x) for x in err["loc"]) or "options"
-            print(f"aifactory: snmp probe: {where}: {err['msg'].removeprefix('Value error, ')}", file=sys.stderr)
-        return 78
+        for line in error_lines(e):
+            print(f"aifactory: snmp probe: {line}", file=sys.stderr)
+        return EX_CONFIG
     try:
         dev = Device(opts, opts.credentials("snmp probe"))
     except ConfigError as e:
