@@ -355,3 +355,56 @@ def test_19_request_and_latency_semantics_of_sglang_and_trtllm():
     # TensorRT-LLM observes time_per_output_token once per request: no inter-token sum or token count from it
     _, (r,) = parse(page("trtllm"))
     assert r.itl_sum is None and r.itl_count is None and r.ttft_count == 88.0
+
+
+# --- field value types (nvml.h nvmlFieldValue_t: valueType says which member of the value union is set) -----------
+
+
+def _field_array(entries):
+    """A real pynvml c_nvmlFieldValue_t array, filled the way the driver fills it."""
+    import ctypes
+
+    import pytest
+
+    pynvml = pytest.importorskip("pynvml")
+    arr = (pynvml.c_nvmlFieldValue_t * len(entries))()
+    for i, (fid, vtype, member, value) in enumerate(entries):
+        arr[i].fieldId, arr[i].scopeId, arr[i].valueType, arr[i].nvmlReturn = fid, 0, vtype, 0
+        setattr(arr[i].value, member, value)
+        if member == "uiVal" and vtype == 3:  # 4 bytes written under an 8-byte type, the rest not cleared
+            ctypes.memmove(ctypes.addressof(arr[i].value) + 4, b"\xde\xad\xbe\xef", 4)
+    return pynvml, arr
+
+
+def test_7_mistyped_field_values_are_read_as_written_and_impossible_ones_dropped(caplog):
+    from types import SimpleNamespace
+
+    from collectors.gpu.nvml import Nvml
+
+    pynvml, arr = _field_array([
+        (82, 0, "uiVal", 52),                 # HBM temperature typed double over an unsigned int (r545)
+        (82, 0, "dVal", 52.0),                # the same field typed and written as double
+        (5, 3, "uiVal", 7),                   # an ECC count in 4 bytes under an 8-byte type
+        (3, 1, "uiVal", 4),                   # as declared
+        (83, 3, "ullVal", 9_876_543_210),     # energy (mJ), 64-bit
+        (82, 1, "uiVal", 0xFFFFFFFF),         # no temperature under any type
+        (186, 0, "dVal", float("nan")),       # no power
+    ])
+    nv = Nvml()
+    nv.n = SimpleNamespace(NVMLError=pynvml.NVMLError, nvmlDeviceGetFieldValues=lambda h, ids: arr)
+    got = [v for _, _, _, v in nv.field_values(None, [])]
+    assert got == [52, 52.0, 7, 4, 9_876_543_210, None, None]
+
+    # through the collector: the fake writes the unions as the driver did and the field reads 52 C, not ~0 C
+    from tests.fakes.nvml import FakeGpu, FakeNvml
+
+    gpu = FakeGpu("H200-SXM", 0, field_types={82: (0, "u32"), 5: (3, "u32+junk")})
+    bad = FakeGpu("H100-SXM", 1, field_types={82: (1, "u32")})
+    bad.p["fields"][82] = 0xFFFFFFFF
+    from .test_gpu import cycle, gpu_fields, make
+
+    samples = cycle(make(FakeNvml([gpu, bad]), xid_events=False))
+    f0, f1 = gpu_fields(samples, 0), gpu_fields(samples, 1)
+    assert f0["memory_temperature_celsius"] == 52.0 and f0["ecc_corrected_aggregate_total"] == 2
+    assert "memory_temperature_celsius" not in f1 and f1["temperature_celsius"] == 38.0
+    assert "cannot have" in caplog.text

@@ -9,6 +9,8 @@ values in NVML's own units (mW, mJ, MHz, bytes, KiB for NVLink), so that a fake 
 
 from __future__ import annotations
 
+import math
+import struct
 import time
 from typing import Any
 
@@ -129,20 +131,15 @@ class Nvml:
 
     # --- per cycle -------------------------------------------------------------------
     def field_values(self, h, ids: list[tuple[int, int]]) -> list[tuple[int, int, int, float | int | None]]:
-        """One nvmlDeviceGetFieldValues call: [(field, scope, nvml_return, value)]; value None unless OK."""
-        n = self.n
-        arr = self._call(n.nvmlDeviceGetFieldValues, h, [list(x) for x in ids])
+        """One nvmlDeviceGetFieldValues call: [(field, scope, nvml_return, value)]; value None unless OK, and
+        None with return 0 where the answer is no possible value of that field (``decode_field``)."""
+        arr = self._call(self.n.nvmlDeviceGetFieldValues, h, [list(x) for x in ids])
         out = []
         for v in arr:
-            ret = v.nvmlReturn
-            if ret != 0:
-                out.append((v.fieldId, v.scopeId, ret, None))
-                continue
-            t = v.valueType
-            u = v.value
-            val = (u.dVal if t == 0 else u.uiVal if t == 1 else u.ulVal if t == 2 else u.ullVal if t == 3
-                   else u.sllVal if t == 4 else u.siVal if t == 5 else u.usVal)
-            out.append((v.fieldId, v.scopeId, 0, val))
+            if v.nvmlReturn != 0:
+                out.append((v.fieldId, v.scopeId, v.nvmlReturn, None))
+            else:
+                out.append((v.fieldId, v.scopeId, 0, decode_field(v.fieldId, v.valueType, bytes(v.value))))
         return out
 
     def utilization(self, h) -> tuple[int, int]:
@@ -298,6 +295,55 @@ class Nvml:
             self.n.nvmlEventSetFree(es)
         except Exception:
             pass
+
+
+# The range a field's value can have (nvml.h units); an answer outside it is no reading. ECC and row-remap counts
+# stop far below 2^31; DCGM's blanks (0x7ffffff0, 2^47 as double) and a 0xFFFFFFFF fill fall outside.
+_TEMPERATURE = (-40, 150)
+_COUNT = (0, 2**31 - 1)
+_FIELD_RANGE: dict[int, tuple[float, float]] = {
+    82: _TEMPERATURE,
+    185: (0, 10_000_000), 186: (0, 10_000_000),  # mW: 10 kW is above any module
+    3: _COUNT, 4: _COUNT, 5: _COUNT, 6: _COUNT, 29: _COUNT, 30: _COUNT, 31: (0, 1),
+    142: _COUNT, 143: _COUNT, 144: (0, 1), 145: (0, 1),
+}
+_WIDE_RANGE = (0, 2**64 - 1)  # cumulative counters: energy (mJ), bytes, ns
+
+
+def decode_field(field_id: int, value_type: int, raw: bytes) -> float | int | None:
+    """The value of one field from its union's 8 bytes, guarding against NVML's mistyped answers.
+
+    NVML has declared fields with a type other than the one it wrote: the HBM temperature typed as double while
+    the union holds an unsigned int (r545: read as a double, 52 C is 2.6e-322), and ECC counts typed narrower or
+    wider than written. DCGM checks these fields' types before use; here every reading is tried as declared,
+    then as the other widths, and the first value the field can have wins. pynvml allocates the array zeroed,
+    so bytes past a 4-byte type that are not zero mean NVML wrote 8. None: no possible value (dropped).
+    """
+    raw = raw[:8].ljust(8, b"\0")
+    u64 = int.from_bytes(raw, "little")
+    u32 = u64 & 0xFFFFFFFF
+    (d,) = struct.unpack("<d", raw)
+    declared = {0: d, 1: u32, 2: u64, 3: u64, 4: struct.unpack("<q", raw)[0],
+                5: struct.unpack("<i", raw[:4])[0], 6: u64 & 0xFFFF}.get(value_type)
+    wide = u64 >> 32 != 0
+    if value_type == 0:
+        # an integer under a double type shows as a subnormal double (exponent bits zero)
+        order = [d, u64] if u64 >> 52 == 0 else [d]
+    elif value_type in (1, 5, 6) and wide:
+        order = [u64, d, declared]
+    else:
+        order = [declared, d, u32]
+    lo, hi = _FIELD_RANGE.get(field_id, _WIDE_RANGE)
+    for v in order:
+        if v is None:
+            continue
+        if isinstance(v, float):
+            if not math.isfinite(v) or (v != 0 and abs(v) < 1e-3) or not lo <= v <= hi:
+                continue
+            return int(v) if v.is_integer() and field_id != 82 else v
+        if lo <= v <= hi:
+            return v
+    return None
 
 
 def _s(v) -> str:

@@ -408,13 +408,15 @@ class GpuReader:
             res = self._call(g, "fields", n.field_values, h, ids)
             for fid, scope, ret, val in res or ():
                 if fid in (NVLINK_TX, NVLINK_RX) and scope != ALL_LINKS:
-                    if ret == 0:
+                    if ret == 0 and val is not None:
                         r.links.setdefault(scope, {})["tx_kib" if fid == NVLINK_TX else "rx_kib"] = val
                     continue
                 key = _BY_ID.get((fid, scope))
                 if key is None:
                     continue
-                if ret == 0:
+                if ret == 0 and val is None:
+                    self._impossible(g, key, fid)
+                elif ret == 0:
                     v[key] = val
                 elif ret == _LOST:
                     raise NvmlGpuLost(f"field {fid}")
@@ -471,6 +473,13 @@ class GpuReader:
                     d["sm_utilization_percent"] = util
                 d.pop("handle", None)
                 r.mig.append(d)
+
+    @staticmethod
+    def _impossible(g: GpuState, key: str, fid: int) -> None:
+        """A field answered OK with a value it cannot have under any type NVML may have meant: dropped."""
+        if f"impossible:{key}" not in g.told:
+            g.told.add(f"impossible:{key}")
+            log.warning("GPU %d: field %d (%s) answered a value it cannot have; dropped", g.static.index, fid, key)
 
     def _probe_links(self, g: GpuState) -> list[int]:
         links = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import queue
+import struct
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ from collectors.gpu.errors import (
     NvmlNotSupported,
     NvmlTimeout,
 )
+from collectors.gpu.nvml import decode_field
 
 ALL_LINKS = 0xFFFFFFFF
 
@@ -99,10 +101,24 @@ class FakeGpu:
     # nvmlDeviceGetHandleByIndex's answer for a GPU counted but refused (NO_PERMISSION outside the container's
     # cgroup, INSUFFICIENT_POWER, IRQ_ISSUE, UNKNOWN: nvml.h)
     handle_error: Exception | None = None
+    # field id -> (declared nvmlValueType_t, how NVML wrote the union): what real drivers have answered, e.g.
+    # {82: (0, "u32")}: the HBM temperature declared double over an unsigned int (r545, guarded in DCGM);
+    # {5: (3, "u32+junk")}: an ECC count written in 4 bytes under an 8-byte type
+    field_types: dict[int, tuple[int, str]] = field(default_factory=dict)
 
     def __post_init__(self):
         self.p = copy.deepcopy(PROFILES[self.profile])
         self.uuid = self.uuid or f"GPU-{self.index:08x}-fake-{self.profile}"
+
+    def wire(self, fid: int, value) -> tuple[int, bytes]:
+        """(declared type, the union's 8 bytes) of one field value, as the driver fills nvmlFieldValue_t."""
+        declared, written = self.field_types.get(fid, (0 if isinstance(value, float) else 3,
+                                                        "double" if isinstance(value, float) else "u64"))
+        raw = {"double": lambda: struct.pack("<d", float(value)),
+               "u64": lambda: struct.pack("<Q", int(value)),
+               "u32": lambda: struct.pack("<I", int(value)) + bytes(4),
+               "u32+junk": lambda: struct.pack("<I", int(value)) + b"\xde\xad\xbe\xef"}[written]()
+        return declared, raw
 
 
 class FakeNvml:
@@ -213,9 +229,11 @@ class FakeNvml:
                 if scope >= g.p["nvlinks"]:
                     out.append((fid, scope, 2, None))
                 else:
-                    out.append((fid, scope, 0, g.p["fields"][fid] // max(1, g.p["nvlinks"])))
+                    out.append((fid, scope, 0, decode_field(fid, *g.wire(fid, g.p["fields"][fid] //
+                                                                           max(1, g.p["nvlinks"])))))
             elif fid in g.p["fields"]:
-                out.append((fid, scope, 0, g.p["fields"][fid]))
+                # through the adapter's own decoding of the union, as the real field_values does
+                out.append((fid, scope, 0, decode_field(fid, *g.wire(fid, g.p["fields"][fid]))))
             else:
                 out.append((fid, scope, 3, None))
         if g.lost:
