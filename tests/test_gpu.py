@@ -51,7 +51,8 @@ def test_h100_sxm_every_reading_in_catalogue_units():
     assert f["clocks_event_reasons"] == 1 and f["throttle_power_cap"] is False
     assert f["throttle_power_cap_seconds_total"] == 1.5 and f["throttle_power_brake_seconds_total"] == 0.25
     assert f["pcie_link_generation"] == 5 and f["pcie_link_width"] == 16
-    assert f["pcie_tx_bytes_total"] == 1_234_567_890
+    assert f["pcie_tx_bytes_total"] == 81_234_567_890_123
+    assert f["pcie_tx_throughput_bytes_per_second"] == 1_250_000 * 1024
     assert f["ecc_corrected_aggregate_total"] == 2 and f["ecc_uncorrected_volatile_total"] == 0
     assert f["row_remap_pending"] is False and f["row_remap_failure"] is False
     assert f["nvlink_replay_errors_total"] == 3 and f["nvlink_tx_bytes_total"] == 5_000_000 * 1024

@@ -408,3 +408,29 @@ def test_7_mistyped_field_values_are_read_as_written_and_impossible_ones_dropped
     assert f0["memory_temperature_celsius"] == 52.0 and f0["ecc_corrected_aggregate_total"] == 2
     assert "memory_temperature_celsius" not in f1 and f1["temperature_celsius"] == 38.0
     assert "cannot have" in caplog.text
+
+
+def test_8_pcie_byte_counters_pass_only_when_64_bits_wide_and_throughput_is_read(caplog):
+    """nvml.h: NVML_FI_DEV_PCIE_COUNT_TX/RX_BYTES "can be wrapped", width not given. A 32-bit counter wraps
+    every 68 ms at Gen5 x16: it is never passed on; one that shows a value past 2^32 is."""
+    from tests.fakes.nvml import fleet
+
+    from .test_gpu import cycle, gpu_fields, make
+
+    nvml = fleet("H100-SXM", "H100-SXM")
+    narrow = nvml.gpus[1].p["fields"]
+    narrow[197], narrow[198] = 3_900_000_000, 1_000_000
+    col = make(nvml, xid_events=False)
+    first = cycle(col, 1)
+    narrow[197], narrow[198] = 120_000_000, 2_000_000  # wrapped between two collections
+    second = cycle(col, 2)
+    wide = gpu_fields(second, 0)
+    assert wide["pcie_tx_bytes_total"] == 81_234_567_890_123 and wide["pcie_rx_bytes_total"] == 64_987_654_321_000
+    for samples in (first, second):
+        f = gpu_fields(samples, 1)
+        assert "pcie_tx_bytes_total" not in f and "pcie_rx_bytes_total" not in f
+        assert f["pcie_tx_throughput_bytes_per_second"] == 1_250_000 * 1024
+        assert f["pcie_rx_throughput_bytes_per_second"] == 3_400_000 * 1024
+    assert "wraps below 2^32" in caplog.text
+    narrow[198] = 2**32 + 5  # the receive counter shows its 64 bits: passed on from now on
+    assert gpu_fields(cycle(col, 3), 1)["pcie_rx_bytes_total"] == 2**32 + 5

@@ -115,6 +115,9 @@ def map_gpu(r: GpuReading, acc: Accumulator, energy: EnergyTracker, xids: XidCou
             f[name] = bool(v[raw])
     f["fan_speed_percent"] = v.get("fan_percent")
     f["performance_state"] = v.get("pstate")
+    for d in ("tx", "rx"):
+        if v.get(f"pcie_{d}_kbps") is not None:
+            f[f"pcie_{d}_throughput_bytes_per_second"] = int(v[f"pcie_{d}_kbps"]) * 1024
     f["pcie_link_generation"] = v.get("pcie_gen")
     f["pcie_link_width"] = v.get("pcie_width")
     f["persistence_mode"] = v.get("persistence_mode")

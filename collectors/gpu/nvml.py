@@ -194,6 +194,12 @@ class Nvml:
             raise NvmlNotSupported("no clocks event reasons in this pynvml")
         return self._call(old, h)
 
+    def pcie_throughput_kbps(self, h) -> tuple[int, int]:
+        """(tx, rx) PCIe throughput in KB/s, NVML's sample over its last 20 ms."""
+        n = self.n
+        return (self._call(n.nvmlDeviceGetPcieThroughput, h, n.NVML_PCIE_UTIL_TX_BYTES),
+                self._call(n.nvmlDeviceGetPcieThroughput, h, n.NVML_PCIE_UTIL_RX_BYTES))
+
     def fan_percent(self, h) -> int:
         return self._call(self.n.nvmlDeviceGetFanSpeed, h)
 

@@ -107,6 +107,8 @@ class GpuState:
         self.proc_ts_us = 0
         self.gpm: dict = {}
         self.errors: dict[str, str] = {}
+        self.pcie_last: dict[str, int] = {}  # last raw PCIe byte counter
+        self.pcie_width: dict[str, int] = {}  # 64 once seen past 2^32, 32 once seen wrapping below it
 
     def reprobe(self) -> None:
         """Ask again what NVML refused."""
@@ -422,6 +424,7 @@ class GpuReader:
                     raise NvmlGpuLost(f"field {fid}")
                 elif ret in (_NOT_SUPPORTED, _NO_PERMISSION):
                     g.unsupported.add(key)
+        self._pcie_counters(g, v)
         # 2. the readings that have no field id
         util = self._call(g, "utilization", n.utilization, h)
         if util is not None:
@@ -441,6 +444,9 @@ class GpuReader:
         v["clocks_event_reasons"] = self._call(g, "clocks_event_reasons", n.clocks_event_reasons, h)
         v["fan_percent"] = self._call(g, "fan", n.fan_percent, h)
         v["pstate"] = self._call(g, "pstate", n.pstate, h)
+        pcie = self._call(g, "pcie_throughput", n.pcie_throughput_kbps, h)
+        if pcie is not None:
+            v["pcie_tx_kbps"], v["pcie_rx_kbps"] = pcie
         link = self._call(g, "pcie_link", n.pcie_link, h)
         if link:
             v["pcie_gen"], v["pcie_width"] = link
@@ -473,6 +479,28 @@ class GpuReader:
                     d["sm_utilization_percent"] = util
                 d.pop("handle", None)
                 r.mig.append(d)
+
+    @staticmethod
+    def _pcie_counters(g: GpuState, v: dict) -> None:
+        """NVML's PCIe byte counters (fields 197/198) "can be wrapped" and their width is not documented: at
+        32 bits they wrap every 68 ms at Gen5 x16 (63 GB/s), so no interval can unwrap them. A counter is passed
+        on only once it has shown 64 bits (a value past 2^32); one seen going down below 2^32 is 32 bits wide
+        and is never passed on. The throughput gauges (nvmlDeviceGetPcieThroughput) are read either way."""
+        for key in ("pcie_tx_bytes", "pcie_rx_bytes"):
+            val = v.pop(key, None)
+            if val is None:
+                continue
+            val = int(val)
+            prev = g.pcie_last.get(key)
+            g.pcie_last[key] = val
+            if val >= 2**32:
+                g.pcie_width[key] = 64
+            elif prev is not None and val < prev and key not in g.pcie_width:
+                g.pcie_width[key] = 32
+                log.warning("GPU %d: %s wraps below 2^32 (%d after %d): a 32-bit counter aliases at PCIe rates; "
+                            "only the throughput gauge is reported", g.static.index, key, val, prev)
+            if g.pcie_width.get(key) == 64:
+                v[key] = val
 
     @staticmethod
     def _impossible(g: GpuState, key: str, fid: int) -> None:

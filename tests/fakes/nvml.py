@@ -31,7 +31,7 @@ ALL_LINKS = 0xFFFFFFFF
 
 H100_FIELDS = {
     186: 312_456, 185: 305_112, 83: 9_876_543_210, 82: 41,
-    197: 1_234_567_890, 198: 987_654_321, 94: 0,
+    197: 81_234_567_890_123, 198: 64_987_654_321_000, 94: 0,  # bytes: 64-bit counters after days of traffic
     3: 0, 4: 0, 5: 2, 6: 0,
     142: 0, 143: 0, 144: 0, 145: 0,
     74: 1_500_000_000, 76: 0, 269: 0, 270: 0, 271: 250_000_000,
@@ -273,6 +273,9 @@ class FakeNvml:
     def clocks_event_reasons(self, h):
         g = self._sup(h, "clocks_event_reasons")
         return g.p.get("reasons", (0x4 | 0x80) if g.profile == "H200-SXM" else 0x1)
+
+    def pcie_throughput_kbps(self, h):
+        return self._sup(h, "pcie_throughput").p.get("pcie_kbps", (1_250_000, 3_400_000))
 
     def fan_percent(self, h):
         return self._sup(h, "fan_percent").p.get("fan", 35)
