@@ -434,3 +434,50 @@ def test_8_pcie_byte_counters_pass_only_when_64_bits_wide_and_throughput_is_read
     assert "wraps below 2^32" in caplog.text
     narrow[198] = 2**32 + 5  # the receive counter shows its 64 bits: passed on from now on
     assert gpu_fields(cycle(col, 3), 1)["pcie_rx_bytes_total"] == 2**32 + 5
+
+
+def test_10_grace_power_and_energy_by_scope_gpu_first_module_as_fallback(tmp_path):
+    """NVML answers Grace Hopper's power and energy per scope (fields 186/185/191, scopeId GPU 0 / MODULE 1):
+    the GPU's where NVML has them, else the module's, tagged power_scope; a module's energy (GPU + Grace CPU)
+    is never added to a host CPU meter."""
+    from tests.fakes.nvml import FakeGpu, FakeNvml
+
+    from .test_gpu import cycle, gpu_fields, make
+
+    both = FakeGpu("GH200", 0)
+    module_only = FakeGpu("GH200", 1)  # a driver that meters the superchip's module only
+    module_only.p["unsupported_fields"] |= {83, 185, 186}
+    samples = cycle(make(FakeNvml([both, module_only]), xid_events=False))
+    gpu = {s.tags["gpu"]: s for s in samples if s.measurement == "gpu"}
+    assert gpu["0"].tags["power_scope"] == "gpu"
+    assert gpu["0"].fields["power_watts"] == 612.04 and gpu["0"].fields["energy_joules_total"] == 9_876_543.21
+    assert gpu["1"].tags["power_scope"] == "module"
+    f = gpu_fields(samples, 1)
+    assert f["power_watts"] == 812.3 and f["power_average_watts"] == 798.45
+    assert f["energy_joules_total"] == 31_415_926.535
+
+    # efficiency: module energy plus RAPL would count the Grace CPU twice
+    import pytest
+
+    from agent.collector import Context
+    from agent.bus import SampleBus
+    from collectors.efficiency import EfficiencyCollector
+
+    from .test_inference import NS, T0, by_scope, collect, gpu_sample, tok_sample
+
+    zone = tmp_path / "class" / "powercap" / "intel-rapl:0"
+    zone.mkdir(parents=True)
+    (zone / "max_energy_range_uj").write_text("262143328850\n")
+    bus = SampleBus()
+    eff = EfficiencyCollector(EfficiencyCollector.Options(window=10.0), Context("efficiency", bus=bus,
+                                                                                   sys_root=tmp_path))
+    for k in (0, 1):
+        (zone / "energy_uj").write_text(f"{k * 900_000_000}\n")
+        ts = T0 + k * 10 * NS
+        g = gpu_sample("0", k * 8000.0, ts)
+        g.tags["power_scope"] = "module"
+        bus.observe([g, tok_sample("a", "m", "0", 0, k * 900.0, ts)])
+        out = collect(eff, ts)
+    node = by_scope(out)[("node", "")]
+    assert node["window_energy_joules"] == pytest.approx(8000)
+    assert [s.tags["energy_source"] for s in out if s.tags.get("scope") == "node"] == ["gpu_module"]

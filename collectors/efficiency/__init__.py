@@ -12,7 +12,8 @@ Scopes (tag `scope`):
   per joule of that GPU;
 - model: tokens of one server/model per joule of its GPUs (a GPU shared by K servers gives each 1/K);
 - node: all tokens on the node per joule of all GPUs, plus the CPU packages (RAPL) where present
-  (tag energy_source gpu or gpu+rapl).
+  (tag energy_source gpu or gpu+rapl). A GPU whose energy is its Grace module's (power_scope=module) already
+  counts the module's CPU: no CPU energy is added to it (energy_source gpu_module).
 Idle is not an error: no tokens gives tokens_per_joule 0 and no joules_per_token.
 """
 
@@ -140,6 +141,7 @@ class EfficiencyCollector(Collector):
         super().__init__(options, ctx)
         self.hist: dict[tuple, History] = {}
         self._unresolved_told: set[tuple] = set()  # llama.cpp series already warned about
+        self.module_gpus: set[str] = set()  # GPUs whose energy is their Grace module's
         self.rapl = MonotonicCounters(ctx.state_dir / "rapl-counters.json" if ctx.state_dir else None)
         self.fleet = FleetTokens(options.fleet) if options.fleet else None
 
@@ -170,7 +172,11 @@ class EfficiencyCollector(Collector):
         series: dict[tuple, dict] = {}  # (endpoint, model) -> tags
         for s in bus.latest("gpu"):
             if "gpu" in s.tags and "energy_joules_total" in s.fields:
-                self._see(("gpu", s.tags["gpu"]), s.ts, s.fields["energy_joules_total"])
+                key = ("gpu", s.tags["gpu"])
+                if (s.tags.get("power_scope") == "module") != (s.tags["gpu"] in self.module_gpus):
+                    self.hist.pop(key, None)  # another counter from now on: no window across the change
+                    self.module_gpus ^= {s.tags["gpu"]}
+                self._see(key, s.ts, s.fields["energy_joules_total"])
         src = self.options.node_energy
         if src is not None:
             meters = [s for s in bus.latest(src.measurement) if src.field in s.fields
@@ -313,8 +319,12 @@ class EfficiencyCollector(Collector):
             tags = {"scope": "model", "endpoint": k[0], "model": k[1], "server": series[k].get("server", "")}
             acc.add("efficiency", ratios(tot, gen, energy, seconds), tags)
         rapl = [d for k in live if k[0] == "rapl" and (d := delta(k)) is not None]
+        if self.module_gpus & set(gpu_energy):
+            rapl = []  # a Grace module's energy includes its CPU: adding a CPU meter would count it twice
         node_energy = sum(gpu_energy.values()) + sum(rapl) if (gpu_energy or rapl) else None
         source = "+".join(x for x, have in (("gpu", gpu_energy), ("rapl", rapl)) if have) or "none"
+        if self.module_gpus & set(gpu_energy):
+            source = "gpu_module"
         meter = delta(("meter",)) if self.options.node_energy is not None else None
         if meter is not None:  # the node's own meter covers GPUs, CPUs, fans and PSU losses
             node_energy, source = meter, "meter"

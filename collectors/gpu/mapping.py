@@ -65,6 +65,8 @@ def map_gpu(r: GpuReading, acc: Accumulator, energy: EnergyTracker, xids: XidCou
         return
     v = r.values
     f: dict = {"lost": False}
+    scope = v.get("power_scope", "gpu")
+    ptags = {**tags, "power_scope": scope}  # power and energy say whose they are
     if "utilization_percent" in v:
         f["utilization_percent"] = v["utilization_percent"]
         f["memory_utilization_percent"] = v["memory_utilization_percent"]
@@ -78,11 +80,12 @@ def map_gpu(r: GpuReading, acc: Accumulator, energy: EnergyTracker, xids: XidCou
     f["power_watts"] = _w(v.get("power_instant_mw", v.get("power_usage_mw")))
     f["power_average_watts"] = _w(v.get("power_average_mw"))
     if v.get("energy_mj") is not None:
-        joules, reset = energy.update(uuid, int(v["energy_mj"]))
+        key = uuid if scope == "gpu" else f"{uuid}/{scope}"  # a module's counter is another counter
+        joules, reset = energy.update(key, int(v["energy_mj"]))
         f["energy_joules_total"] = joules
-        f["energy_resets_total"] = energy.resets(uuid)
+        f["energy_resets_total"] = energy.resets(key)
         if reset:
-            acc.add("gpu_event", {"count": 1}, {**tags, "event": "energy_reset"})
+            acc.add("gpu_event", {"count": 1}, {**ptags, "event": "energy_reset"})
     f["power_limit_watts"] = _w(v.get("power_limit_mw"))
     f["power_limit_default_watts"] = _w(s.power_limit_default_mw)
     f["power_limit_enforced_watts"] = _w(v.get("power_limit_enforced_mw"))
@@ -127,7 +130,7 @@ def map_gpu(r: GpuReading, acc: Accumulator, energy: EnergyTracker, xids: XidCou
     f["last_xid"] = xids.last.get(uuid, 0)
     if r.links:
         f["nvlink_links_active"] = sum(1 for lk in r.links.values() if lk.get("active"))
-    acc.add("gpu", f, tags)
+    acc.add("gpu", f, ptags)
     acc.add("gpu_info", {"driver_version": driver_version, "cuda_version": cuda_version,
                          "vbios_version": s.vbios, "serial": s.serial}, tags)
     for link, lk in sorted(r.links.items()):

@@ -33,9 +33,16 @@ log = logging.getLogger(__name__)
 ALL_LINKS = 0xFFFFFFFF
 _LOST, _NOT_SUPPORTED, _NO_PERMISSION = 15, 3, 4
 
+# NVML power scopes (nvmlPowerScopeType_t): the GPU alone, or the module (Grace Hopper / Grace Blackwell: GPU,
+# Grace CPU, memory and the module's own losses)
+SCOPE_GPU, SCOPE_MODULE = 0, 1
+
 # reading -> (field id, scope)
 FIELDS: dict[str, tuple[int, int]] = {
-    "power_instant_mw": (186, 0), "power_average_mw": (185, 0), "energy_mj": (83, 0),
+    "power_instant_mw": (186, SCOPE_GPU), "power_average_mw": (185, SCOPE_GPU), "energy_mj": (83, 0),
+    # the module's, asked beside the GPU's: used only where the GPU scope has no energy (or no power at all)
+    "power_instant_module_mw": (186, SCOPE_MODULE), "power_average_module_mw": (185, SCOPE_MODULE),
+    "energy_module_mj": (191, SCOPE_MODULE),
     "memory_temperature_c": (82, 0),
     "pcie_tx_bytes": (197, 0), "pcie_rx_bytes": (198, 0), "pcie_replay": (94, 0),
     "ecc_sbe_volatile": (3, 0), "ecc_dbe_volatile": (4, 0), "ecc_sbe_aggregate": (5, 0), "ecc_dbe_aggregate": (6, 0),
@@ -425,6 +432,7 @@ class GpuReader:
                 elif ret in (_NOT_SUPPORTED, _NO_PERMISSION):
                     g.unsupported.add(key)
         self._pcie_counters(g, v)
+        self._power_scope(v)
         # 2. the readings that have no field id
         util = self._call(g, "utilization", n.utilization, h)
         if util is not None:
@@ -432,7 +440,7 @@ class GpuReader:
         mem = self._call(g, "memory", n.memory, h)
         if mem:
             v["memory"] = mem
-        if "power_instant_mw" not in v:
+        if "power_instant_mw" not in v and v.get("power_scope") == "gpu":
             p = self._call(g, "power_usage", n.power_usage_mw, h)
             if p is not None:
                 v["power_usage_mw"] = p
@@ -479,6 +487,25 @@ class GpuReader:
                     d["sm_utilization_percent"] = util
                 d.pop("handle", None)
                 r.mig.append(d)
+
+    @staticmethod
+    def _power_scope(v: dict) -> None:
+        """Power and energy of one scope, said in power_scope: the GPU's where NVML has its energy counter (or,
+        lacking any energy, its power), else the module's (Grace Hopper / Grace Blackwell). Never a mix: a
+        module figure includes the Grace CPU and must not be added to a host CPU figure."""
+        module = {k: v.pop(f"{k[:-3]}_module{k[-3:]}", None) for k in ("power_instant_mw", "power_average_mw")}
+        module["energy_mj"] = v.pop("energy_module_mj", None)
+        gpu_has = v.get("energy_mj") is not None or (
+            module["energy_mj"] is None and (v.get("power_instant_mw") is not None
+                                             or v.get("power_average_mw") is not None))
+        if gpu_has or not any(x is not None for x in module.values()):
+            v["power_scope"] = "gpu"
+            return
+        for k, x in module.items():
+            v.pop(k, None)
+            if x is not None:
+                v[k] = x
+        v["power_scope"] = "module"
 
     @staticmethod
     def _pcie_counters(g: GpuState, v: dict) -> None:

@@ -41,6 +41,10 @@ H100_FIELDS = {
 # supported on Ampere+ / Hopper; pre-Ampere page retirement is not
 H100_UNSUPPORTED_FIELDS = {29, 30, 31}
 
+# Grace Hopper superchip: NVML answers power and energy per scope (nvmlPowerScopeType_t); the module's (GPU,
+# Grace CPU, LPDDR5X) are fields 186/185/191 with scopeId NVML_POWER_SCOPE_MODULE (1)
+GH200_MODULE_FIELDS = {186: 812_300, 185: 798_450, 191: 31_415_926_535}
+
 PROFILES: dict[str, dict] = {
     "H100-SXM": {
         "name": "NVIDIA H100 80GB HBM3", "memory_total": 85_520_809_984, "memory_reserved": 563_019_776,
@@ -60,6 +64,16 @@ PROFILES: dict[str, dict] = {
         "fields": {**H100_FIELDS, 186: 655_210, 185: 640_020, 82: 52}, "unsupported_fields": H100_UNSUPPORTED_FIELDS,
         "nvlinks": 18, "unsupported": {"fan_percent"}, "temperature": 61, "util": (100, 73), "pcie": (5, 16),
         "vbios": "96.00.9F.00.04",
+    },
+    "GH200": {
+        "name": "NVIDIA GH200 480GB", "memory_total": 102_005_473_280, "memory_reserved": 629_145_600,
+        "power_limit_mw": 900_000, "power_limit_default_mw": 900_000,
+        "max_clocks": {"sm": 1980, "memory": 2619, "graphics": 1980}, "clocks": {"sm": 1980, "memory": 2619,
+                                                                                 "graphics": 1980},
+        "thresholds": {"slowdown": 90, "shutdown": 92, "memory_max": 95},
+        "fields": {**H100_FIELDS, 186: 612_040, 185: 600_500}, "module_fields": GH200_MODULE_FIELDS,
+        "unsupported_fields": H100_UNSUPPORTED_FIELDS, "nvlinks": 18, "unsupported": {"fan_percent"},
+        "temperature": 55, "util": (96, 60), "pcie": (5, 16), "vbios": "96.00.A5.00.01",
     },
     "A100-SXM": {
         "name": "NVIDIA A100-SXM4-80GB", "memory_total": 85_899_345_920, "memory_reserved": 0,
@@ -221,6 +235,10 @@ class FakeNvml:
         for fid, scope in ids:
             if g.lost:
                 out.append((fid, scope, 15, None))
+            elif scope == 1 and fid in (185, 186, 191):  # power scope MODULE: Grace superchips only
+                mod = g.p.get("module_fields", {})
+                out.append((fid, scope, 0, decode_field(fid, *g.wire(fid, mod[fid]))) if fid in mod
+                           else (fid, scope, 3, None))
             elif fid in (142, 143, 144, 145) and g.mig:
                 out.append((fid, scope, 3, None))  # row remapping: NOT_SUPPORTED while MIG is enabled
             elif fid in g.p["unsupported_fields"]:
