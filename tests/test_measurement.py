@@ -459,8 +459,8 @@ def test_10_grace_power_and_energy_by_scope_gpu_first_module_as_fallback(tmp_pat
     # efficiency: module energy plus RAPL would count the Grace CPU twice
     import pytest
 
-    from agent.collector import Context
     from agent.bus import SampleBus
+    from agent.collector import Context
     from collectors.efficiency import EfficiencyCollector
 
     from .test_inference import NS, T0, by_scope, collect, gpu_sample, tok_sample
@@ -481,3 +481,43 @@ def test_10_grace_power_and_energy_by_scope_gpu_first_module_as_fallback(tmp_pat
     node = by_scope(out)[("node", "")]
     assert node["window_energy_joules"] == pytest.approx(8000)
     assert [s.tags["energy_source"] for s in out if s.tags.get("scope") == "node"] == ["gpu_module"]
+
+
+def test_12_the_fake_refuses_what_real_nvml_refuses_a_service_user(caplog):
+    """As a non-root user, a MIG-enabled GPU's parent handle answers NO_PERMISSION for memory and processes
+    (the MIG devices' own memory is readable); nvmlInit answers NO_PERMISSION when /dev/nvidia* cannot be
+    opened. The first degrades that GPU's fields; the second is an error that says what to fix."""
+    import logging
+
+    import pytest
+
+    from agent.model import Accumulator
+    from collectors.gpu.errors import NvmlError, NvmlNoPermission
+    from tests.fakes.nvml import FakeGpu, FakeNvml
+
+    from .test_gpu import cycle, gpu_fields, make
+
+    caplog.set_level(logging.INFO)
+    mig = [{"uuid": "MIG-aaaa", "gpu_instance_id": 1, "compute_instance_id": 0, "profile": "3g.40gb",
+            "memory_used": 10 * 2**30, "memory_total": 40 * 2**30}]
+    nvml = FakeNvml([FakeGpu("H100-SXM", 0, mig=mig), FakeGpu("H100-SXM", 1)])
+    nvml.privileged = False
+    nvml.gpus[0].processes = nvml.gpus[1].processes = [(5151, 2**30)]
+    col = make(nvml, xid_events=False)
+    for ts in (1, 2):
+        samples = cycle(col, ts)
+    f0, f1 = gpu_fields(samples, 0), gpu_fields(samples, 1)
+    assert "memory_used_bytes" not in f0 and f0["power_watts"] == 312.456 and f0["mig_mode"] is True
+    assert f1["memory_used_bytes"] == 40 * 2**30  # the GPU without MIG is readable as any user
+    assert [s.fields["memory_used_bytes"] for s in samples if s.measurement == "gpu_mig"] == [10 * 2**30]
+    assert {s.tags["gpu"] for s in samples if s.measurement == "gpu_process"} == {"1"}
+    assert caplog.text.count("memory needs more privileges") == 1
+    assert nvml.calls["memory"] == 3  # asked once for the MIG GPU, then not until the re-probe
+
+    denied = FakeNvml([FakeGpu("H100-SXM", 0)])
+    denied.init_error = NvmlNoPermission("Insufficient Permissions")
+    col = make(denied, xid_events=False)
+    with pytest.raises(NvmlError, match="cannot open /dev/nvidia"):
+        col.collect(Accumulator(1, {"host": "n1"}))
+    denied.init_error = None
+    assert gpu_fields(cycle(col, 2), 0)["memory_used_bytes"] == 40 * 2**30

@@ -17,7 +17,7 @@ from agent.model import Accumulator
 from collectors.common import read_text
 
 from .energy import EnergyTracker
-from .errors import NvmlNeedsReinit, NvmlNotPresent
+from .errors import NvmlError, NvmlNeedsReinit, NvmlNoPermission, NvmlNotPresent
 from .mapping import XidCounter, map_gpu
 from .metrics import METRICS
 from .reader import GpuReader
@@ -66,6 +66,10 @@ class GpuCollector(Collector):
             except NvmlNotPresent as e:
                 self._absent = (time.monotonic(), str(e))
                 raise NotPresent(str(e)) from None
+            except NvmlNoPermission as e:
+                # GPUs are there but this user may not open them: a failure the operator must see
+                raise NvmlError(f"nvmlInit: {e}: the agent's user cannot open /dev/nvidia* (add it to the "
+                                "device files' group, e.g. video, and keep the unit's DeviceAllow= lines)") from None
             except NvmlNeedsReinit as e:
                 # After a driver upgrade (module reloaded) the NVML library loaded into this process no longer
                 # matches the driver and nvmlInit fails for good: only a new process loads the new library.

@@ -20,6 +20,7 @@ from collectors.gpu.errors import (
     NvmlError,
     NvmlGpuLost,
     NvmlNeedsReinit,
+    NvmlNoPermission,
     NvmlNotFound,
     NvmlNotPresent,
     NvmlNotSupported,
@@ -145,6 +146,9 @@ class FakeNvml:
         self.inits = 0
         self.reinit_next = False
         self.initialized = False
+        # False: the agent runs as its service user, not root. On a MIG-enabled GPU the parent handle's memory
+        # and process data are then NO_PERMISSION (the MIG devices' own memory is readable)
+        self.privileged = True
 
     # helpers for tests
     def _gpu(self, h) -> FakeGpu:
@@ -264,8 +268,13 @@ class FakeNvml:
             raise NvmlNotSupported("Not Supported")  # not on MIG-enabled GPUs
         return g.p["util"]
 
+    def _privileged(self, g: FakeGpu) -> None:
+        if g.mig and not self.privileged:
+            raise NvmlNoPermission("Insufficient Permissions")
+
     def memory(self, h):
         g = self._sup(h, "memory")
+        self._privileged(g)
         total = g.p["memory_total"]
         used = 40 * 2**30 if total > 2**34 else 2**30
         if "memory_v2" in g.p["unsupported"]:
@@ -322,7 +331,9 @@ class FakeNvml:
         return link != 17  # one link down on 18-link parts
 
     def processes(self, h):
-        return list(self._sup(h, "processes").processes)
+        g = self._sup(h, "processes")
+        self._privileged(g)
+        return list(g.processes)
 
     def process_utilization(self, h, since_us):
         g = self._sup(h, "process_utilization")
