@@ -121,7 +121,14 @@ class FakeGpu:
     # {5: (3, "u32+junk")}: an ECC count written in 4 bytes under an 8-byte type
     field_types: dict[int, tuple[int, str]] = field(default_factory=dict)
 
+    # the energy counter advances at the instant power as time passes (as the driver's does), not frozen
+    live_energy: bool = False
+    born: float = 0.0
+
     def __post_init__(self):
+        import time
+
+        self.born = time.monotonic()
         self.p = copy.deepcopy(PROFILES[self.profile])
         self.uuid = self.uuid or f"GPU-{self.index:08x}-fake-{self.profile}"
 
@@ -253,6 +260,11 @@ class FakeNvml:
                 else:
                     out.append((fid, scope, 0, decode_field(fid, *g.wire(fid, g.p["fields"][fid] //
                                                                            max(1, g.p["nvlinks"])))))
+            elif fid == 83 and g.live_energy:
+                import time
+
+                mj = g.p["fields"][83] + int(g.p["fields"][186] * (time.monotonic() - g.born))
+                out.append((fid, scope, 0, decode_field(fid, *g.wire(fid, mj))))
             elif fid in g.p["fields"]:
                 # through the adapter's own decoding of the union, as the real field_values does
                 out.append((fid, scope, 0, decode_field(fid, *g.wire(fid, g.p["fields"][fid]))))
@@ -388,3 +400,8 @@ class FakeNvml:
 
 def fleet(*profiles: str) -> FakeNvml:
     return FakeNvml([FakeGpu(p, i) for i, p in enumerate(profiles)])
+
+
+def smoke_h200() -> FakeNvml:
+    """One H200 whose energy counter runs, for bench/gpu-smoke's own test (GPU_SMOKE_STAND_IN)."""
+    return FakeNvml([FakeGpu("H200-SXM", 0, live_energy=True)])
