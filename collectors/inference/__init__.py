@@ -24,9 +24,9 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from agent.collector import Collector, NotPresent
 from agent.config import CollectorOptions, HttpUrl, PositiveDuration, Strict
@@ -45,6 +45,9 @@ METRICS = (
     Metric("inference", "requests_total", C, "requests", "finished requests, by outcome", TAGS + ("outcome",)),
     Metric("inference", "running_requests", G, "requests", "requests being processed", TAGS),
     Metric("inference", "waiting_requests", G, "requests", "requests queued", TAGS),
+    Metric("inference", "kv_cache_usage_ratio", G, "1",
+           "fraction of the KV cache in use (0..1; vLLM, SGLang, NIM, llama.cpp, Triton's TensorRT-LLM backend)",
+           TAGS),
     Metric("inference", "time_to_first_token_seconds_total", C, "seconds",
            "sum of time-to-first-token over requests (divide its rate by first_token_requests_total's)", TAGS),
     Metric("inference", "first_token_requests_total", C, "requests", "requests counted in the TTFT sum", TAGS),
@@ -55,12 +58,27 @@ METRICS = (
            ("host", "endpoint")),
 )
 
-# Default ports, for discovery on loopback: vLLM/NIM/trtllm-serve 8000, SGLang 30000, TGI 3000 and 8080
-# (the docker examples), llama.cpp 8080, Triton 8002.
-DISCOVER = [("http://127.0.0.1:8000/metrics", "auto"), ("http://127.0.0.1:8000/v1/metrics", "nim"),
-            ("http://127.0.0.1:8000/prometheus/metrics", "trtllm"), ("http://127.0.0.1:30000/metrics", "sglang"),
-            ("http://127.0.0.1:3000/metrics", "tgi"), ("http://127.0.0.1:8080/metrics", "auto"),
-            ("http://127.0.0.1:8002/metrics", "triton")]
+# Default ports, for discovery on loopback, every page probed with `auto` (Triton's vLLM backend publishes vllm:*
+# on 8002; NIM 2.x pages carry vllm: series): vLLM, NIM and trtllm-serve 8000 (trtllm-serve's Prometheus page
+# first: its /metrics is JSON iteration stats, and reading them takes them from others), SGLang 30000, TGI 3000,
+# 80 and 8080, llama.cpp 8080, Triton 8002. Of the pages of one port, the first that answers is scraped alone.
+DISCOVER = ["http://127.0.0.1:8000/prometheus/metrics", "http://127.0.0.1:8000/metrics",
+            "http://127.0.0.1:8000/v1/metrics", "http://127.0.0.1:30000/metrics", "http://127.0.0.1:3000/metrics",
+            "http://127.0.0.1:80/metrics", "http://127.0.0.1:8080/metrics", "http://127.0.0.1:8002/metrics"]
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return (parts.hostname or "").lower(), parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def default_name(url: str) -> str:
+    """host:port for a port's /metrics page, host:port/path?query for any other page: two pages of one port
+    never share an endpoint tag."""
+    parts = urlsplit(url)
+    host, port = _host_port(url)
+    rest = parts.path + (f"?{parts.query}" if parts.query else "")
+    return f"{host}:{port}" + ("" if rest in ("/metrics", "") else rest)
 
 
 class Endpoint(Strict):
@@ -69,6 +87,24 @@ class Endpoint(Strict):
     server: Literal["auto", *SERVERS] = "auto"
     model: str | None = Field(None, description="model tag where the server does not label it (TGI, llama.cpp)")
     gpus: list[int] | None = Field(None, description="GPU indexes it runs on (default: found from its processes)")
+    models: list[str] | None = Field(
+        None, description="llama.cpp router mode: the models it serves, each scraped as URL?model=NAME and tagged "
+                          "with its name")
+
+    @model_validator(mode="after")
+    def _router(self):
+        if self.models is not None and self.server not in ("auto", "llamacpp"):
+            raise ValueError("models (router mode) is llama.cpp's; this endpoint's server is " + self.server)
+        return self
+
+    def pages(self) -> list["Endpoint"]:
+        """One endpoint per page: a llama.cpp router's models each on its own ?model= page."""
+        if not self.models:
+            return [self]
+        sep = "&" if urlsplit(self.url).query else "?"
+        return [self.model_copy(update={"url": f"{self.url}{sep}{urlencode({'model': m})}", "model": m,
+                                        "models": None, "name": f"{self.name}/{m}" if self.name else None})
+                for m in self.models]
 
 
 class InferenceOptions(CollectorOptions):
@@ -76,16 +112,28 @@ class InferenceOptions(CollectorOptions):
     discover: bool = Field(True, description="also scrape the servers' default ports on 127.0.0.1")
     scrape_timeout: PositiveDuration = Field(2.0, description="deadline of one endpoint's whole scrape")
 
+    @model_validator(mode="after")
+    def _unique_names(self):
+        seen: dict[str, str] = {}
+        for e in (p for ep in self.endpoints for p in ep.pages()):
+            name = e.name or default_name(e.url)
+            if name in seen:
+                raise ValueError(f"endpoints {seen[name]} and {e.url} would both be tagged endpoint={name!r}: "
+                                 "give them different names")
+            seen[name] = e.url
+        return self
+
 
 class _State:
     def __init__(self, ep: Endpoint, discovered: bool) -> None:
         self.ep = ep
         self.discovered = discovered
-        parts = urlsplit(ep.url)
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.name = ep.name or f"{parts.hostname}:{self.port}"
+        self.origin = _host_port(ep.url)
+        self.port = self.origin[1]
+        self.name = ep.name or default_name(ep.url)
         self.up: bool | None = None
         self.busy = False  # a scrape past its deadline has not returned yet: it is not started again
+        self.tried = False  # discovery: probed since the port's pages were last all tried
         self.server: str | None = None
         self.invalid: set[tuple[str, str]] = set()  # (model, counter) already warned about
 
@@ -143,10 +191,11 @@ class InferenceCollector(Collector):
 
     def __init__(self, options: InferenceOptions, ctx) -> None:
         super().__init__(options, ctx)
-        configured = {e.url for e in options.endpoints}
-        self.states = [_State(e, False) for e in options.endpoints]
+        self.states = [_State(p, False) for e in options.endpoints for p in e.pages()]
         if options.discover:
-            self.states += [_State(Endpoint(url=u, server=s), True) for u, s in DISCOVER if u not in configured]
+            # a port with a configured endpoint is the operator's: discovery would count its tokens twice
+            taken = {st.origin for st in self.states}
+            self.states += [_State(Endpoint(url=u), True) for u in DISCOVER if _host_port(u) not in taken]
         self.counters = MonotonicCounters(ctx.state_dir / "inference-counters.json" if ctx.state_dir else None)
         self.pool = ThreadPoolExecutor(max_workers=max(1, min(32, len(self.states))),
                                        thread_name_prefix=f"scrape-{ctx.instance}")
@@ -162,12 +211,17 @@ class InferenceCollector(Collector):
         # A little beyond the scrape deadline: fetch() enforces it; this bounds a server that stalls its headers.
         deadline = time.monotonic() + self.options.scrape_timeout + 0.5
         futures = {}
+        probe = self._discovered_pages()
         for st in self.states:
+            if st.discovered and st not in probe:
+                continue
             if not st.busy:
                 st.busy = True
                 futures[id(st)] = self.pool.submit(self._fetch, st)
         found = 0
         for st in self.states:
+            if st.discovered and st not in probe:
+                continue
             fut = futures.get(id(st))
             try:
                 if fut is None:
@@ -182,6 +236,28 @@ class InferenceCollector(Collector):
             found += self._one(st, acc, *result)
         if not found:
             raise NotPresent("no inference server answered")
+
+    def _discovered_pages(self) -> list[_State]:
+        """Per discovered port, the one page scraped in this run: the page that answers; while none does, the
+        next untried page in DISCOVER's order (one probe per port and run; after the last, from the first)."""
+        ports: dict[tuple, list[_State]] = {}
+        for st in self.states:
+            if st.discovered:
+                ports.setdefault(st.origin, []).append(st)
+        out = []
+        for pages in ports.values():
+            up = [st for st in pages if st.up]
+            if up:
+                out.append(up[0])
+                continue
+            untried = [st for st in pages if not st.tried]
+            if not untried:
+                for st in pages:
+                    st.tried = False
+                untried = pages
+            untried[0].tried = True
+            out.append(untried[0])
+        return out
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -218,6 +294,8 @@ class InferenceCollector(Collector):
                     fields[name] = self._monotonic(st, r.model, name, value)
             fields["running_requests"] = r.running
             fields["waiting_requests"] = r.waiting
+            if r.kv_cache_usage is not None:
+                fields["kv_cache_usage_ratio"] = r.kv_cache_usage
             acc.add("inference", fields, tags)
             for outcome, n in r.requests.items():
                 acc.add("inference", {"requests_total": self._monotonic(st, r.model, f"requests:{outcome}", n)},

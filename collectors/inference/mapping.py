@@ -28,6 +28,7 @@ class ModelReading:
     ttft_count: float | None = None
     itl_sum: float | None = None
     itl_count: float | None = None
+    kv_cache_usage: float | None = None  # fraction of the KV cache in use, 0..1
 
 
 def _without_buckets(text: str) -> str:
@@ -85,6 +86,23 @@ _COUNTERS = {
 }
 
 
+# server -> (KV-cache usage gauge, a fraction 0..1 whatever its name says); vLLM 0.10+ renamed its gauge
+_KV_USAGE = {
+    "vllm": ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),  # vllm/v1/metrics/loggers.py; V0
+    "sglang": ("sglang:token_usage",),  # python/sglang/srt/metrics/collector.py: used / total KV tokens
+    "nim": ("gpu_cache_usage_perc",),  # NIM LLM 1.x: vLLM's V0 names without the prefix
+    "llamacpp": ("llamacpp:kv_cache_usage_ratio",),  # tools/server/server.cpp
+}
+# server -> [(failure counter, outcome)]
+_FAILURES = {
+    "nim": [("request_failure_total", "failure")],
+    "trtllm": [("trtllm_request_error_total", "error")],
+}
+# SGLang with --enable-metrics-for-all-schedulers: every scheduler (attention-TP rank) reports the gauges of the
+# batch it shares with the other ranks of its data-parallel group; one value per DP group, summed over groups
+_RANK_LABELS = ("tp_rank", "pp_rank", "moe_ep_rank", "attn_tp_rank")
+
+
 # Label values that name no model: trtllm-serve's OpenAI server labels every series model_name="undefined"
 # (hard-coded), and an empty label is no name either. The configured model (or "default") applies.
 _NO_MODEL = ("", "undefined")
@@ -108,6 +126,18 @@ def _by_model(rows: list[tuple[dict, float]], label: str | None, default: str) -
     return out
 
 
+def _gauge_per_dp_group(rows: list[tuple[dict, float]], label: str | None, default: str) -> dict[str, float]:
+    groups: dict[tuple, float] = {}
+    for labels, v in rows:
+        key = (_model_of(labels, label, default), labels.get("dp_rank", ""),
+               tuple(sorted((k, x) for k, x in labels.items() if k not in _RANK_LABELS and k != "dp_rank")))
+        groups[key] = max(groups.get(key, v), v)
+    out: dict[str, float] = {}
+    for (m, _, _), v in groups.items():
+        out[m] = out.get(m, 0.0) + v
+    return out
+
+
 def parse(text: str, server: str = "auto", default_model: str = "default") -> tuple[str, list[ModelReading]]:
     """(server type, readings per model; none while a recognised server has served no request yet). Raises
     ValueError for a page that is not Prometheus text or that is no server we know."""
@@ -124,17 +154,28 @@ def parse(text: str, server: str = "auto", default_model: str = "default") -> tu
     def model(m: str) -> ModelReading:
         return models.setdefault(m, ModelReading(m))
 
-    def put(name: str | None, label: str | None, attr: str) -> None:
+    def put(name: str | None, label: str | None, attr: str, per_group: bool = False) -> None:
         if name and name in samples:
-            for m, v in _by_model(samples[name], label, default_model).items():
+            by = _gauge_per_dp_group if per_group else _by_model
+            for m, v in by(samples[name], label, default_model).items():
                 setattr(model(m), attr, v)
 
     if kind in _COUNTERS:
         prompt, gen, label, success, running, waiting, ttft, itl = _COUNTERS[kind]
         put(prompt, label, "prompt_tokens")
         put(gen, label, "generation_tokens")
-        put(running, label, "running")
-        put(waiting, label, "waiting")
+        put(running, label, "running", per_group=kind == "sglang")
+        put(waiting, label, "waiting", per_group=kind == "sglang")
+        for name in _KV_USAGE.get(kind, ()):
+            if name in samples:
+                # a fraction per engine (vLLM) or scheduler (SGLang: TP ranks repeat their group's): the mean of
+                # equal pools, never a sum
+                per: dict[str, list[float]] = {}
+                for labels, v in samples[name]:
+                    per.setdefault(_model_of(labels, label, default_model), []).append(v)
+                for m, vs in per.items():
+                    model(m).kv_cache_usage = sum(vs) / len(vs)
+                break
         if kind == "vllm" and itl + "_sum" not in samples:
             itl = "vllm:time_per_output_token_seconds"  # vLLM up to 0.10 and the V0 engine
         for hist, attr in ((ttft, "ttft"), (itl, "itl")):
@@ -145,7 +186,7 @@ def parse(text: str, server: str = "auto", default_model: str = "default") -> tu
         # aborted ones beside it; the other servers' counters count successes (by finished_reason where given)
         plain = "finished" if kind == "sglang" else "success"
         extra = [("sglang:num_aborted_requests_total", "abort")] if kind == "sglang" else []
-        for name, fixed in ([(success, None)] if success else []) + extra:
+        for name, fixed in ([(success, None)] if success else []) + extra + _FAILURES.get(kind, []):
             for labels, v in samples.get(name, []):
                 m = model(_model_of(labels, label, default_model))
                 outcome = fixed or labels.get("finished_reason") or plain
@@ -172,6 +213,20 @@ def parse(text: str, server: str = "auto", default_model: str = "default") -> tu
         for labels, v in samples.get("nv_inference_request_failure_total", []):
             m = model(labels.get("model", default_model))
             m.requests["failure"] = m.requests.get("failure", 0.0) + v
+        # the TensorRT-LLM backend's inflight-batcher gauges (inflight_batcher_llm/src/custom_metrics_reporter):
+        # request_type active / waiting; kv_cache_block_type fraction (newer) or used and max blocks
+        for labels, v in samples.get("nv_trt_llm_request_metrics", []):
+            attr = {"active": "running", "waiting": "waiting"}.get(labels.get("request_type", ""))
+            if attr:
+                setattr(model(labels.get("model", default_model)), attr, v)
+        blocks: dict[str, dict[str, float]] = {}
+        for labels, v in samples.get("nv_trt_llm_kv_cache_block_metrics", []):
+            blocks.setdefault(labels.get("model", default_model), {})[labels.get("kv_cache_block_type", "")] = v
+        for m, b in blocks.items():
+            if "fraction" in b:
+                model(m).kv_cache_usage = b["fraction"]
+            elif b.get("max"):
+                model(m).kv_cache_usage = b.get("used", 0.0) / b["max"]
     # A recognised server whose token counters do not exist yet (SGLang, TGI and trtllm-serve create them on
     # the first request) is up, with no token readings.
     readings = [m for m in models.values() if m.prompt_tokens is not None or m.generation_tokens is not None]
