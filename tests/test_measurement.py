@@ -521,3 +521,173 @@ def test_12_the_fake_refuses_what_real_nvml_refuses_a_service_user(caplog):
         col.collect(Accumulator(1, {"host": "n1"}))
     denied.init_error = None
     assert gpu_fields(cycle(col, 2), 0)["memory_used_bytes"] == 40 * 2**30
+
+
+# --- every server version the adapter claims, from its real page shape (tests/fixtures/inference/versions/*.txt,
+# each citing the source it was derived from) --------------------------------------------------------------------
+
+VERSIONS = {  # page -> (server, model, prompt, generation, running, waiting, KV usage, requests by outcome)
+    "vllm-0.11-v1": ("vllm", "meta-llama/Llama-3.1-70B-Instruct", 16_845_678, 2_999_999.9, 21, 3, 0.375,
+                     {"stop": 5000, "length": 120, "abort": 5}),
+    "vllm-0.6-v0": ("vllm", "mistralai/Mistral-7B-Instruct-v0.3", 987_654, 123_456, 4, 2, 0.875,
+                    {"stop": 900, "length": 33}),
+    "sglang-0.5-all-schedulers": ("sglang", "deepseek-ai/DeepSeek-V3", 31_415_926, 2_718_281, 12, 3, 0.5,
+                                  {"finished": 20500, "abort": 12}),
+    "tgi-3": ("tgi", "default", 768_000_000, 228_000_000, 32, 17, None, {"success": 1_500_000, "failure": 205}),
+    "trtllm-serve-1.0": ("trtllm", "default", 52_800_000, 10_560_000, None, None, None,
+                         {"stop": 52000, "length": 800, "error": 9}),
+    "triton-trtllm-backend": ("triton", "tensorrt_llm", 1_228_800_000, 307_200_000, 48, 6, 0.75,
+                              {"success": 2_400_000, "failure": 3}),
+    "triton-vllm-backend": ("vllm", "vllm_model", 62000, 31000, 2, 0, 0.125, {}),
+    "nim-1.x": ("nim", "meta/llama-3.1-8b-instruct", 1_750_000, 875_000, 6, 1, 0.3, {"success": 3500, "failure": 4}),
+    "nim-2.x": ("vllm", "nvidia/llama-3.3-nemotron-super-49b-v1", 240_000, 60_000, 3, 0, 0.0625, {"stop": 600}),
+    "llamacpp-b6000": ("llamacpp", "default", 12_345_700, 987_654, 3, 1, 0.42, {}),
+}
+
+
+def _version_page(name: str) -> str:
+    from .conftest import FIXTURES
+
+    text = (FIXTURES / "inference" / "versions" / f"{name}.txt").read_text()
+    assert text.startswith("# source: ")  # every page names where its shape comes from
+    return text
+
+
+def test_22_each_claimed_server_version_reads_right_from_its_page_shape():
+    import pytest
+
+    for name, (kind, model, prompt, gen, running, waiting, kv, requests) in VERSIONS.items():
+        got_kind, readings = parse(_version_page(name))
+        assert got_kind == kind, name
+        (r,) = readings
+        assert r.model == model, name
+        assert r.prompt_tokens == pytest.approx(prompt) and r.generation_tokens == pytest.approx(gen), name
+        assert (r.running, r.waiting) == (running, waiting), name
+        assert r.kv_cache_usage == (None if kv is None else pytest.approx(kv)), name
+        assert r.requests == pytest.approx(requests), name
+    # a server that has served nothing yet: up, no token readings
+    assert parse(_version_page("sglang-0.4-fresh")) == ("sglang", [])
+    # vLLM V0 has no inter-token latency histogram: its time-per-output-token sum and count stand in
+    _, (r,) = parse(_version_page("vllm-0.6-v0"))
+    assert (r.itl_sum, r.itl_count) == (2450.46, 122523.0)
+    _, (r,) = parse(_version_page("trtllm-serve-1.0"))
+    assert r.itl_sum is None  # one observation per request: not per token
+
+
+def test_19_sglang_gauges_of_all_schedulers_count_each_dp_group_once():
+    _, (r,) = parse(_version_page("sglang-0.5-all-schedulers"))
+    assert (r.running, r.waiting) == (12.0, 3.0)  # tp ranks 0,1 repeat DP group 0's 7 and 2; ranks 2,3 group 1's
+    assert r.requests == {"finished": 20500.0, "abort": 12.0}
+
+
+def test_20_kv_usage_running_waiting_and_failures_where_the_servers_have_them(tmp_path):
+    from http.server import BaseHTTPRequestHandler
+    from urllib.parse import parse_qs, urlsplit
+
+    from agent.collector import Context
+    from agent.model import Accumulator
+    from collectors.inference import InferenceCollector
+
+    from .services import serve_http
+
+    # llama.cpp router mode: one /metrics page per model, chosen by ?model=
+    class Router(BaseHTTPRequestHandler):
+        def do_GET(self):
+            q = parse_qs(urlsplit(self.path).query)
+            m = q.get("model", [""])[0]
+            if m not in ("qwen3-8b", "gemma-3-4b"):
+                self.send_response(400)
+                self.end_headers()
+                return
+            body = _version_page("llamacpp-b6000")
+            if m == "gemma-3-4b":
+                body = body.replace("llamacpp:prompt_tokens_total 1.23457e+07", "llamacpp:prompt_tokens_total 5000")
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *a):
+            pass
+
+    httpd, base = serve_http(Router)
+    try:
+        opts = InferenceCollector.Options(endpoints=[{"url": f"{base}/metrics", "models": ["qwen3-8b", "gemma-3-4b"]}],
+                                          discover=False)
+        col = InferenceCollector(opts, Context("inference", state_dir=tmp_path))
+        acc = Accumulator(1, {"host": "n1"})
+        col.collect(acc)
+        col.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    rows = {s.tags["model"]: s for s in acc.close() if s.measurement == "inference" and "outcome" not in s.tags}
+    assert set(rows) == {"qwen3-8b", "gemma-3-4b"}
+    assert rows["gemma-3-4b"].fields["prompt_tokens_total"] == 5000
+    assert rows["qwen3-8b"].fields["kv_cache_usage_ratio"] == 0.42
+    assert rows["qwen3-8b"].tags["endpoint"] != rows["gemma-3-4b"].tags["endpoint"]
+
+
+def test_18_discovery_probes_every_page_with_auto_and_scrapes_one_page_per_port(monkeypatch):
+    from http.server import BaseHTTPRequestHandler
+
+    import pytest
+    from pydantic import ValidationError
+
+    import collectors.inference as inference
+    from agent.collector import Context
+    from agent.model import Accumulator
+
+    from .services import serve_http
+
+    assert "http://127.0.0.1:80/metrics" in inference.DISCOVER  # TGI's port in its container
+    assert inference.DISCOVER.index("http://127.0.0.1:8000/prometheus/metrics") < \
+        inference.DISCOVER.index("http://127.0.0.1:8000/metrics")
+    hits: dict[str, int] = {}
+
+    def server(pages: dict[str, str]):
+        class H(BaseHTTPRequestHandler):
+            def do_GET(self):
+                hits[f"{self.server.server_address[1]}{self.path}"] = hits.get(
+                    f"{self.server.server_address[1]}{self.path}", 0) + 1
+                body = pages.get(self.path)
+                self.send_response(200 if body is not None else 404)
+                self.end_headers()
+                self.wfile.write((body or "not found").encode())
+
+            def log_message(self, *a):
+                pass
+
+        return serve_http(H)
+
+    # trtllm-serve: its Prometheus page, and JSON iteration stats on /metrics that a read takes away
+    trt, trt_url = server({"/prometheus/metrics": _version_page("trtllm-serve-1.0"),
+                           "/metrics": '[{"iter": 1, "kvCacheStats": {}}]'})
+    # vLLM on another port, no /prometheus/metrics there; Triton's vLLM backend (vllm:* series) on a third
+    vl, vl_url = server({"/metrics": _version_page("vllm-0.11-v1")})
+    tv, tv_url = server({"/metrics": _version_page("triton-vllm-backend")})
+    monkeypatch.setattr(inference, "DISCOVER", [f"{trt_url}/prometheus/metrics", f"{trt_url}/metrics",
+                                                f"{vl_url}/prometheus/metrics", f"{vl_url}/metrics",
+                                                f"{vl_url}/v1/metrics", f"{tv_url}/metrics"])
+    try:
+        col = inference.InferenceCollector(inference.InferenceOptions(discover=True), Context("inference"))
+        runs = []
+        for ts in (1, 2, 3):
+            acc = Accumulator(ts, {"host": "n1"})
+            col.collect(acc)
+            runs.append([s for s in acc.close() if s.measurement == "inference" and "outcome" not in s.tags])
+        col.close()
+    finally:
+        for h in (trt, vl, tv):
+            h.shutdown()
+            h.server_close()
+    trt_port, vl_port = trt.server_address[1], vl.server_address[1]
+    assert hits.get(f"{trt_port}/metrics", 0) == 0  # the JSON page is never read
+    assert hits[f"{vl_port}/prometheus/metrics"] == 1 and hits[f"{vl_port}/metrics"] == 2
+    assert f"{vl_port}/v1/metrics" not in hits  # its port's page was found first
+    last = {s.tags["endpoint"]: s.tags["server"] for s in runs[-1]}
+    assert last == {f"127.0.0.1:{trt_port}/prometheus/metrics": "trtllm", f"127.0.0.1:{vl_port}": "vllm",
+                    f"127.0.0.1:{tv.server_address[1]}": "vllm"}
+    # two configured pages would share an endpoint tag: refused by the config
+    with pytest.raises(ValidationError, match="would both be tagged"):
+        inference.InferenceOptions(endpoints=[{"url": "http://127.0.0.1:9000/metrics", "name": "a"},
+                                              {"url": "http://127.0.0.1:9001/metrics", "name": "a"}])

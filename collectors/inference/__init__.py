@@ -97,7 +97,7 @@ class Endpoint(Strict):
             raise ValueError("models (router mode) is llama.cpp's; this endpoint's server is " + self.server)
         return self
 
-    def pages(self) -> list["Endpoint"]:
+    def pages(self) -> list[Endpoint]:
         """One endpoint per page: a llama.cpp router's models each on its own ?model= page."""
         if not self.models:
             return [self]
