@@ -691,3 +691,49 @@ def test_18_discovery_probes_every_page_with_auto_and_scrapes_one_page_per_port(
     with pytest.raises(ValidationError, match="would both be tagged"):
         inference.InferenceOptions(endpoints=[{"url": "http://127.0.0.1:9000/metrics", "name": "a"},
                                               {"url": "http://127.0.0.1:9001/metrics", "name": "a"}])
+
+
+def test_14_older_trtllm_serve_builds_are_read_and_what_they_lack_is_said_once(tmp_path, caplog):
+    """trtllm-serve without the trtllm_ prefix (older builds: same names, label engine_type="trtllm") or without
+    a generation-token counter; a page without its series at all: return_perf_metrics is off."""
+    import pytest
+
+    from agent.collector import Context
+    from agent.model import Accumulator
+    from collectors.inference import InferenceCollector
+
+    from .services import serve_http
+
+    old = "\n".join(line.replace("trtllm_", "") for line in _version_page("trtllm-serve-1.0").splitlines()
+                    if "generation_tokens" not in line) + "\n"
+    notes: list[str] = []
+    kind, (r,) = parse(old, "auto", "llama-3.3-70b", notes)
+    assert kind == "trtllm" and r.model == "llama-3.3-70b" and r.prompt_tokens == 52_800_000
+    assert r.generation_tokens is None and r.requests["error"] == 9
+    assert any("prefix" in n for n in notes) and any("generation-token" in n for n in notes)
+    with pytest.raises(ValueError, match="return_perf_metrics"):
+        parse("# HELP process_cpu_seconds_total x\n# TYPE process_cpu_seconds_total counter\n"
+              "process_cpu_seconds_total 1.5\n", "trtllm")
+
+    from http.server import BaseHTTPRequestHandler
+
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(old.encode())
+
+        def log_message(self, *a):
+            pass
+
+    httpd, base = serve_http(H)
+    try:
+        col = InferenceCollector(InferenceCollector.Options(endpoints=[{"url": f"{base}/prometheus/metrics"}],
+                                                            discover=False), Context("inference"))
+        for ts in (1, 2, 3):
+            col.collect(Accumulator(ts, {"host": "n1"}))
+        col.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert caplog.text.count("without the trtllm_ prefix") == 1 and caplog.text.count("generation-token") == 1

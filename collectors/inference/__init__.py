@@ -136,6 +136,7 @@ class _State:
         self.tried = False  # discovery: probed since the port's pages were last all tried
         self.server: str | None = None
         self.invalid: set[tuple[str, str]] = set()  # (model, counter) already warned about
+        self.told: set[str] = set()  # notes on the page already said
 
 
 MAX_PAGE = 16 << 20  # a vLLM page with every histogram is ~100 KB; far beyond that is not a metrics page
@@ -266,7 +267,12 @@ class InferenceCollector(Collector):
         kind, readings = None, []
         if error is None:
             try:
-                kind, readings = parse(text, st.ep.server, st.ep.model or "default")
+                notes: list[str] = []
+                kind, readings = parse(text, st.ep.server, st.ep.model or "default", notes)
+                for note in notes:
+                    if note not in st.told:
+                        st.told.add(note)
+                        log.warning("inference endpoint %s: %s", st.name, note)
             except ValueError as e:
                 error = str(e)
         ok = error is None

@@ -138,15 +138,32 @@ def _gauge_per_dp_group(rows: list[tuple[dict, float]], label: str | None, defau
     return out
 
 
-def parse(text: str, server: str = "auto", default_model: str = "default") -> tuple[str, list[ModelReading]]:
+def _unprefixed_trtllm(samples: dict) -> bool:
+    """Older trtllm-serve builds publish their series without the trtllm_ prefix, labelled engine_type="trtllm"."""
+    return any(labels.get("engine_type") == "trtllm" for name in ("prompt_tokens_total", "request_success_total")
+               for labels, _ in samples.get(name, ()))
+
+
+def parse(text: str, server: str = "auto", default_model: str = "default",
+          notes: list[str] | None = None) -> tuple[str, list[ModelReading]]:
     """(server type, readings per model; none while a recognised server has served no request yet). Raises
-    ValueError for a page that is not Prometheus text or that is no server we know."""
+    ValueError for a page that is not Prometheus text or that is no server we know. What the page lacks that
+    an operator can fix is appended to `notes` (the collector says each once per endpoint)."""
+    notes = notes if notes is not None else []
     samples = _samples(text)
     # Counters appear as x or x_total depending on the exporter library (Rust metrics vs client_python).
     for name in list(samples):
         alias = name[:-6] if name.endswith("_total") else name + "_total"
         samples.setdefault(alias, samples[name])
     kind = detect(set(samples)) if server == "auto" else server
+    if kind in ("nim", "trtllm") and not any(n.startswith("trtllm_") for n in samples) and _unprefixed_trtllm(samples):
+        kind = "trtllm"
+        for name in list(samples):
+            samples.setdefault("trtllm_" + name, samples[name])
+        notes.append("trtllm-serve series without the trtllm_ prefix (an older build): read under their plain names")
+    if kind == "trtllm" and "trtllm_prompt_tokens_total" in samples and "trtllm_generation_tokens_total" not in samples:
+        notes.append("no generation-token counter on this trtllm-serve page (an older build): generated tokens and "
+                     "their efficiency are not available")
     if kind is None:
         raise ValueError("no known token counters on this page (vLLM, SGLang, TGI, TensorRT-LLM, NIM, llama.cpp)")
     models: dict[str, ModelReading] = {}
@@ -230,6 +247,9 @@ def parse(text: str, server: str = "auto", default_model: str = "default") -> tu
     # A recognised server whose token counters do not exist yet (SGLang, TGI and trtllm-serve create them on
     # the first request) is up, with no token readings.
     readings = [m for m in models.values() if m.prompt_tokens is not None or m.generation_tokens is not None]
-    if not readings and server != "auto" and detect(set(samples)) != server:
+    if not readings and server != "auto" and detect(set(samples)) != server and kind != "trtllm":
         raise ValueError(f"no {server} series on this page")
+    if not readings and server == "trtllm" and not any(n.startswith("trtllm_") for n in samples):
+        raise ValueError("no trtllm series on this page: trtllm-serve publishes them only with "
+                         "return_perf_metrics: true in its LLM API options (on its /prometheus/metrics page)")
     return kind, readings
