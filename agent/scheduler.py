@@ -186,7 +186,7 @@ class Agent:
             fields = {k: st[k] for k in OUTPUT_FIELDS if st.get(k) is not None}
             acc.add("agent", fields, {"component": "output", "name": name})
         self.process.emit(acc)
-        pending = self.pipeline.publish(acc.close())
+        pending = self._publish(acc.close())  # the one path: alert rules on agent.* see these too
         if pending is not None:
             await pending
 
