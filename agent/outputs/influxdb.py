@@ -172,6 +172,10 @@ class Retry(Exception):
         self.auth = auth
 
 
+class Stopping(Exception):
+    """The agent stops while a batch is being split: the rest of it stays in the buffer for the next start."""
+
+
 class InfluxOutput:
     """One destination: appends go to its disk buffer; a daemon thread sends them."""
 
@@ -253,8 +257,14 @@ class InfluxOutput:
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout=max(0.5, timeout))
-        self.client.close()
-        self.buffer.close()
+        if self._thread.is_alive():
+            # a request still in flight past the deadline: its connection and the buffer stay open under it
+            # (the thread is a daemon); what it has not acknowledged is in the buffer for the next start
+            log.warning("output %s: a write is still in flight at shutdown; left to finish or die with the process",
+                        self.name)
+        else:
+            self.client.close()
+            self.buffer.close()
         if self._backlog:
             log.error("output %s: %d points held in memory (the disk buffer refused them) are lost at shutdown",
                       self.name, len(self._backlog))
@@ -292,6 +302,9 @@ class InfluxOutput:
         rejected_before = self.rejected
         try:
             self._deliver(lines)
+        except Stopping:
+            self.buffer.release()
+            return failures
         except Retry as r:
             self.buffer.release()
             failures += 1
@@ -324,6 +337,8 @@ class InfluxOutput:
         self.last_error = error
 
     def _deliver(self, lines: list[bytes]) -> None:
+        if self._stopping:
+            raise Stopping()
         self.requests += 1
         try:
             r = self.client.write(b"\n".join(lines))
