@@ -42,6 +42,17 @@ def pytest_configure(config):
     os.environ.setdefault("AIFACTORY_TEST", "1")
 
 
+# Fixtures that start a real service: a test using one is in the `services` tier (make test), never in
+# make test-fast (-m "not services").
+SERVICE_FIXTURES = {"influxd", "victoria", "snmpsim"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
+
+
 @pytest.fixture(scope="session")
 def influxd(tmp_path_factory):
     from .services import Influxd
