@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test bench lint catalogue dashboards venv clean
+.PHONY: run test test-fast bench lint catalogue dashboards venv clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null || { \
@@ -26,6 +26,10 @@ run: venv
 test: venv
 	@tests/install-deps test
 	$(BIN)/python -m pytest $(ARGS)
+
+## The quick loop: no external service, no minutes-long run (tests marked `services` are left out).
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not services" -n auto $(ARGS)
 
 ## Benchmarks with their peer tools, side by side (see bench/README.md).
 bench: venv

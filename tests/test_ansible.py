@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 ANSIBLE = ROOT / "ansible"
 BIN = ROOT / ".venv-ansible" / "bin"
 
-pytestmark = pytest.mark.skipif(not (BIN / "ansible-playbook").exists() and not os.environ.get("CI"),
-                                reason="ansible not installed (tests/install-deps test builds .venv-ansible)")
+pytestmark = [pytest.mark.services,  # ansible's own venv and playbook runs: the full tier
+              pytest.mark.skipif(not (BIN / "ansible-playbook").exists() and not os.environ.get("CI"),
+                                 reason="ansible not installed (tests/install-deps test builds .venv-ansible)")]
 
 
 def run(*args, cwd=ANSIBLE, **kw):

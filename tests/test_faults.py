@@ -497,6 +497,7 @@ def test_3_rejected_points_are_not_written_and_make_the_output_unhealthy(tmp_pat
 # --- 9: a hung collector at startup -------------------------------------------------------------
 
 
+@pytest.mark.services  # 20 s of a running agent: the full tier
 def test_9_a_hung_first_run_holds_back_nobody(state_dir):
     from . import plugins
     from .test_runner import make_agent

@@ -114,6 +114,7 @@ def test_401_keeps_everything_and_status_says_why(tmp_path):
         server.stop()
 
 
+@pytest.mark.services
 def test_outage_of_30s_loses_nothing_and_duplicates_nothing(tmp_path):
     """influxd stopped for 30 s while the agent collects every second, then restarted."""
     server = Influxd(tmp_path / "influx").start()
