@@ -50,6 +50,8 @@ class Collector:
     # Derives its metrics from other collectors' samples (the agent's sample bus): one-shot
     # collection runs it after the others.
     derived: ClassVar[bool] = False
+    # "module:function" adding this collector's own commands to `aifactory` (see agent/cli/common.py)
+    cli: ClassVar[str | None] = None
 
     def __init__(self, options: CollectorOptions, ctx: Context) -> None:
         self.options = options

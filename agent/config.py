@@ -372,7 +372,7 @@ def _model_at(root: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def _validation_messages(exc: ValidationError, model: type[BaseModel], prefix: tuple,
+def validation_messages(exc: ValidationError, model: type[BaseModel], prefix: tuple,
                          positions: dict[tuple, int], where: str) -> list[str]:
     out = []
     for err in exc.errors():
@@ -458,7 +458,7 @@ def build_config(data: Any, positions: dict[tuple, int], source: Path | None, re
     try:
         settings = Settings.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_validation_messages(e, Settings, (), positions, where)) from None
+        raise ConfigError(validation_messages(e, Settings, (), positions, where)) from None
 
     problems: list[str] = []
     instances: list[InstanceConfig] = []
@@ -491,7 +491,7 @@ def build_config(data: Any, positions: dict[tuple, int], source: Path | None, re
             try:
                 opts = spec.options_model.model_validate(item)
             except ValidationError as e:
-                problems.extend(_validation_messages(e, spec.options_model, loc, positions, where))
+                problems.extend(validation_messages(e, spec.options_model, loc, positions, where))
                 continue
             name = opts.name or (kind if not is_list or len(items) == 1 else f"{kind}-{i}")
             if name in names:

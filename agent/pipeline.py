@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
+from .backoff import backoff
 from .logonce import Latch
 from .model import Sample
 
 log = logging.getLogger(__name__)
-
-
-def backoff(failures: int, base: float, cap: float) -> float:
-    """Exponential back-off with jitter (50-100% of base * 2^failures, at most cap) for retrying outputs."""
-    return min(cap, base * 2 ** min(failures, 10)) * (0.5 + random.random() / 2)
 
 
 class Output(Protocol):

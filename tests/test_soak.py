@@ -4,12 +4,12 @@ delivered) are checked by the script itself, which exits 1 on a broken bound."""
 
 from __future__ import annotations
 
-import pytest
-
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 pytestmark = pytest.mark.services  # real services or minutes of running: the full tier
 

@@ -17,8 +17,8 @@ import time
 import urllib.error
 import urllib.request
 
+from agent.backoff import backoff
 from agent.config import Receiver
-from agent.pipeline import backoff
 from agent.secrets import read_secret
 
 log = logging.getLogger("agent.alerts")

@@ -23,7 +23,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 
-from agent.config import DEFAULT_RULES, Config, ConfigError, Duration, Strict, _validation_messages, load_yaml
+from agent.config import DEFAULT_RULES, Config, ConfigError, Duration, Strict, load_yaml, validation_messages
 
 from .expr import ExprError, Node, parse
 
@@ -78,7 +78,7 @@ def load_rules(path: Path) -> list[CompiledRule]:
     try:
         rf = RuleFile.model_validate(data if data else {"groups": []})
     except ValidationError as e:
-        msgs = _validation_messages(e, RuleFile, (), positions, where)
+        msgs = validation_messages(e, RuleFile, (), positions, where)
         # name the rule each problem is in
         out = []
         for m, err in zip(msgs, e.errors()):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError
 
-from agent.config import DEFAULT_RULES, ConfigError, Duration, Strict, _validation_messages, load_yaml
+from agent.config import DEFAULT_RULES, ConfigError, Duration, Strict, load_yaml, validation_messages
 from agent.model import Sample
 
 from .engine import AlertEngine
@@ -100,7 +100,7 @@ def run_tests(path: Path) -> list[str]:
     try:
         tf = TestFile.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_validation_messages(e, TestFile, (), positions, str(path))) from None
+        raise ConfigError(validation_messages(e, TestFile, (), positions, str(path))) from None
     rules = []
     for f in tf.rule_files:
         rules += load_rules(DEFAULT_RULES if f == "default" else (path.parent / f))

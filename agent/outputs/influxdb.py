@@ -34,10 +34,10 @@ import time
 from pathlib import Path
 from urllib.parse import quote, urlencode, urlsplit
 
+from ..backoff import backoff
 from ..config import InfluxOutputOptions
 from ..logonce import Latch
 from ..model import Sample, to_line
-from ..pipeline import backoff
 from ..secrets import read_secret
 from .buffer import DiskBuffer
 

@@ -35,6 +35,7 @@ class GpuOptions(CollectorOptions):
 class GpuCollector(Collector):
     kind = "gpu"
     Options = GpuOptions
+    cli = "collectors.gpu.cli:add_parser"  # `aifactory gpus`
     METRICS = METRICS
     INIT_MISMATCH_RESTART = 3  # nvmlInit mismatches in a row, after NVML worked in this process
 
@@ -97,8 +98,3 @@ class GpuCollector(Collector):
         self.energy.save()
         self.reader.stop()
 
-    @classmethod
-    def register_cli(cls, sub, common) -> None:
-        from .cli import add_parser
-
-        add_parser(sub, common)

@@ -43,12 +43,12 @@ def gpu_rows(samples) -> list[dict]:
 def cmd_gpus(args) -> int:
     import asyncio
 
-    from agent.cli import _load, _setup_logging, _table
+    from agent.cli.common import load, setup_logging, table
     from agent.registry import default_registry
     from agent.scheduler import build_runners
 
-    config = _load(args)
-    _setup_logging(args.log_level or "warning")
+    config = load(args)
+    setup_logging(args.log_level or "warning")
     insts = [i for i in config.instances if i.kind == "gpu"][:1]
     if not insts:
         from agent.config import InstanceConfig
@@ -80,16 +80,16 @@ def cmd_gpus(args) -> int:
     def n(v, fmt):
         return "-" if v is None else format(v, fmt)
 
-    table = []
+    cells = []
     for r in rows:
         mem = ("-" if r["memory_used_bytes"] is None else
                f"{r['memory_used_bytes'] / 2**30:.1f}/{(r['memory_total_bytes'] or 0) / 2**30:.0f} GiB")
-        table.append([r["index"], r["name"], r["uuid"], "LOST" if r["lost"] else n(r["utilization_percent"], "d") + "%",
+        cells.append([r["index"], r["name"], r["uuid"], "LOST" if r["lost"] else n(r["utilization_percent"], "d") + "%",
                       mem, n(r["power_watts"], ".0f") + " W", n(r["energy_joules_total"], ",.0f") + " J",
                       n(r["temperature_celsius"], ".0f") + "/" + n(r["memory_temperature_celsius"], ".0f") + " C",
                       ",".join(r["throttle_reasons"]) or "-",
                       f"{n(r['ecc_corrected_volatile_total'], 'd')}/{n(r['ecc_uncorrected_volatile_total'], 'd')}",
                       n(r["xid_errors_total"], "d")])
-    print(_table(["GPU", "NAME", "UUID", "UTIL", "MEMORY", "POWER", "ENERGY", "TEMP GPU/HBM", "THROTTLE",
-                  "ECC CE/UE", "XID"], table))
+    print(table(["GPU", "NAME", "UUID", "UTIL", "MEMORY", "POWER", "ENERGY", "TEMP GPU/HBM", "THROTTLE",
+                  "ECC CE/UE", "XID"], cells))
     return 0

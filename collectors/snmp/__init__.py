@@ -22,7 +22,7 @@ from collectors.common.counters import MonotonicCounters
 
 from .client import SYS_DESCR, SYS_OBJECT_ID, Credentials, DeviceError
 from .facility import Facility, device_totals
-from .profile import Profile, _plan, evaluate, field_catalogue, load_profiles, match_profile
+from .profile import Profile, evaluate, field_catalogue, load_profiles, match_profile, plan_of
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ async def poll_device(client, profiles: dict[str, Profile], dev: Device) -> tupl
             dev.profile = match_profile(profiles, oid, descr)
             if dev.profile is None:
                 raise DeviceError(f"no profile matches sysObjectID {oid} ({descr[:60]!r})")
-    scalars, columns = _plan(dev.profile).required
+    scalars, columns = plan_of(dev.profile).required
     data: dict = {}
     if scalars:
         data.update(await client.get(dev.creds, o.host, o.port, scalars, o.timeout, o.retries))
@@ -172,6 +172,7 @@ class SnmpCollector(Collector):
     Options = SnmpOptions
     METRICS = _metrics()
     default_enabled = False
+    cli = "collectors.snmp.cli:add_parser"  # `aifactory snmp probe|walk`
 
     def __init__(self, options: SnmpOptions, ctx) -> None:
         super().__init__(options, ctx)
@@ -267,8 +268,3 @@ class SnmpCollector(Collector):
         if self.client is not None:
             self.client.close()
 
-    @classmethod
-    def register_cli(cls, sub, common) -> None:
-        from .cli import add_parser
-
-        add_parser(sub, common)

@@ -61,14 +61,14 @@ def add_parser(sub, common) -> None:
 
 
 def cmd_probe(args) -> int:
-    from agent.cli import _setup_logging, _table
+    from agent.cli.common import setup_logging, table
     from agent.config import EX_CONFIG, ConfigError, error_lines
 
     from . import Device, DeviceOptions, poll_device
     from .client import SYS_OBJECT_ID, DeviceError, SnmpClient
     from .profile import evaluate, load_profiles
 
-    _setup_logging(args.log_level or "warning")
+    setup_logging(args.log_level or "warning")
     from pydantic import ValidationError
 
     host, port = args.target
@@ -114,5 +114,5 @@ def cmd_probe(args) -> int:
     print(f"{opts.host}:{opts.port}: profile {profile.name} ({profile.description}); sysObjectID {sys_oid}")
     rows = [[r.measurement, ",".join(f"{k}={v}" for k, v in sorted(r.tags.items())), r.field, r.value, r.unit]
             for r in readings]
-    print(_table(["MEASUREMENT", "TAGS", "FIELD", "VALUE", "UNIT"], rows))
+    print(table(["MEASUREMENT", "TAGS", "FIELD", "VALUE", "UNIT"], rows))
     return 0

@@ -356,7 +356,7 @@ class _Plan:
 _plans: dict[int, tuple[Profile, _Plan]] = {}
 
 
-def _plan(profile: Profile) -> _Plan:
+def plan_of(profile: Profile) -> _Plan:
     hit = _plans.get(id(profile))
     if hit is None or hit[0] is not profile:
         hit = _plans[id(profile)] = (profile, _Plan(profile))
@@ -414,7 +414,7 @@ def evaluate(profile: Profile, data: dict[str, Any], device_tags: dict[str, str]
     base = dict(profile.device_tags)
     base.update(device_tags or {})
     out: list[Reading] = []
-    plan = _plan(profile)
+    plan = plan_of(profile)
     polled = plan.columns(data)
     empty: dict[str, Any] = {}
 

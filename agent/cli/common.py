@@ -1,0 +1,91 @@
+"""Helpers every command uses, and the public API of a plugin's own commands (see docs/extending.md).
+
+A collector that brings commands names a function `add_parser(sub, common)` in its `cli` attribute; that
+function adds its subparsers to `sub` (with `parents=[common]` for -c/--state-dir/--log-level) and uses these
+helpers: `load` (the configuration, exit 78 on an error), `state_dir_of`, `setup_logging`, `table`, `out`, `iso`,
+`duration_arg` and `count_arg` (argparse types).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..config import MAX_DURATION, Config, load_config
+from ..units import parse_duration
+
+EX_OK, EX_FAIL, EX_USAGE, EX_NOT_RUNNING = 0, 1, 2, 3
+
+
+def out(text: str) -> None:
+    """Print to stdout; a reader that went away (`| head -1`) must not change the exit status."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def iso(ns: int | float | None) -> str | None:
+    if ns is None:
+        return None
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    cells = [[("" if c is None else str(c)) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    for r in cells:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def load(args) -> Config:
+    from ..registry import default_registry
+
+    return load_config(getattr(args, "config", None), default_registry())
+
+
+def state_dir_of(args, config: Config) -> Path:
+    from ..state import resolve_state_dir
+
+    return resolve_state_dir(getattr(args, "state_dir", None), config.settings.agent.state_dir)
+
+
+def duration_arg(text: str) -> float:
+    try:
+        d = parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if d > MAX_DURATION:
+        raise argparse.ArgumentTypeError(f"{text!r} is longer than 3660d")
+    return d
+
+
+def count_arg(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= n <= 1_000_000_000:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (1 to 1000000000)")
+    return n
+
+
+SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
+
+
+def at_least(severity: str, minimum: str) -> bool:
+    """An alert's severity is `minimum` or higher (an unknown one counts as warning)."""
+    return SEVERITY_ORDER.get(severity, 1) >= SEVERITY_ORDER[minimum]
