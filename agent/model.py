@@ -118,9 +118,10 @@ class Accumulator:
     never mutate what was already handed to the pipeline.
     """
 
-    __slots__ = ("ts", "global_tags", "_by_series", "_lock", "_closed", "late_adds", "invalid_values")
+    __slots__ = ("ts", "global_tags", "_by_series", "_lock", "_closed", "late_adds", "invalid_values", "counts")
 
-    def __init__(self, ts: int, global_tags: Mapping[str, str] | None = None) -> None:
+    def __init__(self, ts: int, global_tags: Mapping[str, str] | None = None,
+                 counts: dict[str, int] | None = None) -> None:
         self.ts = ts
         self.global_tags = dict(global_tags or {})
         self._by_series: dict[tuple, Sample] = {}
@@ -128,6 +129,8 @@ class Accumulator:
         self._closed = False
         self.late_adds = 0
         self.invalid_values = 0
+        # the owner's running totals ("late_adds", "invalid_values"): late adds come after the owner let go
+        self.counts = counts
 
     def add(self, measurement: str, fields: Mapping[str, FieldValue],
             tags: Mapping[str, str] | None = None) -> None:
@@ -138,6 +141,8 @@ class Accumulator:
             if isinstance(v, float) and not math.isfinite(v):
                 # NaN/inf cannot be written as line protocol; drop the field, keep the rest.
                 self.invalid_values += 1
+                if self.counts is not None:
+                    self.counts["invalid_values"] = self.counts.get("invalid_values", 0) + 1
                 continue
             clean[k] = v
         if not clean:
@@ -151,6 +156,8 @@ class Accumulator:
         with self._lock:
             if self._closed:
                 self.late_adds += 1
+                if self.counts is not None:
+                    self.counts["late_adds"] = self.counts.get("late_adds", 0) + 1
                 return
             s = self._by_series.get(key)
             if s is None:

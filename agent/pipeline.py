@@ -227,6 +227,14 @@ class Pipeline:
             return fut.result()
         return asyncio.wrap_future(fut)
 
+    @property
+    def failing(self) -> str | None:
+        """Why a hand-off to a disk-buffered output raises now (samples of that output are lost), else None."""
+        return self._spool_failing.error
+
+    def totals(self) -> dict:
+        return {"published_samples_total": self.published, "pipeline_spool_errors_total": self.spool_errors}
+
     def stats(self) -> dict[str, dict]:
         out = {q.name: q.stats() for q in self.queues}
         for o in self.buffered:

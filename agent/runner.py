@@ -39,6 +39,7 @@ class InstanceRunner:
         self.publish = publish
         self.align = align
         self.runs = self.errors = self.timeouts = self.skipped = 0
+        self.counts: dict[str, int] = {}  # the accumulators' invalid values and late adds
         self.state = "pending" if init_error is None else "error"
         self.last_error: str | None = init_error
         self.last_run_ns: int | None = None
@@ -108,7 +109,7 @@ class InstanceRunner:
             return []
         if ts is None:
             ts = grid_ts(self.cfg.interval) if self.align else time.time_ns()
-        acc = Accumulator(ts, self.global_tags)
+        acc = Accumulator(ts, self.global_tags, self.counts)
         self.runs += 1
         self.last_run_ns = time.time_ns()
         t0 = time.perf_counter()
@@ -160,13 +161,17 @@ class InstanceRunner:
             "errors_total": self.errors,
             "timeouts_total": self.timeouts,
             "skipped_total": self.skipped,
+            # fields dropped as NaN/inf, and adds of a run abandoned past its deadline (refused, counted)
+            "invalid_values_total": self.counts.get("invalid_values", 0),
+            "late_samples_total": self.counts.get("late_adds", 0),
             "interval_seconds": self.cfg.interval,
             "timeout_seconds": self.cfg.timeout,
         }
 
     def emit(self, acc: Accumulator) -> None:
         st = self.stats()
-        fields = {k: st[k] for k in ("runs_total", "errors_total", "timeouts_total", "skipped_total")}
+        fields = {k: st[k] for k in ("runs_total", "errors_total", "timeouts_total", "skipped_total",
+                                     "invalid_values_total", "late_samples_total")}
         fields["run_success"] = st["success"]
         fields["present"] = st["present"]
         fields["run_samples"] = st["run_samples"]

@@ -100,6 +100,8 @@ class Agent:
         self._stop: asyncio.Event | None = None  # created inside the running loop
         self._tasks: set[asyncio.Task] = set()
         self._status = Latch(log)
+        self._alerting = Latch(log)
+        self.alert_failures = 0  # evaluations of the whole engine that raised
         self._restart: str | None = None  # why a collector needs a new process
         intervals = [r.cfg.interval for r in self.runners] + [config.settings.agent.interval]
         # The agent rewrites status.json after every run: one older than this means it is not running.
@@ -111,16 +113,29 @@ class Agent:
             self.alerts.observe(samples)
             try:
                 samples = samples + self.alerts.evaluate()
-            except Exception as e:  # never lose a collection to the alert engine
-                log.error("alert evaluation failed: %s", e)
+                self._alerting.recovered("alert evaluation works again")
+            except Exception as e:  # never lose a collection to the alert engine; said once, counted
+                self.alert_failures += 1
+                self._alerting.failed(f"{type(e).__name__}: {e}", "alert evaluation failed: %s: %s",
+                                      type(e).__name__, e)
         return self.pipeline.publish(samples)
+
+    def _agent_totals(self) -> dict:
+        """The pipeline's and the alert engine's counters: status and the `agent` measurement."""
+        out = dict(self.pipeline.totals())
+        if self.alerts is not None:
+            st = self.alerts.stats()
+            out.update(rule_evaluations_total=st["evaluations_total"],
+                       rule_errors_total=st["rule_errors_total"] + self.alert_failures,
+                       alerts_firing=st["firing"], alerts_pending=st["pending"])
+        return out
 
     # --- status ---------------------------------------------------------------
     def status(self, stopped: bool = False) -> dict:
         collectors = {r.name: r.stats() for r in self.runners}
         outputs = self.pipeline.stats()
         healthy = all(c["state"] in ("ok", "not_present", "pending") for c in collectors.values()) and all(
-            o["last_error"] is None for o in outputs.values())
+            o["last_error"] is None for o in outputs.values()) and self.pipeline.failing is None
         return {
             "pid": os.getpid(),
             "version": __version__,
@@ -135,6 +150,8 @@ class Agent:
             "collectors": collectors,
             "outputs": outputs,
             "process": self.process.read(),
+            "pipeline": self.pipeline.totals(),
+            "alerts": {**self.alerts.stats(), "engine_errors_total": self.alert_failures} if self.alerts else None,
             "state_files_set_aside": set_aside_files(),
         }
 
@@ -186,6 +203,7 @@ class Agent:
             fields = {k: st[k] for k in OUTPUT_FIELDS if st.get(k) is not None}
             acc.add("agent", fields, {"component": "output", "name": name})
         self.process.emit(acc)
+        acc.add("agent", self._agent_totals(), {"component": "pipeline"})
         pending = self._publish(acc.close())  # the one path: alert rules on agent.* see these too
         if pending is not None:
             await pending

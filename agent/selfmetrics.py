@@ -19,7 +19,7 @@ def _m(field: str, kind: Kind, unit: str, desc: str, tags: tuple[str, ...]) -> M
 
 _COL = ("component", "name", "collector")
 _OUT = ("component", "name")
-_PROC = ("component",)
+_PROC = ("component",)  # process, pipeline, alerts
 
 AGENT_METRICS: tuple[Metric, ...] = (
     _m("run_success", G, "bool", "last run of this collector instance succeeded (not present counts as success)", _COL),
@@ -30,6 +30,8 @@ AGENT_METRICS: tuple[Metric, ...] = (
     _m("errors_total", C, "count", "runs that raised", _COL),
     _m("timeouts_total", C, "count", "runs abandoned past their deadline", _COL),
     _m("skipped_total", C, "count", "runs skipped because the previous one was still running", _COL),
+    _m("invalid_values_total", C, "count", "field values dropped as not finite (NaN, inf)", _COL),
+    _m("late_samples_total", C, "count", "adds refused from a run abandoned past its deadline", _COL),
     _m("queue_depth_samples", G, "count", "samples waiting for this output", _OUT),
     _m("queue_capacity_samples", G, "count", "samples this output's queue holds at most", _OUT),
     _m("queue_dropped_samples_total", C, "count", "samples dropped because this output's queue was full", _OUT),
@@ -54,6 +56,14 @@ AGENT_METRICS: tuple[Metric, ...] = (
     _m("open_fds", G, "count", "open file descriptors of the agent process", _PROC),
     _m("uptime_seconds", G, "seconds", "time since the agent started", _PROC),
     _m("state_files_set_aside_total", C, "count", "unusable state files moved aside (NAME.corrupt-TIMESTAMP)", _PROC),
+    _m("published_samples_total", C, "count", "samples handed to the outputs (collections, self-metrics, alerts)",
+       _PROC),
+    _m("pipeline_spool_errors_total", C, "count", "hand-offs to a disk-buffered output that raised (logged once)",
+       _PROC),
+    _m("rule_evaluations_total", C, "count", "evaluations of the alert rules", _PROC),
+    _m("rule_errors_total", C, "count", "evaluations of one rule that raised (its alerts keep their state)", _PROC),
+    _m("alerts_firing", G, "count", "alerts firing now", _PROC),
+    _m("alerts_pending", G, "count", "alerts pending (active, waiting out their `for`)", _PROC),
 )
 
 

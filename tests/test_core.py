@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler
 
 import pytest
+
+from agent.collector import Collector
 
 from .services import serve_http
 from .test_cli_e2e import ROOT, agent_env, cli
@@ -30,6 +33,21 @@ class Refusing(BaseHTTPRequestHandler):
 
     def log_message(self, *a):
         pass
+
+
+RELEASE = threading.Event()
+
+
+class Odd(Collector):
+    """A collector that adds a NaN field every run; instance `slow` also adds after its deadline."""
+
+    kind = "odd"
+
+    def collect(self, acc):
+        acc.add("odd", {"value_bytes": float("nan"), "ok_bytes": 1})
+        if self.ctx.instance == "slow":
+            RELEASE.wait(5)
+            acc.add("odd", {"late_bytes": 2})  # the run was abandoned by now
 
 
 @pytest.mark.services
@@ -82,3 +100,61 @@ outputs:
     assert firing["CollectorFailing"]["labels"]["name"] in ("host", "network", "storage")
     assert firing["OutputAuthFailing"]["labels"]["name"] == "influxdb"
     assert firing["OutputAuthFailing"]["severity"] == "critical"
+
+
+def test_what_the_core_counts_it_reports(tmp_path, caplog):
+    """Fields dropped as NaN, adds of a run abandoned past its deadline, a rule that cannot be evaluated, a
+    hand-off to an output that raises: each is counted in status and in the `agent` measurement."""
+    import asyncio
+    import logging
+
+    from agent.config import build_config
+    from agent.registry import Registry
+    from agent.scheduler import Agent
+
+    reg = Registry({"odd": "tests.test_core:Odd"})
+    rules = tmp_path / "rules.yaml"
+    # `and` with a scalar side parses and raises when evaluated ('and' needs vectors on both sides)
+    rules.write_text("groups:\n  - name: t\n    rules:\n      - alert: Broken\n"
+                     "        expr: agent.uptime_seconds > 0 and 1\n")
+    cfg = build_config({"agent": {"hostname": "t1", "interval": 0.5, "align": False},
+                        "alerts": {"default_rules": False, "rules": [str(rules)]},
+                        "collectors": {"odd": [{"name": "odd"}, {"name": "slow", "timeout": 0.3}]}},
+                       {}, None, reg)
+    agent = Agent(cfg, tmp_path / "state", reg)
+
+    class Exploding:
+        name = "exploding"
+        buffered = True
+
+        def start(self): ...
+        def append(self, samples): raise OSError("No space left on device")
+        def stats(self): return {"last_error": None}
+        def flush(self, timeout): return True
+        def stop(self, timeout): return True
+
+    agent.pipeline.buffered.append(Exploding())
+    from concurrent.futures import ThreadPoolExecutor
+    agent.pipeline._spool = agent.pipeline._spool or ThreadPoolExecutor(1)
+    caplog.set_level(logging.INFO)
+
+    async def main():
+        task = asyncio.create_task(agent.run(duration=2.0, flush_timeout=1))
+        await asyncio.sleep(1.0)
+        RELEASE.set()
+        return await task
+
+    asyncio.run(main())
+    st = agent.status()
+    assert st["collectors"]["odd"]["invalid_values_total"] >= 2
+    assert st["collectors"]["slow"]["late_samples_total"] >= 1
+    assert st["alerts"]["rule_errors_total"] >= 2 and st["alerts"]["rules_failing"] == ["Broken"]
+    assert caplog.text.count("alert rule Broken cannot be evaluated") == 1
+    assert st["pipeline"]["pipeline_spool_errors_total"] >= 2 and st["healthy"] is False
+    from agent.outputs.local import query
+
+    stored = query(tmp_path / "state" / "metrics.db", "agent", tags={"component": "pipeline"})
+    assert stored and stored[-1].fields["rule_errors_total"] >= 2
+    assert stored[-1].fields["pipeline_spool_errors_total"] >= 1
+    odd = query(tmp_path / "state" / "metrics.db", "agent", tags={"component": "collector", "name": "odd"})
+    assert odd and odd[-1].fields["invalid_values_total"] >= 1

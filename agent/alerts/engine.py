@@ -235,6 +235,9 @@ class AlertEngine:
         self.store = store
         self.alerts: dict[str, dict] = store.load() if store else {}
         self.lock = threading.Lock()
+        self.evaluations = 0
+        self.rule_errors = 0  # evaluations of one rule that raised
+        self._rule_error: dict[str, str] = {}  # rule -> the error last logged (logged once per new error)
 
     def observe(self, samples: list[Sample]) -> None:
         self.history.observe(samples)
@@ -245,12 +248,21 @@ class AlertEngine:
         with self.lock:
             removed: list[str] = []
             self._events = {}
+            self.evaluations += 1
             for rule in self.rules:
                 try:
                     active = evaluate(rule.expr, self.history, now)
                     clear = evaluate(rule.clear, self.history, now) if rule.clear else None
-                except Exception:  # a rule that cannot be evaluated now (e.g. scalar set op) stays as it was
+                except Exception as e:  # a rule that cannot be evaluated now stays as it was; said once, counted
+                    self.rule_errors += 1
+                    why = f"{type(e).__name__}: {e}"
+                    if self._rule_error.get(rule.name) != why:
+                        self._rule_error[rule.name] = why
+                        log.error("alert rule %s cannot be evaluated: %s (its alerts keep their state)",
+                                  rule.name, why)
                     continue
+                if self._rule_error.pop(rule.name, None) is not None:
+                    log.info("alert rule %s evaluates again", rule.name)
                 active = _finite(active)
                 if clear is not None:
                     clear = _finite(clear)
@@ -274,6 +286,12 @@ class AlertEngine:
                 for receiver, alerts in self._events.items():
                     self.notifier.submit(receiver, alerts)
             return self._samples(now)
+
+    def stats(self) -> dict:
+        states = [a["state"] for a in self.alerts.values()]
+        return {"rules": len(self.rules), "evaluations_total": self.evaluations,
+                "rule_errors_total": self.rule_errors, "rules_failing": sorted(self._rule_error),
+                "firing": states.count("firing"), "pending": states.count("pending")}
 
     def _notify(self, rule: CompiledRule, key: str, a: dict, now: float, transition: bool) -> None:
         if self.notifier is None:
