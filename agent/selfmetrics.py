@@ -48,7 +48,7 @@ AGENT_METRICS: tuple[Metric, ...] = (
     _m("memory_backlog_points", G, "count", "points held in memory because the disk buffer refuses appends", _OUT),
     _m("spool_lost_points_total", C, "count", "points lost because the disk buffer refused them and memory was full", _OUT),
     _m("spool_errors_total", C, "count", "appends the disk buffer refused (disk full, I/O error)", _OUT),
-    _m("requests_total", C, "count", "write requests sent", _OUT),
+    _m("requests_total", C, "requests", "write requests sent", _OUT),
     _m("auth_failing", G, "bool", "the server answers 401/403: points are kept, nothing is delivered", _OUT),
     _m("cpu_seconds_total", C, "seconds", "CPU time (user+system) of the agent process", _PROC),
     _m("memory_rss_bytes", G, "bytes", "resident set size of the agent process", _PROC),

@@ -46,8 +46,14 @@ def test_names_carry_units_and_counters_are_totals():
     for m in CAT:
         assert re.fullmatch(r"[a-z][a-z0-9_]*", m.field), m
         assert re.fullmatch(r"[a-z][a-z0-9_]*", m.measurement), m
-        suffixes = UNIT_SUFFIXES[m.unit]
-        assert any(s in m.field for s in suffixes), f"{m.measurement}.{m.field} should carry its unit {m.unit}"
+        base = m.field.removesuffix("_total") if m.kind is Kind.COUNTER else m.field
+        suffixes = [s for s in UNIT_SUFFIXES[m.unit] if s]
+        others = {s for u, ss in UNIT_SUFFIXES.items() if u != m.unit for s in ss if s and s not in suffixes}
+        if suffixes:  # the name ends with its unit (a counter: just before _total)
+            assert base.endswith(tuple(suffixes)), f"{m.measurement}.{m.field} should end with its unit {m.unit}"
+        # no name ends with another unit's suffix: a count called _bytes, or seconds called _percent, lies
+        wrong = [s for s in others if base.endswith(s) and not base.endswith(tuple(suffixes or ["\0"]))]
+        assert not wrong, f"{m.measurement}.{m.field} ({m.unit}) ends like a {wrong} metric"
         if m.kind is Kind.COUNTER:
             assert m.field.endswith("_total"), m
         else:

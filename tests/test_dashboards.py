@@ -124,7 +124,7 @@ def scenario(now_ns: int, site: str = "fra1") -> tuple[list[Sample], dict]:
                                {"power_watts": pdu_w, "energy_joules_total": pdu_w * t}, ts))
             step.append(Sample("pdu", {**poller, "device": f"pdu-{rack}", "rack": rack, "role": "it",
                                        "scope": "phase", "phase": "1"},
-                               {"current_amperes": pdu_w / 230 * 2, "load_percent_of_rating": pdu_w / 35}, ts))
+                               {"current_amperes": pdu_w / 230 * 2, "rated_load_percent": pdu_w / 35}, ts))
             step.append(Sample("environment", {**poller, "device": f"pdu-{rack}", "rack": rack, "sensor": "1"},
                                {"temperature_celsius": 24.0 + facts["hot"], "humidity_percent": 40.0 + facts["hot"]},
                                ts))

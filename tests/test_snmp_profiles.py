@@ -161,7 +161,7 @@ TABLE = [
         ("pdu", t(pdu="1", inlet="1", inlet_name="TowerA_InfeedA", scope="inlet", vendor="servertech"),
          "current_amperes", 3.62, "amperes"),                                   # 362 hundredths
         ("pdu", t(pdu="1", inlet="1", inlet_name="TowerA_InfeedA", scope="inlet", vendor="servertech"),
-         "load_percent_of_rating", 12.067, "percent"),                          # 3.62 A of 30 A
+         "rated_load_percent", 12.067, "percent"),                          # 3.62 A of 30 A
         ("pdu", t(pdu="2", inlet="1", inlet_name="TowerB_InfeedA", scope="inlet", vendor="servertech"),
          "voltage_volts", 205.9, "volts"),                                      # 2059 tenths
         ("environment", t(pdu="1", sensor="Temp_Humid_Sensor_A1", vendor="servertech"),

@@ -119,7 +119,7 @@ def power_cooling() -> Dashboard:
             legend="$tag_site $tag_rack")],
               unit="watt", stack=True),
         Panel("Phase load against rating", "bargauge", [Query(
-            f'SELECT last("load_percent_of_rating") FROM "pdu" {F} GROUP BY "device", "phase", "bank", "inlet"',
+            f'SELECT last("rated_load_percent") FROM "pdu" {F} GROUP BY "device", "phase", "bank", "inlet"',
             legend="$tag_device $tag_phase$tag_bank$tag_inlet")], unit="percent", min=0, max=100,
               thresholds=[(None, "green"), (80, "orange"), (90, "red")]),
         Panel("UPS load and battery", "timeseries", [

@@ -395,8 +395,8 @@ def _derived(measurement: str, tags: dict, readings: list[Reading], cat) -> list
     got = {r.field: r.value for r in readings}
     amps, rated = got.get("current_amperes"), got.get("rated_current_amperes")
     if isinstance(amps, (int, float)) and isinstance(rated, (int, float)) and rated > 0:
-        return [Reading("pdu", tags, "load_percent_of_rating", round(100.0 * amps / rated, 3),
-                        cat[("pdu", "load_percent_of_rating")][1])]
+        return [Reading("pdu", tags, "rated_load_percent", round(100.0 * amps / rated, 3),
+                        cat[("pdu", "rated_load_percent")][1])]
     return []
 
 
