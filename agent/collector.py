@@ -47,9 +47,9 @@ class Collector:
     Options: ClassVar[type[CollectorOptions]] = CollectorOptions
     METRICS: ClassVar[tuple[Metric, ...]] = ()
     default_enabled: ClassVar[bool] = True
-    # Derives its metrics from other collectors' samples (the agent's sample bus): one-shot
-    # collection runs it after the others.
-    derived: ClassVar[bool] = False
+    # The collector kinds whose samples it reads from the agent's sample bus (efficiency: gpu, inference, snmp):
+    # it runs after them, in the daemon's first runs and in `aifactory collect` alike (agent.runner.stages).
+    consumes: ClassVar[tuple[str, ...]] = ()
     # "module:function" adding this collector's own commands to `aifactory` (see agent/cli/common.py)
     cli: ClassVar[str | None] = None
 

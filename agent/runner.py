@@ -185,3 +185,25 @@ class InstanceRunner:
                 self.collector.close()
             except Exception as e:
                 log.warning("collector %s: close failed: %s", self.name, e)
+
+
+def stages(runners: list[InstanceRunner]) -> list[list[InstanceRunner]]:
+    """Runners in the order their inputs need: a collector that consumes others' samples comes after every
+    instance of the kinds it consumes. One ordering for the daemon's first runs and for `aifactory collect`."""
+    from graphlib import CycleError, TopologicalSorter
+
+    kinds = {r.cfg.kind for r in runners}
+    graph = TopologicalSorter()
+    for r in runners:
+        needs = getattr(r.collector, "consumes", ()) if r.collector is not None else ()
+        graph.add(r.cfg.kind, *[k for k in needs if k in kinds and k != r.cfg.kind])
+    try:
+        graph.prepare()
+    except CycleError as e:
+        raise ValueError(f"collectors consume each other's samples in a cycle: {e.args[1]}") from None
+    out: list[list[InstanceRunner]] = []
+    while graph.is_active():
+        ready = graph.get_ready()
+        out.append([r for r in runners if r.cfg.kind in ready])
+        graph.done(*ready)
+    return [s for s in out if s]

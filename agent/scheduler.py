@@ -25,7 +25,7 @@ from .outputs.influxdb import InfluxOutput
 from .outputs.local import LocalStore
 from .pipeline import Pipeline
 from .registry import Registry, default_registry
-from .runner import InstanceRunner, grid_ts
+from .runner import InstanceRunner, grid_ts, stages
 from .sdnotify import Notifier as SdNotifier
 from .selfmetrics import OUTPUT_FIELDS, ProcessStats
 from .state import set_aside_files, write_status
@@ -285,6 +285,7 @@ class Agent:
         agent = self.config.settings.agent
         scheduler = AsyncIOScheduler(timezone=UTC)
         now = time.time()
+        stage_of = {id(r): i for i, stage in enumerate(stages(self.runners)) for r in stage}
         for r in self.runners:
             if r.collector is None:
                 continue
@@ -295,8 +296,8 @@ class Agent:
                                            start_date=datetime.fromtimestamp(start, UTC)),
                 args=[r], id=f"collector:{r.name}", max_instances=1, coalesce=True,
                 misfire_grace_time=max(1, int(iv)),
-                # the first run at once (derived collectors a moment later, after the others' first samples)
-                **({"next_run_time": datetime.fromtimestamp(now + (0.5 if r.collector.derived else 0.0), UTC)}
+                # the first run at once; a collector consuming others' samples a moment after each stage it needs
+                **({"next_run_time": datetime.fromtimestamp(now + 0.5 * stage_of[id(r)], UTC)}
                    if first_now else {}))
         iv = agent.interval
         scheduler.add_job(self._self_metrics_job, IntervalTrigger(

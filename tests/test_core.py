@@ -158,3 +158,24 @@ def test_what_the_core_counts_it_reports(tmp_path, caplog):
     assert stored[-1].fields["pipeline_spool_errors_total"] >= 1
     odd = query(tmp_path / "state" / "metrics.db", "agent", tags={"component": "collector", "name": "odd"})
     assert odd and odd[-1].fields["invalid_values_total"] >= 1
+
+
+def test_one_ordering_from_declared_consumers():
+    """`consumes` orders the daemon's first runs and `aifactory collect` alike; a cycle is refused."""
+    from types import SimpleNamespace
+
+    from agent.runner import stages
+
+    def runner(kind, consumes=()):
+        return SimpleNamespace(cfg=SimpleNamespace(kind=kind), collector=SimpleNamespace(consumes=consumes))
+
+    gpu, inf, snmp = runner("gpu"), runner("inference"), runner("snmp")
+    eff = runner("efficiency", ("gpu", "inference", "snmp"))
+    report = runner("report", ("efficiency",))
+    order = stages([report, eff, gpu, inf, snmp])
+    assert [sorted(r.cfg.kind for r in s) for s in order] == [["gpu", "inference", "snmp"], ["efficiency"],
+                                                              ["report"]]
+    # consuming a kind that is not configured is no dependency
+    assert [[r.cfg.kind for r in s] for s in stages([eff])] == [["efficiency"]]
+    with pytest.raises(ValueError, match="cycle"):
+        stages([runner("a", ("b",)), runner("b", ("a",))])

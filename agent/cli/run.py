@@ -9,6 +9,7 @@ import time
 
 from ..config import EX_CONFIG, EX_TEMPFAIL
 from ..model import to_line_protocol
+from ..runner import stages
 from .common import EX_FAIL, EX_OK, EX_USAGE, load, setup_logging, state_dir_of
 
 
@@ -56,17 +57,16 @@ def cmd_collect(args) -> int:
     samples: list = []
     runners = build_runners(config, default_registry(), samples.extend, None, only or None)
 
+    order = stages(runners)  # a collector that consumes others' samples (efficiency) runs after them
+
     async def runs():
-        # Derived collectors (efficiency) read what the others publish: they run after them.
-        first = [r for r in runners if not getattr(r.collector, "derived", False)]
-        then = [r for r in runners if getattr(r.collector, "derived", False)]
         start = time.time_ns()
         step = int(args.every * 1e9)
         for k in range(max(1, args.runs)):
             ts = start + k * step
             await asyncio.sleep(max(0.0, (ts - time.time_ns()) / 1e9))
-            await asyncio.gather(*(r.run_once(ts) for r in first))
-            await asyncio.gather(*(r.run_once(ts) for r in then))
+            for stage in order:
+                await asyncio.gather(*(r.run_once(ts) for r in stage))
 
     asyncio.run(runs())
     for r in runners:

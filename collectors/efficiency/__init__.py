@@ -135,7 +135,7 @@ class EfficiencyCollector(Collector):
     kind = "efficiency"
     Options = EfficiencyOptions
     METRICS = METRICS
-    derived = True
+    consumes = ("gpu", "inference", "snmp")  # energy counters and token counters from the bus
 
     def __init__(self, options: EfficiencyOptions, ctx) -> None:
         super().__init__(options, ctx)
