@@ -107,12 +107,13 @@ class Agent:
         # The agent rewrites status.json after every run: one older than this means it is not running.
         self.stale_after = max(60.0, 3 * max(intervals))
 
-    def _publish(self, samples):
-        """Every collection: to the alert engine (evaluated at once), then to the outputs with the alert states."""
+    def _publish(self, samples, full: bool = False):
+        """The one path of every sample: to the alert engine, which evaluates the rules reading what came (all
+        of them with `full`, once per agent interval with the self-metrics), then to the bus-fed outputs."""
         if self.alerts is not None and samples:
             self.alerts.observe(samples)
             try:
-                samples = samples + self.alerts.evaluate()
+                samples = samples + self.alerts.evaluate(touched=None if full else {s.measurement for s in samples})
                 self._alerting.recovered("alert evaluation works again")
             except Exception as e:  # never lose a collection to the alert engine; said once, counted
                 self.alert_failures += 1
@@ -125,7 +126,7 @@ class Agent:
         out = dict(self.pipeline.totals())
         if self.alerts is not None:
             st = self.alerts.stats()
-            out.update(rule_evaluations_total=st["evaluations_total"],
+            out.update(rule_evaluations_total=st["rule_evaluations_total"],
                        rule_errors_total=st["rule_errors_total"] + self.alert_failures,
                        alerts_firing=st["firing"], alerts_pending=st["pending"])
         return out
@@ -204,7 +205,7 @@ class Agent:
             acc.add("agent", fields, {"component": "output", "name": name})
         self.process.emit(acc)
         acc.add("agent", self._agent_totals(), {"component": "pipeline"})
-        pending = self._publish(acc.close())  # the one path: alert rules on agent.* see these too
+        pending = self._publish(acc.close(), full=True)  # the one path: rules on agent.* see these too
         if pending is not None:
             await pending
 

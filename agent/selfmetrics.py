@@ -60,7 +60,8 @@ AGENT_METRICS: tuple[Metric, ...] = (
        _PROC),
     _m("pipeline_spool_errors_total", C, "count", "hand-offs to a disk-buffered output that raised (logged once)",
        _PROC),
-    _m("rule_evaluations_total", C, "count", "evaluations of the alert rules", _PROC),
+    _m("rule_evaluations_total", C, "count", "evaluations of one alert rule (when its series came, and a full "
+       "pass every agent interval)", _PROC),
     _m("rule_errors_total", C, "count", "evaluations of one rule that raised (its alerts keep their state)", _PROC),
     _m("alerts_firing", G, "count", "alerts firing now", _PROC),
     _m("alerts_pending", G, "count", "alerts pending (active, waiting out their `for`)", _PROC),

@@ -179,3 +179,27 @@ def test_one_ordering_from_declared_consumers():
     assert [[r.cfg.kind for r in s] for s in stages([eff])] == [["efficiency"]]
     with pytest.raises(ValueError, match="cycle"):
         stages([runner("a", ("b",)), runner("b", ("a",))])
+
+
+def test_a_rule_is_evaluated_when_its_series_come_not_on_every_collection(tmp_path):
+    from agent.alerts.engine import AlertEngine
+    from agent.alerts.rules import load_rules
+    from agent.model import Sample
+
+    f = tmp_path / "r.yaml"
+    f.write_text("groups:\n  - name: t\n    rules:\n"
+                 "      - alert: HostHot\n        expr: host.memory_used_bytes > 10\n"
+                 "      - alert: DiskFull\n        expr: storage_mount.used_percent > 90\n")
+    engine = AlertEngine(load_rules(f), None)
+    host = [Sample("host", {"host": "n1"}, {"memory_used_bytes": 20}, 1_000_000_000)]
+    disk = [Sample("storage_mount", {"host": "n1", "mountpoint": "/"}, {"used_percent": 95.0}, 1_000_000_000)]
+    other = [Sample("network_interface", {"host": "n1", "interface": "eth0"}, {"up": True}, 1_000_000_000)]
+    for batch in (host, other, other, other):
+        engine.observe(batch)
+        engine.evaluate(now=1.0, touched={s.measurement for s in batch})
+    assert engine.stats()["rule_evaluations_total"] == 1  # HostHot once; DiskFull never (its series did not come)
+    assert {a["alertname"] for a in engine.alerts.values()} == {"HostHot"}
+    engine.observe(disk)
+    engine.evaluate(now=2.0)  # a full pass: every rule
+    assert engine.stats()["rule_evaluations_total"] == 3
+    assert {a["alertname"] for a in engine.alerts.values()} == {"HostHot", "DiskFull"}

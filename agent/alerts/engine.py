@@ -225,11 +225,13 @@ class AlertEngine:
         self._removed: list[str] = []  # keys to delete from the store at the next save that succeeds
         self._events: dict[str, list[dict]] = {}
         keep: dict[tuple[str, str], float] = {}
+        self.reads: dict[str, set[str]] = {}  # rule -> the measurements it reads
         for rule in rules:
             for node in (rule.expr, rule.clear):
                 for sel, rng in selectors(node) if node else []:
                     key = (sel.measurement, sel.field)
                     keep[key] = max(keep.get(key, 0.0), rng + 60.0 if rng else 0.0)
+                    self.reads.setdefault(rule.name, set()).add(sel.measurement)
         self.history = History(keep)
         self._pruned_at = 0.0
         self.store = store
@@ -242,14 +244,21 @@ class AlertEngine:
     def observe(self, samples: list[Sample]) -> None:
         self.history.observe(samples)
 
-    def evaluate(self, now: float | None = None) -> list[Sample]:
-        """Advance every rule's states at `now`; returns the `alerts` samples to publish."""
+    def evaluate(self, now: float | None = None, touched: set[str] | None = None) -> list[Sample]:
+        """Advance the rules' states at `now`; returns the `alerts` samples to publish.
+
+        With `touched` (the measurements of the collection just observed) only the rules reading one of them
+        are evaluated: once per collection cycle of their series, not once per run of any collector. A full
+        pass (touched None) catches series that stopped coming.
+        """
         now = time.time() if now is None else now
         with self.lock:
             removed: list[str] = []
             self._events = {}
-            self.evaluations += 1
             for rule in self.rules:
+                if touched is not None and rule.name in self.reads and not self.reads[rule.name] & touched:
+                    continue
+                self.evaluations += 1
                 try:
                     active = evaluate(rule.expr, self.history, now)
                     clear = evaluate(rule.clear, self.history, now) if rule.clear else None
@@ -289,7 +298,7 @@ class AlertEngine:
 
     def stats(self) -> dict:
         states = [a["state"] for a in self.alerts.values()]
-        return {"rules": len(self.rules), "evaluations_total": self.evaluations,
+        return {"rules": len(self.rules), "rule_evaluations_total": self.evaluations,
                 "rule_errors_total": self.rule_errors, "rules_failing": sorted(self._rule_error),
                 "firing": states.count("firing"), "pending": states.count("pending")}
 
