@@ -1,0 +1,280 @@
+"""The one output contract, in the spirit of Telegraf's RunningOutput.
+
+An output module under agent/outputs/ only encodes samples into records and writes a batch of them,
+answering with a ``Result``. Everything else lives here, once, for every output:
+
+- a crash-safe disk buffer (``DiskBuffer``): appended before a collection counts as done, a batch leaves it
+  only when the destination acknowledged it; caps evict the oldest points and count them exactly;
+- a bounded memory backlog when that buffer refuses appends (disk full, I/O error): appended with the next
+  collection that succeeds, only what overflows it is lost and counted;
+- batching, and a sender thread per output with exponential back-off and jitter, honouring ``Result.after``;
+- outcome classes: ``ok`` (acknowledged), ``reject`` (the destination refuses something in the batch: split in
+  halves until the refused records are alone, which are dropped and counted), ``too_large`` (split),
+  ``retry`` (kept, retried later), ``auth`` (kept, retried, reported loudly);
+- state (ok, retrying, auth_failed, rejecting, buffer_error; buffer_failing while appends are refused) and
+  the counters ``aifactory status`` and the ``agent`` measurement report.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..backoff import backoff
+from ..logonce import Latch
+from ..model import Sample
+from .buffer import DiskBuffer
+
+log = logging.getLogger(__name__)
+
+BACKLOG_MAX = 200_000  # records held in memory while the disk buffer refuses appends (~40 MB of line protocol)
+
+
+@dataclass
+class Result:
+    """A writer's answer for one batch."""
+
+    kind: str  # ok | reject | too_large | retry | auth
+    reason: str = ""
+    after: float | None = None  # seconds the destination asks to wait (Retry-After)
+
+
+OK = Result("ok")
+
+
+class TransportError(Exception):
+    """No answer from the destination: connection refused or reset, timeout, TLS failure, an I/O error."""
+
+
+class Writer(Protocol):
+    """What an output module provides: encode, write a batch, close (see docs/extending.md)."""
+
+    def encode(self, samples: list[Sample]) -> list[bytes]:
+        """One record per sample (a line of line protocol, a JSON line)."""
+
+    def write(self, records: list[bytes]) -> Result:
+        """Write one batch; raise TransportError when the destination did not answer."""
+
+    def describe(self, record: bytes) -> str:
+        """A refused record, shortened for the log."""
+
+    def close(self) -> None: ...
+
+    def stats(self) -> dict:
+        """Destination facts for status (url, path, ...)."""
+
+
+class Retry(Exception):
+    def __init__(self, reason: str, after: float | None = None, auth: bool = False) -> None:
+        super().__init__(reason)
+        self.after = after
+        self.auth = auth
+
+
+class Stopping(Exception):
+    """The agent stops while a batch is being split: the rest of it stays in the buffer for the next start."""
+
+
+class RunningOutput:
+    """One destination: appends go to its disk buffer; a daemon thread sends them through its writer."""
+
+    buffered = True  # appended in the pipeline's spool thread: a collection is done once it is on disk
+
+    def __init__(self, name: str, writer: Writer, buffer: DiskBuffer, batch_size: int = 5000,
+                 flush_interval: float = 10.0, flush_jitter: float = 0.0, retry_max: float = 60.0) -> None:
+        self.name = name
+        self.writer = writer
+        self.buffer = buffer
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.flush_jitter = flush_jitter
+        self.retry_max = retry_max
+        self.sent = 0
+        self.rejected = 0
+        self.requests = 0
+        self.write_errors = 0
+        self.state = "ok"
+        self.last_error: str | None = None
+        self._backlog: list[bytes] = []
+        self._backlog_lock = threading.Lock()
+        self._spool = Latch(log)
+        self.spool_lost = 0
+        self.spool_failures = 0
+        self._last_rejection = ""
+        self.last_success_ns: int | None = None
+        self._logged_rejections: set[str] = set()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread = threading.Thread(target=self._loop, name=f"output-{self.name}", daemon=True)
+
+    # --- called by the pipeline ---------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def append(self, samples: list[Sample]) -> None:
+        """Persist before the collection counts as done (runs in the spool thread)."""
+        records = self.writer.encode([s for s in samples if s.fields])
+        with self._backlog_lock:
+            if self._backlog:
+                records = self._backlog + records
+            try:
+                self.buffer.append(records)
+            except sqlite3.Error as e:
+                self.spool_failures += 1
+                over = len(records) - BACKLOG_MAX
+                if over > 0:
+                    self.spool_lost += over
+                    records = records[over:]
+                self._backlog = records
+                self._spool.failed(f"cannot append to the disk buffer {self.buffer.path}: {e}",
+                                   "output %s: cannot append to the disk buffer %s: %s; %d points held in memory "
+                                   "(at most %d)", self.name, self.buffer.path, e, len(records), BACKLOG_MAX)
+                return
+            self._spool.recovered("output %s: disk buffer writable again; %d points from memory appended%s",
+                                  self.name, len(self._backlog),
+                                  f", {self.spool_lost} lost so far" if self.spool_lost else "")
+            self._backlog = []
+        if len(self.buffer) >= self.batch_size:
+            self._wake.set()
+
+    def flush(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.buffer) == 0 and self._idle.is_set() and not self._backlog:
+                return True
+            if self.state in ("retrying", "auth_failed"):
+                return False  # the destination is refusing or away: what is buffered stays for next time
+            self._wake.set()
+            time.sleep(0.02)
+        return len(self.buffer) == 0
+
+    def stop(self, timeout: float) -> bool:
+        done = self.flush(timeout)
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout=max(0.5, timeout))
+        if self._thread.is_alive():
+            # a write still in flight past the deadline: its connection and the buffer stay open under it
+            # (the thread is a daemon); what it has not acknowledged is in the buffer for the next start
+            log.warning("output %s: a write is still in flight at shutdown; left to finish or die with the process",
+                        self.name)
+        else:
+            self.writer.close()
+            self.buffer.close()
+        if self._backlog:
+            log.error("output %s: %d points held in memory (the disk buffer refused them) are lost at shutdown",
+                      self.name, len(self._backlog))
+            self.spool_lost += len(self._backlog)
+            self._backlog = []
+        if not done:
+            log.warning("output %s: %d points stay in the disk buffer and will be sent after the restart",
+                        self.name, len(self.buffer))
+        return done
+
+    # --- the sender ---------------------------------------------------------------
+    def _loop(self) -> None:
+        failures = 0
+        while not self._stopping:
+            try:
+                failures = self._step(failures)
+            except Exception as e:  # the buffer's disk (full, I/O error): never let the sender die
+                failures += 1
+                self.buffer.release()
+                self._set_state("buffer_error", f"disk buffer: {type(e).__name__}: {e}")
+                self._pause(backoff(failures, 0.2, 5.0))  # a local disk: space comes back soon
+
+    def _pause(self, seconds: float) -> None:
+        """Idle until the time is up or something wakes the sender (new points, a flush, the stop)."""
+        self._idle.set()
+        self._wake.wait(seconds)
+        self._wake.clear()
+
+    def _step(self, failures: int) -> int:
+        ids, records = self.buffer.peek(self.batch_size)
+        if not ids:
+            self._pause(self.flush_interval + random.random() * self.flush_jitter)
+            return failures
+        self._idle.clear()
+        rejected_before = self.rejected
+        try:
+            self._deliver(records)
+        except Stopping:
+            self.buffer.release()
+            return failures
+        except Retry as r:
+            self.buffer.release()
+            failures += 1
+            self.write_errors += 1
+            self._set_state("auth_failed" if r.auth else "retrying", str(r))
+            self._pause(max(r.after or 0.0, backoff(failures, 0.5, self.retry_max)))
+            return failures
+        self.buffer.remove(ids)
+        rejected = self.rejected - rejected_before
+        self.sent += len(records) - rejected
+        self.last_success_ns = time.time_ns()
+        if rejected:
+            self._set_state("rejecting", f"the destination rejected {rejected} of {len(records)} points "
+                                         f"of the last batch ({self._last_rejection})")
+        else:
+            self._set_state("ok", None)
+        return 0
+
+    def _set_state(self, state: str, error: str | None) -> None:
+        if state != self.state:
+            if state == "ok":
+                log.info("output %s: delivering again (%d points buffered)", self.name, len(self.buffer))
+            elif state == "rejecting":
+                log.error("output %s: %s; rejected points are dropped", self.name, error)
+            elif state == "auth_failed":
+                log.error("output %s: AUTHENTICATION FAILED, points are kept: %s", self.name, error)
+            else:
+                log.warning("output %s: %s; points are kept and retried", self.name, error)
+        self.state = state
+        self.last_error = error
+
+    def _deliver(self, records: list[bytes]) -> None:
+        if self._stopping:
+            raise Stopping()
+        self.requests += 1
+        try:
+            res = self.writer.write(records)
+        except TransportError as e:
+            raise Retry(str(e)) from None
+        if res.kind == "ok":
+            return
+        if res.kind in ("reject", "too_large"):
+            if len(records) == 1:
+                # one record refused (or alone too large): dropped, counted, said once per reason
+                self.rejected += 1
+                self._last_rejection = res.reason[:200]
+                if res.reason not in self._logged_rejections and len(self._logged_rejections) < 100:
+                    self._logged_rejections.add(res.reason)
+                    log.error("output %s: destination rejected a point (%s); dropped: %s",
+                              self.name, res.reason[:300], self.writer.describe(records[0]))
+                return
+            mid = len(records) // 2
+            self._deliver(records[:mid])
+            self._deliver(records[mid:])
+            return
+        raise Retry(res.reason, res.after, auth=res.kind == "auth")
+
+    def stats(self) -> dict:
+        d = self.buffer.stats()
+        spooling = self._spool.error is not None
+        d.update({"written_samples_total": self.sent, "rejected_points_total": self.rejected,
+                  "write_errors_total": self.write_errors, "requests_total": self.requests,
+                  "state": "buffer_failing" if spooling else self.state,
+                  "last_error": self._spool.error if spooling else self.last_error,
+                  "last_write_ns": self.last_success_ns,
+                  "auth_failing": self.state == "auth_failed",
+                  "memory_backlog_points": len(self._backlog), "spool_lost_points_total": self.spool_lost,
+                  "spool_errors_total": self.spool_failures})
+        d.update(self.writer.stats())
+        return d
