@@ -27,6 +27,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    create_model,
     model_validator,
 )
 
@@ -139,68 +140,6 @@ class CollectorOptions(Strict):
     timeout: Interval | None = Field(None, description="run deadline; default: the interval")
 
 
-class LocalStoreOptions(Strict):
-    enabled: bool = True
-    path: Path | None = Field(None, description="default: STATE_DIR/metrics.db")
-    retention: PositiveDuration = Field(7 * 86400.0, description="samples older than this are deleted")
-    max_size: Size = Field(1 << 30, description="database size cap; the oldest samples go first")
-
-
-class InfluxOutputOptions(Strict):
-    """One InfluxDB destination with its own disk buffer."""
-
-    name: str = Field("influxdb", pattern=r"^[A-Za-z0-9_.-]+$", description="names the buffer and the status row")
-    enabled: bool = True
-    api: Literal["v1", "v2"] = Field("v2", description="v2: /api/v2/write via influxdb-client (InfluxDB 2, 3, "
-                                     "Cloud); v1: /write (InfluxDB 1.x, and 2.x v1 compatibility)")
-    url: HttpUrl = Field(..., description="e.g. https://influx.example:8086")
-    # v2
-    org: str | None = None
-    bucket: str | None = None
-    # v1
-    database: str | None = None
-    retention_policy: str | None = None
-    username: str | None = None
-    # secrets: never inline; a file (systemd credential: a bare name is looked up in
-    # $CREDENTIALS_DIRECTORY) or an environment variable
-    token_file: SecretFile = Field(None, description="file holding the API token")
-    token_env: str | None = Field(None, description="environment variable holding the API token")
-    password_file: SecretFile = Field(None, description="v1 basic auth password file")
-    gzip: bool = True
-    batch_size: int = Field(5000, gt=0, description="points per request")
-    flush_interval: PositiveDuration = Field(10.0, description="send at least this often")
-    flush_jitter: Duration = Field(2.0, description="random extra delay per flush")
-    timeout: PositiveDuration = Field(10.0, description="per request")
-    tls_verify: bool = Field(True, description="verify the server certificate (leave on)")
-    tls_ca_file: Path | None = Field(None, description="CA bundle for a private PKI")
-    buffer_max_size: Size = Field(1 << 30, description="disk buffer cap in bytes; the oldest go first")
-    buffer_max_points: int = Field(10_000_000, gt=0, description="disk buffer cap in points")
-    retry_max: PositiveDuration = Field(60.0, description="longest back-off between retries")
-
-    @model_validator(mode="after")
-    def _check(self):
-        if self.api == "v2" and not self.bucket:
-            raise ValueError("api v2 needs bucket (and org for InfluxDB 2)")
-        if self.api == "v1" and not self.database:
-            raise ValueError("api v1 needs database")
-        if self.token_file and self.token_env:
-            raise ValueError("give token_file or token_env, not both")
-        return self
-
-
-class OutputsSection(Strict):
-    local: LocalStoreOptions = Field(default_factory=LocalStoreOptions)
-    influxdb: list[InfluxOutputOptions] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _unique(self):
-        names = [o.name for o in self.influxdb]
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise ValueError(f"output names must be unique; repeated: {', '.join(sorted(dup))}")
-        return self
-
-
 class Receiver(Strict):
     """Where alert notifications go: a JSON webhook or an Alertmanager (API v2)."""
 
@@ -232,12 +171,55 @@ class AlertsSection(Strict):
         return self
 
 
+class OutputOptions(Strict):
+    """Options every output has (an output's own model, beside its code, subclasses this)."""
+
+    enabled: bool = True
+
+
+class OutputsBase(Strict):
+    """The outputs section, one field per registered output (see settings_model)."""
+
+    @model_validator(mode="after")
+    def _unique(self):
+        # an output's name keys its status row and its buffer file: unique across every output
+        names = [getattr(o, "name", k) for k in type(self).model_fields for o in
+                 (getattr(self, k) if isinstance(getattr(self, k), list) else [getattr(self, k)])
+                 if getattr(o, "enabled", True)]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"output names must be unique; repeated: {', '.join(sorted(dup))}")
+        return self
+
+
 class Settings(Strict):
     agent: AgentSection = Field(default_factory=AgentSection)
     alerts: AlertsSection = Field(default_factory=AlertsSection)
     tags: TagsSection = Field(default_factory=TagsSection)
     collectors: dict[str, Any] = Field(default_factory=dict)
-    outputs: OutputsSection = Field(default_factory=OutputsSection)
+    outputs: OutputsBase = Field(default_factory=OutputsBase)
+
+
+_SETTINGS: dict[tuple, type[Settings]] = {}
+
+
+def settings_model(outputs: dict[str, type]) -> type[Settings]:
+    """Settings whose outputs section has one field per registered output (kind -> class with Options and
+    many): a list of instances where an output can run more than once, else one. Built from the registry
+    handed in, so this module imports no output."""
+    key = tuple(sorted((k, id(cls)) for k, cls in outputs.items()))
+    model = _SETTINGS.get(key)
+    if model is None:
+        fields: dict[str, Any] = {}
+        for kind, cls in outputs.items():
+            if cls.many:
+                fields[kind] = (list[cls.Options], Field(default_factory=list))
+            else:
+                fields[kind] = (cls.Options, Field(default_factory=cls.Options))
+        section = create_model("OutputsSection", __base__=OutputsBase, **fields)
+        model = _SETTINGS[key] = create_model("Settings", __base__=Settings,
+                                              outputs=(section, Field(default_factory=section)))
+    return model
 
 
 @dataclass
@@ -455,10 +437,11 @@ def build_config(data: Any, positions: dict[tuple, int], source: Path | None, re
     if not isinstance(data, dict):
         raise ConfigError([f"{where}:1: the configuration must be a mapping of sections "
                            f"(agent, tags, collectors, outputs)"])
+    model = settings_model(getattr(registry, "outputs", {}))
     try:
-        settings = Settings.model_validate(data)
+        settings = model.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(validation_messages(e, Settings, (), positions, where)) from None
+        raise ConfigError(validation_messages(e, model, (), positions, where)) from None
 
     problems: list[str] = []
     instances: list[InstanceConfig] = []

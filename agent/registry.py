@@ -1,4 +1,4 @@
-"""The collector registry.
+"""The collector and output registry.
 
 Collectors register in ``collectors/__init__.py`` (one line each: name -> "module:Class")
 and, for third-party packages, through the ``aifactory.collectors`` entry-point group.
@@ -38,7 +38,14 @@ class Spec:
 
 
 class Registry:
-    def __init__(self, targets: dict[str, str]):
+    def __init__(self, targets: dict[str, str], outputs: dict[str, str] | None = None):
+        self.outputs: dict[str, type] = {}  # output kind -> class (Options, many, build)
+        for name, target in (outputs if outputs is not None else discover_outputs()).items():
+            try:
+                mod_name, _, attr = target.partition(":")
+                self.outputs[name] = getattr(importlib.import_module(mod_name), attr)
+            except Exception as e:  # a broken output plugin disables itself, not the daemon
+                log.warning("output %s unavailable: %s: %s", name, type(e).__name__, e)
         self.specs: dict[str, Spec] = {}
         for name, target in targets.items():
             spec = Spec(name, target)
@@ -75,6 +82,15 @@ def discover() -> dict[str, str]:
 
     targets = dict(collectors.REGISTRY)
     for ep in entry_points(group="aifactory.collectors"):
+        targets.setdefault(ep.name, ep.value)
+    return targets
+
+
+def discover_outputs() -> dict[str, str]:
+    from . import outputs
+
+    targets = dict(outputs.REGISTRY)
+    for ep in entry_points(group="aifactory.outputs"):
         targets.setdefault(ep.name, ep.value)
     return targets
 

@@ -21,8 +21,6 @@ from .collector import Collector, Context
 from .config import EX_TEMPFAIL, Config
 from .logonce import Latch
 from .model import Accumulator
-from .outputs.influxdb import InfluxOutput
-from .outputs.local import LocalStore
 from .pipeline import Pipeline
 from .registry import Registry, default_registry
 from .runner import InstanceRunner, grid_ts, stages
@@ -74,14 +72,11 @@ class Agent:
         self.state_dir = state_dir
         self.registry = registry or default_registry()
         outputs: list = []
-        local = config.settings.outputs.local
-        self.local_store: LocalStore | None = None
-        if local.enabled:
-            self.local_store = LocalStore(local.path or state_dir / "metrics.db", local.retention, local.max_size)
-            outputs.append(self.local_store)
-        for opts in config.settings.outputs.influxdb:
-            if opts.enabled:
-                outputs.append(InfluxOutput(opts, state_dir))
+        for kind, cls in self.registry.outputs.items():
+            section = getattr(config.settings.outputs, kind, None)
+            for opts in (section if cls.many else [section]) if section is not None else []:
+                if opts.enabled:
+                    outputs.append(cls.build(opts, state_dir))
         self.pipeline = Pipeline(outputs, config.settings.agent.queue_size)
         rules = config_rules(config)
         self.alerts = None

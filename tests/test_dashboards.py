@@ -161,8 +161,7 @@ def scenario(now_ns: int, site: str = "fra1") -> tuple[list[Sample], dict]:
 
 
 def _load(influxd, db: str, samples: list[Sample]) -> None:
-    from agent.config import InfluxOutputOptions
-    from agent.outputs.influxdb import V1Client
+    from agent.outputs.influxdb import InfluxOutputOptions, V1Client
 
     influxd.create_db(db)
     client = V1Client(InfluxOutputOptions(name="i", api="v1", url=influxd.url, database=db), None, None)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError, InfluxOutputOptions, build_config
+from agent.config import ConfigError, build_config
 from agent.model import Sample
 from agent.outputs.buffer import DiskBuffer
-from agent.outputs.influxdb import InfluxOutput
+from agent.outputs.influxdb import InfluxOutput, InfluxOutputOptions
 from agent.registry import Registry
 from agent.scheduler import Agent
 
@@ -161,7 +161,7 @@ def test_outage_of_30s_loses_nothing_and_duplicates_nothing(tmp_path):
 KILL_SCRIPT = """
 import sys, time
 from pathlib import Path
-from agent.config import InfluxOutputOptions
+from agent.outputs.influxdb import InfluxOutputOptions
 from agent.outputs.influxdb import InfluxOutput
 opts = InfluxOutputOptions(name="influx", api="v1", url=sys.argv[1], database=sys.argv[2], batch_size=2000,
                            flush_interval=0.1, flush_jitter=0)

@@ -22,9 +22,12 @@ import logging
 import ssl
 import time
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote, urlencode, urlsplit
 
-from ..config import InfluxOutputOptions
+from pydantic import Field, model_validator
+
+from ..config import Duration, HttpUrl, OutputOptions, PositiveDuration, SecretFile, Size
 from ..model import Sample, to_line
 from ..secrets import read_secret
 from .buffer import DiskBuffer
@@ -33,6 +36,47 @@ from .running import OK, Result, RunningOutput, TransportError
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_MAX = 600.0
+
+
+class InfluxOutputOptions(OutputOptions):
+    """One InfluxDB destination with its own disk buffer."""
+
+    name: str = Field("influxdb", pattern=r"^[A-Za-z0-9_.-]+$", description="names the buffer and the status row")
+    api: Literal["v1", "v2"] = Field("v2", description="v2: /api/v2/write via influxdb-client (InfluxDB 2, 3, "
+                                     "Cloud); v1: /write (InfluxDB 1.x, and 2.x v1 compatibility)")
+    url: HttpUrl = Field(..., description="e.g. https://influx.example:8086")
+    # v2
+    org: str | None = None
+    bucket: str | None = None
+    # v1
+    database: str | None = None
+    retention_policy: str | None = None
+    username: str | None = None
+    # secrets: never inline; a file (systemd credential: a bare name is looked up in
+    # $CREDENTIALS_DIRECTORY) or an environment variable
+    token_file: SecretFile = Field(None, description="file holding the API token")
+    token_env: str | None = Field(None, description="environment variable holding the API token")
+    password_file: SecretFile = Field(None, description="v1 basic auth password file")
+    gzip: bool = True
+    batch_size: int = Field(5000, gt=0, description="points per request")
+    flush_interval: PositiveDuration = Field(10.0, description="send at least this often")
+    flush_jitter: Duration = Field(2.0, description="random extra delay per flush")
+    timeout: PositiveDuration = Field(10.0, description="per request")
+    tls_verify: bool = Field(True, description="verify the server certificate (leave on)")
+    tls_ca_file: Path | None = Field(None, description="CA bundle for a private PKI")
+    buffer_max_size: Size = Field(1 << 30, description="disk buffer cap in bytes; the oldest go first")
+    buffer_max_points: int = Field(10_000_000, gt=0, description="disk buffer cap in points")
+    retry_max: PositiveDuration = Field(60.0, description="longest back-off between retries")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.api == "v2" and not self.bucket:
+            raise ValueError("api v2 needs bucket (and org for InfluxDB 2)")
+        if self.api == "v1" and not self.database:
+            raise ValueError("api v1 needs database")
+        if self.token_file and self.token_env:
+            raise ValueError("give token_file or token_env, not both")
+        return self
 
 
 class Response:
@@ -188,6 +232,13 @@ class InfluxWriter:
 
 class InfluxOutput(RunningOutput):
     """One InfluxDB destination with its own disk buffer (outputs.influxdb[] in the config)."""
+
+    Options = InfluxOutputOptions
+    many = True
+
+    @classmethod
+    def build(cls, opts: InfluxOutputOptions, state_dir: Path) -> InfluxOutput:
+        return cls(opts, state_dir)
 
     def __init__(self, opts: InfluxOutputOptions, state_dir: Path, client=None) -> None:
         where = f"outputs.influxdb[{opts.name}]"

@@ -17,6 +17,9 @@ import sqlite3
 import time
 from pathlib import Path
 
+from pydantic import Field
+
+from ..config import OutputOptions, PositiveDuration, Size
 from ..model import Sample
 from ..state import open_or_set_aside, retry_after_damage, set_aside
 
@@ -37,6 +40,16 @@ CREATE TABLE IF NOT EXISTS points (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS points_ts ON points (ts);
 """
+
+
+class LocalStoreOptions(OutputOptions):
+    """The embedded store in the state directory (outputs.local)."""
+
+    path: Path | None = Field(None, description="default: STATE_DIR/metrics.db")
+    retention: PositiveDuration = Field(7 * 86400.0, description="samples older than this are deleted")
+    max_size: Size = Field(1 << 30, description="database size cap; the oldest samples go first")
+
+
 
 
 def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -222,3 +235,14 @@ def measurements(path: Path) -> list[str]:
         return [r[0] for r in conn.execute("SELECT DISTINCT measurement FROM series ORDER BY 1")]
     finally:
         conn.close()
+
+
+class LocalOutput:
+    """outputs.local in the registry: the store, fed through a memory queue (agent.pipeline)."""
+
+    Options = LocalStoreOptions
+    many = False
+
+    @staticmethod
+    def build(opts: LocalStoreOptions, state_dir: Path) -> LocalStore:
+        return LocalStore(opts.path or state_dir / "metrics.db", opts.retention, opts.max_size)
