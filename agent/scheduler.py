@@ -76,8 +76,8 @@ class Agent:
             section = getattr(config.settings.outputs, kind, None)
             for opts in (section if cls.many else [section]) if section is not None else []:
                 if opts.enabled:
-                    outputs.append(cls.build(opts, state_dir))
-        self.pipeline = Pipeline(outputs, config.settings.agent.queue_size)
+                    outputs.append(cls.build(opts, state_dir, config.settings.agent))
+        self.pipeline = Pipeline(outputs)
         rules = config_rules(config)
         self.alerts = None
         if rules:

@@ -133,9 +133,7 @@ def test_what_the_core_counts_it_reports(tmp_path, caplog):
         def flush(self, timeout): return True
         def stop(self, timeout): return True
 
-    agent.pipeline.buffered.append(Exploding())
-    from concurrent.futures import ThreadPoolExecutor
-    agent.pipeline._spool = agent.pipeline._spool or ThreadPoolExecutor(1)
+    agent.pipeline.outputs.append(Exploding())
     caplog.set_level(logging.INFO)
 
     async def main():

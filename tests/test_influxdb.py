@@ -128,7 +128,7 @@ def test_outage_of_30s_loses_nothing_and_duplicates_nothing(tmp_path):
                                                   "database": "fleet", "flush_interval": 0.5, "flush_jitter": 0,
                                                   "retry_max": 2, "timeout": 2}]}}, {}, None, registry)
     agent = Agent(cfg, tmp_path / "state", registry)
-    out = agent.pipeline.buffered[0]
+    out = next(o for o in agent.pipeline.outputs if o.name != "local")
     seen_states = []
 
     async def scenario():

@@ -2,7 +2,9 @@ import threading
 import time
 
 from agent.model import Sample
-from agent.pipeline import OutputQueue, Pipeline
+from agent.outputs.memory import MemoryBuffer
+from agent.outputs.running import OK, RunningOutput, TransportError
+from agent.pipeline import Pipeline
 
 
 class Mem:
@@ -31,16 +33,48 @@ class Mem:
         self.closed = True
 
 
+class MemWriter:
+    """Mem as a writer of the shared sender: its exception is the destination not answering."""
+
+    def __init__(self, mem: Mem) -> None:
+        self.mem = mem
+
+    def encode(self, samples):
+        return samples
+
+    def write(self, records):
+        try:
+            self.mem.write(records)
+        except ConnectionError as e:
+            raise TransportError(str(e)) from None
+        return OK
+
+    def describe(self, record):
+        return repr(record)
+
+    def close(self):
+        self.mem.close()
+
+    def stats(self):
+        return self.mem.stats()
+
+
+def queued(out: Mem, capacity: int, batch_size: int = 5000, retry_base: float = 0.5) -> RunningOutput:
+    """A memory-buffered output over Mem, as the local store is."""
+    return RunningOutput(out.name, MemWriter(out), MemoryBuffer(capacity, out.name), batch_size=batch_size,
+                         flush_interval=0.05, retry_base=retry_base, retry_max=0.05, eager=True)
+
+
 def samples(n, start=0):
     return [Sample("m", {}, {"i_count": i}, i) for i in range(start, start + n)]
 
 
 def test_full_queue_drops_oldest_and_counts_exactly():
     out = Mem()
-    q = OutputQueue(out, capacity=100)  # not started: nothing drains
-    q.put(samples(70))
-    q.put(samples(70, 70))
-    assert q.depth == 100 and q.dropped == 40
+    q = queued(out, capacity=100)  # not started: nothing drains
+    q.append(samples(70))
+    q.append(samples(70, 70))
+    assert len(q.buffer) == 100 and q.buffer.dropped == 40
     q.start()
     assert q.stop(5)
     assert [s.fields["i_count"] for s in out.got] == list(range(40, 140))
@@ -49,9 +83,9 @@ def test_full_queue_drops_oldest_and_counts_exactly():
 
 def test_failed_writes_keep_samples_and_retry():
     out = Mem(fail=2)
-    q = OutputQueue(out, capacity=1000, retry_base=0.01)
+    q = queued(out, capacity=1000, retry_base=0.01)
     q.start()
-    q.put(samples(10))
+    q.append(samples(10))
     assert q.flush(5)
     assert [s.fields["i_count"] for s in out.got] == list(range(10))
     assert q.write_errors == 2 and q.last_error is None
@@ -61,28 +95,28 @@ def test_failed_writes_keep_samples_and_retry():
 def test_a_stuck_output_never_stalls_another():
     gate = threading.Event()
     slow, fast = Mem("slow", block=gate), Mem("fast")
-    p = Pipeline([slow, fast], capacity=50)
+    p = Pipeline([queued(slow, 50), queued(fast, 50)])
     p.start()
-    slow_q, fast_q = p.queues
+    slow_q, fast_q = p.outputs
     for i in range(10):
         p.publish(samples(10, i * 10))  # returns at once although "slow" is stuck
         assert fast_q.flush(5)  # and "fast" keeps writing meanwhile
-    assert len(fast.got) == 100 and fast_q.dropped == 0
-    assert slow_q.dropped > 0 and not slow.got  # bounded: the stuck one drops its oldest, counted
+    assert len(fast.got) == 100 and fast_q.buffer.dropped == 0
+    assert slow_q.buffer.dropped > 0 and not slow.got  # bounded: the stuck one drops its oldest, counted
     gate.set()
     assert p.stop(5)
-    assert len(slow.got) + slow_q.dropped >= 100
+    assert len(slow.got) + slow_q.buffer.dropped >= 100
 
 
 def test_samples_evicted_while_writing_are_not_counted_twice():
     gate = threading.Event()
     out = Mem(block=gate)
-    q = OutputQueue(out, capacity=10, batch_size=10)
+    q = queued(out, capacity=10, batch_size=10)
     q.start()
-    q.put(samples(10))
+    q.append(samples(10))
     time.sleep(0.1)  # the writer has taken the batch and is blocked inside write()
-    q.put(samples(5, 10))  # evicts 5 of the batch being written
+    q.append(samples(5, 10))  # evicts 5 of the batch being written
     gate.set()
     assert q.stop(5)
-    assert q.dropped == 5
+    assert q.buffer.dropped == 5
     assert [s.fields["i_count"] for s in out.got] == list(range(15))

@@ -160,5 +160,5 @@ class FileOutput(RunningOutput):
                          retry_max=5.0)  # a local disk: space comes back soon
 
     @classmethod
-    def build(cls, opts: FileOutputOptions, state_dir: Path) -> FileOutput:
+    def build(cls, opts: FileOutputOptions, state_dir: Path, agent=None) -> FileOutput:
         return cls(opts, state_dir)

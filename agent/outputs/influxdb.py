@@ -237,7 +237,7 @@ class InfluxOutput(RunningOutput):
     many = True
 
     @classmethod
-    def build(cls, opts: InfluxOutputOptions, state_dir: Path) -> InfluxOutput:
+    def build(cls, opts: InfluxOutputOptions, state_dir: Path, agent=None) -> InfluxOutput:
         return cls(opts, state_dir)
 
     def __init__(self, opts: InfluxOutputOptions, state_dir: Path, client=None) -> None:

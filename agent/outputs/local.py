@@ -22,6 +22,8 @@ from pydantic import Field
 from ..config import OutputOptions, PositiveDuration, Size
 from ..model import Sample
 from ..state import open_or_set_aside, retry_after_damage, set_aside
+from .memory import MemoryBuffer
+from .running import OK, Result, RunningOutput, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -237,12 +239,47 @@ def measurements(path: Path) -> list[str]:
         conn.close()
 
 
-class LocalOutput:
-    """outputs.local in the registry: the store, fed through a memory queue (agent.pipeline)."""
+class LocalWriter:
+    """The store as a writer of the shared sender: records are the samples themselves."""
+
+    def __init__(self, store: LocalStore) -> None:
+        self.store = store
+
+    def encode(self, samples: list[Sample]) -> list[Sample]:
+        return samples
+
+    def write(self, records: list[Sample]) -> Result:
+        try:
+            self.store.write(records)
+        except Exception as e:  # a full disk, a locked file: kept in memory and retried
+            raise TransportError(f"{type(e).__name__}: {e}") from None
+        return OK
+
+    def describe(self, record) -> str:
+        return repr(record)[:300]
+
+    def housekeeping(self) -> None:
+        self.store.housekeeping()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def stats(self) -> dict:
+        return self.store.stats()
+
+
+class LocalOutput(RunningOutput):
+    """outputs.local: the store, fed through a bounded memory buffer (agent.queue_size samples)."""
 
     Options = LocalStoreOptions
     many = False
 
-    @staticmethod
-    def build(opts: LocalStoreOptions, state_dir: Path) -> LocalStore:
-        return LocalStore(opts.path or state_dir / "metrics.db", opts.retention, opts.max_size)
+    def __init__(self, store: LocalStore, capacity: int = 100_000) -> None:
+        self.store = store
+        super().__init__(store.name, LocalWriter(store), MemoryBuffer(capacity, store.name), batch_size=5000,
+                         flush_interval=1.0, retry_max=30.0, eager=True)
+
+    @classmethod
+    def build(cls, opts: LocalStoreOptions, state_dir: Path, agent=None) -> LocalOutput:
+        store = LocalStore(opts.path or state_dir / "metrics.db", opts.retention, opts.max_size)
+        return cls(store, agent.queue_size if agent is not None else 100_000)

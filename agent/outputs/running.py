@@ -28,7 +28,6 @@ from typing import Protocol
 from ..backoff import backoff
 from ..logonce import Latch
 from ..model import Sample
-from .buffer import DiskBuffer
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +84,11 @@ class RunningOutput:
 
     buffered = True  # appended in the pipeline's spool thread: a collection is done once it is on disk
 
-    def __init__(self, name: str, writer: Writer, buffer: DiskBuffer, batch_size: int = 5000,
-                 flush_interval: float = 10.0, flush_jitter: float = 0.0, retry_max: float = 60.0) -> None:
+    HOUSEKEEPING_EVERY = 60.0  # the writer's housekeeping (the local store's retention), in the sender thread
+
+    def __init__(self, name: str, writer: Writer, buffer, batch_size: int = 5000, flush_interval: float = 10.0,
+                 flush_jitter: float = 0.0, retry_max: float = 60.0, retry_base: float = 0.5,
+                 eager: bool = False) -> None:
         self.name = name
         self.writer = writer
         self.buffer = buffer
@@ -94,6 +96,8 @@ class RunningOutput:
         self.flush_interval = flush_interval
         self.flush_jitter = flush_jitter
         self.retry_max = retry_max
+        self.retry_base = retry_base
+        self.eager = eager  # write as soon as samples come (a store on this node), not per batch or interval
         self.sent = 0
         self.rejected = 0
         self.requests = 0
@@ -126,7 +130,7 @@ class RunningOutput:
                 records = self._backlog + records
             try:
                 self.buffer.append(records)
-            except sqlite3.Error as e:
+            except (sqlite3.Error, OSError) as e:
                 self.spool_failures += 1
                 over = len(records) - BACKLOG_MAX
                 if over > 0:
@@ -141,7 +145,7 @@ class RunningOutput:
                                   self.name, len(self._backlog),
                                   f", {self.spool_lost} lost so far" if self.spool_lost else "")
             self._backlog = []
-        if len(self.buffer) >= self.batch_size:
+        if self.eager or len(self.buffer) >= self.batch_size:
             self._wake.set()
 
     def flush(self, timeout: float) -> bool:
@@ -149,8 +153,8 @@ class RunningOutput:
         while time.monotonic() < deadline:
             if len(self.buffer) == 0 and self._idle.is_set() and not self._backlog:
                 return True
-            if self.state in ("retrying", "auth_failed"):
-                return False  # the destination is refusing or away: what is buffered stays for next time
+            if self.state in ("retrying", "auth_failed") and getattr(self.buffer, "durable", True):
+                return False  # the destination is refusing or away: what is buffered on disk stays for next time
             self._wake.set()
             time.sleep(0.02)
         return len(self.buffer) == 0
@@ -165,9 +169,8 @@ class RunningOutput:
             # (the thread is a daemon); what it has not acknowledged is in the buffer for the next start
             log.warning("output %s: a write is still in flight at shutdown; left to finish or die with the process",
                         self.name)
-        else:
-            self.writer.close()
-            self.buffer.close()
+        elif not self._thread.ident:  # never started: nothing closed them
+            self._close()
         if self._backlog:
             log.error("output %s: %d points held in memory (the disk buffer refused them) are lost at shutdown",
                       self.name, len(self._backlog))
@@ -181,14 +184,31 @@ class RunningOutput:
     # --- the sender ---------------------------------------------------------------
     def _loop(self) -> None:
         failures = 0
-        while not self._stopping:
+        next_hk = time.monotonic() + self.HOUSEKEEPING_EVERY
+        try:
+            while not self._stopping:
+                if time.monotonic() >= next_hk and hasattr(self.writer, "housekeeping"):
+                    next_hk = time.monotonic() + self.HOUSEKEEPING_EVERY
+                    try:
+                        self.writer.housekeeping()
+                    except Exception as e:
+                        log.warning("output %s: housekeeping failed: %s", self.name, e)
+                try:
+                    failures = self._step(failures)
+                except Exception as e:  # the buffer's disk (full, I/O error): never let the sender die
+                    failures += 1
+                    self.buffer.release()
+                    self._set_state("buffer_error", f"disk buffer: {type(e).__name__}: {e}")
+                    self._pause(backoff(failures, 0.2, 5.0))  # a local disk: space comes back soon
+        finally:
+            self._close()  # in this thread: the writer's handles belong to it (SQLite insists)
+
+    def _close(self) -> None:
+        for what, close in (("writer", self.writer.close), ("buffer", self.buffer.close)):
             try:
-                failures = self._step(failures)
-            except Exception as e:  # the buffer's disk (full, I/O error): never let the sender die
-                failures += 1
-                self.buffer.release()
-                self._set_state("buffer_error", f"disk buffer: {type(e).__name__}: {e}")
-                self._pause(backoff(failures, 0.2, 5.0))  # a local disk: space comes back soon
+                close()
+            except Exception as e:
+                log.warning("output %s: closing its %s failed: %s", self.name, what, e)
 
     def _pause(self, seconds: float) -> None:
         """Idle until the time is up or something wakes the sender (new points, a flush, the stop)."""
@@ -213,7 +233,7 @@ class RunningOutput:
             failures += 1
             self.write_errors += 1
             self._set_state("auth_failed" if r.auth else "retrying", str(r))
-            self._pause(max(r.after or 0.0, backoff(failures, 0.5, self.retry_max)))
+            self._pause(max(r.after or 0.0, backoff(failures, self.retry_base, self.retry_max)))
             return failures
         self.buffer.remove(ids)
         rejected = self.rejected - rejected_before
