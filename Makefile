@@ -41,13 +41,12 @@ bench: venv
 	$(BIN)/python bench/inference_scrape
 
 lint: venv
-	$(BIN)/ruff check agent collectors tests bench/collect_overhead bench/delivery bench/gpu_collect bench/gpu-smoke bench/snmp_sweep bench/inference_scrape bench/soak dashboards/render-examples
+	$(BIN)/ruff check agent collectors tests bench/collect_overhead bench/delivery bench/gpu_collect bench/gpu-smoke bench/snmp_sweep bench/inference_scrape bench/soak dashboards/render-examples docs/generate
 
-## Regenerate the metric catalogue table in README.md from the declarations.
+## Regenerate the tables generated from the declarations: metric catalogue and configuration reference
+## (README.md), SNMP profiles (docs/snmp.md).
 catalogue: venv
-	$(BIN)/python -c 'import re,sys; from agent.cli import catalogue_markdown; from agent.registry import default_registry as r; \
-	p="README.md"; s=open(p).read(); a="<!-- catalogue:start -->\n"; b="<!-- catalogue:end -->"; \
-	h,t=s.split(a,1); open(p,"w").write(h+a+catalogue_markdown(r().catalogue())+b+t.split(b,1)[1])'
+	$(BIN)/python docs/generate
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info

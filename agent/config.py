@@ -111,17 +111,17 @@ class AgentSection(Strict):
     jitter: Duration = Field(0.0, description="random delay added to each run, spreads a fleet's load")
     align: bool = Field(True, description="align runs and timestamps to the interval grid")
     state_dir: Path | None = Field(None, description="local store, buffers and status; see README")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level (journald)")
     queue_size: int = Field(100_000, gt=0, description="samples held per output before the oldest are dropped")
     proc_root: Path = Field(Path("/proc"), description="procfs root (containers: the host's /proc)")
     sys_root: Path = Field(Path("/sys"), description="sysfs root")
 
 
 class TagsSection(Strict):
-    site: str | None = None
-    cluster: str | None = None
-    rack: str | None = None
-    role: str | None = None
+    site: str | None = Field(None, description="tag `site` on every sample")
+    cluster: str | None = Field(None, description="tag `cluster` on every sample")
+    rack: str | None = Field(None, description="tag `rack` on every sample (rack-scope efficiency groups by it)")
+    role: str | None = Field(None, description="tag `role` on every sample (e.g. gpu, storage, poller)")
     extra: dict[str, str] = Field(default_factory=dict, description="any further global tags")
 
     def as_tags(self) -> dict[str, str]:
@@ -135,7 +135,7 @@ class CollectorOptions(Strict):
     """Options every collector instance has. Collectors subclass this."""
 
     name: str | None = Field(None, description="instance name, when a collector runs more than once")
-    enabled: bool = True
+    enabled: bool = Field(True, description="run this collector")
     interval: Interval | None = Field(None, description="default: agent.interval")
     timeout: Interval | None = Field(None, description="run deadline; default: the interval")
 
@@ -143,17 +143,17 @@ class CollectorOptions(Strict):
 class Receiver(Strict):
     """Where alert notifications go: a JSON webhook or an Alertmanager (API v2)."""
 
-    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
-    type: Literal["webhook", "alertmanager"] = "webhook"
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="named by rules' `notify:`")
+    type: Literal["webhook", "alertmanager"] = Field("webhook", description="a JSON webhook, or Alertmanager API v2")
     url: HttpUrl = Field(..., description="webhook URL, or Alertmanager base URL")
     token_file: SecretFile = Field(None, description="bearer token for the receiver (file or credential name)")
-    timeout: PositiveDuration = 5.0
+    timeout: PositiveDuration = Field(5.0, description="per request")
     max_attempts: int = Field(8, ge=1, description="tries per notification before it is dropped")
     resend: PositiveDuration = Field(60.0, description="Alertmanager: re-send firing alerts this often")
 
 
 class AlertsSection(Strict):
-    enabled: bool = True
+    enabled: bool = Field(True, description="evaluate alert rules in the agent")
     default_rules: bool = Field(True, description="the built-in rule pack (agent/alerts/default_rules.yaml)")
     disable: list[str] = Field(default_factory=list, description="rules to leave out, by name (to tune one: "
                                                                  "disable it and define your own version)")
@@ -174,7 +174,7 @@ class AlertsSection(Strict):
 class OutputOptions(Strict):
     """Options every output has (an output's own model, beside its code, subclasses this)."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="write to this output")
 
 
 class OutputsBase(Strict):

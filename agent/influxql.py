@@ -21,12 +21,12 @@ from .secrets import read_secret
 class InfluxQLOptions(Strict):
     url: HttpUrl = Field(..., description="InfluxDB base URL (v1 /query API)")
     database: str = Field(..., description="database (InfluxDB 2.x/3.x: the bucket mapped for v1 queries)")
-    username: str | None = None
-    password_file: SecretFile = None
+    username: str | None = Field(None, description="basic auth user (InfluxDB 1.x)")
+    password_file: SecretFile = Field(None, description="file holding that user's password")
     token_file: SecretFile = Field(None, description="API token (InfluxDB 2.x/3.x), sent as 'Token ...'")
-    token_env: str | None = None
-    timeout: PositiveDuration = 5.0
-    tls_verify: bool = True
+    token_env: str | None = Field(None, description="environment variable holding the API token")
+    timeout: PositiveDuration = Field(5.0, description="per query")
+    tls_verify: bool = Field(True, description="verify the server certificate (leave on)")
 
 
 class QueryError(Exception):

@@ -67,3 +67,29 @@ def test_readme_catalogue_is_current():
     assert start in readme and end in readme
     table = readme.split(start, 1)[1].split(end, 1)[0]
     assert table == catalogue_markdown(CAT), "README catalogue is stale: run `make catalogue`"
+
+
+def test_generated_tables_are_current_and_complete():
+    """The configuration reference (README) and the SNMP profile table (docs/snmp.md) come from the
+    declarations, as the catalogue does: stale is a failure, and every key says what it means."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(ROOT / "docs" / "generate"), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    readme = (ROOT / "README.md").read_text()
+    config = readme.split("<!-- config:start -->\n", 1)[1].split("<!-- config:end -->", 1)[0]
+    rows = [line for line in config.splitlines()[2:]]
+    keys = {line.split("`")[1] for line in rows}
+    # every option model's key is there: a collector's, an output's (list or not), a nested model's
+    assert {"agent.interval", "collectors.gpu.lost_retry", "collectors.inference.endpoints[].models",
+            "collectors.snmp.devices[].v3_auth_key_file", "outputs.local.retention", "outputs.influxdb[].url",
+            "outputs.file[].max_size", "alerts.receivers[].url"} <= keys
+    assert all(not line.endswith("|  |") for line in rows), [line for line in rows if line.endswith("|  |")]
+    snmp = (ROOT / "docs" / "snmp.md").read_text()
+    table = snmp.split("<!-- profiles:start -->\n", 1)[1].split("<!-- profiles:end -->", 1)[0]
+    from collectors.snmp.profile import load_profiles
+
+    profiles = load_profiles()
+    assert len(table.splitlines()) == 2 + len(profiles)
+    assert all(p.devices and p.checked_against for p in profiles.values())

@@ -46,18 +46,17 @@ class InfluxOutputOptions(OutputOptions):
                                      "Cloud); v1: /write (InfluxDB 1.x, and 2.x v1 compatibility)")
     url: HttpUrl = Field(..., description="e.g. https://influx.example:8086")
     # v2
-    org: str | None = None
-    bucket: str | None = None
-    # v1
-    database: str | None = None
-    retention_policy: str | None = None
-    username: str | None = None
+    org: str | None = Field(None, description="v2: organisation")
+    bucket: str | None = Field(None, description="v2: bucket")
+    database: str | None = Field(None, description="v1: database")
+    retention_policy: str | None = Field(None, description="v1: retention policy (default: the database's)")
+    username: str | None = Field(None, description="v1: basic auth user (with password_file)")
     # secrets: never inline; a file (systemd credential: a bare name is looked up in
     # $CREDENTIALS_DIRECTORY) or an environment variable
     token_file: SecretFile = Field(None, description="file holding the API token")
     token_env: str | None = Field(None, description="environment variable holding the API token")
     password_file: SecretFile = Field(None, description="v1 basic auth password file")
-    gzip: bool = True
+    gzip: bool = Field(True, description="compress request bodies")
     batch_size: int = Field(5000, gt=0, description="points per request")
     flush_interval: PositiveDuration = Field(10.0, description="send at least this often")
     flush_jitter: Duration = Field(2.0, description="random extra delay per flush")

@@ -57,8 +57,8 @@ METRICS = (
 class NodeEnergySource(Strict):
     """Energy counters of the series that meter this node, summed (two PSUs on two outlets, say)."""
 
-    measurement: str = "pdu"
-    field: str = "energy_joules_total"
+    measurement: str = Field("pdu", description="measurement of the meter's series")
+    field: str = Field("energy_joules_total", description="its energy counter (joules)")
     tags: dict[str, str] = Field(..., description="tags a series must have, e.g. {device: pdu-r12-a, outlet: '5'}")
 
 

@@ -82,9 +82,11 @@ def default_name(url: str) -> str:
 
 
 class Endpoint(Strict):
+    """One inference server's metrics page."""
+
     url: HttpUrl = Field(description="the server's metrics URL, e.g. http://127.0.0.1:8000/metrics")
     name: str | None = Field(None, description="tag endpoint (default: host:port)")
-    server: Literal["auto", *SERVERS] = "auto"
+    server: Literal["auto", *SERVERS] = Field("auto", description="the server type, or auto (from its metric names)")
     model: str | None = Field(None, description="model tag where the server does not label it (TGI, llama.cpp)")
     gpus: list[int] | None = Field(None, description="GPU indexes it runs on (default: found from its processes)")
     models: list[str] | None = Field(

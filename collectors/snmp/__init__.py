@@ -45,27 +45,32 @@ def _metrics() -> tuple[Metric, ...]:
 
 
 class DeviceOptions(Strict):
-    name: str
-    host: str
-    port: int = Field(161, ge=1, le=65535)
+    """One facility device polled over SNMP."""
+
+    name: str = Field(..., description="the device's name: tag `device`")
+    host: str = Field(..., description="address or host name")
+    port: int = Field(161, ge=1, le=65535, description="UDP port")
     profile: str = Field("auto", description="a profile name, or auto (sysObjectID, then sysDescr)")
-    version: Literal["v2c", "v3"] = "v2c"
+    version: Literal["v2c", "v3"] = Field("v2c", description="SNMP version")
     community: SecretStr | None = Field(None, description="prefer community_file / community_env")
-    community_file: SecretFile = None
-    community_env: str | None = None
-    v3_user: str | None = None
-    v3_auth_proto: Literal["MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"] | None = None
-    v3_auth_key_file: SecretFile = None
-    v3_priv_proto: Literal["DES", "AES", "AES128", "AES192", "AES256"] | None = None
-    v3_priv_key_file: SecretFile = None
-    v3_context: str = ""
-    timeout: PositiveDuration = 2.0
-    retries: int = Field(1, ge=0, le=5)
-    role: Literal["it", "cooling", "facility_total", "other"] = "other"
-    site: str | None = None
-    room: str | None = None
-    row: str | None = None
-    rack: str | None = None
+    community_file: SecretFile = Field(None, description="file holding the v2c community (or a credential name)")
+    community_env: str | None = Field(None, description="environment variable holding the v2c community")
+    v3_user: str | None = Field(None, description="SNMPv3 user name")
+    v3_auth_proto: Literal["MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"] | None = Field(
+        None, description="SNMPv3 authentication protocol")
+    v3_auth_key_file: SecretFile = Field(None, description="file holding the authentication key (8+ characters)")
+    v3_priv_proto: Literal["DES", "AES", "AES128", "AES192", "AES256"] | None = Field(
+        None, description="SNMPv3 privacy protocol (needs authentication)")
+    v3_priv_key_file: SecretFile = Field(None, description="file holding the privacy key (8+ characters)")
+    v3_context: str = Field("", description="SNMPv3 context name")
+    timeout: PositiveDuration = Field(2.0, description="per request")
+    retries: int = Field(1, ge=0, le=5, description="retransmissions per request")
+    role: Literal["it", "cooling", "facility_total", "other"] = Field(
+        "other", description="what the device meters, for PUE: IT load, cooling, the facility total")
+    site: str | None = Field(None, description="tag `site` of the device's samples")
+    room: str | None = Field(None, description="tag `room`")
+    row: str | None = Field(None, description="tag `row`")
+    rack: str | None = Field(None, description="tag `rack`")
 
     @model_validator(mode="after")
     def _check(self):

@@ -107,6 +107,8 @@ class Match(_Strict):
 class Profile(_Strict):
     name: str
     description: str = ""
+    devices: str = ""  # the devices it serves, for the table in docs/snmp.md (generated)
+    checked_against: str = ""  # the recordings it was checked against (fixtures in tests/fixtures/snmp)
     extends: list[str] = Field(default_factory=list)
     match: Match = Field(default_factory=Match)
     device_tags: dict[str, str] = Field(default_factory=dict)
