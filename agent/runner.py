@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +41,7 @@ class InstanceRunner:
         self.align = align
         self.runs = self.errors = self.timeouts = self.skipped = 0
         self.counts: dict[str, int] = {}  # the accumulators' invalid values and late adds
+        self._jobs: queue.SimpleQueue | None = None  # the worker thread's runs
         self.state = "pending" if init_error is None else "error"
         self.last_error: str | None = init_error
         self.last_run_ns: int | None = None
@@ -97,8 +99,23 @@ class InstanceRunner:
                 pass  # the loop is gone: the agent stopped while we were stuck
 
         self._thread_busy = True
-        threading.Thread(target=target, name=f"collect-{self.name}", daemon=True).start()
+        if self._jobs is None:
+            # One worker thread per instance, reused run after run (starting a thread per run cost more CPU than
+            # some collectors' own work: bench/collect_overhead). A run hung past its deadline keeps the worker;
+            # later runs are skipped until it returns, as before.
+            self._jobs = queue.SimpleQueue()
+            threading.Thread(target=self._worker, args=(self._jobs,), name=f"collect-{self.name}",
+                             daemon=True).start()
+        self._jobs.put(target)
         return fut
+
+    @staticmethod
+    def _worker(jobs: queue.SimpleQueue) -> None:
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            job()
 
     async def run_once(self, ts: int | None = None) -> list[Sample]:
         if self.collector is None:
@@ -180,6 +197,8 @@ class InstanceRunner:
         acc.add("agent", fields, {"component": "collector", "name": self.name, "collector": self.cfg.kind})
 
     def close(self) -> None:
+        if self._jobs is not None:
+            self._jobs.put(None)  # the worker ends after the run it has (a hung one: with the process)
         if self.collector is not None and not self._thread_busy:
             try:
                 self.collector.close()

@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 
-def read_text(path: Path) -> str | None:
-    """The file's content stripped, or None where it is absent or unreadable (sysfs EINVAL etc.)."""
+def read_text(path: Path | str) -> str | None:
+    """The file's content stripped, or None where it is absent or unreadable (sysfs EINVAL etc.).
+
+    os.open/os.read rather than open(): a host+storage+network cycle reads some 25 small /proc and /sys files,
+    and the text-mode file object cost more than the read (bench/collect_overhead: 0.31 to 0.2 ms for the
+    network collector)."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read().strip()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        chunks = []
+        while True:
+            b = os.read(fd, 65536)
+            if not b:
+                break
+            chunks.append(b)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8", "replace").strip()
 
 
-def read_int(path: Path) -> int | None:
+def read_int(path: Path | str) -> int | None:
     text = read_text(path)
     if text is None:
         return None
