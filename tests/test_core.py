@@ -201,3 +201,56 @@ def test_a_rule_is_evaluated_when_its_series_come_not_on_every_collection(tmp_pa
     engine.evaluate(now=2.0)  # a full pass: every rule
     assert engine.stats()["rule_evaluations_total"] == 3
     assert {a["alertname"] for a in engine.alerts.values()} == {"HostHot", "DiskFull"}
+
+
+def test_two_connections_send_two_batches_at_once_and_lose_or_repeat_nothing(tmp_path):
+    """outputs.influxdb[].connections: each sender thread takes its own chunks from the disk buffer."""
+    import http.server
+
+    from agent.outputs.influxdb import InfluxOutput, InfluxOutputOptions
+
+    from .test_influxdb import gpu_samples
+
+    got: list[bytes] = []
+    active = [0, 0]  # now, most at once
+    lock = threading.Lock()
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            with lock:
+                active[0] += 1
+                active[1] = max(active[1], active[0])
+            time.sleep(0.3)
+            with lock:
+                active[0] -= 1
+                got.extend(line for line in body.split(b"\n") if line)
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    httpd, url = serve_http(Slow)
+    try:
+        out = InfluxOutput(InfluxOutputOptions(name="i", api="v1", url=url, database="d", gzip=False,
+                                               batch_size=1000, flush_interval=0.05, flush_jitter=0),
+                           tmp_path)
+        samples = gpu_samples(500)  # 4000 points: 4 batches
+        out.append(samples)
+        out.start()
+        t0 = time.monotonic()
+        assert out.flush(30)
+        took = time.monotonic() - t0
+        assert out.stop(5)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    from agent.model import to_line
+
+    assert sorted(got) == sorted(to_line(s).encode() for s in samples)  # each point once
+    assert active[1] == 2 and took < 4 * 0.3  # two requests in flight at once
+    assert out.stats()["buffer_points"] == 0 and out.sent == 4000

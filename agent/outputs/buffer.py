@@ -39,9 +39,9 @@ class DiskBuffer:
         self.evicted = 0
         self.appended = 0
         self.lost_points = 0  # held by a damaged file that was set aside
-        self._in_flight: set[int] = set()
-        self._flight_points = 0
-        self._flight_bytes = 0
+        # chunks being sent (id -> (points, bytes)), by one or more sender threads: outside the caps until
+        # acknowledged or released, never evicted, never handed out twice
+        self._in_flight: dict[int, tuple[int, int]] = {}
         open_or_set_aside(self.path, self._open)
         if self.points:
             log.info("buffer %s: %d points from before the restart will be sent", self.path.name, self.points)
@@ -69,7 +69,6 @@ class DiskBuffer:
         self.lost_points += max(0, self.points)
         set_aside(self.path, f"damaged SQLite database: {e}")
         self._in_flight.clear()
-        self._flight_points = self._flight_bytes = 0
         self._open()
 
     def __len__(self) -> int:
@@ -103,18 +102,26 @@ class DiskBuffer:
                 c.execute("ROLLBACK")
             raise
 
+    def _flight(self) -> tuple[int, int]:
+        return sum(n for n, _ in self._in_flight.values()), sum(b for _, b in self._in_flight.values())
+
+    def _not_in_flight(self) -> tuple[str, list[int]]:
+        ids = list(self._in_flight)
+        return (f"id NOT IN ({','.join('?' * len(ids))})" if ids else "1"), ids
+
     def _enforce_caps(self) -> None:
-        # The batch being sent is outside the caps until it is acknowledged or released: the
-        # buffer may exceed its cap by at most one batch, and never evicts what is in flight.
-        points = self.points - self._flight_points
-        size = self.bytes - self._flight_bytes
+        # The batches being sent are outside the caps until acknowledged or released: the buffer may exceed its
+        # cap by what is in flight (a batch per sender), and never evicts it.
+        fp, fb = self._flight()
+        points = self.points - fp
+        size = self.bytes - fb
         if points <= self.max_points and size <= self.max_bytes:
             return
         c = self._conn
         evicted = 0
-        after = max(self._in_flight) if self._in_flight else 0
+        where, args = self._not_in_flight()
         while points > self.max_points or size > self.max_bytes:
-            row = c.execute("SELECT id, n, size FROM chunks WHERE id > ? ORDER BY id LIMIT 1", (after,)).fetchone()
+            row = c.execute(f"SELECT id, n, size FROM chunks WHERE {where} ORDER BY id LIMIT 1", args).fetchone()
             if row is None:
                 break
             cid, n, csize = row
@@ -141,25 +148,27 @@ class DiskBuffer:
             self.evicted += evicted
 
     def peek(self, max_points: int) -> tuple[list[int], list[bytes]]:
-        """The oldest chunks holding up to max_points (at least one chunk); marks them in flight."""
+        """The oldest chunks not already in flight, holding up to max_points (at least one chunk); marks them
+        in flight."""
         ids: list[int] = []
         lines: list[bytes] = []
-        size = 0
+        taken: dict[int, tuple[int, int]] = {}
         with self._lock:
+            where, args = self._not_in_flight()
             try:
-                for cid, n, data in self._conn.execute("SELECT id, n, data FROM chunks ORDER BY id"):
+                for cid, n, data in self._conn.execute(f"SELECT id, n, data FROM chunks WHERE {where} ORDER BY id",
+                                                       args):
                     if lines and len(lines) + n > max_points:
                         break
                     ids.append(cid)
                     lines.extend(data.split(b"\n"))
-                    size += len(data)
+                    taken[cid] = (n, len(data))
             except sqlite3.DatabaseError as e:
                 if not sqlite_corrupt(e):
                     raise
                 self._damaged(e)
                 return [], []
-            self._in_flight = set(ids)
-            self._flight_points, self._flight_bytes = len(lines), size
+            self._in_flight.update(taken)
         return ids, lines
 
     def remove(self, ids: list[int]) -> int:
@@ -176,23 +185,26 @@ class DiskBuffer:
             except sqlite3.DatabaseError as e:
                 # Delivered but not forgotten (a full disk refuses even a delete's WAL frames): the chunks
                 # are sent again later, which overwrites the same points (same series and timestamp).
-                self._in_flight.clear()
-                self._flight_points = self._flight_bytes = 0
+                for cid in ids:
+                    self._in_flight.pop(cid, None)
                 if sqlite_corrupt(e):
                     self._damaged(e)
                     return 0
                 raise
             self.points -= n
             self.bytes -= size
-            self._in_flight.clear()
-            self._flight_points = self._flight_bytes = 0
+            for cid in ids:
+                self._in_flight.pop(cid, None)
             return n
 
-    def release(self) -> None:
-        """The in-flight chunks were not acknowledged; they stay, first in line."""
+    def release(self, ids: list[int] | None = None) -> None:
+        """These in-flight chunks (all, without ids) were not acknowledged; they stay, first in line."""
         with self._lock:
-            self._in_flight.clear()
-            self._flight_points = self._flight_bytes = 0
+            if ids is None:
+                self._in_flight.clear()
+            else:
+                for cid in ids:
+                    self._in_flight.pop(cid, None)
             self._enforce_caps()
 
     def stats(self) -> dict:

@@ -58,6 +58,8 @@ class InfluxOutputOptions(OutputOptions):
     password_file: SecretFile = Field(None, description="v1 basic auth password file")
     gzip: bool = Field(True, description="compress request bodies")
     batch_size: int = Field(5000, gt=0, description="points per request")
+    connections: int = Field(2, ge=1, le=8, description="requests in flight at once, each on its own connection "
+                                                         "(points may land out of order, which InfluxDB ignores)")
     flush_interval: PositiveDuration = Field(10.0, description="send at least this often")
     flush_jitter: Duration = Field(2.0, description="random extra delay per flush")
     timeout: PositiveDuration = Field(10.0, description="per request")
@@ -243,12 +245,17 @@ class InfluxOutput(RunningOutput):
         where = f"outputs.influxdb[{opts.name}]"
         token = read_secret(f"{where}.token", opts.token_file, opts.token_env)
         password = read_secret(f"{where}.password_file", opts.password_file)
+        more = []
         if client is None:
-            client = V1Client(opts, token, password) if opts.api == "v1" else V2Client(opts, token)
+            def new():
+                return V1Client(opts, token, password) if opts.api == "v1" else V2Client(opts, token)
+
+            client = new()
+            more = [InfluxWriter(opts, new()) for _ in range(opts.connections - 1)]
         self.opts = opts
         self.client = client
         super().__init__(opts.name, InfluxWriter(opts, client),
                          DiskBuffer(state_dir / f"buffer-{opts.name}.db", opts.buffer_max_size,
-                                    opts.buffer_max_points),
+                                    opts.buffer_max_points), more_writers=more,
                          batch_size=opts.batch_size, flush_interval=opts.flush_interval,
                          flush_jitter=opts.flush_jitter, retry_max=opts.retry_max)

@@ -57,7 +57,7 @@ class MemoryBuffer:
                 n += 1
         return n
 
-    def release(self) -> None:
+    def release(self, ids: list[int] | None = None) -> None:
         """Not written: the batch stays first in line."""
 
     def stats(self) -> dict:

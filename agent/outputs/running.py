@@ -88,9 +88,11 @@ class RunningOutput:
 
     def __init__(self, name: str, writer: Writer, buffer, batch_size: int = 5000, flush_interval: float = 10.0,
                  flush_jitter: float = 0.0, retry_max: float = 60.0, retry_base: float = 0.5,
-                 eager: bool = False) -> None:
+                 eager: bool = False, more_writers: list[Writer] | None = None) -> None:
         self.name = name
         self.writer = writer
+        # one sender thread per writer (a connection each): batches in flight at once, each its own chunks
+        self.writers = [writer, *(more_writers or [])]
         self.buffer = buffer
         self.batch_size = batch_size
         self.flush_interval = flush_interval
@@ -114,13 +116,19 @@ class RunningOutput:
         self._logged_rejections: set[str] = set()
         self._wake = threading.Event()
         self._stopping = False
-        self._idle = threading.Event()
+        self._idle = threading.Event()  # set while no sender holds a batch
         self._idle.set()
-        self._thread = threading.Thread(target=self._loop, name=f"output-{self.name}", daemon=True)
+        self._busy = 0
+        self._lock = threading.Lock()  # counters and state, shared by the senders
+        self._hold_until = 0.0  # a back-off (Retry-After) holds every sender of the output, not one connection
+        self._threads = [threading.Thread(target=self._loop, args=(w,), daemon=True,
+                                          name=f"output-{self.name}" + (f"-{i}" if i else ""))
+                         for i, w in enumerate(self.writers)]
 
     # --- called by the pipeline ---------------------------------------------------
     def start(self) -> None:
-        self._thread.start()
+        for t in self._threads:
+            t.start()
 
     def append(self, samples: list[Sample]) -> None:
         """Persist before the collection counts as done (runs in the spool thread)."""
@@ -163,14 +171,20 @@ class RunningOutput:
         done = self.flush(timeout)
         self._stopping = True
         self._wake.set()
-        self._thread.join(timeout=max(0.5, timeout))
-        if self._thread.is_alive():
+        deadline = time.monotonic() + max(0.5, timeout)
+        for t in self._threads:
+            if t.ident:
+                t.join(timeout=max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in self._threads):
             # a write still in flight past the deadline: its connection and the buffer stay open under it
             # (the thread is a daemon); what it has not acknowledged is in the buffer for the next start
             log.warning("output %s: a write is still in flight at shutdown; left to finish or die with the process",
                         self.name)
-        elif not self._thread.ident:  # never started: nothing closed them
-            self._close()
+        else:
+            for t, w in zip(self._threads, self.writers):
+                if not t.ident:  # never started: nothing closed its writer
+                    self._close(w.close, "writer")
+            self._close(self.buffer.close, "buffer")
         if self._backlog:
             log.error("output %s: %d points held in memory (the disk buffer refused them) are lost at shutdown",
                       self.name, len(self._backlog))
@@ -182,63 +196,85 @@ class RunningOutput:
         return done
 
     # --- the sender ---------------------------------------------------------------
-    def _loop(self) -> None:
+    def _loop(self, writer: Writer) -> None:
         failures = 0
         next_hk = time.monotonic() + self.HOUSEKEEPING_EVERY
         try:
             while not self._stopping:
-                if time.monotonic() >= next_hk and hasattr(self.writer, "housekeeping"):
+                if time.monotonic() >= next_hk and hasattr(writer, "housekeeping"):
                     next_hk = time.monotonic() + self.HOUSEKEEPING_EVERY
                     try:
-                        self.writer.housekeeping()
+                        writer.housekeeping()
                     except Exception as e:
                         log.warning("output %s: housekeeping failed: %s", self.name, e)
+                held: list[int] = []
                 try:
-                    failures = self._step(failures)
+                    failures = self._step(failures, writer, held)
                 except Exception as e:  # the buffer's disk (full, I/O error): never let the sender die
                     failures += 1
-                    self.buffer.release()
+                    self._done_with(held)
+                    self.buffer.release(held)
                     self._set_state("buffer_error", f"disk buffer: {type(e).__name__}: {e}")
                     self._pause(backoff(failures, 0.2, 5.0))  # a local disk: space comes back soon
         finally:
-            self._close()  # in this thread: the writer's handles belong to it (SQLite insists)
+            self._close(writer.close, "writer")  # in this thread: its handles belong to it (SQLite insists)
 
-    def _close(self) -> None:
-        for what, close in (("writer", self.writer.close), ("buffer", self.buffer.close)):
-            try:
-                close()
-            except Exception as e:
-                log.warning("output %s: closing its %s failed: %s", self.name, what, e)
+    def _close(self, close, what: str) -> None:
+        try:
+            close()
+        except Exception as e:
+            log.warning("output %s: closing its %s failed: %s", self.name, what, e)
+
+    def _done_with(self, held: list[int]) -> None:
+        if held:
+            with self._lock:
+                self._busy -= 1
+                if self._busy == 0:
+                    self._idle.set()
+            held.clear()
 
     def _pause(self, seconds: float) -> None:
         """Idle until the time is up or something wakes the sender (new points, a flush, the stop)."""
-        self._idle.set()
         self._wake.wait(seconds)
         self._wake.clear()
 
-    def _step(self, failures: int) -> int:
-        ids, records = self.buffer.peek(self.batch_size)
+    def _step(self, failures: int, writer: Writer, held: list[int]) -> int:
+        hold = self._hold_until - time.monotonic()
+        if hold > 0:
+            self._pause(hold)
+            return failures
+        with self._lock:  # marked busy before the chunks leave the buffer's count: flush never sees a gap
+            ids, records = self.buffer.peek(self.batch_size)
+            if ids:
+                held.extend(ids)
+                self._busy += 1
+                self._idle.clear()
         if not ids:
             self._pause(self.flush_interval + random.random() * self.flush_jitter)
             return failures
-        self._idle.clear()
-        rejected_before = self.rejected
         try:
-            self._deliver(records)
+            rejected = self._deliver(writer, records)
         except Stopping:
-            self.buffer.release()
+            self.buffer.release(ids)
+            self._done_with(held)
             return failures
         except Retry as r:
-            self.buffer.release()
+            self.buffer.release(ids)
+            self._done_with(held)
             failures += 1
-            self.write_errors += 1
+            with self._lock:
+                self.write_errors += 1
             self._set_state("auth_failed" if r.auth else "retrying", str(r))
-            self._pause(max(r.after or 0.0, backoff(failures, self.retry_base, self.retry_max)))
+            wait = max(r.after or 0.0, backoff(failures, self.retry_base, self.retry_max))
+            with self._lock:
+                self._hold_until = max(self._hold_until, time.monotonic() + wait)
+            self._pause(wait)
             return failures
         self.buffer.remove(ids)
-        rejected = self.rejected - rejected_before
-        self.sent += len(records) - rejected
-        self.last_success_ns = time.time_ns()
+        self._done_with(held)
+        with self._lock:
+            self.sent += len(records) - rejected
+            self.last_success_ns = time.time_ns()
         if rejected:
             self._set_state("rejecting", f"the destination rejected {rejected} of {len(records)} points "
                                          f"of the last batch ({self._last_rejection})")
@@ -247,7 +283,11 @@ class RunningOutput:
         return 0
 
     def _set_state(self, state: str, error: str | None) -> None:
-        if state != self.state:
+        with self._lock:
+            changed = state != self.state
+            self.state = state
+            self.last_error = error
+        if changed:
             if state == "ok":
                 log.info("output %s: delivering again (%d points buffered)", self.name, len(self.buffer))
             elif state == "rejecting":
@@ -256,33 +296,33 @@ class RunningOutput:
                 log.error("output %s: AUTHENTICATION FAILED, points are kept: %s", self.name, error)
             else:
                 log.warning("output %s: %s; points are kept and retried", self.name, error)
-        self.state = state
-        self.last_error = error
 
-    def _deliver(self, records: list[bytes]) -> None:
+    def _deliver(self, writer: Writer, records: list[bytes]) -> int:
+        """Write one batch, splitting what the destination refuses; the number of records dropped as refused."""
         if self._stopping:
             raise Stopping()
-        self.requests += 1
+        with self._lock:
+            self.requests += 1
         try:
-            res = self.writer.write(records)
+            res = writer.write(records)
         except TransportError as e:
             raise Retry(str(e)) from None
         if res.kind == "ok":
-            return
+            return 0
         if res.kind in ("reject", "too_large"):
             if len(records) == 1:
                 # one record refused (or alone too large): dropped, counted, said once per reason
-                self.rejected += 1
-                self._last_rejection = res.reason[:200]
-                if res.reason not in self._logged_rejections and len(self._logged_rejections) < 100:
+                with self._lock:
+                    self.rejected += 1
+                    self._last_rejection = res.reason[:200]
+                    first = res.reason not in self._logged_rejections and len(self._logged_rejections) < 100
                     self._logged_rejections.add(res.reason)
+                if first:
                     log.error("output %s: destination rejected a point (%s); dropped: %s",
-                              self.name, res.reason[:300], self.writer.describe(records[0]))
-                return
+                              self.name, res.reason[:300], writer.describe(records[0]))
+                return 1
             mid = len(records) // 2
-            self._deliver(records[:mid])
-            self._deliver(records[mid:])
-            return
+            return self._deliver(writer, records[:mid]) + self._deliver(writer, records[mid:])
         raise Retry(res.reason, res.after, auth=res.kind == "auth")
 
     def stats(self) -> dict:
