@@ -23,7 +23,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..config import OutputOptions, Size
+from ..config import OutputOptions, PositiveDuration, Size
 from ..model import Sample, to_line
 from .buffer import DiskBuffer
 from .running import OK, Result, RunningOutput, TransportError
@@ -41,7 +41,7 @@ class FileOutputOptions(OutputOptions):
     keep: int = Field(5, ge=0, le=1000, description="rotated files kept (NAME.1 newest)")
     fsync: bool = Field(False, description="fsync after every batch (slower; survives an OS crash)")
     batch_size: int = Field(5000, gt=0, description="points per write")
-    flush_interval: float = Field(1.0, gt=0, le=86400, description="write at least this often (seconds)")
+    flush_interval: PositiveDuration = Field(1.0, description="write at least this often")
     buffer_max_size: Size = Field(256 << 20, description="disk buffer cap in bytes; the oldest go first")
     buffer_max_points: int = Field(2_000_000, gt=0, description="disk buffer cap in points")
 
