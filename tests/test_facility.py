@@ -3,8 +3,8 @@
 import pytest
 
 from collectors.common.counters import MonotonicCounters
+from collectors.snmp.evaluate import Reading
 from collectors.snmp.facility import Facility, device_totals
-from collectors.snmp.profile import Reading
 
 S = 10**9
 

@@ -144,7 +144,8 @@ def test_large_outlet_table(snmpsim):
 def test_lean_v2c_path_equals_pysnmp_on_every_recording(snmpsim):
     """The hand-written v2c codec returns exactly what pysnmp returns, for every profile's OIDs."""
     from collectors.snmp.client import Credentials, SnmpClient
-    from collectors.snmp.profile import load_profiles, required_oids
+    from collectors.snmp.plan import required_oids
+    from collectors.snmp.profile import load_profiles
 
     profiles = load_profiles()
 

@@ -6,7 +6,9 @@ import random
 
 import pytest
 
-from collectors.snmp.profile import FieldSpec, evaluate, field_catalogue, load_profiles, match_profile, required_oids
+from collectors.snmp.evaluate import evaluate
+from collectors.snmp.plan import required_oids
+from collectors.snmp.profile import FieldSpec, field_catalogue, load_profiles, match_profile
 
 from .conftest import FIXTURES
 from .snmprec import load
@@ -88,7 +90,7 @@ def test_entity_sensor_scale_and_precision():
 @pytest.mark.parametrize("raw,scale,precision,status,want", [
     (2345, 9, 1, 1, 234.5), (12, 10, 0, 1, 12000.0), (1500, 8, 0, 1, 1.5), (99, 9, 0, 2, None), (7, 9, -2, 1, 7.0)])
 def test_entity_sensor_math(raw, scale, precision, status, want):
-    from collectors.snmp.profile import convert
+    from collectors.snmp.convert import convert
     assert convert(FieldSpec(field="x", entity_sensor=True), raw, ent=(scale, precision, status)) == want
 
 

@@ -21,8 +21,10 @@ from agent.secrets import read_secret
 from collectors.common.counters import MonotonicCounters
 
 from .client import SYS_DESCR, SYS_OBJECT_ID, Credentials, DeviceError
+from .evaluate import evaluate
 from .facility import Facility, device_totals
-from .profile import Profile, evaluate, field_catalogue, load_profiles, match_profile, plan_of
+from .plan import plan_of
+from .profile import Profile, field_catalogue, load_profiles, match_profile
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +34,8 @@ ROW_TAGS = ("scope", "pdu", "phase", "bank", "outlet", "outlet_name", "inlet", "
 
 
 def _metrics() -> tuple[Metric, ...]:
-    out = [Metric(m, f, Kind(kind), unit, desc, DEVICE_TAGS + ROW_TAGS)
-           for (m, f), (kind, unit, desc) in field_catalogue().items()]
+    out = [Metric(m, f, Kind(d.kind), d.unit, d.description, DEVICE_TAGS + ROW_TAGS)
+           for (m, f), d in field_catalogue().items()]
     out += [
         Metric("snmp_device", "up", Kind.GAUGE, "bool", "the device answered this poll", DEVICE_TAGS),
         Metric("snmp_device", "poll_duration_seconds", Kind.GAUGE, "seconds", "wall time of the poll", DEVICE_TAGS),
@@ -186,7 +188,7 @@ class SnmpCollector(Collector):
         self.client = None
         self.counters = MonotonicCounters(ctx.state_dir / "snmp-counters.json" if ctx.state_dir else None)
         self.facility = Facility(options.pue_window)
-        self.counter_fields = {k for k, v in field_catalogue().items() if v[0] == "counter"}
+        self.counter_fields = {k for k, d in field_catalogue().items() if d.kind == "counter"}
 
     async def collect(self, acc: Accumulator) -> None:
         if not self.devices:

@@ -66,7 +66,8 @@ def cmd_probe(args) -> int:
 
     from . import Device, DeviceOptions, poll_device
     from .client import SYS_OBJECT_ID, DeviceError, SnmpClient
-    from .profile import evaluate, load_profiles
+    from .evaluate import evaluate
+    from .profile import load_profiles
 
     setup_logging(args.log_level or "warning")
     from pydantic import ValidationError

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from .profile import Reading
+from .evaluate import Reading
 
 _SCOPES = ("device", "inlet", "phase")
 
