@@ -24,9 +24,6 @@ class Sample:
     fields: dict[str, FieldValue]
     ts: int  # nanoseconds since the epoch
 
-    def series_key(self) -> tuple:
-        return (self.measurement, tuple(sorted(self.tags.items())))
-
     def to_json(self) -> dict:
         return {"measurement": self.measurement, "tags": dict(self.tags),
                 "fields": dict(self.fields), "timestamp_ns": self.ts}
@@ -97,9 +94,6 @@ class Catalogue:
 
     def get(self, measurement: str, field_name: str) -> Metric | None:
         return self.metrics.get((measurement, field_name))
-
-    def measurements(self) -> set[str]:
-        return {m for m, _ in self.metrics}
 
     def __iter__(self):
         return iter(sorted(self.metrics.values(), key=lambda m: (m.measurement, m.field)))

@@ -38,6 +38,7 @@ AGENT_METRICS: tuple[Metric, ...] = (
     _m("written_samples_total", C, "count", "samples this output accepted", _OUT),
     _m("write_errors_total", C, "count", "failed write attempts (the samples stay queued)", _OUT),
     _m("evicted_samples_total", C, "count", "samples removed by this output's size cap", _OUT),
+    _m("expired_samples_total", C, "count", "samples the local store deleted at the end of their retention", _OUT),
     _m("store_size_bytes", G, "bytes", "size of the output's database on disk", _OUT),
     _m("buffer_points", G, "count", "points in the output's disk buffer, not yet acknowledged", _OUT),
     _m("buffer_size_bytes", G, "bytes", "line-protocol bytes in the output's disk buffer", _OUT),

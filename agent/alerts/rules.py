@@ -27,8 +27,6 @@ from agent.config import DEFAULT_RULES, Config, ConfigError, Duration, Strict, l
 
 from .expr import ExprError, Node, parse
 
-SEVERITIES = ("info", "warning", "critical")
-
 
 class Rule(Strict):
     alert: str = Field(..., pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -31,9 +31,6 @@ def _rate_sum(meas: str, field: str, where: str, by: str = "") -> str:
     return f'SELECT sum("r") FROM ({inner}) WHERE $timeFilter {T}{", " + by if by else ""} fill(none)'
 
 
-GREEN_AMBER_RED = [(None, "green"), (75, "orange"), (90, "red")]
-
-
 def fleet() -> Dashboard:
     return Dashboard("aifactory-fleet", "AI factory: fleet overview",
                      "GPUs by state, power, energy, tokens and efficiency, alerts, hottest GPUs.", [

@@ -37,7 +37,6 @@ class DiskBuffer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self.evicted = 0
-        self.appended = 0
         self.lost_points = 0  # held by a damaged file that was set aside
         # chunks being sent (id -> (points, bytes)), by one or more sender threads: outside the caps until
         # acknowledged or released, never evicted, never handed out twice
@@ -86,7 +85,6 @@ class DiskBuffer:
             retry_after_damage(lambda: self._insert(rows), self._damaged)
             self.points += len(lines)
             self.bytes += sum(r[1] for r in rows)
-            self.appended += len(lines)
             self._enforce_caps()
 
     def _insert(self, rows: list[tuple]) -> None:

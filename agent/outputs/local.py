@@ -179,7 +179,8 @@ class LocalStore:
             size = self.path.stat().st_size
         except OSError:
             size = 0
-        return {"evicted_samples_total": self.evicted, "store_size_bytes": size, "path": str(self.path)}
+        return {"evicted_samples_total": self.evicted, "expired_samples_total": self.expired,
+                "store_size_bytes": size, "path": str(self.path)}
 
     def close(self) -> None:
         if self._conn is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import struct
-import time
 from typing import Any
 
 from .errors import (
@@ -29,9 +28,6 @@ from .errors import (
 _NOT_SUPPORTED, _NO_PERMISSION, _NOT_FOUND, _TIMEOUT = 3, 4, 6, 10
 _DRIVER_NOT_LOADED, _LIBRARY_NOT_FOUND, _FUNCTION_NOT_FOUND, _GPU_IS_LOST = 9, 12, 13, 15
 _UNINITIALIZED, _LIB_RM_VERSION_MISMATCH = 1, 18
-
-FIELD_OK = 0
-
 
 def translate(e: Exception) -> Exception:
     code = getattr(e, "value", None)
@@ -355,6 +351,3 @@ def decode_field(field_id: int, value_type: int, raw: bytes) -> float | int | No
 def _s(v) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
-
-def now_us() -> int:
-    return int(time.time() * 1e6)
