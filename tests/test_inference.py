@@ -248,13 +248,20 @@ def test_no_token_counters_is_not_present():
         collect(efficiency(SampleBus()), T0)
 
 
-def test_rapl_joins_the_node_scope(tmp_path):
+def rapl_efficiency(tmp_path):
+    """A RAPL package zone under tmp_path (its register wraps at 262143328850 uJ) and an efficiency collector
+    with a 10 s window reading it: (zone folder, bus, collector)."""
     zone = tmp_path / "class" / "powercap" / "intel-rapl:0"
     zone.mkdir(parents=True)
     (zone / "max_energy_range_uj").write_text("262143328850\n")
     bus = SampleBus()
     eff = EfficiencyCollector(EfficiencyCollector.Options(window=10.0), Context("efficiency", bus=bus,
                                                                                    sys_root=tmp_path))
+    return zone, bus, eff
+
+
+def test_rapl_joins_the_node_scope(tmp_path):
+    zone, bus, eff = rapl_efficiency(tmp_path)
     for k, uj in ((0, 262_000_000_000), (1, 500_000_000)):  # the register wraps in between
         (zone / "energy_uj").write_text(f"{uj}\n")
         ts = T0 + k * 10 * NS

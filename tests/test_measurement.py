@@ -459,18 +459,9 @@ def test_10_grace_power_and_energy_by_scope_gpu_first_module_as_fallback(tmp_pat
     # efficiency: module energy plus RAPL would count the Grace CPU twice
     import pytest
 
-    from agent.bus import SampleBus
-    from agent.collector import Context
-    from collectors.efficiency import EfficiencyCollector
+    from .test_inference import NS, T0, by_scope, collect, gpu_sample, rapl_efficiency, tok_sample
 
-    from .test_inference import NS, T0, by_scope, collect, gpu_sample, tok_sample
-
-    zone = tmp_path / "class" / "powercap" / "intel-rapl:0"
-    zone.mkdir(parents=True)
-    (zone / "max_energy_range_uj").write_text("262143328850\n")
-    bus = SampleBus()
-    eff = EfficiencyCollector(EfficiencyCollector.Options(window=10.0), Context("efficiency", bus=bus,
-                                                                                   sys_root=tmp_path))
+    zone, bus, eff = rapl_efficiency(tmp_path)
     for k in (0, 1):
         (zone / "energy_uj").write_text(f"{k * 900_000_000}\n")
         ts = T0 + k * 10 * NS
@@ -702,7 +693,6 @@ def test_14_older_trtllm_serve_builds_are_read_and_what_they_lack_is_said_once(t
     from agent.model import Accumulator
     from collectors.inference import InferenceCollector
 
-    from .services import serve_http
 
     old = "\n".join(line.replace("trtllm_", "") for line in _version_page("trtllm-serve-1.0").splitlines()
                     if "generation_tokens" not in line) + "\n"
@@ -715,18 +705,9 @@ def test_14_older_trtllm_serve_builds_are_read_and_what_they_lack_is_said_once(t
         parse("# HELP process_cpu_seconds_total x\n# TYPE process_cpu_seconds_total counter\n"
               "process_cpu_seconds_total 1.5\n", "trtllm")
 
-    from http.server import BaseHTTPRequestHandler
+    from .test_faults import hostile_server, reply
 
-    class H(BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(old.encode())
-
-        def log_message(self, *a):
-            pass
-
-    httpd, base = serve_http(H)
+    httpd, base = hostile_server(lambda h: reply(h, 200, old.encode()))
     try:
         col = InferenceCollector(InferenceCollector.Options(endpoints=[{"url": f"{base}/prometheus/metrics"}],
                                                             discover=False), Context("inference"))
