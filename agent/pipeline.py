@@ -42,16 +42,17 @@ class Pipeline:
                 self._spool_failing.failed(f"{o.name}: {e}", "output %s: cannot buffer samples: %s: %s", o.name,
                                            type(e).__name__, e)
 
-    def publish(self, samples: list[Sample]):
+    async def put(self, samples: list[Sample]) -> None:
+        """Hand a collection to every output; returns once each has taken it. The loop is never blocked."""
         self.published += len(samples)
-        if self._spool is None or not samples:
-            return None
-        fut = self._spool.submit(self._persist, samples)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return fut.result()
-        return asyncio.wrap_future(fut)
+        if self._spool is not None and samples:
+            await asyncio.wrap_future(self._spool.submit(self._persist, samples))
+
+    def publish(self, samples: list[Sample]) -> None:
+        """The same for a caller outside the event loop: blocks until every output has taken the samples."""
+        self.published += len(samples)
+        if self._spool is not None and samples:
+            self._spool.submit(self._persist, samples).result()
 
     @property
     def failing(self) -> str | None:

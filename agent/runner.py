@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from .collector import Collector, NotPresent, RestartRequired
 from .config import InstanceConfig
@@ -30,6 +30,21 @@ def grid_ts(interval: float, now_ns: int | None = None) -> int:
     return now_ns - now_ns % step if step > 0 else now_ns
 
 
+Publish = Callable[[list[Sample]], Awaitable[None]]
+
+
+def as_publish(sink: Callable[[list[Sample]], object]) -> Publish:
+    """The runner's one contract is `await publish(samples)`, done once the samples are safe; a plain function
+    (a list's extend, in `aifactory collect` and the tests) is adapted here, once."""
+    if inspect.iscoroutinefunction(sink):
+        return sink
+
+    async def publish(samples: list[Sample]) -> None:
+        sink(samples)
+
+    return publish
+
+
 class InstanceRunner:
     def __init__(self, cfg: InstanceConfig, collector: Collector | None, global_tags: dict[str, str],
                  publish: Callable[[list[Sample]], object], align: bool = True,
@@ -37,7 +52,7 @@ class InstanceRunner:
         self.cfg = cfg
         self.collector = collector
         self.global_tags = global_tags
-        self.publish = publish
+        self.publish = as_publish(publish)
         self.align = align
         self.runs = self.errors = self.timeouts = self.skipped = 0
         self.counts: dict[str, int] = {}  # the accumulators' invalid values and late adds
@@ -158,9 +173,7 @@ class InstanceRunner:
             self.last_success_ns = time.time_ns()
         self._set_state(state, error)
         if samples:
-            pending = self.publish(samples)
-            if inspect.isawaitable(pending):
-                await pending  # disk buffers committed: only now is the collection done
+            await self.publish(samples)  # buffers committed: only now is the collection done
         return samples
 
     def stats(self) -> dict:

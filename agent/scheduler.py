@@ -23,7 +23,7 @@ from .logonce import Latch
 from .model import Accumulator
 from .pipeline import Pipeline
 from .registry import Registry, default_registry
-from .runner import InstanceRunner, grid_ts, stages
+from .runner import InstanceRunner, as_publish, grid_ts, stages
 from .sdnotify import Notifier as SdNotifier
 from .selfmetrics import OUTPUT_FIELDS, ProcessStats
 from .state import set_aside_files, write_status
@@ -40,10 +40,11 @@ def build_runners(config: Config, registry: Registry, publish, state_dir: Path |
     Every collection goes to the bus (latest value per series, for derived metrics) and to publish.
     """
     bus = bus or SampleBus()
+    publish = as_publish(publish)
 
-    def publish_and_share(samples):
+    async def publish_and_share(samples):
         bus.observe(samples)
-        return publish(samples)
+        await publish(samples)
 
     runners = []
     tags = config.global_tags()
@@ -102,7 +103,7 @@ class Agent:
         # The agent rewrites status.json after every run: one older than this means it is not running.
         self.stale_after = max(60.0, 3 * max(intervals))
 
-    def _publish(self, samples, full: bool = False):
+    async def _publish(self, samples, full: bool = False) -> None:
         """The one path of every sample: to the alert engine, which evaluates the rules reading what came (all
         of them with `full`, once per agent interval with the self-metrics), then to the bus-fed outputs."""
         if self.alerts is not None and samples:
@@ -114,7 +115,7 @@ class Agent:
                 self.alert_failures += 1
                 self._alerting.failed(f"{type(e).__name__}: {e}", "alert evaluation failed: %s: %s",
                                       type(e).__name__, e)
-        return self.pipeline.publish(samples)
+        await self.pipeline.put(samples)
 
     def _agent_totals(self) -> dict:
         """The pipeline's and the alert engine's counters: status and the `agent` measurement."""
@@ -200,9 +201,7 @@ class Agent:
             acc.add("agent", fields, {"component": "output", "name": name})
         self.process.emit(acc)
         acc.add("agent", self._agent_totals(), {"component": "pipeline"})
-        pending = self._publish(acc.close(), full=True)  # the one path: rules on agent.* see these too
-        if pending is not None:
-            await pending
+        await self._publish(acc.close(), full=True)  # the one path: rules on agent.* see these too
 
     async def run(self, once: bool = False, duration: float | None = None, flush_timeout: float = 10.0) -> int:
         loop = asyncio.get_running_loop()

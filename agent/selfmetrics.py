@@ -61,7 +61,7 @@ AGENT_METRICS: tuple[Metric, ...] = (
     _m("state_files_set_aside_total", C, "count", "unusable state files moved aside (NAME.corrupt-TIMESTAMP)", _PROC),
     _m("published_samples_total", C, "count", "samples handed to the outputs (collections, self-metrics, alerts)",
        _PROC),
-    _m("pipeline_spool_errors_total", C, "count", "hand-offs to a disk-buffered output that raised (logged once)",
+    _m("pipeline_spool_errors_total", C, "count", "hand-offs to an output that raised (logged once)",
        _PROC),
     _m("rule_evaluations_total", C, "count", "evaluations of one alert rule (when its series came, and a full "
        "pass every agent interval)", _PROC),

@@ -125,7 +125,6 @@ def test_what_the_core_counts_it_reports(tmp_path, caplog):
 
     class Exploding:
         name = "exploding"
-        buffered = True
 
         def start(self): ...
         def append(self, samples): raise OSError("No space left on device")

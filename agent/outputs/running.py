@@ -82,8 +82,6 @@ class Stopping(Exception):
 class RunningOutput:
     """One destination: appends go to its disk buffer; a daemon thread sends them through its writer."""
 
-    buffered = True  # appended in the pipeline's spool thread: a collection is done once it is on disk
-
     HOUSEKEEPING_EVERY = 60.0  # the writer's housekeeping (the local store's retention), in the sender thread
 
     def __init__(self, name: str, writer: Writer, buffer, batch_size: int = 5000, flush_interval: float = 10.0,
