@@ -253,3 +253,28 @@ def test_two_connections_send_two_batches_at_once_and_lose_or_repeat_nothing(tmp
     assert sorted(got) == sorted(to_line(s).encode() for s in samples)  # each point once
     assert active[1] == 2 and took < 4 * 0.3  # two requests in flight at once
     assert out.stats()["buffer_points"] == 0 and out.sent == 4000
+
+
+def test_chunks_compressed_at_append_are_sent_as_one_gzip_stream(tmp_path):
+    """DiskBuffer(compress=True): a batch is the concatenation of gzip members, one body of whole lines; a
+    chunk trimmed by the cap, or from a buffer written before, has none and the batch goes uncompressed."""
+    import gzip
+
+    from agent.outputs.buffer import DiskBuffer
+
+    buf = DiskBuffer(tmp_path / "b.db", compress=True)
+    buf.append([b"m,h=a v=1i 1", b"m,h=a v=2i 2"])
+    buf.append([b"m,h=b v=3i 3"])
+    ids, lines, packed = buf.peek_packed(100)
+    assert len(ids) == 2 and gzip.decompress(packed) == b"\n".join(lines) + b"\n"
+    buf.release(ids)
+    plain = DiskBuffer(tmp_path / "old.db")  # no compression at append: nothing packed
+    plain.append([b"m v=1i 1"])
+    assert plain.peek_packed(10)[2] is None
+    plain.close()
+    again = DiskBuffer(tmp_path / "old.db", compress=True)  # reopened compressing: the old chunk has none
+    again.append([b"m v=2i 2"])
+    ids, lines, packed = again.peek_packed(10)
+    assert lines == [b"m v=1i 1", b"m v=2i 2"] and packed is None
+    buf.close()
+    again.close()

@@ -113,7 +113,8 @@ def test_kill_9_mid_write_then_restart_loses_nothing_and_leaves_no_partial_line(
     assert out.flush(60) and out.stop(10)
     got = lines_of(path)
     assert set(got) == {to_line(s) for s in samples}  # every point, at least once; no partial line
-    assert out.writer.repaired_bytes == len(b"gpu,host=node1,gpu=3 power_watt")
+    # what was cut: our partial line, plus whatever half line the kill itself left before it
+    assert out.writer.repaired_bytes >= len(b"gpu,host=node1,gpu=3 power_watt")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: root only (CI runs as root)")

@@ -242,7 +242,10 @@ class RunningOutput:
             self._pause(hold)
             return failures
         with self._lock:  # marked busy before the chunks leave the buffer's count: flush never sees a gap
-            ids, records = self.buffer.peek(self.batch_size)
+            if getattr(writer, "accepts_packed", False) and hasattr(self.buffer, "peek_packed"):
+                ids, records, packed = self.buffer.peek_packed(self.batch_size)
+            else:
+                (ids, records), packed = self.buffer.peek(self.batch_size), None
             if ids:
                 held.extend(ids)
                 self._busy += 1
@@ -251,7 +254,7 @@ class RunningOutput:
             self._pause(self.flush_interval + random.random() * self.flush_jitter)
             return failures
         try:
-            rejected = self._deliver(writer, records)
+            rejected = self._deliver(writer, records, packed)
         except Stopping:
             self.buffer.release(ids)
             self._done_with(held)
@@ -295,14 +298,15 @@ class RunningOutput:
             else:
                 log.warning("output %s: %s; points are kept and retried", self.name, error)
 
-    def _deliver(self, writer: Writer, records: list[bytes]) -> int:
-        """Write one batch, splitting what the destination refuses; the number of records dropped as refused."""
+    def _deliver(self, writer: Writer, records: list[bytes], packed: bytes | None = None) -> int:
+        """Write one batch, splitting what the destination refuses; the number of records dropped as refused.
+        `packed`: the batch already encoded by the buffer (gzip members), sent as it is the first time."""
         if self._stopping:
             raise Stopping()
         with self._lock:
             self.requests += 1
         try:
-            res = writer.write(records)
+            res = writer.write_packed(packed) if packed is not None else writer.write(records)
         except TransportError as e:
             raise Retry(str(e)) from None
         if res.kind == "ok":
