@@ -278,3 +278,50 @@ def test_chunks_compressed_at_append_are_sent_as_one_gzip_stream(tmp_path):
     assert lines == [b"m v=1i 1", b"m v=2i 2"] and packed is None
     buf.close()
     again.close()
+
+
+def test_a_batch_whose_delete_fails_goes_back_to_the_buffer_for_any_sender(tmp_path):
+    """A sender that fails after taking chunks (the delete refused: a full disk) hands them back: the other
+    sender, or itself, sends them again; nothing stays in flight for ever."""
+    from agent.outputs.buffer import DiskBuffer
+    from agent.outputs.running import OK, RunningOutput
+
+    class Sink:
+        def __init__(self):
+            self.got = []
+
+        def encode(self, samples):
+            return samples
+
+        def write(self, records):
+            self.got.extend(records)
+            return OK
+
+        def describe(self, r):
+            return str(r)
+
+        def close(self):
+            pass
+
+        def stats(self):
+            return {}
+
+    buf = DiskBuffer(tmp_path / "b.db")
+    real_remove, calls = buf.remove, []
+
+    def flaky_remove(ids):
+        calls.append(ids)
+        if len(calls) == 1:
+            raise __import__("sqlite3").OperationalError("database or disk is full")
+        return real_remove(ids)
+
+    buf.remove = flaky_remove
+    sink = Sink()
+    out = RunningOutput("t", sink, buf, batch_size=10, flush_interval=0.05)
+    buf.append([b"a", b"b", b"c"])
+    out.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(buf):
+        time.sleep(0.02)
+    assert out.stop(5)
+    assert len(buf) == 0 and sink.got.count(b"a") == 2  # sent again after the failed delete, then forgotten

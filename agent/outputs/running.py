@@ -210,8 +210,11 @@ class RunningOutput:
                     failures = self._step(failures, writer, held)
                 except Exception as e:  # the buffer's disk (full, I/O error): never let the sender die
                     failures += 1
+                    try:
+                        self.buffer.release(list(held))  # its chunks go back first in line for any sender
+                    except Exception:
+                        pass  # the next peek finds the damage, or the restart does
                     self._done_with(held)
-                    self.buffer.release(held)
                     self._set_state("buffer_error", f"disk buffer: {type(e).__name__}: {e}")
                     self._pause(backoff(failures, 0.2, 5.0))  # a local disk: space comes back soon
         finally:
