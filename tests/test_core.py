@@ -148,6 +148,10 @@ def test_what_the_core_counts_it_reports(tmp_path, caplog):
     assert st["alerts"]["rule_errors_total"] >= 2 and st["alerts"]["rules_failing"] == ["Broken"]
     assert caplog.text.count("alert rule Broken cannot be evaluated") == 1
     assert st["pipeline"]["pipeline_spool_errors_total"] >= 2 and st["healthy"] is False
+    from agent.cli.status import status_text
+
+    text = status_text({**st, "running": False, "age_seconds": 0.0})
+    assert "hand-off errors" in text and "(failing: Broken)" in text
     from agent.outputs.local import query
 
     stored = query(tmp_path / "state" / "metrics.db", "agent", tags={"component": "pipeline"})

@@ -57,6 +57,15 @@ def status_text(st: dict) -> str:
         if proc:
             print(f"process: cpu {proc.get('cpu_seconds_total', 0):.2f}s, "
                   f"rss {proc.get('memory_rss_bytes', 0) / 2**20:.1f} MiB, threads {proc.get('threads')}")
+        pipe, alerts = st.get("pipeline") or {}, st.get("alerts") or {}
+        if pipe:
+            print(f"pipeline: {pipe.get('published_samples_total', 0)} samples published, "
+                  f"{pipe.get('pipeline_spool_errors_total', 0)} hand-off errors")
+        if alerts:
+            failing = ", ".join(alerts.get("rules_failing") or []) or "none"
+            print(f"alerts: {alerts.get('rules', 0)} rules, {alerts.get('firing', 0)} firing, "
+                  f"{alerts.get('pending', 0)} pending, {alerts.get('rule_errors_total', 0)} rule errors "
+                  f"(failing: {failing})")
         print()
         rows = []
         for name, c in sorted(st.get("collectors", {}).items()):
