@@ -37,21 +37,25 @@ class Spec:
         return bool(self.cls and self.cls.default_enabled)
 
 
+def load_target(target: str):
+    """The object a "module:attribute" names (a collector, an output, a plugin's command hook)."""
+    mod_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(mod_name), attr)
+
+
 class Registry:
     def __init__(self, targets: dict[str, str], outputs: dict[str, str] | None = None):
         self.outputs: dict[str, type] = {}  # output kind -> class (Options, many, build)
         for name, target in (outputs if outputs is not None else discover_outputs()).items():
             try:
-                mod_name, _, attr = target.partition(":")
-                self.outputs[name] = getattr(importlib.import_module(mod_name), attr)
+                self.outputs[name] = load_target(target)
             except Exception as e:  # a broken output plugin disables itself, not the daemon
                 log.warning("output %s unavailable: %s: %s", name, type(e).__name__, e)
         self.specs: dict[str, Spec] = {}
         for name, target in targets.items():
             spec = Spec(name, target)
             try:
-                mod_name, _, attr = target.partition(":")
-                spec.cls = getattr(importlib.import_module(mod_name), attr)
+                spec.cls = load_target(target)
             except Exception as e:  # a broken plugin disables itself, not the daemon
                 spec.error = f"{type(e).__name__}: {e}"
                 log.warning("collector %s unavailable: %s", name, spec.error)
@@ -77,22 +81,24 @@ class Registry:
         return cat
 
 
+def _targets(builtin: dict[str, str], group: str) -> dict[str, str]:
+    """The built-in plugins, then third-party ones from an entry-point group (a built-in name wins)."""
+    targets = dict(builtin)
+    for ep in entry_points(group=group):
+        targets.setdefault(ep.name, ep.value)
+    return targets
+
+
 def discover() -> dict[str, str]:
     import collectors
 
-    targets = dict(collectors.REGISTRY)
-    for ep in entry_points(group="aifactory.collectors"):
-        targets.setdefault(ep.name, ep.value)
-    return targets
+    return _targets(collectors.REGISTRY, "aifactory.collectors")
 
 
 def discover_outputs() -> dict[str, str]:
     from . import outputs
 
-    targets = dict(outputs.REGISTRY)
-    for ep in entry_points(group="aifactory.outputs"):
-        targets.setdefault(ep.name, ep.value)
-    return targets
+    return _targets(outputs.REGISTRY, "aifactory.outputs")
 
 
 @lru_cache(maxsize=1)

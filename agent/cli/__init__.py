@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
@@ -107,12 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     ct.set_defaults(func=cmd_catalogue)
 
     # Collectors may bring commands of their own (e.g. `aifactory gpus`).
-    from ..registry import default_registry
+    from ..registry import default_registry, load_target
 
     for spec in default_registry().specs.values():
-        if spec.cls.cli:
-            module, _, func = spec.cls.cli.partition(":")
-            getattr(importlib.import_module(module), func)(sub, common)
+        if spec.cls is not None and spec.cls.cli:
+            load_target(spec.cls.cli)(sub, common)
     return p
 
 
