@@ -93,8 +93,9 @@ _KV_USAGE = {
     "nim": ("gpu_cache_usage_perc",),  # NIM LLM 1.x: vLLM's V0 names without the prefix
     "llamacpp": ("llamacpp:kv_cache_usage_ratio",),  # tools/server/server.cpp
 }
-# server -> [(failure counter, outcome)]
-_FAILURES = {
+# server -> [(counter of requests that did not succeed, outcome)], beside its success/finished counter
+_OTHER_OUTCOMES = {
+    "sglang": [("sglang:num_aborted_requests_total", "abort")],
     "nim": [("request_failure_total", "failure")],
     "trtllm": [("trtllm_request_error_total", "error")],
 }
@@ -202,8 +203,7 @@ def parse(text: str, server: str = "auto", default_model: str = "default",
         # SGLang's num_requests_total counts finished requests, aborted ones included: "finished", with the
         # aborted ones beside it; the other servers' counters count successes (by finished_reason where given)
         plain = "finished" if kind == "sglang" else "success"
-        extra = [("sglang:num_aborted_requests_total", "abort")] if kind == "sglang" else []
-        for name, fixed in ([(success, None)] if success else []) + extra + _FAILURES.get(kind, []):
+        for name, fixed in ([(success, None)] if success else []) + _OTHER_OUTCOMES.get(kind, []):
             for labels, v in samples.get(name, []):
                 m = model(_model_of(labels, label, default_model))
                 outcome = fixed or labels.get("finished_reason") or plain
