@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from agent.model import Accumulator
 
 from .energy import EnergyTracker
@@ -53,13 +55,10 @@ def map_gpu(r: GpuReading, acc: Accumulator, energy: EnergyTracker, xids: XidCou
     if r.xids:
         xids.total[uuid] = xids.total.get(uuid, 0) + len(r.xids)
         xids.last[uuid] = r.xids[-1]
-        counts: dict[int, int] = {}
-        for x in r.xids:
-            counts[x] = counts.get(x, 0) + 1
-        for x, c in counts.items():
+        for x, c in Counter(r.xids).items():
             acc.add("gpu_event", {"count": c}, {**tags, "event": "xid", "xid": str(x)})
-    for event in dict.fromkeys(r.events):
-        acc.add("gpu_event", {"count": r.events.count(event)}, {**tags, "event": event})
+    for event, c in Counter(r.events).items():
+        acc.add("gpu_event", {"count": c}, {**tags, "event": event})
     if r.lost:
         acc.add("gpu", {"lost": True, "xid_errors_total": xids.total.get(uuid, 0)}, tags)
         return

@@ -54,6 +54,9 @@ FIELDS: dict[str, tuple[int, int]] = {
     "nvlink_tx_kib": (138, ALL_LINKS), "nvlink_rx_kib": (139, ALL_LINKS),
 }
 _BY_ID = {v: k for k, v in FIELDS.items()}
+# a GPU-scope reading -> the same reading of the module
+MODULE_SCOPE = {"power_instant_mw": "power_instant_module_mw", "power_average_mw": "power_average_module_mw",
+                "energy_mj": "energy_module_mj"}
 NVLINK_TX, NVLINK_RX = 138, 139
 
 
@@ -243,7 +246,7 @@ class GpuReader:
         self.driver_version = self._opt(self.nvml.driver_version) or ""
         self.cuda_version = self._opt(self.nvml.cuda_version) or ""
         self.gpus = []
-        self.unavailable: dict[int, tuple[float, str]] = {}
+        self.unavailable = {}
         for i in range(self.nvml.device_count()):
             try:
                 h = self.nvml.handle(i)
@@ -493,8 +496,7 @@ class GpuReader:
         """Power and energy of one scope, said in power_scope: the GPU's where NVML has its energy counter (or,
         lacking any energy, its power), else the module's (Grace Hopper / Grace Blackwell). Never a mix: a
         module figure includes the Grace CPU and must not be added to a host CPU figure."""
-        module = {k: v.pop(f"{k[:-3]}_module{k[-3:]}", None) for k in ("power_instant_mw", "power_average_mw")}
-        module["energy_mj"] = v.pop("energy_module_mj", None)
+        module = {k: v.pop(m, None) for k, m in MODULE_SCOPE.items()}
         gpu_has = v.get("energy_mj") is not None or (
             module["energy_mj"] is None and (v.get("power_instant_mw") is not None
                                              or v.get("power_average_mw") is not None))
