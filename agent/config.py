@@ -183,9 +183,12 @@ class OutputsBase(Strict):
     @model_validator(mode="after")
     def _unique(self):
         # an output's name keys its status row and its buffer file: unique across every output
-        names = [getattr(o, "name", k) for k in type(self).model_fields for o in
-                 (getattr(self, k) if isinstance(getattr(self, k), list) else [getattr(self, k)])
-                 if getattr(o, "enabled", True)]
+        names = []
+        for kind in type(self).model_fields:
+            section = getattr(self, kind)
+            for o in section if isinstance(section, list) else [section]:
+                if o.enabled:
+                    names.append(getattr(o, "name", kind))  # a single output (local) is named by its kind
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"output names must be unique; repeated: {', '.join(sorted(dup))}")

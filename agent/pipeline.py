@@ -42,17 +42,21 @@ class Pipeline:
                 self._spool_failing.failed(f"{o.name}: {e}", "output %s: cannot buffer samples: %s: %s", o.name,
                                            type(e).__name__, e)
 
+    def _hand(self, samples: list[Sample]):
+        self.published += len(samples)
+        return self._spool.submit(self._persist, samples) if self._spool is not None and samples else None
+
     async def put(self, samples: list[Sample]) -> None:
         """Hand a collection to every output; returns once each has taken it. The loop is never blocked."""
-        self.published += len(samples)
-        if self._spool is not None and samples:
-            await asyncio.wrap_future(self._spool.submit(self._persist, samples))
+        fut = self._hand(samples)
+        if fut is not None:
+            await asyncio.wrap_future(fut)
 
     def publish(self, samples: list[Sample]) -> None:
         """The same for a caller outside the event loop: blocks until every output has taken the samples."""
-        self.published += len(samples)
-        if self._spool is not None and samples:
-            self._spool.submit(self._persist, samples).result()
+        fut = self._hand(samples)
+        if fut is not None:
+            fut.result()
 
     @property
     def failing(self) -> str | None:

@@ -31,6 +31,7 @@ CHUNK = 1000
 
 class DiskBuffer:
     durable = True  # survives the process: at shutdown, what a refusing destination did not take stays here
+
     def __init__(self, path: Path, max_bytes: int = 1 << 30, max_points: int = 10_000_000,
                  compress: bool = False) -> None:
         self.path = Path(path)

@@ -159,7 +159,7 @@ class RunningOutput:
         while time.monotonic() < deadline:
             if len(self.buffer) == 0 and self._idle.is_set() and not self._backlog:
                 return True
-            if self.state in ("retrying", "auth_failed") and getattr(self.buffer, "durable", True):
+            if self.state in ("retrying", "auth_failed") and self.buffer.durable:
                 return False  # the destination is refusing or away: what is buffered on disk stays for next time
             self._wake.set()
             time.sleep(0.02)
