@@ -318,13 +318,12 @@ class EfficiencyCollector(Collector):
             energy = sum(gpu_energy[g] / sharing[g] for g in gpus_of[k]) if gpus_of[k] else None
             tags = {"scope": "model", "endpoint": k[0], "model": k[1], "server": series[k].get("server", "")}
             acc.add("efficiency", ratios(tot, gen, energy, seconds), tags)
-        rapl = [d for k in live if k[0] == "rapl" and (d := delta(k)) is not None]
-        if self.module_gpus & set(gpu_energy):
-            rapl = []  # a Grace module's energy includes its CPU: adding a CPU meter would count it twice
+        # a Grace module's energy includes its CPU: adding a CPU meter would count it twice
+        module = bool(self.module_gpus & set(gpu_energy))
+        rapl = [] if module else [d for k in live if k[0] == "rapl" and (d := delta(k)) is not None]
         node_energy = sum(gpu_energy.values()) + sum(rapl) if (gpu_energy or rapl) else None
-        source = "+".join(x for x, have in (("gpu", gpu_energy), ("rapl", rapl)) if have) or "none"
-        if self.module_gpus & set(gpu_energy):
-            source = "gpu_module"
+        source = "gpu_module" if module else (
+            "+".join(x for x, have in (("gpu", gpu_energy), ("rapl", rapl)) if have) or "none")
         meter = delta(("meter",)) if self.options.node_energy is not None else None
         if meter is not None:  # the node's own meter covers GPUs, CPUs, fans and PSU losses
             node_energy, source = meter, "meter"
