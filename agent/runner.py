@@ -22,6 +22,13 @@ from .model import Accumulator, Sample
 
 log = logging.getLogger("agent.runner")
 
+# Synchronous runs take turns: runs started on the same tick otherwise contend for the GIL at every read
+# syscall, which costs more CPU than their work (bench/collect_overhead: 1.4 ms a cycle contended, 1.0 ms
+# in turns; docs/architecture.md). A run waits at most LANE_WAIT for its turn, so one slow or hung
+# collector delays the others by that much, never more.
+_LANE = threading.Lock()
+LANE_WAIT = 0.05
+
 
 def grid_ts(interval: float, now_ns: int | None = None) -> int:
     """The start of the current interval on the epoch-aligned grid, in ns."""
@@ -102,11 +109,14 @@ class InstanceRunner:
 
         def target() -> None:
             exc: BaseException | None = None
+            turn = _LANE.acquire(timeout=LANE_WAIT)
             try:
                 collector.collect(acc)
             except BaseException as e:  # handed to the loop, which classifies it
                 exc = e
             finally:
+                if turn:
+                    _LANE.release()
                 self._thread_busy = False
             try:
                 loop.call_soon_threadsafe(deliver, exc)

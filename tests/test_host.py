@@ -81,3 +81,53 @@ def test_parse_stat_tolerates_old_kernels():
     parse_stat("cpu  1 2 3 4\ncpu0 1 2 3 4\nctxt 9\n", r, hz=100)
     assert r.cpus[0].seconds == {"user": 0.01, "nice": 0.02, "system": 0.03, "idle": 0.04}
     assert r.context_switches == 9 and r.procs_running is None
+
+
+def test_memory_parse_matches_psutil_on_every_recorded_tree(tmp_path):
+    # psutil is the reference for these semantics; the reader parses /proc/meminfo itself to read it once.
+    import warnings
+    from pathlib import Path
+
+    import psutil
+
+    from collectors.host.reader import parse_meminfo, parse_vmstat_swap
+    trees = sorted(Path(__file__).parent.joinpath("fixtures", "trees").glob("*/proc/meminfo"))
+    assert len(trees) >= 2
+    old = psutil.PROCFS_PATH
+    try:
+        for meminfo in trees:
+            psutil.PROCFS_PATH = str(meminfo.parent)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                vm, sw = psutil.virtual_memory(), psutil.swap_memory()
+            memory, swap = parse_meminfo(meminfo.read_text())
+            assert memory == {k: getattr(vm, k) for k in memory} and len(memory) == 7, meminfo
+            assert swap == {"total": sw.total, "used": sw.used, "free": sw.free}, meminfo
+            assert parse_vmstat_swap((meminfo.parent / "vmstat").read_text()) == (sw.sin, sw.sout)
+    finally:
+        psutil.PROCFS_PATH = old
+
+
+def test_memory_parse_odd_shapes():
+    from collectors.host.reader import parse_meminfo, parse_vmstat_swap
+    # before Linux 3.14 there is no MemAvailable: free + buffers + cached (with SReclaimable), as psutil estimates
+    old = "MemTotal: 1000 kB\nMemFree: 100 kB\nBuffers: 50 kB\nCached: 200 kB\nSReclaimable: 10 kB\n"
+    memory, swap = parse_meminfo(old)
+    assert memory["available"] == 360 * 1024 and memory["used"] == 640 * 1024 and memory["cached"] == 210 * 1024
+    assert swap == {}  # no swap lines: no swap fields, not zeros
+    assert parse_meminfo("garbage\n\nMemFree: x kB\n") == ({}, {})
+    assert parse_meminfo("MemTotal: 100 kB\nMemFree: 10 kB\nMemAvailable: 500 kB\n")[0]["available"] == 10 * 1024
+    assert parse_vmstat_swap("pgpgin 5\npswpin 3\n") is None  # half a pair is no reading
+    assert parse_vmstat_swap("pswpin 3\npswpout 4\n") == (3 * 4096, 4 * 4096)
+
+
+def test_a_tree_without_meminfo_still_reports_the_rest(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    src = Path(__file__).parent / "fixtures" / "trees" / "vm"
+    shutil.copytree(src, tmp_path / "vm", symlinks=True)
+    (tmp_path / "vm" / "proc" / "meminfo").unlink()
+    samples, _ = run_collector(HostCollector, tmp_path / "vm")
+    host = by_series(samples)[("host", ())]
+    assert "memory_total_bytes" not in host and "swap_in_bytes_total" not in host and host["cpu_count"] == 2

@@ -132,3 +132,55 @@ def test_sigterm_stops_cleanly_and_flushes(state_dir):
     out = status["outputs"]["local"]
     assert out["queue_depth_samples"] == 0 and out["written_samples_total"] > 0
     assert len(query(state_dir / "metrics.db", "quick")) == len(plugins.RUNS["quick"])
+
+
+def test_synchronous_runs_of_one_tick_take_turns_and_a_stuck_one_holds_none_back(monkeypatch):
+    # Runs started together take turns on the process (less GIL contention: bench/collect_overhead); a run
+    # stuck holding its turn delays the others by at most runner.LANE_WAIT, never stops them.
+    import threading
+
+    from agent import runner as runner_module
+    from agent.collector import Collector
+    from agent.config import InstanceConfig
+    from agent.runner import InstanceRunner
+
+    inside, overlaps, stuck = [], [], threading.Event()
+
+    class Sleepy(Collector):
+        kind = "sleepy"
+
+        def collect(self, acc):
+            if inside:
+                overlaps.append(list(inside))
+            inside.append(self)
+            time.sleep(0.02)  # releases the GIL: without turns the others would run now
+            inside.remove(self)
+
+    class Stuck(Collector):
+        kind = "stuck"
+
+        def collect(self, acc):
+            stuck.wait(30)
+
+    def runner(cls, name, timeout=5.0):
+        cfg = InstanceConfig(name, cls.kind, Collector.Options(), 10.0, timeout)
+        return InstanceRunner(cfg, cls(Collector.Options(), None), {}, [].extend, align=False)
+
+    sleepy = [runner(Sleepy, f"s{i}") for i in range(4)]
+
+    async def tick(rs):
+        await asyncio.gather(*(r.run_once() for r in rs))
+
+    monkeypatch.setattr(runner_module, "LANE_WAIT", 30.0)  # a loaded test machine must not end a turn early
+    asyncio.run(tick(sleepy))
+    assert not overlaps and all(r.state == "ok" for r in sleepy)
+
+    monkeypatch.setattr(runner_module, "LANE_WAIT", 0.05)
+    hung = runner(Stuck, "stuck", timeout=1.0)
+    try:
+        asyncio.run(tick([hung, *sleepy]))
+        assert hung.state == "timeout" and all(r.state == "ok" and r.runs == 2 for r in sleepy)
+    finally:
+        stuck.set()
+    for r in [hung, *sleepy]:
+        r.close()

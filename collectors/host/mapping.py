@@ -44,7 +44,7 @@ def map_host(r: HostReading, acc: Accumulator, previous: dict[str, dict[str, flo
     s = r.swap
     if s:
         f.update({"swap_total_bytes": s["total"], "swap_used_bytes": s["used"], "swap_free_bytes": s["free"],
-                  "swap_in_bytes_total": s["sin"], "swap_out_bytes_total": s["sout"]})
+                  "swap_in_bytes_total": s.get("sin"), "swap_out_bytes_total": s.get("sout")})
     f["uptime_seconds"] = r.uptime
     f["boot_time_seconds"] = r.boot_time
     f["context_switches_total"] = r.context_switches

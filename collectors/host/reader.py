@@ -1,22 +1,20 @@
 """Reads /proc and /sys for the host collector; returns plain dataclasses, no samples.
 
-Memory and swap come from psutil, which follows ``psutil.PROCFS_PATH``; /proc/stat is
-parsed once here (psutil would read it four times for the same figures) and hwmon is
-read from the injected sysfs root, which psutil cannot be pointed at.
+/proc/stat and /proc/meminfo are each read once per run and parsed here with psutil's
+semantics (used = total - available; cached includes SReclaimable; swap in/out from
+/proc/vmstat's page counts): psutil reads /proc/stat four times and /proc/meminfo twice for
+the same figures, which cost more than the rest of the run (docs/architecture.md). hwmon is
+read from the injected sysfs root.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
-
 from collectors.common import read_int, read_text
 
-_psutil_lock = threading.Lock()
 USER_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -83,6 +81,46 @@ def parse_stat(text: str, reading: HostReading, hz: int = USER_HZ) -> None:
             reading.boot_time = int(parts[1])
 
 
+def parse_meminfo(text: str) -> tuple[dict[str, int], dict[str, int]]:
+    """Memory and swap in bytes from /proc/meminfo, as psutil.virtual_memory()/swap_memory() define them."""
+    kb: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts:
+            try:
+                kb[name] = int(parts[0])
+            except ValueError:
+                continue
+    if "MemTotal" not in kb or "MemFree" not in kb:
+        return {}, {}
+    b = {k: v * 1024 for k, v in kb.items()}
+    total, free = b["MemTotal"], b["MemFree"]
+    buffers = b.get("Buffers", 0)
+    cached = b.get("Cached", 0) + b.get("SReclaimable", 0)
+    avail = b.get("MemAvailable") or (free + buffers + cached)  # before Linux 3.14: the old estimate
+    avail = max(0, avail) if avail <= total else free
+    memory = {"total": total, "available": avail, "used": total - avail, "free": free, "buffers": buffers,
+              "cached": cached, "shared": b.get("Shmem", b.get("MemShared", 0))}
+    swap: dict[str, int] = {}
+    if "SwapTotal" in b and "SwapFree" in b:
+        swap = {"total": b["SwapTotal"], "free": b["SwapFree"], "used": b["SwapTotal"] - b["SwapFree"]}
+    return memory, swap
+
+
+def parse_vmstat_swap(text: str) -> tuple[int, int] | None:
+    """Pages swapped in and out since boot, in bytes (the kernel counts 4 KiB units, as psutil reads them)."""
+    sin = sout = None
+    for line in text.splitlines():
+        if line.startswith("pswpin "):
+            sin = int(line.split()[1]) * 4096
+        elif line.startswith("pswpout "):
+            sout = int(line.split()[1]) * 4096
+            if sin is not None:
+                break
+    return (sin, sout) if sin is not None and sout is not None else None
+
+
 def read_hwmon(sys_root: Path) -> list[Temperature]:
     base = sys_root / "class" / "hwmon"
     out: list[Temperature] = []
@@ -140,17 +178,13 @@ class HostReader:
             r.processes = sum(1 for e in os.scandir(self.proc) if e.name.isdigit())
         except OSError:
             pass
-        with _psutil_lock:
-            old = psutil.PROCFS_PATH
-            psutil.PROCFS_PATH = str(self.proc)
-            try:
-                vm = psutil.virtual_memory()
-                sw = psutil.swap_memory()
-            finally:
-                psutil.PROCFS_PATH = old
-        r.memory = {"total": vm.total, "available": vm.available, "used": vm.used, "free": vm.free,
-                    "buffers": vm.buffers, "cached": vm.cached, "shared": vm.shared}
-        r.swap = {"total": sw.total, "used": sw.used, "free": sw.free, "sin": sw.sin, "sout": sw.sout}
+        meminfo = read_text(self.proc / "meminfo")
+        if meminfo:
+            r.memory, r.swap = parse_meminfo(meminfo)
+        vmstat = read_text(self.proc / "vmstat") if r.swap else None
+        paged = parse_vmstat_swap(vmstat) if vmstat else None
+        if paged:
+            r.swap["sin"], r.swap["sout"] = paged
         if self.temperatures:
             r.temperatures = read_hwmon(self.sys)
         return r
