@@ -8,4 +8,5 @@ REGISTRY: dict[str, str] = {
     "snmp": "collectors.snmp:SnmpCollector",
     "inference": "collectors.inference:InferenceCollector",
     "efficiency": "collectors.efficiency:EfficiencyCollector",
+    "redfish": "collectors.redfish:RedfishCollector",
 }

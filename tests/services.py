@@ -266,3 +266,179 @@ def serve_http(handler) -> tuple:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+
+
+def tls_pair(root: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it: (ca.pem, cert.pem, key.pem)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def cert(subject, issuer, key, signer, ca: bool):
+        b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
+             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+             .not_valid_after(now + datetime.timedelta(days=30))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                critical=False)
+        return b.sign(signer, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aifactory test CA")])
+    ca = cert(ca_name, ca_name, ca_key, ca_key, True)
+    srv = cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bmc")]), ca_name, key, ca_key, False)
+    root.mkdir(parents=True, exist_ok=True)
+    paths = root / "ca.pem", root / "cert.pem", root / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(srv.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+class SushyStatic:
+    """sushy-tools' `sushy-static` (OpenStack's Redfish emulator) serving a mockup folder over HTTPS."""
+
+    def __init__(self, mockup: Path, tls: tuple[Path, Path, Path]) -> None:
+        import sys
+
+        self.exe = Path(sys.executable).with_name("sushy-static")
+        if not self.exe.exists():
+            exe = shutil.which("sushy-static")
+            if not exe:
+                if os.environ.get("CI"):
+                    raise RuntimeError("sushy-static missing: pip install .[dev] installs sushy-tools")
+                pytest.skip("sushy-static not installed (pip install sushy-tools; `make test` does it)")
+            self.exe = Path(exe)
+        self.mockup, self.ca, self.cert, self.key = mockup, *tls
+        self.port = free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> SushyStatic:
+        import ssl
+
+        self.proc = subprocess.Popen(
+            [str(self.exe), "--interface", "127.0.0.1", "--port", str(self.port), "--mockup-files", str(self.mockup),
+             "--ssl-certificate", str(self.cert), "--ssl-key", str(self.key)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # it prints every request's headers
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sushy-static exited with {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(self.url + "/redfish/v1", timeout=1, context=ctx) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("sushy-static did not answer")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def serve_bmc(mockup: Path, tls: tuple[Path, Path, Path], user: str = "monitor", password: str = "s3cret",
+              delay: float = 0.0):
+    """sushy-static's own request handler, behind what sushy-static lacks and BMCs do: basic auth, Redfish
+    sessions (POST SessionService/Sessions -> X-Auth-Token, DELETE to log out) and a configurable delay.
+    Returns (server, url, state); state counts logins, logouts and requests, and `expire()` drops sessions."""
+    import base64
+    import secrets
+    import ssl
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from sushy_tools.static import main as sushy
+
+    sushy.REDFISH_MOCKUP_FILES = str(mockup)  # one mockup per process: the handler reads a module global
+
+    class State:
+        tokens: set[str] = set()
+        logins = logouts = gets = 0
+        delay = 0.0
+
+        def expire(self) -> None:
+            self.tokens.clear()
+
+    state = State()
+    state.tokens = set()
+    state.delay = delay
+    good = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    class Handler(sushy.RequestHandler):
+        def _log_request(self, method):
+            n = int(self.headers.get("content-length", 0) or 0)
+            self.body = self.rfile.read(n) if n else b""
+
+        def log_message(self, *a):
+            pass
+
+        def _authorized(self) -> bool:
+            return self.headers.get("Authorization") == good or self.headers.get("X-Auth-Token") in state.tokens
+
+        def _deny(self):
+            body = b'{"error": {"code": "Base.1.0.InsufficientPrivilege"}}'
+            self.send_response(401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            if state.delay:
+                time.sleep(state.delay)
+            state.gets += 1
+            if self.path.rstrip("/") != "/redfish/v1" and not self._authorized():
+                return self._deny()
+            super().do_GET()
+
+        def do_POST(self):
+            self._log_request("POST")
+            if self.path.rstrip("/") == "/redfish/v1/SessionService/Sessions":
+                try:
+                    creds = json.loads(self.body)
+                except ValueError:
+                    creds = {}
+                if creds.get("UserName") == user and creds.get("Password") == password:
+                    token = secrets.token_hex(16)
+                    state.tokens.add(token)
+                    state.logins += 1
+                    self.send_response(201)
+                    self.send_header("X-Auth-Token", token)
+                    self.send_header("Location", f"/redfish/v1/SessionService/Sessions/{token[:8]}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                return self._deny()
+            self.send_response(405)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_DELETE(self):
+            if self._authorized():
+                state.tokens.discard(self.headers.get("X-Auth-Token"))
+                state.logouts += 1
+                self.send_response(204)
+            else:
+                self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    httpd.handle_error = lambda *a: None  # a client that gave up on a slow answer is the point of the test
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(tls[1]), str(tls[2]))
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"https://127.0.0.1:{httpd.server_address[1]}", state

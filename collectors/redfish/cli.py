@@ -1,0 +1,75 @@
+"""`aifactory redfish probe URL`: every reading a Redfish service gives, with its unit and resource."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+
+def add_parser(sub, common) -> None:
+    rf = sub.add_parser("redfish", help="Redfish services (BMCs, power shelves, PDUs, CDUs)")
+    rsub = rf.add_subparsers(dest="redfish_command", required=True, metavar="COMMAND")
+    p = rsub.add_parser("probe", parents=[common], help="discover a service and print every reading")
+    p.add_argument("url", metavar="URL", help="https://BMC[:PORT]")
+    p.add_argument("--user")
+    p.add_argument("--password-file", help="file holding the password (never a password in argv)")
+    p.add_argument("--password-env", help="environment variable holding the password")
+    p.add_argument("--auth", choices=["session", "basic"], default="session")
+    p.add_argument("--ca-file", help="CA bundle that signed the BMC's certificate")
+    p.add_argument("--insecure", action="store_true", help="skip TLS certificate verification")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds per request (default 5)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_probe)
+
+
+def cmd_probe(args) -> int:
+    from pydantic import ValidationError
+
+    from agent.cli.common import setup_logging, table
+    from agent.config import EX_CONFIG, ConfigError, error_lines
+
+    from . import RedfishCollector, TargetOptions
+    from .client import RedfishClient, RedfishError
+    from .discover import discover, poll
+    from .model import load_models
+
+    setup_logging(args.log_level or "warning")
+    try:
+        opts = TargetOptions(name="probe", url=args.url, user=args.user, password_file=args.password_file,
+                             password_env=args.password_env, auth=args.auth, ca_file=args.ca_file,
+                             insecure=args.insecure, timeout=args.timeout)
+        auth = opts.auth_of("redfish probe")
+    except ValidationError as e:
+        for line in error_lines(e):
+            print(f"aifactory: redfish probe: {line}", file=sys.stderr)
+        return EX_CONFIG
+    except ConfigError as e:
+        print(f"aifactory: {e}", file=sys.stderr)
+        return EX_CONFIG
+    units = {(m.measurement, m.field): m.unit for m in RedfishCollector.METRICS}
+    models = load_models()
+    client = RedfishClient(opts.url, auth, opts.timeout, opts.ca_file, verify=not opts.insecure)
+    try:
+        plan = discover(client, models, time.monotonic() + max(60.0, opts.timeout * 10))
+        result = poll(client, models, plan, time.monotonic() + max(60.0, opts.timeout * 10))
+    except (RedfishError, TimeoutError, OSError) as e:
+        print(f"aifactory: {opts.url}: {e}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    if result.error:
+        print(f"aifactory: {opts.url}: {result.error}", file=sys.stderr)
+        return 1
+    readings = [{"measurement": r.measurement, "tags": r.tags, "field": r.field, "value": r.value,
+                 "unit": units.get((r.measurement, r.field), ""), "source": r.source_uri} for r in result.readings]
+    if args.json:
+        json.dump({"url": opts.url, "models": plan.models, "readings": readings}, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    for chassis, used in plan.models.items():
+        print(f"chassis {chassis}: {', '.join(used) or 'nothing readable'}")
+    rows = [[r["measurement"], ",".join(f"{k}={v}" for k, v in sorted(r["tags"].items())), r["field"], r["value"],
+             r["unit"], r["source"]] for r in readings]
+    print(table(["MEASUREMENT", "TAGS", "FIELD", "VALUE", "UNIT", "RESOURCE"], rows))
+    return 0

@@ -1,0 +1,170 @@
+"""Discovery (once per target) and polls (every run) of a Redfish service: I/O only, no samples.
+
+Discovery walks ServiceRoot -> Chassis -> what each chassis offers and writes a plan: the
+resources to GET on every poll, newest model first. Legacy Power/Thermal are polled only
+where the chassis has no newer power or thermal resource; a Sensor is polled only where no
+polled resource already shows its reading (DataSourceUri), and the whole Sensors collection
+is read in one request where the service supports $expand.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .client import AuthError, NotFound, RedfishClient, RedfishError
+from .model import Chassis, Models, Reading, Resource, chassis_of, data_sources, dedupe, map_resource, sensor_kind
+
+EXPAND = "?$expand=.($levels=1)"
+
+
+@dataclass
+class Plan:
+    chassis: list[Chassis] = field(default_factory=list)
+    resources: list[Resource] = field(default_factory=list)
+    models: dict[str, list[str]] = field(default_factory=dict)  # chassis id -> the models it is read by
+    discovery_requests: int = 0
+
+
+def _link(doc: dict, key: str) -> str | None:
+    v = doc.get(key)
+    return v.get("@odata.id") if isinstance(v, dict) else None
+
+
+def _members(client: RedfishClient, uri: str, deadline: float) -> list[dict]:
+    coll = client.get(uri, deadline)
+    out = []
+    for m in coll.get("Members") or ():
+        ref = m.get("@odata.id") if isinstance(m, dict) else None
+        if ref:
+            try:
+                out.append(client.get(ref, deadline))
+            except NotFound:
+                continue  # listed but gone: the collection is stale, the others are still read
+    return out
+
+
+def _optional(fn, *args):
+    try:
+        return fn(*args)
+    except NotFound:
+        return None
+
+
+def discover(client: RedfishClient, models: Models, deadline: float, chassis_filter=None) -> Plan:
+    plan = Plan()
+    start = client.requests
+    root = client.get(RedfishClient.ROOT, deadline)
+    client.login(deadline)
+    expand = bool(((root.get("ProtocolFeaturesSupported") or {}).get("ExpandQuery") or {}).get("Levels"))
+    coll = _link(root, "Chassis")
+    if coll is None:
+        raise RedfishError("the service root has no Chassis collection: not a BMC or a Redfish device")
+    for cdoc in _members(client, coll, deadline):
+        ch = chassis_of(models, cdoc)
+        if chassis_filter is not None and not chassis_filter(ch):
+            continue
+        plan.chassis.append(ch)
+        used: list[str] = []
+        polled: list[tuple[Resource, dict]] = []
+
+        env = _link(cdoc, "EnvironmentMetrics")
+        if env and (doc := _optional(client.get, env, deadline)) is not None:
+            polled.append((Resource("environment_metrics", env, ch), doc))
+            used.append("EnvironmentMetrics")
+        psub = _link(cdoc, "PowerSubsystem")
+        if psub and (sub := _optional(client.get, psub, deadline)) is not None and _link(sub, "PowerSupplies"):
+            for psu in _optional(_members, client, _link(sub, "PowerSupplies"), deadline) or ():
+                metrics = _link(psu, "Metrics")
+                if metrics and (doc := _optional(client.get, metrics, deadline)) is not None:
+                    polled.append((Resource("psu_metrics", metrics, ch, str(psu.get("Id", "psu"))), doc))
+            if any(r.kind == "psu_metrics" for r, _ in polled):
+                used.append("PowerSubsystem")
+        tsub = _link(cdoc, "ThermalSubsystem")
+        tdoc = _optional(client.get, tsub, deadline) if tsub else None
+        if tdoc is not None:
+            used.append("ThermalSubsystem")
+            tm = _link(tdoc, "ThermalMetrics")
+            if tm and (doc := _optional(client.get, tm, deadline)) is not None:
+                polled.append((Resource("thermal_metrics", tm, ch), doc))
+            if _link(tdoc, "Fans"):
+                for fan in _optional(_members, client, _link(tdoc, "Fans"), deadline) or ():
+                    polled.append((Resource("fan", fan.get("@odata.id", ""), ch, str(fan.get("Id", "fan"))), fan))
+        leaks = _link(cdoc, "LeakDetectors") or (
+            _link(tdoc.get("LeakDetection") or {}, "LeakDetectors") if tdoc else None)
+        if leaks is None and tdoc is not None and _link(tdoc, "LeakDetection"):
+            ld = _optional(client.get, _link(tdoc, "LeakDetection"), deadline) or {}
+            leaks = _link(ld, "LeakDetectors")
+        if leaks:
+            for det in _optional(_members, client, leaks, deadline) or ():
+                polled.append((Resource("leak_detector", det.get("@odata.id", ""), ch, str(det.get("Id"))), det))
+            used.append("LeakDetectors")
+
+        readings = [r for res, doc in polled for r in map_resource(models, res, doc)]
+        has_power = any(r.measurement == "redfish_power" for r in readings)
+        if not has_power and (legacy := _link(cdoc, "Power")):
+            if (doc := _optional(client.get, legacy, deadline)) is not None:
+                polled.append((Resource("legacy_power", legacy, ch), doc))
+                used.append("Power (legacy)")
+        if tdoc is None and (legacy := _link(cdoc, "Thermal")):
+            if (doc := _optional(client.get, legacy, deadline)) is not None:
+                polled.append((Resource("legacy_thermal", legacy, ch), doc))
+                used.append("Thermal (legacy)")
+
+        covered: set[str] = set()
+        for _, doc in polled:
+            covered |= data_sources(doc)
+        sensors = _link(cdoc, "Sensors")
+        if sensors:
+            wanted = None
+            if expand:
+                try:
+                    doc = client.get(sensors + EXPAND, deadline)
+                    members = [m for m in doc.get("Members") or () if isinstance(m, dict)]
+                    if members and all("Reading" in m or "ReadingType" in m for m in members):
+                        polled.append((Resource("sensors_expanded", sensors + EXPAND, ch,
+                                                covered=frozenset(covered)), doc))
+                        wanted = []
+                except RedfishError:
+                    wanted = None  # $expand claimed but refused: read the members one by one
+            if wanted is None:
+                for sdoc in _optional(_members, client, sensors, deadline) or ():
+                    uri = sdoc.get("@odata.id", "")
+                    if uri not in covered and sensor_kind(models, sdoc) is not None:
+                        polled.append((Resource("sensor", uri, ch, str(sdoc.get("Id"))), sdoc))
+            used.append("Sensors")
+        plan.resources += [res for res, _ in polled]
+        plan.models[ch.id] = used
+    plan.discovery_requests = client.requests - start
+    return plan
+
+
+@dataclass
+class PollResult:
+    readings: list[Reading]
+    missing: list[str]  # resources that answered 404: the plan is stale
+    requests: int
+    error: str | None = None  # why the poll ended early; what was read before is kept
+    auth_failed: bool = False
+
+
+def poll(client: RedfishClient, models: Models, plan: Plan, deadline: float) -> PollResult:
+    """GET every planned resource once. A resource gone (404) is reported and the others still read; an
+    auth failure, the deadline or a dead connection ends the poll, keeping what was read before it."""
+    start = client.requests
+    readings: list[Reading] = []
+    missing: list[str] = []
+    error, auth = None, False
+    for res in plan.resources:
+        try:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"poll not complete within its deadline ({len(readings)} readings kept)")
+            doc = client.get(res.uri, deadline)
+        except NotFound:
+            missing.append(res.uri)
+            continue
+        except (TimeoutError, OSError, RedfishError) as e:
+            error, auth = str(e) or type(e).__name__, isinstance(e, AuthError)
+            break
+        readings += map_resource(models, res, doc)
+    return PollResult(dedupe(readings), missing, client.requests - start, error, auth)
