@@ -68,7 +68,7 @@ def test_h100_sxm_every_reading_in_catalogue_units():
                     "serial": "1652300000000"}
     tags = next(s.tags for s in samples if s.measurement == "gpu")
     assert tags == {"host": "n1", "gpu": "0", "uuid": "GPU-00000000-fake-H100-SXM", "model": "NVIDIA H100 80GB HBM3",
-                    "pci_bus_id": "00000000:18:00.0", "power_scope": "gpu"}
+                    "pci_bus_id": "00000000:18:00.0", "source": "nvml", "scope": "gpu"}
 
 
 def test_h200_throttle_reasons_and_a100_without_average_power():

@@ -438,7 +438,7 @@ def test_8_pcie_byte_counters_pass_only_when_64_bits_wide_and_throughput_is_read
 
 def test_10_grace_power_and_energy_by_scope_gpu_first_module_as_fallback(tmp_path):
     """NVML answers Grace Hopper's power and energy per scope (fields 186/185/191, scopeId GPU 0 / MODULE 1):
-    the GPU's where NVML has them, else the module's, tagged power_scope; a module's energy (GPU + Grace CPU)
+    the GPU's where NVML has them, else the module's, tagged scope; a module's energy (GPU + Grace CPU)
     is never added to a host CPU meter."""
     from tests.fakes.nvml import FakeGpu, FakeNvml
 
@@ -449,9 +449,9 @@ def test_10_grace_power_and_energy_by_scope_gpu_first_module_as_fallback(tmp_pat
     module_only.p["unsupported_fields"] |= {83, 185, 186}
     samples = cycle(make(FakeNvml([both, module_only]), xid_events=False))
     gpu = {s.tags["gpu"]: s for s in samples if s.measurement == "gpu"}
-    assert gpu["0"].tags["power_scope"] == "gpu"
+    assert gpu["0"].tags["scope"] == "gpu"
     assert gpu["0"].fields["power_watts"] == 612.04 and gpu["0"].fields["energy_joules_total"] == 9_876_543.21
-    assert gpu["1"].tags["power_scope"] == "module"
+    assert gpu["1"].tags["scope"] == "gpu_module"
     f = gpu_fields(samples, 1)
     assert f["power_watts"] == 812.3 and f["power_average_watts"] == 798.45
     assert f["energy_joules_total"] == 31_415_926.535
@@ -466,7 +466,7 @@ def test_10_grace_power_and_energy_by_scope_gpu_first_module_as_fallback(tmp_pat
         (zone / "energy_uj").write_text(f"{k * 900_000_000}\n")
         ts = T0 + k * 10 * NS
         g = gpu_sample("0", k * 8000.0, ts)
-        g.tags["power_scope"] = "module"
+        g.tags["scope"] = "gpu_module"
         bus.observe([g, tok_sample("a", "m", "0", 0, k * 900.0, ts)])
         out = collect(eff, ts)
     node = by_scope(out)[("node", "")]

@@ -109,6 +109,8 @@ def test_new_model_bmc_over_tls_values_from_the_mockup(sushy, tls):
     # a reading shown by two resources (EnvironmentMetrics and ThermalMetrics both cite CPU1Temp) comes once
     cpu1 = [s for s in series(samples, "redfish_sensor") if s.fields.get("temperature_celsius") == 39]
     assert len(cpu1) == 1
+    # voltages and currents only where asked (electrical: true)
+    assert not [s for s in series(samples, "redfish_sensor") if "voltage_volts" in s.fields]
     # PS2's sensors read null (the supply is off): absent, not zero
     assert not series(samples, "redfish_power", component="PS2InputPower")
 
@@ -151,7 +153,7 @@ def test_gpu_baseboard_chassis_are_tagged_and_scoped_as_gpus(sushy, tls):
 def test_cdu_and_pdu(sushy, tls):
     cdu, pdu = sushy("cooling-unit"), sushy("pdu")
     samples = run([{"name": "cdu", "url": cdu.url, "ca_file": str(tls[0])},
-                   {"name": "pdu", "url": pdu.url, "ca_file": str(tls[0])}])
+                   {"name": "pdu", "url": pdu.url, "ca_file": str(tls[0]), "electrical": True}])
     declared(samples)
     leaks = {s.tags["detector"]: s.fields for s in series(samples, "redfish_leak", target="cdu")}
     assert leaks == {"Moisture": {"leak_detected": False, "state": "OK"},
@@ -165,6 +167,8 @@ def test_cdu_and_pdu(sushy, tls):
     assert one(samples, "redfish_power", chassis="PDU", component="ACMainPower") == {"power_watts": main["Reading"]}
     assert series(samples, "redfish_power", chassis="PDU", component="ACMainPower")[0].tags["scope"] == "rack"
     # an outlet's kWh sensor (labelled "kW" in DMTF's mockup: ReadingType decides) is an outlet energy counter
+    volts = doc("pdu", "Chassis/PDU/Sensors/VoltageA1")
+    assert one(samples, "redfish_sensor", chassis="PDU", sensor="VoltageA1") == {"voltage_volts": volts["Reading"]}
     outlets = [s for s in series(samples, "redfish_power", target="pdu", scope="outlet") if "energy_joules_total"
                in s.fields]
     assert outlets

@@ -12,7 +12,7 @@ Scopes (tag `scope`):
   per joule of that GPU;
 - model: tokens of one server/model per joule of its GPUs (a GPU shared by K servers gives each 1/K);
 - node: all tokens on the node per joule of all GPUs, plus the CPU packages (RAPL) where present
-  (tag energy_source gpu or gpu+rapl). A GPU whose energy is its Grace module's (power_scope=module) already
+  (tag energy_source gpu or gpu+rapl). A GPU whose energy is its Grace module's (scope=gpu_module) already
   counts the module's CPU: no CPU energy is added to it (energy_source gpu_module).
 Idle is not an error: no tokens gives tokens_per_joule 0 and no joules_per_token.
 """
@@ -50,7 +50,7 @@ METRICS = (
     Metric("efficiency", "window_seconds", G, "seconds", "length of the window", TAGS),
     Metric("host_energy", "energy_joules_total", Kind.COUNTER, "joules",
            "RAPL energy of a CPU package (intel-rapl:N), kept monotonic across the register's wrap",
-           ("host", "zone")),
+           ("host", "zone", "source", "scope")),
 )
 
 
@@ -156,7 +156,8 @@ class EfficiencyCollector(Collector):
             except (OSError, ValueError):
                 continue  # energy_uj is root-only on recent kernels: no RAPL, not an error
             joules, event = self.rapl.update(zone.name, uj / 1e6, wrap / 1e6)
-            acc.add("host_energy", {"energy_joules_total": round(joules, 6)}, {"zone": zone.name})
+            acc.add("host_energy", {"energy_joules_total": round(joules, 6)},
+                    {"zone": zone.name, "source": "rapl", "scope": "cpu_package"})
             self._see(("rapl", zone.name), acc.ts, joules)
 
     def _see(self, key: tuple, ts: int, value) -> None:
@@ -173,7 +174,7 @@ class EfficiencyCollector(Collector):
         for s in bus.latest("gpu"):
             if "gpu" in s.tags and "energy_joules_total" in s.fields:
                 key = ("gpu", s.tags["gpu"])
-                if (s.tags.get("power_scope") == "module") != (s.tags["gpu"] in self.module_gpus):
+                if (s.tags.get("scope") == "gpu_module") != (s.tags["gpu"] in self.module_gpus):
                     self.hist.pop(key, None)  # another counter from now on: no window across the change
                     self.module_gpus ^= {s.tags["gpu"]}
                 self._see(key, s.ts, s.fields["energy_joules_total"])

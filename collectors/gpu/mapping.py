@@ -64,8 +64,8 @@ def map_gpu(r: GpuReading, acc: Accumulator, energy: EnergyTracker, xids: XidCou
         return
     v = r.values
     f: dict = {"lost": False}
-    scope = v.get("power_scope", "gpu")
-    ptags = {**tags, "power_scope": scope}  # power and energy say whose they are
+    # power and energy say where they come from and whose they are (gpu, or gpu_module: GPU + Grace CPU)
+    ptags = {**tags, "source": "nvml", "scope": v.get("power_scope", "gpu")}
     if "utilization_percent" in v:
         f["utilization_percent"] = v["utilization_percent"]
         f["memory_utilization_percent"] = v["memory_utilization_percent"]
@@ -79,7 +79,8 @@ def map_gpu(r: GpuReading, acc: Accumulator, energy: EnergyTracker, xids: XidCou
     f["power_watts"] = _w(v.get("power_instant_mw", v.get("power_usage_mw")))
     f["power_average_watts"] = _w(v.get("power_average_mw"))
     if v.get("energy_mj") is not None:
-        key = uuid if scope == "gpu" else f"{uuid}/{scope}"  # a module's counter is another counter
+        # a module's counter is another counter (its key predates the scope tag's names: saved state stays valid)
+        key = uuid if ptags["scope"] == "gpu" else f"{uuid}/module"
         joules, reset = energy.update(key, int(v["energy_mj"]))
         f["energy_joules_total"] = joules
         f["energy_resets_total"] = energy.resets(key)

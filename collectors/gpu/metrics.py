@@ -7,8 +7,8 @@ _G = ("host", "gpu", "uuid", "model", "pci_bus_id")
 
 
 def g(field, kind, unit, desc):
-    # power_scope: gpu, or module where NVML has the Grace Hopper / Grace Blackwell module's power only
-    return Metric("gpu", field, kind, unit, desc, _G + ("power_scope",))
+    # source nvml; scope gpu, or gpu_module where NVML has the Grace Hopper / Grace Blackwell module's power only
+    return Metric("gpu", field, kind, unit, desc, _G + ("source", "scope"))
 
 
 METRICS = (
@@ -19,9 +19,9 @@ METRICS = (
     g("memory_free_bytes", G, "bytes", "device memory free"),
     g("memory_total_bytes", G, "bytes", "device memory"),
     g("memory_reserved_bytes", G, "bytes", "device memory reserved by the driver and firmware"),
-    g("power_watts", G, "watts", "instant power of the power_scope (NVML_FI_DEV_POWER_INSTANT; nvmlDeviceGetPowerUsage where unsupported): the GPU board, or the Grace module (GPU + CPU + memory)"),
+    g("power_watts", G, "watts", "instant power of the scope (NVML_FI_DEV_POWER_INSTANT; nvmlDeviceGetPowerUsage where unsupported): the GPU board, or the Grace module (GPU + CPU + memory)"),
     g("power_average_watts", G, "watts", "1-second average board power (NVML_FI_DEV_POWER_AVERAGE), Ampere+ except GA100"),
-    g("energy_joules_total", C, "joules", "the driver's energy counter of the power_scope (mJ since the driver loaded: field 83 for the GPU, 191 for the module), kept monotonic across driver reloads and agent restarts"),
+    g("energy_joules_total", C, "joules", "the driver's energy counter of the scope (mJ since the driver loaded: field 83 for the GPU, 191 for the module), kept monotonic across driver reloads and agent restarts"),
     g("energy_resets_total", C, "count", "driver energy-counter resets seen (driver reload, reboot)"),
     g("power_limit_watts", G, "watts", "power management limit currently set"),
     g("power_limit_default_watts", G, "watts", "default power management limit"),
@@ -100,5 +100,5 @@ METRICS = (
     Metric("gpu_mig", "sm_utilization_percent", G, "percent", "SM utilization of this MIG instance (GPM, Hopper+)",
            _G + ("mig_uuid", "gpu_instance", "compute_instance", "profile")),
     Metric("gpu_event", "count", G, "count", "events in this collection: XIDs (tag xid), ecc_dbe (double-bit ECC events), gpu_lost, gpu_recovered, energy_reset",
-           _G + ("event", "xid", "power_scope")),
+           _G + ("event", "xid", "source", "scope")),
 )

@@ -507,7 +507,7 @@ class GpuReader:
             v.pop(k, None)
             if x is not None:
                 v[k] = x
-        v["power_scope"] = "module"
+        v["power_scope"] = "gpu_module"
 
     @staticmethod
     def _pcie_counters(g: GpuState, v: dict) -> None:

@@ -91,6 +91,8 @@ class TargetOptions(Strict):
     timeout: PositiveDuration = Field(5.0, description="per request")
     deadline: PositiveDuration = Field(8.0, description="a whole poll of this target")
     chassis: list[str] = Field(default_factory=list, description="read only these chassis Ids (default: all)")
+    electrical: bool = Field(False, description="also poll voltage, current and frequency sensors (PDUs, power "
+                                                "shelves; one request each where the service has no $expand)")
     node: str | None = Field(None, description="the node this BMC meters (tag `node`), on a facility poller")
     site: str | None = Field(None, description="tag `site`")
     room: str | None = Field(None, description="tag `room`")
@@ -155,7 +157,8 @@ class RedfishCollector(Collector):
             now = time.monotonic()
             if t.plan is None or now - t.discovered_at > self.options.rediscover:
                 t.plan = discover(t.client, self.models, now + self.options.discovery_deadline,
-                                  (lambda ch: ch.id in t.opts.chassis) if t.opts.chassis else None)
+                                  (lambda ch: ch.id in t.opts.chassis) if t.opts.chassis else None,
+                                  t.opts.electrical)
                 t.discovered_at = time.monotonic()
                 log.info("redfish %s: %d chassis, %d resources to poll (%d requests to discover): %s",
                          t.opts.name, len(t.plan.chassis), len(t.plan.resources), t.plan.discovery_requests,

@@ -19,6 +19,7 @@ def add_parser(sub, common) -> None:
     p.add_argument("--ca-file", help="CA bundle that signed the BMC's certificate")
     p.add_argument("--insecure", action="store_true", help="skip TLS certificate verification")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per request (default 5)")
+    p.add_argument("--electrical", action="store_true", help="also voltage, current and frequency sensors")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_probe)
 
@@ -38,7 +39,8 @@ def cmd_probe(args) -> int:
     try:
         opts = TargetOptions(name="probe", url=args.url, user=args.user, password_file=args.password_file,
                              password_env=args.password_env, auth=args.auth, ca_file=args.ca_file,
-                             insecure=args.insecure, timeout=args.timeout)
+                             insecure=args.insecure, timeout=args.timeout,
+                             electrical=args.electrical)
         auth = opts.auth_of("redfish probe")
     except ValidationError as e:
         for line in error_lines(e):
@@ -51,7 +53,7 @@ def cmd_probe(args) -> int:
     models = load_models()
     client = RedfishClient(opts.url, auth, opts.timeout, opts.ca_file, verify=not opts.insecure)
     try:
-        plan = discover(client, models, time.monotonic() + max(60.0, opts.timeout * 10))
+        plan = discover(client, models, time.monotonic() + max(60.0, opts.timeout * 10), None, opts.electrical)
         result = poll(client, models, plan, time.monotonic() + max(60.0, opts.timeout * 10))
     except (RedfishError, TimeoutError, OSError) as e:
         print(f"aifactory: {opts.url}: {e}", file=sys.stderr)

@@ -16,6 +16,9 @@ from .client import AuthError, NotFound, RedfishClient, RedfishError
 from .model import Chassis, Models, Reading, Resource, chassis_of, data_sources, dedupe, map_resource, sensor_kind
 
 EXPAND = "?$expand=.($levels=1)"
+# Voltage, current and frequency sensors are one request each without $expand: polled only where asked
+# (PDUs and power shelves want them; for a node's energy they add requests, not watts).
+ELECTRICAL = frozenset({"voltage_volts", "current_amperes", "frequency_hertz"})
 
 
 @dataclass
@@ -24,6 +27,7 @@ class Plan:
     resources: list[Resource] = field(default_factory=list)
     models: dict[str, list[str]] = field(default_factory=dict)  # chassis id -> the models it is read by
     discovery_requests: int = 0
+    electrical: bool = False
 
 
 def _link(doc: dict, key: str) -> str | None:
@@ -51,8 +55,9 @@ def _optional(fn, *args):
         return None
 
 
-def discover(client: RedfishClient, models: Models, deadline: float, chassis_filter=None) -> Plan:
-    plan = Plan()
+def discover(client: RedfishClient, models: Models, deadline: float, chassis_filter=None,
+             electrical: bool = False) -> Plan:
+    plan = Plan(electrical=electrical)
     start = client.requests
     root = client.get(RedfishClient.ROOT, deadline)
     client.login(deadline)
@@ -130,7 +135,8 @@ def discover(client: RedfishClient, models: Models, deadline: float, chassis_fil
             if wanted is None:
                 for sdoc in _optional(_members, client, sensors, deadline) or ():
                     uri = sdoc.get("@odata.id", "")
-                    if uri not in covered and sensor_kind(models, sdoc) is not None:
+                    kind = sensor_kind(models, sdoc)
+                    if uri not in covered and kind is not None and (electrical or kind["field"] not in ELECTRICAL):
                         polled.append((Resource("sensor", uri, ch, str(sdoc.get("Id"))), sdoc))
             used.append("Sensors")
         plan.resources += [res for res, _ in polled]
@@ -167,4 +173,6 @@ def poll(client: RedfishClient, models: Models, plan: Plan, deadline: float) -> 
             error, auth = str(e) or type(e).__name__, isinstance(e, AuthError)
             break
         readings += map_resource(models, res, doc)
+    if not plan.electrical:
+        readings = [r for r in readings if r.field not in ELECTRICAL]
     return PollResult(dedupe(readings), missing, client.requests - start, error, auth)

@@ -29,8 +29,10 @@ from .profile import Profile, field_catalogue, load_profiles, match_profile
 log = logging.getLogger(__name__)
 
 DEVICE_TAGS = ("host", "device", "role", "site", "room", "row", "rack", "vendor", "profile")
-ROW_TAGS = ("scope", "pdu", "phase", "bank", "outlet", "outlet_name", "inlet", "inlet_name", "line", "sensor",
+ROW_TAGS = ("source", "scope", "pdu", "phase", "bank", "outlet", "outlet_name", "inlet", "inlet_name", "line", "sensor",
             "unit", "pue_kind")
+
+POWER_MEASUREMENTS = ("pdu", "ups", "cooling")  # their power and energy readings carry source=snmp_<measurement>
 
 
 def _metrics() -> tuple[Metric, ...]:
@@ -250,6 +252,8 @@ class SnmpCollector(Collector):
                     row = rows[(r.measurement, id(r.tags))] = (r.measurement, {}, r.tags)
                 row[1][r.field] = r.value
             for measurement, fields, rtags in rows.values():
+                if measurement in POWER_MEASUREMENTS:
+                    rtags = {**rtags, "source": f"snmp_{measurement}"}  # provenance of every power reading
                 acc.add(measurement, fields, rtags)
             ok, error = True, None
             readings = [r for r in readings if r.value is not None]
