@@ -9,4 +9,5 @@ REGISTRY: dict[str, str] = {
     "inference": "collectors.inference:InferenceCollector",
     "efficiency": "collectors.efficiency:EfficiencyCollector",
     "redfish": "collectors.redfish:RedfishCollector",
+    "ipmi": "collectors.ipmi:IpmiCollector",
 }

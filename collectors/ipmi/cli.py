@@ -1,0 +1,71 @@
+"""`aifactory ipmi probe [HOST]`: every reading a BMC gives over DCMI and the SDR, with its unit."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def add_parser(sub, common) -> None:
+    ipmi = sub.add_parser("ipmi", help="IPMI BMCs (DCMI power, SDR sensors)")
+    isub = ipmi.add_subparsers(dest="ipmi_command", required=True, metavar="COMMAND")
+    p = isub.add_parser("probe", parents=[common], help="read a BMC once and print every reading")
+    p.add_argument("host", metavar="HOST", nargs="?", help="BMC address (none: this node's BMC, /dev/ipmi0)")
+    p.add_argument("--port", type=int, default=623)
+    p.add_argument("--user")
+    p.add_argument("--password-file", help="file holding the password (never a password in argv)")
+    p.add_argument("--password-env", help="environment variable holding the password")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_probe)
+
+
+def cmd_probe(args) -> int:
+    from pydantic import ValidationError
+
+    from agent.cli.common import setup_logging, table
+    from agent.config import EX_CONFIG, ConfigError, error_lines
+    from agent.model import Accumulator
+
+    from . import IpmiCollector, Target, TargetOptions, poll_target
+    from .mapping import map_dcmi, map_sdr
+
+    setup_logging(args.log_level or "warning")
+    try:
+        opts = TargetOptions(name="probe", host=args.host, port=args.port, user=args.user,
+                             password_file=args.password_file, password_env=args.password_env)
+        target = Target(opts, opts.password_of("ipmi probe"))
+    except ValidationError as e:
+        for line in error_lines(e):
+            print(f"aifactory: ipmi probe: {line}", file=sys.stderr)
+        return EX_CONFIG
+    except ConfigError as e:
+        print(f"aifactory: {e}", file=sys.stderr)
+        return EX_CONFIG
+    power, sensors, error = poll_target(target)
+    where = args.host or "in band"
+    if error and power is None and not sensors:
+        print(f"aifactory: {where}: {error}", file=sys.stderr)
+        return 1
+    units = {(m.measurement, m.field): m.unit for m in IpmiCollector.METRICS}
+    acc = Accumulator(0)
+    if power is not None:
+        map_dcmi(power, acc, {})
+    map_sdr(sensors, acc, {})
+    readings = []
+    for s in acc.close():
+        source = s.tags.get("source") or "ipmi_sdr"
+        for field, value in s.fields.items():
+            readings.append({"measurement": s.measurement, "tags": s.tags, "field": field, "value": value,
+                             "unit": units.get((s.measurement, field), ""),
+                             "source": "DCMI Get Power Reading" if source == "dcmi" else "SDR"})
+    if args.json:
+        json.dump({"host": args.host, "dcmi": power is not None, "readings": readings, "error": error},
+                  sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    if error:
+        print(f"aifactory: {where}: {error} (readings below were read before it)", file=sys.stderr)
+    rows = [[r["measurement"], ",".join(f"{k}={v}" for k, v in sorted(r["tags"].items())), r["field"], r["value"],
+             r["unit"], r["source"]] for r in readings]
+    print(table(["MEASUREMENT", "TAGS", "FIELD", "VALUE", "UNIT", "SOURCE"], rows))
+    return 0

@@ -1,0 +1,109 @@
+"""IPMI I/O through pyghmi (RMCP+ out of band, /dev/ipmi0 in band): plain dataclasses, no samples.
+
+pyghmi is the library OpenStack's VirtualBMC and Ironic build on: it speaks RMCP+ (cipher suite 3 and
+SHA-256), the in-band device, the SDR repository and its linear conversions, so the agent carries no IPMI
+codec of its own. DCMI Get Power Reading is asked raw and decoded here (pyghmi keeps only the current watts).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+
+class IpmiError(Exception):
+    """The BMC could not be reached, refused the login, or refused a command."""
+
+
+@dataclass
+class DcmiPower:
+    current_watts: int
+    min_watts: int
+    max_watts: int
+    average_watts: int
+    period_seconds: float  # the statistics reporting period the BMC averages over
+    active: bool  # bit 6 of the power reading state: false means the figures are not being measured
+
+
+@dataclass
+class SdrReading:
+    name: str
+    sensor_type: str  # pyghmi's name for the IPMI sensor type (Temperature, Fan, Current, Power Supply, ...)
+    value: float | None
+    units: str  # W, °C, RPM, V, A, ...
+    health: int  # pyghmi.constants.Health bits: 0 ok
+
+
+def decode_dcmi_power(data: bytes) -> DcmiPower:
+    """DCMI v1.5 table 6-16, the bytes after the completion code: group extension 0xDC, current, min, max,
+    average (2 bytes each, LE, watts), timestamp (4), statistics period (4, ms), power reading state (1)."""
+    if len(data) < 18 or data[0] != 0xDC:
+        raise IpmiError(f"not a DCMI Get Power Reading answer ({bytes(data[:8]).hex()}...)")
+    cur, lo, hi, avg, _ts, period, state = struct.unpack("<HHHHIIB", bytes(data[1:18]))
+    return DcmiPower(cur, lo, hi, avg, period / 1000.0, bool(state & 0x40))
+
+
+class IpmiReader:
+    """One BMC: host None reads the node's own BMC in band through /dev/ipmi0."""
+
+    def __init__(self, host: str | None, port: int = 623, user: str | None = None, password: str | None = None):
+        self.host, self.port, self.user, self.password = host, port, user, password
+        self.cmd = None
+
+    def _command(self):
+        if self.cmd is None:
+            from pyghmi import exceptions
+            from pyghmi.ipmi import command
+
+            try:
+                if self.host is None:
+                    self.cmd = command.Command()  # in band: /dev/ipmi0
+                else:
+                    self.cmd = command.Command(bmc=self.host, userid=self.user or "", password=self.password or "",
+                                               port=self.port)
+            except exceptions.IpmiException as e:
+                raise IpmiError(_login_error(e)) from None
+            except OSError as e:
+                raise IpmiError(f"in-band IPMI: {e} (is the ipmi_devintf module loaded? /dev/ipmi0)") from None
+        return self.cmd
+
+    def dcmi_power(self) -> DcmiPower | None:
+        """None where the BMC has no DCMI (answers the command as invalid)."""
+        from pyghmi import exceptions
+
+        cmd = self._command()
+        try:
+            rsp = cmd.xraw_command(netfn=0x2C, command=0x02, data=(0xDC, 0x01, 0x00, 0x00))
+        except exceptions.IpmiException as e:
+            if getattr(e, "ipmicode", None) in (0xC1, 0xC9, 0xCC, 0xD4, 0xD5) or "Invalid" in str(e):
+                return None  # not supported / not present: not a failure
+            self.reset()
+            raise IpmiError(f"DCMI Get Power Reading: {e}") from None
+        return decode_dcmi_power(bytes(rsp["data"]))
+
+    def sensors(self) -> list[SdrReading]:
+        from pyghmi import exceptions
+
+        cmd = self._command()
+        out = []
+        try:
+            for s in cmd.get_sensor_data():
+                out.append(SdrReading(str(s.name), str(s.type), None if s.unavailable else s.value,
+                                      str(s.units or ""), int(s.health or 0)))
+        except exceptions.IpmiException as e:
+            self.reset()
+            raise IpmiError(f"SDR sensors: {e}") from None
+        return out
+
+    def reset(self) -> None:
+        """Drop the session: the next read logs in again (a BMC reset ends every session)."""
+        self.cmd = None
+
+
+def _login_error(e) -> str:
+    text = str(e) if e.args and e.args[0] else ""
+    if not text or text == "None":
+        return "no answer (no BMC at that address, or UDP 623 filtered)"
+    if "password" in text.lower() or "unauthorized" in text.lower() or "name" in text.lower():
+        return f"the BMC refused the login: {text}"
+    return text
