@@ -11,10 +11,16 @@ Scopes (tag `scope`):
 - gpu: tokens of the servers attributed to that GPU (a server on N GPUs gives each 1/N of its tokens)
   per joule of that GPU;
 - model: tokens of one server/model per joule of its GPUs (a GPU shared by K servers gives each 1/K);
-- node: all tokens on the node per joule of all GPUs, plus the CPU packages (RAPL) where present
-  (tag energy_source gpu or gpu+rapl). A GPU whose energy is its Grace module's (scope=gpu_module) already
-  counts the module's CPU: no CPU energy is added to it (energy_source gpu_module).
+- node: all tokens on the node per joule of the best meter of the whole node available, in the order of
+  `node_meter` (tag `meter`): its PDU outlets (`node_energy`), its BMC's PSU inputs, its BMC's chassis
+  reading, or the sum of its components: GPUs plus the CPU packages (RAPL), tagged partial=true, since fans,
+  NICs, drives and PSU losses are left out (energy_source gpu or gpu+rapl). A GPU whose energy is its Grace
+  module's (scope=gpu_module) already counts the module's CPU: no CPU energy is added to it.
 Idle is not an error: no tokens gives tokens_per_joule 0 and no joules_per_token.
+
+Energy balance (measurement energy_balance, per node and window): the node meter's energy against the sum of
+the components; the residual is what the node spends outside GPUs and CPUs. Components above the meter mean a
+meter is wrong (default rule EnergyComponentsExceedMeter).
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ import bisect
 import logging
 from collections import deque
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from agent.collector import Collector, NotPresent
 from agent.config import CollectorOptions, PositiveDuration, Strict
@@ -36,7 +43,8 @@ from .fleet import FleetOptions, FleetTokens
 
 log = logging.getLogger(__name__)
 
-TAGS = ("host", "scope", "gpu", "endpoint", "server", "model", "rack", "energy_source")
+TAGS = ("host", "scope", "gpu", "endpoint", "server", "model", "rack", "energy_source", "meter", "partial")
+BALANCE_TAGS = ("host", "scope", "rack", "meter", "meter_source")
 G = Kind.GAUGE
 METRICS = (
     Metric("efficiency", "tokens_per_joule", G, "tokens_per_joule", "prompt + generated tokens per joule", TAGS),
@@ -48,6 +56,29 @@ METRICS = (
            TAGS),
     Metric("efficiency", "window_energy_joules", G, "joules", "energy over the window", TAGS),
     Metric("efficiency", "window_seconds", G, "seconds", "length of the window", TAGS),
+    Metric("energy_balance", "meter_energy_joules", G, "joules", "the node meter's energy over the window",
+           BALANCE_TAGS),
+    Metric("energy_balance", "components_energy_joules", G, "joules", "GPUs + CPU packages over the window",
+           BALANCE_TAGS),
+    Metric("energy_balance", "gpu_energy_joules", G, "joules", "the GPUs' energy over the window (NVML)",
+           BALANCE_TAGS),
+    Metric("energy_balance", "cpu_energy_joules", G, "joules", "the CPU packages' energy over the window (RAPL; "
+           "absent where a GPU's figure is its Grace module's)", BALANCE_TAGS),
+    Metric("energy_balance", "residual_energy_joules", G, "joules", "meter - components: fans, NICs, drives, "
+           "memory outside RAPL, PSU losses", BALANCE_TAGS),
+    Metric("energy_balance", "residual_watts", G, "watts", "the residual as mean power over the window",
+           BALANCE_TAGS),
+    Metric("energy_balance", "residual_percent", G, "percent", "the residual, percent of the node meter",
+           BALANCE_TAGS),
+    Metric("energy_balance", "meter_watts", G, "watts", "the node meter's mean power over the window",
+           BALANCE_TAGS),
+    Metric("energy_balance", "components_watts", G, "watts", "the components' mean power over the window",
+           BALANCE_TAGS),
+    Metric("energy_balance", "components_exceed_meter", G, "bool", "the components measure more than the meter "
+           "plus components_tolerance_percent: one of the meters is wrong", BALANCE_TAGS),
+    Metric("energy_balance", "residual_in_band", G, "bool", "the residual percent is inside residual_band",
+           BALANCE_TAGS),
+    Metric("energy_balance", "window_seconds", G, "seconds", "length of the window", BALANCE_TAGS),
     Metric("host_energy", "energy_joules_total", Kind.COUNTER, "joules",
            "RAPL energy of a CPU package (intel-rapl:N), kept monotonic across the register's wrap",
            ("host", "zone", "source", "scope")),
@@ -68,10 +99,34 @@ class EfficiencyOptions(CollectorOptions):
     node_energy: NodeEnergySource | None = Field(
         None, description="a meter of the whole node (e.g. its PDU outlets, polled by this agent's snmp collector): "
                           "the node scope uses it instead of GPUs + RAPL")
+    node_meter: list[Literal["outlet", "psu_input", "chassis", "components"]] = Field(
+        ["outlet", "psu_input", "chassis", "components"],
+        description="meters of the whole node, best first: its PDU outlets (node_energy), its BMC's PSU inputs, "
+                    "its BMC's chassis reading (redfish or DCMI), the sum of GPUs and CPUs (partial)")
+    residual_band: tuple[float, float] = Field(
+        (5.0, 45.0), description="expected residual (node meter - GPUs - CPUs), percent of the node meter")
+    components_tolerance_percent: float = Field(
+        5.0, ge=0, description="components above the meter by more than this: a meter is wrong")
     fleet: FleetOptions | None = Field(
         None, description="on a facility poller: read the fleet's token counters from InfluxDB for the rack "
                           "and facility scopes")
     fleet_window: PositiveDuration = Field(900.0, description="window of the rack and facility scopes")
+
+
+    @model_validator(mode="after")
+    def _check(self):
+        lo, hi = self.residual_band
+        if not 0 <= lo < hi <= 100:
+            raise ValueError(f"residual_band: expected [low, high] percent with 0 <= low < high <= 100, got {[lo, hi]}")
+        if not self.node_meter:
+            raise ValueError("node_meter: name at least one meter (components is always available where GPUs are)")
+        return self
+
+
+# A BMC's power is integrated between samples at most this far apart; across a longer gap the integral
+# starts again (no window spans it) rather than guess what happened in between.
+MAX_GAP_NS = 300 * 10**9
+KWH = 3.6e6  # an energy counter whose every value is a whole number of kWh is too coarse for a window
 
 
 class History:
@@ -135,7 +190,7 @@ class EfficiencyCollector(Collector):
     kind = "efficiency"
     Options = EfficiencyOptions
     METRICS = METRICS
-    consumes = ("gpu", "inference", "snmp")  # energy counters and token counters from the bus
+    consumes = ("gpu", "inference", "snmp", "redfish", "ipmi")  # energy, power and token counters from the bus
 
     def __init__(self, options: EfficiencyOptions, ctx) -> None:
         super().__init__(options, ctx)
@@ -144,6 +199,72 @@ class EfficiencyCollector(Collector):
         self.module_gpus: set[str] = set()  # GPUs whose energy is their Grace module's
         self.rapl = MonotonicCounters(ctx.state_dir / "rapl-counters.json" if ctx.state_dir else None)
         self.fleet = FleetTokens(options.fleet) if options.fleet else None
+        self.integrals: dict[tuple, tuple[int, float, float]] = {}  # key -> (ts, watts, joules so far)
+        self.bmc: dict[str, tuple[str, list[tuple]]] = {}  # meter -> (source, history keys summed)
+        self._meter_told: str | None = None
+
+    def _integrate(self, key: tuple, ts: int, watts) -> None:
+        """A power reading becomes a cumulative energy counter (trapezoids between readings)."""
+        if isinstance(watts, bool) or not isinstance(watts, (int, float)):
+            return
+        prev = self.integrals.get(key)
+        if prev is not None and ts <= prev[0]:
+            return
+        joules = 0.0
+        if prev is not None:
+            if ts - prev[0] <= MAX_GAP_NS:
+                joules = prev[2] + (prev[1] + watts) / 2 * (ts - prev[0]) / 1e9
+            else:
+                self.hist.pop(key, None)  # no window across the gap
+                joules = prev[2]
+        self.integrals[key] = (ts, float(watts), joules)
+        self._see(key, ts, joules)
+
+    def _bmc_meters(self, bus) -> None:
+        """The node's BMC meters on the bus (redfish, then IPMI): PSU inputs summed, one chassis reading.
+        Energy from the BMC's counter where it has joule resolution, else integrated power."""
+        found: dict[str, dict[tuple, tuple[str, tuple]]] = {"psu_input": {}, "chassis": {}}
+        for measurement in ("redfish_power", "ipmi_power"):
+            for s in bus.latest(measurement):
+                scope = s.tags.get("scope")
+                if scope not in found or s.tags.get("chassis_role", "node") != "node":
+                    continue
+                if s.tags.get("node") and s.tags.get("node") != s.tags.get("host"):
+                    continue  # a poller's BMC of another node
+                base = ("bmc", measurement, s.tags.get("target", ""), s.tags.get("chassis", ""),
+                        s.tags.get("component", ""), scope)
+                e, w = s.fields.get("energy_joules_total"), s.fields.get("power_watts")
+                if isinstance(e, (int, float)) and not isinstance(e, bool) and e % KWH:
+                    key = (*base, "counter")
+                    self._see(key, s.ts, e)
+                elif w is not None:
+                    key = (*base, "power")
+                    self._integrate(key, s.ts, w)
+                else:
+                    continue
+                group = (measurement, base[2], base[3])
+                if scope == "chassis":
+                    cur = found["chassis"].get(group)
+                    # one chassis reading per BMC chassis: a counter over a power, the chassis-wide one first
+                    rank = (key[-1] != "counter", base[4] not in ("chassis", "dcmi"))
+                    if cur is None or rank < cur[0]:
+                        found["chassis"][group] = (rank, key, s.tags.get("source", measurement))
+                else:
+                    found["psu_input"].setdefault(group, []).append((key, s.tags.get("source", measurement)))
+        self.bmc = {}
+        for name in ("psu_input", "chassis"):
+            groups = found[name]
+            for measurement in ("redfish_power", "ipmi_power"):  # redfish first; never both for one meter
+                keys, source = [], None
+                for (m, _t, _c), v in groups.items():
+                    if m != measurement:
+                        continue
+                    items = [v[1:]] if name == "chassis" else v
+                    keys += [k for k, _ in items]
+                    source = items[0][1]
+                if keys:
+                    self.bmc[name] = (source, keys)
+                    break
 
     def _rapl(self, acc: Accumulator) -> None:
         root = Path(self.ctx.sys_root) / "class" / "powercap"
@@ -192,13 +313,81 @@ class EfficiencyCollector(Collector):
             for f in ("prompt_tokens_total", "generation_tokens_total"):
                 if f in s.fields:
                     self._see(("tok", *key, f), s.ts, s.fields[f])
+        self._bmc_meters(bus)
         if self.fleet is not None:
             self._fleet(acc, bus)
+        balanced = self._balance(acc)
         if not series:
-            if self.fleet is not None:
+            if self.fleet is not None or balanced:
                 return
             raise NotPresent("no token counters on this node (no inference server scraped)")
         self._compute(acc, series)
+
+    def _window_deltas(self, keys: list[tuple]) -> tuple[dict[tuple, float], float] | None:
+        """Deltas of these counters over one window ending at the newest instant all of them cover."""
+        hs = [self.hist.get(k) for k in keys]
+        if not keys or any(h is None or not h.ts for h in hs):
+            return None
+        window = int(self.options.window * 1e9)
+        t1 = min(h.ts[-1] for h in hs)
+        t0 = t1 - window
+        out = {}
+        for k, h in zip(keys, hs):
+            a, b = h.at(t0), h.at(t1)
+            if a is None or b is None:
+                return None
+            out[k] = max(0.0, b - a)
+        return out, window / 1e9
+
+    def _node_meter(self) -> tuple[str, str, list[tuple]] | None:
+        """(meter, source, history keys) of the first configured whole-node meter with a full window."""
+        for name in self.options.node_meter:
+            if name == "outlet" and self.options.node_energy is not None:
+                keys, source = [("meter",)], "meter"
+            elif name in self.bmc:
+                source, keys = self.bmc[name]
+            else:
+                continue
+            if self._window_deltas(keys) is not None:
+                return name, source, keys
+        return None
+
+    def _balance(self, acc: Accumulator) -> bool:
+        chosen = self._node_meter()
+        gpu_keys = [k for k in self.hist if k[0] == "gpu"]
+        module = bool(self.module_gpus)
+        cpu_keys = [] if module else [k for k in self.hist if k[0] == "rapl"]
+        if chosen is None or not (gpu_keys or cpu_keys):
+            return False
+        name, source, keys = chosen
+        latest = max(self.hist[k].ts[-1] for k in keys)
+        window = int(self.options.window * 1e9)
+        live = [k for k in gpu_keys + cpu_keys if self.hist[k].ts and self.hist[k].ts[-1] >= latest - 3 * window]
+        gpu_keys, cpu_keys = [k for k in gpu_keys if k in live], [k for k in cpu_keys if k in live]
+        if not live:
+            return False
+        got = self._window_deltas(keys + live)
+        if got is None:
+            return False
+        d, seconds = got
+        meter = sum(d[k] for k in keys)
+        gpu = sum(d[k] for k in gpu_keys)
+        cpu = sum(d[k] for k in cpu_keys)
+        comp = gpu + cpu
+        if meter <= 0:
+            return False
+        residual = meter - comp
+        pct = 100.0 * residual / meter
+        lo, hi = self.options.residual_band
+        fields = {"meter_energy_joules": meter, "components_energy_joules": comp, "gpu_energy_joules": gpu,
+                  "cpu_energy_joules": cpu if cpu_keys else None, "residual_energy_joules": residual,
+                  "residual_watts": residual / seconds, "residual_percent": pct, "meter_watts": meter / seconds,
+                  "components_watts": comp / seconds, "window_seconds": seconds,
+                  "components_exceed_meter": comp > meter * (1 + self.options.components_tolerance_percent / 100),
+                  "residual_in_band": lo <= pct <= hi}
+        acc.add("energy_balance", {k: round(v, 6) if isinstance(v, float) else v for k, v in fields.items()},
+                {"scope": "node", "meter": name, "meter_source": source})
+        return True
 
     def _fleet(self, acc: Accumulator, bus) -> None:
         """Rack scope: the rack's tokens per joule of its IT PDUs; facility scope: all tokens per joule of
@@ -262,7 +451,7 @@ class EfficiencyCollector(Collector):
 
     def _compute(self, acc: Accumulator, series: dict[tuple, dict]) -> None:
         window = int(self.options.window * 1e9)
-        node = {k: h for k, h in self.hist.items() if k[0] in ("gpu", "tok", "rapl", "meter")}
+        node = {k: h for k, h in self.hist.items() if k[0] in ("gpu", "tok", "rapl", "meter", "bmc")}
         latest = max(h.ts[-1] for h in node.values())
         live = {k: h for k, h in node.items() if h.ts[-1] >= latest - 3 * window}
         t1 = min(h.ts[-1] for h in live.values())  # the newest instant every live counter covers
@@ -325,10 +514,21 @@ class EfficiencyCollector(Collector):
         node_energy = sum(gpu_energy.values()) + sum(rapl) if (gpu_energy or rapl) else None
         source = "gpu_module" if module else (
             "+".join(x for x, have in (("gpu", gpu_energy), ("rapl", rapl)) if have) or "none")
-        meter = delta(("meter",)) if self.options.node_energy is not None else None
-        if meter is not None:  # the node's own meter covers GPUs, CPUs, fans and PSU losses
-            node_energy, source = meter, "meter"
+        tags = {"scope": "node", "energy_source": source, "meter": "components", "partial": "true"}
+        chosen = self._node_meter()
+        if chosen is not None:  # a meter of the whole node covers GPUs, CPUs, fans, NICs and PSU losses
+            name, msource, keys = chosen
+            ds = [delta(k) for k in keys]
+            if all(x is not None for x in ds):
+                node_energy, tags = sum(ds), {"scope": "node", "energy_source": msource, "meter": name}
+        if chosen is None or tags["meter"] == "components":
+            if "components" not in self.options.node_meter:
+                return  # no meter the operator accepts: no node figure rather than a partial one
+        if tags["meter"] != self._meter_told:
+            log.info("efficiency: node scope metered by %s (%s)%s", tags["meter"], tags["energy_source"],
+                     ": partial, GPUs and CPUs only" if tags.get("partial") else "")
+            self._meter_told = tags["meter"]
         if unresolved:
             return
         acc.add("efficiency", ratios(sum(t for t, _ in tokens.values()), sum(g for _, g in tokens.values()),
-                                     node_energy, seconds), {"scope": "node", "energy_source": source})
+                                     node_energy, seconds), tags)
