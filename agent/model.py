@@ -130,7 +130,8 @@ class Accumulator:
         self.counts = counts
 
     def add(self, measurement: str, fields: Mapping[str, FieldValue],
-            tags: Mapping[str, str] | None = None) -> None:
+            tags: Mapping[str, str] | None = None, ts: int | None = None) -> None:
+        """ts: a sample about another instant than the run's (a window that ended on a grid boundary)."""
         clean: dict[str, FieldValue] = {}
         for k, v in fields.items():
             if v is None:
@@ -149,7 +150,7 @@ class Accumulator:
             for k, v in tags.items():
                 if v is not None and v != "":
                     all_tags[k] = str(v)
-        key = (measurement, tuple(sorted(all_tags.items())))
+        key = (measurement, tuple(sorted(all_tags.items())), ts)
         with self._lock:
             if self._closed:
                 self.late_adds += 1
@@ -158,7 +159,7 @@ class Accumulator:
                 return
             s = self._by_series.get(key)
             if s is None:
-                self._by_series[key] = Sample(measurement, all_tags, clean, self.ts)
+                self._by_series[key] = Sample(measurement, all_tags, clean, self.ts if ts is None else ts)
             else:
                 s.fields.update(clean)
 

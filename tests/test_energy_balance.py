@@ -189,3 +189,18 @@ def test_components_above_the_meter_fire_the_default_rule(node):
     assert states[-1]["EnergyComponentsExceedMeter"] == "firing"
     assert states[10]["EnergyComponentsExceedMeter"] == "pending"  # firing only after its 5 minutes
     assert "EnergyComponentsExceedMeter" not in states[5]  # no balance before the first full window
+
+
+def test_node_windows_on_the_grid_for_the_fleet(node):
+    n = node()
+    rows = [s for k in range(14) for s in n.step(k) if s.measurement == "node_window"]
+    # one row per finished minute of the grid, stamped with its end: what the poller sums per rack
+    assert [s.ts for s in rows] == [T0 + 60 * 10**9, T0 + 120 * 10**9]
+    for s in rows:
+        assert s.tags["meter"] == "outlet" and s.tags["rack"] == "r1"
+        assert s.fields == {"tokens": 1500 * 6, "generation_tokens": 500 * 6, "energy_joules": 1600 * 60,
+                            "window_seconds": 60, "partial": 0}
+    bare = node(outlet=False, bmc=False)
+    rows = [s for k in range(8) for s in bare.step(k) if s.measurement == "node_window"]
+    assert [(s.tags["meter"], s.fields["partial"], s.fields["energy_joules"]) for s in rows] == [
+        ("components", 1, pytest.approx(COMPONENTS_J))]

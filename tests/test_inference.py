@@ -284,33 +284,36 @@ def test_cli_collect_once_prints_token_counters(vllm, tmp_path):
     assert doc[0]["tags"]["model"] == "meta-llama/Llama-3.1-8B-Instruct"
 
 
-def test_rack_and_facility_scope_from_fleet_tokens_in_influxdb(influxd):
-    """The poller reads two nodes' token counters back from a real InfluxDB (each node tags its rack) and
-    divides them by its racks' PDU energy and the facility meter, over the same window."""
+def test_rack_and_facility_scope_from_node_windows_in_influxdb(influxd):
+    """Two nodes' per-window rows (tokens, node-meter energy, each tagged with its rack) in a real InfluxDB; the
+    poller sums them per rack in one query and divides by its racks' PDU energy and the facility meter over
+    the same window; the rack energy balance sets the PDU against the node meters."""
     import urllib.request
 
     influxd.create_db("fleet")
-    t1 = T0 + 900 * NS
+    grid = 60 * NS
+    base = T0 - T0 % grid
+    t1 = base + 900 * NS
     lines = []
-    for host, rack, (p0, g0, p1, g1) in (("n1", "r1", (0, 0, 90000, 45000)), ("n2", "r2", (500, 100, 30500, 12100))):
-        for ts, p, g in ((T0, p0, g0), (t1, p1, g1)):
-            lines.append(f"inference,host={host},rack={rack},endpoint=e,model=m,server=vllm "
-                         f"prompt_tokens_total={p},generation_tokens_total={g} {ts}")
-            lines.append(f"inference,host={host},rack={rack},endpoint=e,model=m,server=vllm,outcome=stop "
-                         f"requests_total=5 {ts}")  # not a token series: left out by the query
+    for host, rack, tokens, gen, joules, meter in (("n1", "r1", 9000, 4500, 9000.0, "outlet"),
+                                                   ("n2", "r2", 2800, 800, 2500.0, "components")):
+        for w in range(16):  # w = 0 ends at base: outside (base, t1], left out
+            ts = base + w * grid
+            lines.append(f"node_window,host={host},rack={rack},meter={meter} tokens={tokens},generation_tokens={gen},"
+                         f"energy_joules={joules},window_seconds=60,partial={int(meter == 'components')}i {ts}")
     req = urllib.request.Request(influxd.url + "/write?db=fleet&precision=ns", data="\n".join(lines).encode())
     urllib.request.urlopen(req, timeout=30).read()
 
     bus = SampleBus()
     eff = EfficiencyCollector(EfficiencyCollector.Options(
-        rapl=False, fleet_window=900.0, fleet={"url": influxd.url, "database": "fleet"}),
+        rapl=False, fleet_window=900.0, fleet={"url": influxd.url, "database": "fleet", "lag": 5}),
         Context("efficiency", bus=bus, sys_root=Path("/nonexistent")))
 
     def pdu(dev, rack, scope, e, ts, inlet=None):
         tags = {"device": dev, "rack": rack, "role": "it", "scope": scope, **({"inlet": inlet} if inlet else {})}
         return Sample("pdu", tags, {"energy_joules_total": e}, ts)
 
-    for k, ts in enumerate((T0, t1)):
+    for k, ts in enumerate((base, t1, t1 + 10 * NS)):
         bus.observe([pdu("pdu-r1-a", "r1", "device", 1e6 + k * 150000, ts),
                      pdu("pdu-r1-a", "r1", "phase", 5e5, ts),                       # not added on top of the total
                      pdu("pdu-r2-a", "r2", "inlet", 2e6 + k * 20000, ts, "1"),
@@ -318,13 +321,23 @@ def test_rack_and_facility_scope_from_fleet_tokens_in_influxdb(influxd):
                      Sample("facility", {}, {"total_energy_joules_total": 9e6 + k * 300000,
                                              "it_energy_joules_total": 3e6 + k * 200000}, ts)])
         out = collect(eff, ts)
-    eff_rows = {(s.tags["scope"], s.tags.get("rack", "")): s.fields for s in out if s.measurement == "efficiency"}
-    r1, r2, fac = eff_rows[("rack", "r1")], eff_rows[("rack", "r2")], eff_rows[("facility", "")]
-    assert r1["tokens_per_joule"] == pytest.approx(135000 / 150000)
-    assert r2["generation_tokens_per_joule"] == pytest.approx(12000 / 50000)
-    assert fac["tokens_per_joule"] == pytest.approx((135000 + 42000) / 300000)
+        if k == 1:
+            assert not [s for s in out if s.measurement == "efficiency"]  # t1 not yet past its lag
+    eff_rows = {(s.tags["scope"], s.tags.get("rack", "")): s for s in out if s.measurement == "efficiency"}
+    r1, r2, fac = (eff_rows[k].fields for k in (("rack", "r1"), ("rack", "r2"), ("facility", "")))
+    assert {s.ts for s in eff_rows.values()} == {t1}  # stamped with the window's end
+    assert r1["tokens_per_joule"] == pytest.approx(15 * 9000 / 150000)
+    assert r2["generation_tokens_per_joule"] == pytest.approx(15 * 800 / 50000)
+    assert fac["tokens_per_joule"] == pytest.approx(15 * (9000 + 2800) / 300000)
     assert fac["window_seconds"] == 900
-    assert [s.tags["energy_source"] for s in out if s.tags.get("scope") == "facility"] == ["facility_total"]
+    assert eff_rows[("facility", "")].tags["energy_source"] == "facility_total"
+    bal = {s.tags["rack"]: s.fields for s in out if s.measurement == "energy_balance"}
+    assert bal["r1"]["meter_energy_joules"] == 150000 and bal["r1"]["components_energy_joules"] == 15 * 9000
+    assert bal["r1"]["residual_percent"] == pytest.approx(10.0) and bal["r1"]["nodes_reporting"] == 1
+    assert bal["r2"]["partial_nodes"] == 1 and bal["r2"]["residual_watts"] == pytest.approx((50000 - 37500) / 900)
+    # the same window is not computed (nor queried) twice
+    again = collect(eff, t1 + 20 * NS)
+    assert not [s for s in again if s.measurement == "efficiency"]
 
 
 def test_cli_two_windows_print_efficiency_equal_to_hand_computation(vllm, tmp_path):
@@ -431,19 +444,21 @@ def test_rack_scope_with_a_simulated_pdu_whose_energy_grows(snmpsim, influxd):
                                                "community": "apc-rpdu2-grow", "role": "it", "rack": "r7"}]),
                          Context("snmp"))
     bus = SampleBus()
-    eff = EfficiencyCollector(EfficiencyCollector.Options(rapl=False, fleet_window=2.0, fleet={
-        "url": influxd.url, "database": "fleet2", "lookback": 60}), Context("efficiency", bus=bus))
+    eff = EfficiencyCollector(EfficiencyCollector.Options(
+        rapl=False, window=2.0, window_grid=2.0, fleet_window=2.0,
+        fleet={"url": influxd.url, "database": "fleet2", "grid": 2, "lag": 0.5}), Context("efficiency", bus=bus))
     import asyncio
 
-    polled, start = [], _time.time_ns()
+    now = _time.time_ns()
+    polled, start = [], now - now % (2 * NS) + 2 * NS
     try:
-        for k in range(2):
+        for k in range(3):
             ts = start + k * 2 * NS
             _time.sleep(max(0.0, (ts - _time.time_ns()) / 1e9))
-            line = (f"inference,host=n1,rack=r7,endpoint=e,model=m prompt_tokens_total={1000 + k * 6000},"
-                    f"generation_tokens_total={500 + k * 3000} {ts}")
-            urllib.request.urlopen(urllib.request.Request(influxd.url + "/write?db=fleet2&precision=ns",
-                                                          data=line.encode()), timeout=30).read()
+            if k == 1:  # the node's row for the window (start, start + 2 s]
+                line = f"node_window,host=n1,rack=r7,meter=outlet tokens=9000,generation_tokens=3000 {ts}"
+                urllib.request.urlopen(urllib.request.Request(influxd.url + "/write?db=fleet2&precision=ns",
+                                                              data=line.encode()), timeout=30).read()
             acc = Accumulator(ts, {"host": "poller"})
             asyncio.run(snmp.collect(acc))
             samples = acc.close()
@@ -451,11 +466,13 @@ def test_rack_scope_with_a_simulated_pdu_whose_energy_grows(snmpsim, influxd):
             polled.append([s.fields["energy_joules_total"] for s in samples
                            if s.measurement == "pdu" and s.tags.get("scope") == "device"][0])
             out = collect(eff, ts)
+            if k == 2:
+                rack_rows = [s for s in out if s.measurement == "efficiency" and s.tags.get("scope") == "rack"]
     finally:
         snmp.close()
     energy = polled[1] - polled[0]
     assert energy >= 360000  # at least one tenth of a kWh in two seconds
-    (rack,) = [s.fields for s in out if s.measurement == "efficiency" and s.tags.get("scope") == "rack"]
+    (rack,) = [s.fields for s in rack_rows]
     assert rack["window_energy_joules"] == pytest.approx(energy)
     assert rack["tokens_per_joule"] == pytest.approx(9000 / energy)
 

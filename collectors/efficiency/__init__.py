@@ -39,12 +39,13 @@ from agent.influxql import QueryError
 from agent.model import Accumulator, Kind, Metric
 from collectors.common.counters import MonotonicCounters
 
-from .fleet import FleetOptions, FleetTokens
+from .fleet import FleetOptions, FleetTokens, RackSums
 
 log = logging.getLogger(__name__)
 
 TAGS = ("host", "scope", "gpu", "endpoint", "server", "model", "rack", "energy_source", "meter", "partial")
 BALANCE_TAGS = ("host", "scope", "rack", "meter", "meter_source")
+WINDOW_TAGS = ("host", "rack", "meter")
 G = Kind.GAUGE
 METRICS = (
     Metric("efficiency", "tokens_per_joule", G, "tokens_per_joule", "prompt + generated tokens per joule", TAGS),
@@ -79,6 +80,16 @@ METRICS = (
     Metric("energy_balance", "residual_in_band", G, "bool", "the residual percent is inside residual_band",
            BALANCE_TAGS),
     Metric("energy_balance", "window_seconds", G, "seconds", "length of the window", BALANCE_TAGS),
+    Metric("energy_balance", "nodes_reporting", G, "1", "rack scope: nodes whose windows were summed (node "
+           "windows / windows per rack window)", BALANCE_TAGS),
+    Metric("energy_balance", "partial_nodes", G, "1", "rack scope: of those, nodes metered by GPUs + CPUs only "
+           "(their rest of node counts in the residual)", BALANCE_TAGS),
+    Metric("node_window", "tokens", G, "tokens", "prompt + generated tokens in the window", WINDOW_TAGS),
+    Metric("node_window", "generation_tokens", G, "tokens", "generated tokens in the window", WINDOW_TAGS),
+    Metric("node_window", "energy_joules", G, "joules", "the node meter's energy in the window", WINDOW_TAGS),
+    Metric("node_window", "window_seconds", G, "seconds", "length of the window (efficiency.window_grid)",
+           WINDOW_TAGS),
+    Metric("node_window", "partial", G, "1", "1 where the node meter is GPUs + CPUs only (summable)", WINDOW_TAGS),
     Metric("host_energy", "energy_joules_total", Kind.COUNTER, "joules",
            "RAPL energy of a CPU package (intel-rapl:N), kept monotonic across the register's wrap",
            ("host", "zone", "source", "scope")),
@@ -110,7 +121,11 @@ class EfficiencyOptions(CollectorOptions):
     fleet: FleetOptions | None = Field(
         None, description="on a facility poller: read the fleet's token counters from InfluxDB for the rack "
                           "and facility scopes")
-    fleet_window: PositiveDuration = Field(900.0, description="window of the rack and facility scopes")
+    fleet_window: PositiveDuration = Field(900.0, description="window of the rack and facility scopes (a multiple "
+                                                               "of fleet.grid)")
+    window_grid: PositiveDuration = Field(
+        60.0, description="every node writes its tokens and node-meter energy for each window of this "
+                          "epoch-aligned grid (measurement node_window), which a facility poller sums per rack")
 
 
     @model_validator(mode="after")
@@ -120,6 +135,11 @@ class EfficiencyOptions(CollectorOptions):
             raise ValueError(f"residual_band: expected [low, high] percent with 0 <= low < high <= 100, got {[lo, hi]}")
         if not self.node_meter:
             raise ValueError("node_meter: name at least one meter (components is always available where GPUs are)")
+        if self.fleet is not None:
+            ratio = self.fleet_window / self.fleet.grid
+            if abs(ratio - round(ratio)) > 1e-9 or ratio < 1:
+                raise ValueError(f"fleet_window ({self.fleet_window:g} s) must be a multiple of fleet.grid "
+                                 f"({self.fleet.grid:g} s)")
         return self
 
 
@@ -202,6 +222,8 @@ class EfficiencyCollector(Collector):
         self.integrals: dict[tuple, tuple[int, float, float]] = {}  # key -> (ts, watts, joules so far)
         self.bmc: dict[str, tuple[str, list[tuple]]] = {}  # meter -> (source, history keys summed)
         self._meter_told: str | None = None
+        self._published: int | None = None  # the end of the last node window written
+        self._fleet_t1: int | None = None  # the end of the last fleet window computed
 
     def _integrate(self, key: tuple, ts: int, watts) -> None:
         """A power reading becomes a cumulative energy counter (trapezoids between readings)."""
@@ -317,6 +339,7 @@ class EfficiencyCollector(Collector):
         if self.fleet is not None:
             self._fleet(acc, bus)
         balanced = self._balance(acc)
+        self._publish_windows(acc, series)
         if not series:
             if self.fleet is not None or balanced:
                 return
@@ -338,6 +361,42 @@ class EfficiencyCollector(Collector):
                 return None
             out[k] = max(0.0, b - a)
         return out, window / 1e9
+
+    def _publish_windows(self, acc: Accumulator, series: dict[tuple, dict]) -> None:
+        """node_window rows for every grid window the node's counters now cover, each stamped with its end."""
+        chosen = self._node_meter()
+        if chosen is not None:
+            meter, keys, partial = chosen[0], chosen[2], 0
+        elif "components" in self.options.node_meter:
+            module = bool(self.module_gpus)
+            keys = [k for k in self.hist if k[0] == "gpu" or (k[0] == "rapl" and not module)]
+            meter, partial = "components", 1
+        else:
+            return
+        if not keys or any(not self.hist[k].ts for k in keys):
+            return
+        grid = int(self.options.window_grid * 1e9)
+        covered = min(self.hist[k].ts[-1] for k in keys)
+        end = covered - covered % grid
+        start = self._published + grid if self._published is not None else end
+        tok = [("tok", *k, f) for k in series for f in ("prompt_tokens_total", "generation_tokens_total")
+               if ("tok", *k, f) in self.hist]
+        for e in range(start, end + 1, grid):
+            ds = [self.hist[k].at(e - grid) for k in keys], [self.hist[k].at(e) for k in keys]
+            if any(x is None for x in ds[0] + ds[1]):
+                continue  # the counters do not cover this window (the first one, or after a gap)
+            energy = sum(max(0.0, b - a) for a, b in zip(*ds))
+            prompt = gen = 0.0
+            for k in tok:
+                a, b = self.hist[k].at(e - grid), self.hist[k].at(e)
+                if a is not None and b is not None:
+                    d = max(0.0, b - a)
+                    gen += d if k[-1] == "generation_tokens_total" else 0.0
+                    prompt += d if k[-1] == "prompt_tokens_total" else 0.0
+            acc.add("node_window", {"tokens": round(prompt + gen, 6), "generation_tokens": round(gen, 6),
+                                    "energy_joules": round(energy, 6), "window_seconds": grid / 1e9,
+                                    "partial": partial}, {"meter": meter}, ts=e)
+        self._published = max(end, self._published or end)
 
     def _node_meter(self) -> tuple[str, str, list[tuple]] | None:
         """(meter, source, history keys) of the first configured whole-node meter with a full window."""
@@ -416,38 +475,53 @@ class EfficiencyCollector(Collector):
         if not keys:
             return
         window = int(self.options.fleet_window * 1e9)
-        t1 = min(self.hist[k].ts[-1] for k in keys)
+        grid = int(self.fleet.opts.grid * 1e9)
+        # The newest grid boundary the meters cover and the nodes have had time to write (lag).
+        t1 = min(min(self.hist[k].ts[-1] for k in keys), acc.ts - int(self.fleet.opts.lag * 1e9))
+        t1 -= t1 % grid
         t0 = t1 - window
         for k in keys:
             self.hist[k].trim(t0)
+        if t1 == self._fleet_t1:
+            return  # this window is done; the next one ends on the next boundary
         energy = {k: (self.hist[k].at(t1) or 0.0) - a for k in keys if (a := self.hist[k].at(t0)) is not None}
         if not energy:
             return  # the first fleet window is not complete yet
         try:
-            end, start = self.fleet.at(t1), self.fleet.at(t0)
+            sums = self.fleet.windows(t0, t1)  # one row per rack
         except QueryError as e:
             raise RuntimeError(str(e)) from None  # the runner records and logs it; node scopes were added
-        by_rack: dict[str, list[float]] = {}
-        for key, (p1, g1) in end.items():
-            p0, g0 = start.get(key, (None, None))
-            if p0 is None:
-                continue  # a series that appeared inside the window: no start value
-            d = by_rack.setdefault(key[0], [0.0, 0.0])
-            d[0] += max(0.0, p1 - p0) + max(0.0, g1 - g0)
-            d[1] += max(0.0, g1 - g0)
+        self._fleet_t1 = t1
         seconds = window / 1e9
+        per_node = window / grid  # node windows in one rack window
         for k, e in energy.items():
-            if k[0] == "rack":
-                tot, gen = by_rack.get(k[1], [0.0, 0.0])
-                acc.add("efficiency", ratios(tot, gen, e, seconds), {"scope": "rack", "rack": k[1],
-                                                                     "energy_source": "pdu"})
+            if k[0] != "rack":
+                continue
+            r = sums.get(k[1]) or RackSums()
+            acc.add("efficiency", ratios(r.tokens, r.generation_tokens, e, seconds),
+                    {"scope": "rack", "rack": k[1], "energy_source": "pdu"}, ts=t1)
+            if r.node_windows and e > 0:
+                residual = e - r.energy_joules
+                pct = 100.0 * residual / e
+                acc.add("energy_balance", {
+                    "meter_energy_joules": round(e, 6), "components_energy_joules": round(r.energy_joules, 6),
+                    "residual_energy_joules": round(residual, 6), "residual_watts": round(residual / seconds, 6),
+                    "residual_percent": round(pct, 6), "meter_watts": round(e / seconds, 6),
+                    "components_watts": round(r.energy_joules / seconds, 6), "window_seconds": seconds,
+                    "components_exceed_meter": r.energy_joules > e * (1 + self.options.components_tolerance_percent
+                                                                      / 100),
+                    "nodes_reporting": round(r.node_windows / per_node, 2),
+                    "partial_nodes": round(r.partial_windows / per_node, 2)},
+                    {"scope": "rack", "rack": k[1], "meter": "rack_pdu", "meter_source": "snmp_pdu"}, ts=t1)
         fac = energy.get(("facility", "total_energy_joules_total"))
         source = "facility_total"
         if fac is None:
             fac, source = energy.get(("facility", "it_energy_joules_total")), "it"
         if fac is not None:
-            tot, gen = sum(v[0] for v in by_rack.values()), sum(v[1] for v in by_rack.values())
-            acc.add("efficiency", ratios(tot, gen, fac, seconds), {"scope": "facility", "energy_source": source})
+            tot = sum(r.tokens for r in sums.values())
+            gen = sum(r.generation_tokens for r in sums.values())
+            acc.add("efficiency", ratios(tot, gen, fac, seconds), {"scope": "facility", "energy_source": source},
+                    ts=t1)
 
     def _compute(self, acc: Accumulator, series: dict[tuple, dict]) -> None:
         window = int(self.options.window * 1e9)
@@ -457,7 +531,7 @@ class EfficiencyCollector(Collector):
         t1 = min(h.ts[-1] for h in live.values())  # the newest instant every live counter covers
         t0 = t1 - window
         for h in live.values():
-            h.trim(t0)
+            h.trim(t0 - 2 * int(self.options.window_grid * 1e9))  # the next node window may start before t0
 
         def delta(key: tuple) -> float | None:
             h = live.get(key)
