@@ -130,8 +130,9 @@ class Accumulator:
         self.counts = counts
 
     def add(self, measurement: str, fields: Mapping[str, FieldValue],
-            tags: Mapping[str, str] | None = None, ts: int | None = None) -> None:
-        """ts: a sample about another instant than the run's (a window that ended on a grid boundary)."""
+            tags: Mapping[str, str] | None = None, ts: int | None = None, without: tuple[str, ...] = ()) -> None:
+        """ts: a sample about another instant than the run's (a window that ended on a grid boundary).
+        without: global tags this sample must not carry (a row summed per rack is not one series per host)."""
         clean: dict[str, FieldValue] = {}
         for k, v in fields.items():
             if v is None:
@@ -146,6 +147,8 @@ class Accumulator:
         if not clean:
             return
         all_tags = dict(self.global_tags)
+        for k in without:
+            all_tags.pop(k, None)
         if tags:
             for k, v in tags.items():
                 if v is not None and v != "":

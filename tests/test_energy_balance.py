@@ -16,7 +16,7 @@ from agent.bus import SampleBus
 from agent.collector import Context
 from agent.config import DEFAULT_RULES
 from agent.model import Accumulator, Sample
-from collectors.efficiency import EfficiencyCollector
+from collectors.efficiency import EfficiencyCollector, window_offset
 from collectors.gpu import GpuCollector, GpuOptions
 from collectors.redfish import RedfishCollector, RedfishOptions
 
@@ -195,9 +195,11 @@ def test_node_windows_on_the_grid_for_the_fleet(node):
     n = node()
     rows = [s for k in range(14) for s in n.step(k) if s.measurement == "node_window"]
     # one row per finished minute of the grid, stamped with its end: what the poller sums per rack
-    assert [s.ts for s in rows] == [T0 + 60 * 10**9, T0 + 120 * 10**9]
+    # (stamped under a second past the window's end: a node's own offset, so a rack's rows share one series)
+    assert [s.ts - s.ts % 10**9 for s in rows] == [T0 + 60 * 10**9, T0 + 120 * 10**9]
+    assert rows[0].ts == T0 + 60 * 10**9 + window_offset("node1", T0 + 60 * 10**9)
     for s in rows:
-        assert s.tags["meter"] == "outlet" and s.tags["rack"] == "r1"
+        assert s.tags == {"meter": "outlet", "rack": "r1"}  # no host: one series per rack
         assert s.fields == {"tokens": 1500 * 6, "generation_tokens": 500 * 6, "energy_joules": 1600 * 60,
                             "window_seconds": 60, "partial": 0}
     bare = node(outlet=False, bmc=False)

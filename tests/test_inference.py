@@ -14,7 +14,7 @@ import pytest
 from agent.bus import SampleBus
 from agent.collector import Context, NotPresent
 from agent.model import Accumulator, Sample
-from collectors.efficiency import EfficiencyCollector
+from collectors.efficiency import EfficiencyCollector, window_offset
 from collectors.inference import InferenceCollector
 from collectors.inference.mapping import parse
 
@@ -299,8 +299,9 @@ def test_rack_and_facility_scope_from_node_windows_in_influxdb(influxd):
                                                    ("n2", "r2", 2800, 800, 2500.0, "components")):
         for w in range(16):  # w = 0 ends at base: outside (base, t1], left out
             ts = base + w * grid
-            lines.append(f"node_window,host={host},rack={rack},meter={meter} tokens={tokens},generation_tokens={gen},"
-                         f"energy_joules={joules},window_seconds=60,partial={int(meter == 'components')}i {ts}")
+            lines.append(f"node_window,rack={rack},meter={meter} tokens={tokens},generation_tokens={gen},"
+                         f"energy_joules={joules},window_seconds=60,partial={int(meter == 'components')}i "
+                         f"{ts + window_offset(host, ts)}")
     req = urllib.request.Request(influxd.url + "/write?db=fleet&precision=ns", data="\n".join(lines).encode())
     urllib.request.urlopen(req, timeout=30).read()
 
@@ -336,8 +337,25 @@ def test_rack_and_facility_scope_from_node_windows_in_influxdb(influxd):
     assert bal["r1"]["residual_percent"] == pytest.approx(10.0) and bal["r1"]["nodes_reporting"] == 1
     assert bal["r2"]["partial_nodes"] == 1 and bal["r2"]["residual_watts"] == pytest.approx((50000 - 37500) / 900)
     # the same window is not computed (nor queried) twice
+    queries = eff.fleet.queries
     again = collect(eff, t1 + 20 * NS)
-    assert not [s for s in again if s.measurement == "efficiency"]
+    assert not [s for s in again if s.measurement == "efficiency"] and eff.fleet.queries == queries
+    # one grid later, only the newest windows are asked for; the rest of the rack window comes from the cache
+    more = [f"node_window,rack=r1,meter=outlet tokens=6000,generation_tokens=1000,energy_joules=9000,"
+            f"window_seconds=60,partial=0i {t1 + grid + window_offset('n1', t1 + grid)}"]
+    urllib.request.urlopen(urllib.request.Request(influxd.url + "/write?db=fleet&precision=ns",
+                                                  data="\n".join(more).encode()), timeout=30).read()
+    ts = t1 + grid + 10 * NS
+    bus.observe([pdu("pdu-r1-a", "r1", "device", 1e6 + 3 * 150000, ts),
+                 pdu("pdu-r2-a", "r2", "inlet", 2e6 + 3 * 20000, ts, "1"),
+                 pdu("pdu-r2-a", "r2", "inlet", 3e6 + 3 * 30000, ts, "2"),
+                 Sample("facility", {}, {"total_energy_joules_total": 9e6 + 3 * 300000,
+                                         "it_energy_joules_total": 3e6 + 3 * 200000}, ts)])
+    later = collect(eff, t1 + grid + 10 * NS)
+    assert eff.fleet.queries == queries + 1
+    assert sorted(eff.fleet.cache) == [base + w * grid for w in range(2, 17)]
+    (r1,) = [s.fields for s in later if s.measurement == "efficiency" and s.tags.get("rack") == "r1"]
+    assert r1["tokens_per_second"] * 900 == pytest.approx(14 * 9000 + 6000)
 
 
 def test_cli_two_windows_print_efficiency_equal_to_hand_computation(vllm, tmp_path):
@@ -456,7 +474,8 @@ def test_rack_scope_with_a_simulated_pdu_whose_energy_grows(snmpsim, influxd):
             ts = start + k * 2 * NS
             _time.sleep(max(0.0, (ts - _time.time_ns()) / 1e9))
             if k == 1:  # the node's row for the window (start, start + 2 s]
-                line = f"node_window,host=n1,rack=r7,meter=outlet tokens=9000,generation_tokens=3000 {ts}"
+                line = (f"node_window,rack=r7,meter=outlet tokens=9000,generation_tokens=3000 "
+                        f"{ts + window_offset('n1', ts)}")
                 urllib.request.urlopen(urllib.request.Request(influxd.url + "/write?db=fleet2&precision=ns",
                                                               data=line.encode()), timeout=30).read()
             acc = Accumulator(ts, {"host": "poller"})
