@@ -39,6 +39,8 @@ bench: venv
 	$(BIN)/python bench/gpu_collect
 	$(BIN)/python bench/snmp_sweep --devices 200 --sweeps 10 --pysnmp
 	$(BIN)/python bench/inference_scrape
+	$(BIN)/python bench/bmc_sweep
+	$(BIN)/python bench/fleet_scale
 
 lint: venv
 	$(BIN)/ruff check agent collectors tests bench/collect_overhead bench/delivery bench/gpu_collect bench/gpu-smoke bench/snmp_sweep bench/inference_scrape bench/soak dashboards/render-examples docs/generate

@@ -41,6 +41,18 @@ def test_snmp_sweep_smoke():
     assert "aifactory, v2c through the lean codec" in out and "sweep within 1 s" in out
 
 
+def test_bmc_sweep_smoke():
+    out = bench("bmc_sweep", "--bmcs", "3", "--sweeps", "1")
+    assert "poll sweeps:" in out and "0 timeouts or errors" in out and "target: a sweep of 3 BMCs" in out
+
+
+@pytest.mark.services
+def test_fleet_scale_smoke():
+    out = bench("fleet_scale", "--nodes", "64", "--runs", "1")
+    assert "replaced: last of every inference series" in out and "aifactory poller, each next cycle" in out
+    assert "(2 racks, 2 rack balances, facility 1)" in out
+
+
 @pytest.mark.services
 def test_delivery_smoke():
     out = bench("delivery", "--points", "2000", "--batch", "500")

@@ -119,7 +119,8 @@ class TargetOptions(Strict):
 
 class RedfishOptions(CollectorOptions):
     targets: list[TargetOptions] = Field(default_factory=list)
-    max_in_flight: int = Field(32, ge=1, le=512, description="targets polled at the same time")
+    max_in_flight: int = Field(64, ge=1, le=512, description="targets polled at the same time (a sweep takes about "
+                                                             "targets x requests x BMC latency / this)")
     rediscover: PositiveDuration = Field(3600.0, description="walk each service again this often (new chassis, "
                                                              "replaced PSUs); at once when a resource disappears")
     discovery_deadline: PositiveDuration = Field(60.0, description="a whole discovery of one target")
