@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -75,10 +77,10 @@ def substitute(q: str, selected: dict[str, str] | None = None, at: float | None 
 # Two sites at different efficiency, with the same rack names (a panel that filters by rack but not by site
 # mixes them): every figure of ams1 differs from fra1's.
 SITES = {
-    "fra1": {"hosts": ("n1", "n2"), "gpu_w": 600.0, "tokens_per_min": 90000.0, "gen_per_min": 30000.0,
-             "it_w": 10000.0, "total_w": 13000.0, "hot": 0.0},
-    "ams1": {"hosts": ("m1", "m2"), "gpu_w": 500.0, "tokens_per_min": 120000.0, "gen_per_min": 50000.0,
-             "it_w": 8000.0, "total_w": 8800.0, "hot": 3.0},
+    "fra1": {"hosts": ("n1", "n2"), "gpu_w": 600.0, "node_w": 1600.0, "tokens_per_min": 90000.0,
+             "gen_per_min": 30000.0, "it_w": 10000.0, "total_w": 13000.0, "hot": 0.0},
+    "ams1": {"hosts": ("m1", "m2"), "gpu_w": 500.0, "node_w": 1350.0, "tokens_per_min": 120000.0,
+             "gen_per_min": 50000.0, "it_w": 8000.0, "total_w": 8800.0, "hot": 3.0},
 }
 
 
@@ -87,12 +89,18 @@ def scenario(now_ns: int, site: str = "fra1") -> tuple[list[Sample], dict]:
     10 minutes), a vLLM server per host, a PDU per rack, a UPS, a cooling unit, facility meters read by the
     site's poller, and the efficiency the agent computes from the counters."""
     out, steps, start = [], 61, now_ns - 3600 * NS
-    bus = SampleBus()
     facts = SITES[site]
     hosts = facts["hosts"]
+    buses = {h: SampleBus() for h in hosts}  # each node's agent sees its own samples
     poller = {"host": f"poller-{site}", "site": site, "cluster": "c1"}
-    eff = {h: EfficiencyCollector(EfficiencyCollector.Options(window=60.0, rapl=False),
-                                  Context("efficiency", bus=bus)) for h in hosts}
+    # ams1's nodes have RAPL (100 W a CPU package); fra1's have none
+    cpu_w = 100.0 if site == "ams1" else 0.0
+    sysroot = {h: Path(tempfile.mkdtemp(prefix=f"dash-{h}-")) for h in hosts}
+    for root in sysroot.values():
+        (root / "class" / "powercap" / "intel-rapl:0").mkdir(parents=True)
+        (root / "class" / "powercap" / "intel-rapl:0" / "max_energy_range_uj").write_text("262143328850\n")
+    eff = {h: EfficiencyCollector(EfficiencyCollector.Options(window=60.0, rapl=bool(cpu_w)),
+                                  Context("efficiency", bus=buses[h], sys_root=sysroot[h])) for h in hosts}
     for i in range(steps):
         ts = start + i * 60 * NS
         t = i * 60.0
@@ -114,6 +122,17 @@ def scenario(now_ns: int, site: str = "fra1") -> tuple[list[Sample], dict]:
                 step.append(Sample("gpu_process", {**base, "gpu": g, "pid": "4242", "process": "vllm", "container": "",
                                                    "slurm_job": "", "pod": ""},
                                    {"memory_used_bytes": 80e9, "sm_utilization_percent": 75.0 + facts["hot"]}, ts))
+            # the node's own BMC (redfish): its PSU input, the node meter the efficiency collector picks
+            step.append(Sample("redfish_power", {**base, "target": f"{h}-bmc", "chassis": "1U", "chassis_role": "node",
+                                                 "source": "redfish", "scope": "psu_input", "component": "PSU1"},
+                               {"power_watts": facts["node_w"]}, ts))
+            step.append(Sample("redfish_power", {**base, "target": f"{h}-bmc", "chassis": "1U", "chassis_role": "node",
+                                                 "source": "redfish", "scope": "chassis", "component": "chassis"},
+                               {"power_watts": facts["node_w"] - 40}, ts))
+            if site == "ams1":  # these BMCs also answer DCMI (a rolling average, lower than the PSU input here)
+                step.append(Sample("ipmi_power", {**base, "target": f"{h}-bmc", "source": "dcmi", "scope": "chassis",
+                                                  "component": "dcmi"},
+                                   {"power_watts": facts["node_w"] - 60, "measuring": True}, ts))
             step.append(Sample("inference", {**base, "endpoint": "vllm", "server": "vllm", "model": "llama",
                                              "gpus": "0,1"},
                                {"prompt_tokens_total": (facts["tokens_per_min"] - facts["gen_per_min"]) * i,
@@ -141,18 +160,32 @@ def scenario(now_ns: int, site: str = "fra1") -> tuple[list[Sample], dict]:
             "it_power_watts": facts["it_w"], "cooling_power_watts": 2500.0, "total_power_watts": facts["total_w"],
             "it_energy_joules_total": facts["it_w"] * t, "total_energy_joules_total": facts["total_w"] * t,
             "pue": facts["total_w"] / facts["it_w"], "pue_energy": facts["total_w"] / facts["it_w"]}, ts))
-        bus.observe(step)
+        cdu = {**poller, "target": "cdu-1", "chassis": "CDU", "chassis_role": "cooling_unit"}
+        step.append(Sample("redfish_leak", {**cdu, "detector": "Moisture", "detector_type": "Moisture"},
+                           {"leak_detected": site == "ams1" and i > 55, "state": "OK"}, ts))
+        step.append(Sample("redfish_sensor", {**cdu, "sensor": "PrimaryFlow"},
+                           {"liquid_flow_litres_per_minute": 42.0 + facts["hot"]}, ts))
+        step.append(Sample("redfish_sensor", {**cdu, "sensor": "PrimarySupplyTemp"},
+                           {"temperature_celsius": 30.0 + facts["hot"]}, ts))
+        for h in hosts:
+            buses[h].observe([s for s in step if s.tags.get("host") == h])
         for h, col in eff.items():
+            (sysroot[h] / "class" / "powercap" / "intel-rapl:0" / "energy_uj").write_text(
+                f"{int(1e9 + cpu_w * t * 1e6)}\n")
             acc = Accumulator(ts, {"host": h, "site": site, "cluster": "c1", "rack": "r1" if h == hosts[0] else "r2"})
             try:
                 col.collect(acc)
             except Exception:
                 pass
-            step += [s for s in acc.close() if s.measurement == "efficiency"]
+            step += [s for s in acc.close() if s.measurement in ("efficiency", "energy_balance")]
         # the poller's rack and facility scopes, as its fleet query would give them for this scenario
         for rack in ("r1", "r2"):
             step.append(Sample("efficiency", {**poller, "scope": "rack", "rack": rack}, {
                 "tokens_per_joule": facts["tokens_per_min"] / ((facts["it_w"] / 10 + 300) * 60)}, ts))
+            pdu_w = facts["it_w"] / 10 + 300
+            step.append(Sample("energy_balance", {**poller, "scope": "rack", "rack": rack, "meter": "rack_pdu",
+                                                  "meter_source": "snmp_pdu"},
+                               {"meter_watts": pdu_w, "components_watts": facts["node_w"], "partial_nodes": 0.0}, ts))
         step.append(Sample("efficiency", {**poller, "scope": "facility"}, {
             "tokens_per_joule": 2 * facts["tokens_per_min"] / (facts["total_w"] * 60),
             "joules_per_token": facts["total_w"] * 60 / (2 * facts["tokens_per_min"])}, ts))
@@ -250,12 +283,29 @@ def test_pue_and_tokens_per_joule_panels_equal_the_scenario(loaded):
 
     (pue,) = first("PUE, last 24 h (energy)")
     assert pue == pytest.approx(facts["total_w"] / facts["it_w"], rel=0.01)
-    # node scope: tokens of the node over the energy of its two GPUs, from the agent's own efficiency collector
+    # node scope: tokens of the node over the energy of its node meter (its BMC's PSU input, integrated), from the
+    # agent's own efficiency collector
     node = first("Tokens per joule by scope", 1)
-    want = facts["tokens_per_min"] / (2 * facts["gpu_w"] * 60)
+    want = facts["tokens_per_min"] / (facts["node_w"] * 60)
     assert node and all(v == pytest.approx(want, rel=0.01) for v in node)
     (per_kwh,) = first("Tokens per kWh (facility)")
     assert per_kwh == pytest.approx(2 * facts["tokens_per_min"] / (facts["total_w"] * 60) * 3.6e6, rel=0.01)
+
+
+def test_where_the_node_watts_go_equals_the_scenario(loaded):
+    influxd, facts = loaded
+    panels = {p.title: p for p in BOARDS["node-energy"]().panels()}
+
+    def values(title, idx):
+        series = run(influxd, panels[title].queries[idx].influxql, {"site": "fra1", "host": "n1"})
+        return [v for s in series for row in s["values"] for v in row[1:] if v is not None]
+
+    gpus, rest = values("Where the node's watts go", 0), values("Where the node's watts go", 2)
+    assert gpus and all(v == pytest.approx(2 * facts["gpu_w"]) for v in gpus)
+    assert rest and all(v == pytest.approx(facts["node_w"] - 2 * facts["gpu_w"]) for v in rest)
+    assert not values("Where the node's watts go", 1)  # no RAPL on these nodes: no CPU line, not a zero one
+    pct = values("Rest of node, percent of the meter", 0)
+    assert pct and all(v == pytest.approx(100 * (1 - 2 * facts["gpu_w"] / facts["node_w"])) for v in pct)
 
 
 class FakeGrafana:
@@ -359,3 +409,13 @@ def test_each_board_renders_to_png_from_real_query_results(loaded, tmp_path):
         path = tmp_path / f"{name}.png"
         render_board(make(), lambda q: run(influxd, q), path)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_render_examples_script_draws_every_board(influxd, tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(Path(__file__).resolve().parent.parent / "dashboards" / "render-examples"),
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(f"dashboard-{n}.png" for n in BOARDS)

@@ -109,7 +109,8 @@ def gpu_node() -> Dashboard:
 
 def power_cooling() -> Dashboard:
     return Dashboard("aifactory-power-cooling", "AI factory: power and cooling",
-                     "PDUs by rack and phase against their rating, UPS, cooling supply/return, environment.", [
+                     "PDUs by rack and phase against their rating, UPS, cooling supply/return, environment; racks "
+                     "against their nodes' meters; leak detectors and coolant from Redfish.", [
         Panel("PDU power by rack", "timeseries", [Query(
             f'SELECT sum("p") FROM (SELECT mean("power_watts") AS p FROM "pdu" {F} AND "scope" = \'device\' '
             f'{T}, "site", "rack", "device") WHERE $timeFilter {T}, "site", "rack" fill(none)',
@@ -141,6 +142,27 @@ def power_cooling() -> Dashboard:
         Panel("Environment humidity", "timeseries", [Query(
             f'SELECT mean("humidity_percent") FROM "environment" {F} {T}, "site", "rack", "device", "sensor"',
             legend="$tag_site $tag_rack $tag_device $tag_sensor")], unit="humidity"),
+        Panel("Racks: PDU against the sum of their node meters", "timeseries", [
+            Query(f'SELECT mean("meter_watts") FROM "energy_balance" {F} AND "scope" = \'rack\' {T}, "site", '
+                  '"rack" fill(none)', legend="PDU $tag_site $tag_rack"),
+            Query(f'SELECT mean("components_watts") FROM "energy_balance" {F} AND "scope" = \'rack\' {T}, "site", '
+                  '"rack" fill(none)', legend="nodes $tag_site $tag_rack")], unit="watt",
+              description="the poller's rack balance: what the rack PDU measured against what its nodes' own "
+                          "meters measured over the same grid windows"),
+        Panel("Nodes metered by GPUs + CPUs only", "stat", [Query(
+            f'SELECT last("partial_nodes") FROM "energy_balance" {F} AND "scope" = \'rack\' GROUP BY "site", '
+            '"rack"', legend="$tag_site $tag_rack")], unit="none", thresholds=[(None, "green"), (1, "orange")],
+              description="their rest of node is left out of their tokens per joule (tag partial=true)"),
+        Panel("Leak detectors", "state-timeline", [Query(
+            f'SELECT last("leak_detected") FROM "redfish_leak" {F} {T}, "target", "chassis", "detector" '
+            'fill(previous)', legend="$tag_target $tag_chassis $tag_detector")], unit="bool", w=24,
+              thresholds=[(None, "green"), (1, "red")]),
+        Panel("Coolant flow", "timeseries", [Query(
+            f'SELECT mean("liquid_flow_litres_per_minute") FROM "redfish_sensor" {F} {T}, "target", "sensor" '
+            'fill(none)', legend="$tag_target $tag_sensor")], unit="flowlpm"),
+        Panel("Coolant temperatures", "timeseries", [Query(
+            f'SELECT mean("temperature_celsius") FROM "redfish_sensor" {F} AND "chassis_role" = \'cooling_unit\' '
+            f'{T}, "target", "sensor" fill(none)', legend="$tag_target $tag_sensor")], unit="celsius"),
     ], _vars()[:3])
 
 
@@ -198,6 +220,44 @@ def efficiency() -> Dashboard:
         Constant("grid_g_per_kwh", "Grid intensity (g CO2/kWh)", "350")])
 
 
+def node_energy() -> Dashboard:
+    node = 'SELECT mean("{f}") FROM "energy_balance" ' + FH + ' AND "scope" = \'node\' ' + T + ', "host" fill(none)'
+    return Dashboard("aifactory-node-energy", "AI factory: node energy",
+                     "Where each node's watts go (GPUs, CPUs, the rest of the node) and its meters against each "
+                     "other (racks against their nodes, leaks and coolant: the power and cooling board).", [
+        Panel("Where the node's watts go", "timeseries", [
+            Query(f'SELECT mean("gpu_energy_joules") / mean("window_seconds") FROM "energy_balance" {FH} '
+                  f'AND "scope" = \'node\' {T}, "host" fill(none)', legend="GPUs $tag_host"),
+            Query(f'SELECT mean("cpu_energy_joules") / mean("window_seconds") FROM "energy_balance" {FH} '
+                  f'AND "scope" = \'node\' {T}, "host" fill(none)', legend="CPUs $tag_host"),
+            Query(node.format(f="residual_watts"), legend="rest of node $tag_host")],
+              unit="watt", stack=True, w=24,
+              description="GPUs (NVML) and CPU packages (RAPL) over each window; the rest is the node meter minus "
+                          "both: fans, NICs, drives, memory outside RAPL, PSU losses"),
+        Panel("Node meter against its components", "timeseries", [
+            Query(node.format(f="meter_watts"), legend="meter $tag_host"),
+            Query(node.format(f="components_watts"), legend="GPUs + CPUs $tag_host")], unit="watt",
+              description="energy_balance: the node meter chosen by efficiency.node_meter (outlet, PSU input, "
+                          "chassis) against the sum of its components over the same window"),
+        Panel("Rest of node, percent of the meter", "timeseries", [Query(node.format(f="residual_percent"),
+                                                                          legend="$tag_host")],
+              unit="percent", thresholds=[(None, "red"), (0, "orange"), (5, "green"), (45, "orange")],
+              description="below 0: the components measure more than the meter, one of them is wrong"),
+        Panel("Meters of one node against each other", "timeseries", [
+            Query(f'SELECT sum("p") FROM (SELECT mean("power_watts") AS p FROM "redfish_power" {FH} '
+                  f'AND "scope" = \'psu_input\' AND "chassis_role" = \'node\' {T}, "host", "target", "component") '
+                  f'WHERE $timeFilter {T}, "host", "target" fill(none)', legend="BMC PSU input $tag_host"),
+            Query(f'SELECT mean("power_watts") FROM "redfish_power" {FH} AND "scope" = \'chassis\' '
+                  f'AND "chassis_role" = \'node\' AND "component" = \'chassis\' {T}, "host", "target" fill(none)',
+                  legend="BMC chassis $tag_host"),
+            Query(f'SELECT mean("power_watts") FROM "ipmi_power" {FH} AND "source" = \'dcmi\' {T}, "host", '
+                  '"target" fill(none)', legend="DCMI $tag_host"),
+            Query(node.format(f="components_watts"), legend="GPUs + CPUs $tag_host")], unit="watt", w=24,
+              description="each source says its scope: PSU input is the wall, chassis is the BMC's own figure, "
+                          "DCMI a rolling average (docs/energy.md)"),
+    ], _vars())
+
+
 def alerts() -> Dashboard:
     return Dashboard("aifactory-alerts", "AI factory: alerts", "Alerts evaluated by the agents on every node.", [
         Panel("Firing", "stat", [Query(f'SELECT count("f") FROM (SELECT last("firing") AS f FROM "alerts" {FH} '
@@ -213,4 +273,4 @@ def alerts() -> Dashboard:
 
 
 BOARDS = {"fleet": fleet, "gpu-node": gpu_node, "power-cooling": power_cooling, "efficiency": efficiency,
-          "alerts": alerts}
+          "node-energy": node_energy, "alerts": alerts}
