@@ -209,7 +209,7 @@ class SnmpCollector(Collector):
         facility = self.facility.compute(acc.ts, totals)
         if facility is not None:
             fields, tags = facility
-            acc.add("facility", fields, tags)
+            acc.add("facility", fields, {**tags, "source": "meter", "scope": "facility"})
 
     def _monotonic(self, dev: Device, r) -> None:
         """Resettable and wrapping counters (kWh that an operator can zero) stay monotonic."""
