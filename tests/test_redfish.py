@@ -267,12 +267,19 @@ def test_a_resource_that_disappears(sushy, tls, tmp_path):
         srv.stop()
 
 
-def test_no_bmc_at_all():
+def test_no_bmc_at_all_is_said_once(caplog):
+    import logging
+
     from .services import free_port
 
-    samples = run([{"name": "gone", "url": f"https://127.0.0.1:{free_port()}", "timeout": 1}])
-    gone = one(samples, "redfish_target", target="gone")
-    assert gone["up"] is False and gone["error"]
+    col = RedfishCollector(RedfishOptions(targets=[{"name": "gone", "url": f"https://127.0.0.1:{free_port()}",
+                                                    "timeout": 1}]), Context("redfish", timeout=20.0))
+    with caplog.at_level(logging.INFO, logger="collectors.redfish"):
+        for samples in run([], runs=2, collector=col):
+            gone = one(samples, "redfish_target", target="gone")
+            assert gone["up"] is False and gone["error"]
+    col.close()
+    assert len([r for r in caplog.records if "gone" in r.getMessage()]) == 1  # a state change, not every poll
 
 
 def test_a_reset_energy_counter_stays_monotonic(tls, tmp_path):

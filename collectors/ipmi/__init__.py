@@ -128,6 +128,10 @@ class IpmiCollector(Collector):
 
     def __init__(self, options: IpmiOptions, ctx) -> None:
         super().__init__(options, ctx)
+        import importlib.util
+
+        if options.targets and importlib.util.find_spec("pyghmi") is None:
+            raise RuntimeError("pyghmi is not installed: pip install 'aifactory-agent[ipmi]'")
         self.targets = [Target(t, t.password_of(f"collectors.ipmi.targets[{t.name}]")) for t in options.targets]
         self.pool: ThreadPoolExecutor | None = None
 

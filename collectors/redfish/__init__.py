@@ -10,7 +10,6 @@ BMC costs its own deadline and never delays the others.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
@@ -135,7 +134,6 @@ class Target:
         self.busy = False
         self.state = "new"
         self.last_error: str | None = None
-        self.lock = threading.Lock()
 
 
 class RedfishCollector(Collector):
@@ -149,6 +147,12 @@ class RedfishCollector(Collector):
         super().__init__(options, ctx)
         self.models = load_models()
         self.targets = [Target(t, t.auth_of(f"collectors.redfish.targets[{t.name}]")) for t in options.targets]
+        for t in options.targets:
+            if t.insecure and t.url.startswith("https"):
+                log.warning("redfish %s: TLS certificate verification is off (insecure: true); prefer ca_file",
+                            t.name)
+            elif t.url.startswith("http:") and t.user:
+                log.warning("redfish %s: credentials sent over plain http", t.name)
         self.pool: ThreadPoolExecutor | None = None
         self.counters = MonotonicCounters(ctx.state_dir / "redfish-counters.json" if ctx.state_dir else None)
 
@@ -230,7 +234,7 @@ class RedfishCollector(Collector):
             row[1][r.field] = value
         for measurement, fields, rtags in rows.values():
             acc.add(measurement, fields, rtags)
-        up = result is not None and not result.auth_failed and (result.readings or not result.error)
+        up = result is not None and not result.auth_failed and bool(result.readings or not result.error)
         changed = up != (t.state == "up") or (error or None) != t.last_error
         if changed:
             if up and not error:
@@ -239,7 +243,7 @@ class RedfishCollector(Collector):
             elif error:
                 log.error("redfish %s (%s): %s", t.opts.name, t.opts.url, error)
         t.state, t.last_error = ("up" if up else "down"), error
-        fields = {"up": bool(up), "poll_duration_seconds": round(duration, 6), "readings": len(readings),
+        fields = {"up": up, "poll_duration_seconds": round(duration, 6), "readings": len(readings),
                   "error": error}
         if result is not None:
             fields.update(requests=result.requests, missing_resources=len(result.missing))
