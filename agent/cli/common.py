@@ -45,6 +45,23 @@ def table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def options_or_exit(what: str, build):
+    """(build(), None), or (None, EX_CONFIG) after printing why: a plugin command's options from its arguments,
+    refused as a bad configuration is (one line per problem, exit 78)."""
+    from pydantic import ValidationError
+
+    from ..config import EX_CONFIG, ConfigError, error_lines
+
+    try:
+        return build(), None
+    except ValidationError as e:
+        for line in error_lines(e):
+            print(f"aifactory: {what}: {line}", file=sys.stderr)
+    except ConfigError as e:
+        print(f"aifactory: {e}", file=sys.stderr)
+    return None, EX_CONFIG
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -20,27 +20,21 @@ def add_parser(sub, common) -> None:
 
 
 def cmd_probe(args) -> int:
-    from pydantic import ValidationError
-
-    from agent.cli.common import setup_logging, table
-    from agent.config import EX_CONFIG, ConfigError, error_lines
+    from agent.cli.common import options_or_exit, setup_logging, table
     from agent.model import Accumulator
 
     from . import IpmiCollector, Target, TargetOptions, poll_target
     from .mapping import map_dcmi, map_sdr
 
     setup_logging(args.log_level or "warning")
-    try:
+    def build():
         opts = TargetOptions(name="probe", host=args.host, port=args.port, user=args.user,
                              password_file=args.password_file, password_env=args.password_env)
-        target = Target(opts, opts.password_of("ipmi probe"))
-    except ValidationError as e:
-        for line in error_lines(e):
-            print(f"aifactory: ipmi probe: {line}", file=sys.stderr)
-        return EX_CONFIG
-    except ConfigError as e:
-        print(f"aifactory: {e}", file=sys.stderr)
-        return EX_CONFIG
+        return Target(opts, opts.password_of("ipmi probe"))
+
+    target, rc = options_or_exit("ipmi probe", build)
+    if target is None:
+        return rc
     power, sensors, error = poll_target(target)
     where = args.host or "in band"
     if error and power is None and not sensors:

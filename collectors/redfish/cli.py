@@ -25,10 +25,7 @@ def add_parser(sub, common) -> None:
 
 
 def cmd_probe(args) -> int:
-    from pydantic import ValidationError
-
-    from agent.cli.common import setup_logging, table
-    from agent.config import EX_CONFIG, ConfigError, error_lines
+    from agent.cli.common import options_or_exit, setup_logging, table
 
     from . import RedfishCollector, TargetOptions
     from .client import RedfishClient, RedfishError
@@ -36,19 +33,16 @@ def cmd_probe(args) -> int:
     from .model import load_models
 
     setup_logging(args.log_level or "warning")
-    try:
+    def build():
         opts = TargetOptions(name="probe", url=args.url, user=args.user, password_file=args.password_file,
                              password_env=args.password_env, auth=args.auth, ca_file=args.ca_file,
-                             insecure=args.insecure, timeout=args.timeout,
-                             electrical=args.electrical)
-        auth = opts.auth_of("redfish probe")
-    except ValidationError as e:
-        for line in error_lines(e):
-            print(f"aifactory: redfish probe: {line}", file=sys.stderr)
-        return EX_CONFIG
-    except ConfigError as e:
-        print(f"aifactory: {e}", file=sys.stderr)
-        return EX_CONFIG
+                             insecure=args.insecure, timeout=args.timeout, electrical=args.electrical)
+        return opts, opts.auth_of("redfish probe")
+
+    built, rc = options_or_exit("redfish probe", build)
+    if built is None:
+        return rc
+    opts, auth = built
     units = {(m.measurement, m.field): m.unit for m in RedfishCollector.METRICS}
     models = load_models()
     client = RedfishClient(opts.url, auth, opts.timeout, opts.ca_file, verify=not opts.insecure)

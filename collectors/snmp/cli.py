@@ -61,8 +61,7 @@ def add_parser(sub, common) -> None:
 
 
 def cmd_probe(args) -> int:
-    from agent.cli.common import setup_logging, table
-    from agent.config import EX_CONFIG, ConfigError, error_lines
+    from agent.cli.common import options_or_exit, setup_logging, table
 
     from . import Device, DeviceOptions, poll_device
     from .client import SYS_OBJECT_ID, DeviceError, SnmpClient
@@ -70,25 +69,21 @@ def cmd_probe(args) -> int:
     from .profile import load_profiles
 
     setup_logging(args.log_level or "warning")
-    from pydantic import ValidationError
-
     host, port = args.target
-    try:
+
+    def build():
         opts = DeviceOptions(name=host, host=host, port=port, profile=args.profile,
                              version="v3" if args.v3_user else "v2c", community=args.community,
                              community_file=args.community_file, v3_user=args.v3_user,
                              v3_auth_proto=args.v3_auth_proto, v3_auth_key_file=args.v3_auth_key_file,
                              v3_priv_proto=args.v3_priv_proto, v3_priv_key_file=args.v3_priv_key_file,
                              timeout=args.timeout)
-    except ValidationError as e:
-        for line in error_lines(e):
-            print(f"aifactory: snmp probe: {line}", file=sys.stderr)
-        return EX_CONFIG
-    try:
-        dev = Device(opts, opts.credentials("snmp probe"))
-    except ConfigError as e:
-        print(f"aifactory: {e}", file=sys.stderr)
-        return 78
+        return Device(opts, opts.credentials("snmp probe"))
+
+    dev, rc = options_or_exit("snmp probe", build)
+    if dev is None:
+        return rc
+    opts = dev.opts
     profiles = load_profiles()
 
     async def go():
