@@ -163,10 +163,9 @@ def scenario(now_ns: int, site: str = "fra1") -> tuple[list[Sample], dict]:
         cdu = {**poller, "target": "cdu-1", "chassis": "CDU", "chassis_role": "cooling_unit"}
         step.append(Sample("redfish_leak", {**cdu, "detector": "Moisture", "detector_type": "Moisture"},
                            {"leak_detected": site == "ams1" and i > 55, "state": "OK"}, ts))
-        step.append(Sample("redfish_sensor", {**cdu, "sensor": "PrimaryFlow"},
-                           {"liquid_flow_litres_per_minute": 42.0 + facts["hot"]}, ts))
-        step.append(Sample("redfish_sensor", {**cdu, "sensor": "PrimarySupplyTemp"},
-                           {"temperature_celsius": 30.0 + facts["hot"]}, ts))
+        step.append(Sample("redfish_coolant", {**cdu, "connector": "secondary rack loop"},
+                           {"flow_litres_per_minute": 42.0 + facts["hot"], "supply_temperature_celsius": 30.0,
+                            "return_temperature_celsius": 40.0 + facts["hot"]}, ts))
         for h in hosts:
             buses[h].observe([s for s in step if s.tags.get("host") == h])
         for h, col in eff.items():

@@ -158,11 +158,23 @@ def test_cdu_and_pdu(sushy, tls):
     leaks = {s.tags["detector"]: s.fields for s in series(samples, "redfish_leak", target="cdu")}
     assert leaks == {"Moisture": {"leak_detected": False, "state": "OK"},
                      "Overflow": {"leak_detected": False, "state": "OK"}}
-    flow = doc("cooling-unit", "Chassis/CDU/Sensors/PrimaryFlow")
-    assert one(samples, "redfish_sensor", target="cdu", sensor="PrimaryFlow") == {
-        "liquid_flow_litres_per_minute": flow["Reading"]}
-    heat = doc("cooling-unit", "Chassis/CDU/Sensors/PrimaryHeatLoad")
-    assert one(samples, "redfish_sensor", sensor="PrimaryHeatLoad") == {"heat_watts": heat["Reading"] * 1000}
+    # the CDU's coolant connectors (ThermalEquipment) name supply and return; the chassis sensors they cite
+    # (PrimaryFlow, PrimaryHeatLoad, ...) are not polled a second time
+    conn = doc("cooling-unit", "ThermalEquipment/CDUs/1/PrimaryCoolantConnectors/1")
+    primary = one(samples, "redfish_coolant", target="cdu", connector="primary " + conn["Name"])
+    assert primary["flow_litres_per_minute"] == conn["FlowLitersPerMinute"]["Reading"]
+    assert primary["supply_temperature_celsius"] == conn["SupplyTemperatureCelsius"]["Reading"]
+    assert primary["return_temperature_celsius"] == conn["ReturnTemperatureCelsius"]["Reading"]
+    assert primary["heat_removed_watts"] == conn["HeatRemovedkW"]["Reading"] * 1000
+    assert not series(samples, "redfish_sensor", sensor="PrimaryFlow")
+    assert not series(samples, "redfish_sensor", sensor="PrimaryHeatLoad")
+    pump = doc("cooling-unit", "ThermalEquipment/CDUs/1/Pumps/1")
+    assert one(samples, "redfish_sensor", target="cdu", sensor=pump["Name"]) == {
+        "pump_speed_percent": pump["PumpSpeedPercent"]["Reading"]}
+    # a chassis sensor no connector cites is still read
+    secondary_return = doc("cooling-unit", "Chassis/CDU/Sensors/SystemTemperature")
+    assert one(samples, "redfish_sensor", target="cdu", sensor="chassis")["temperature_celsius"] == \
+        secondary_return["Reading"]
     main = doc("pdu", "Chassis/PDU/Sensors/ACMainPower")
     assert one(samples, "redfish_power", chassis="PDU", component="ACMainPower") == {"power_watts": main["Reading"]}
     assert series(samples, "redfish_power", chassis="PDU", component="ACMainPower")[0].tags["scope"] == "rack"

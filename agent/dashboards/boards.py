@@ -158,11 +158,14 @@ def power_cooling() -> Dashboard:
             'fill(previous)', legend="$tag_target $tag_chassis $tag_detector")], unit="bool", w=24,
               thresholds=[(None, "green"), (1, "red")]),
         Panel("Coolant flow", "timeseries", [Query(
-            f'SELECT mean("liquid_flow_litres_per_minute") FROM "redfish_sensor" {F} {T}, "target", "sensor" '
-            'fill(none)', legend="$tag_target $tag_sensor")], unit="flowlpm"),
-        Panel("Coolant temperatures", "timeseries", [Query(
-            f'SELECT mean("temperature_celsius") FROM "redfish_sensor" {F} AND "chassis_role" = \'cooling_unit\' '
-            f'{T}, "target", "sensor" fill(none)', legend="$tag_target $tag_sensor")], unit="celsius"),
+            f'SELECT mean("flow_litres_per_minute") FROM "redfish_coolant" {F} {T}, "target", "connector" '
+            'fill(none)', legend="$tag_target $tag_connector")], unit="flowlpm",
+              description="per coolant connector of each CDU (Redfish ThermalEquipment)"),
+        Panel("Coolant supply and return", "timeseries", [
+            Query(f'SELECT mean("{f}") FROM "redfish_coolant" {F} {T}, "target", "connector" fill(none)',
+                  legend=f"{name} $tag_target $tag_connector")
+            for f, name in (("supply_temperature_celsius", "supply"), ("return_temperature_celsius", "return"))],
+              unit="celsius"),
     ], _vars()[:3])
 
 

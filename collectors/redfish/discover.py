@@ -55,6 +55,43 @@ def _optional(fn, *args):
         return None
 
 
+COOLING_UNITS = ("CDUs", "ImmersionUnits", "HeatExchangers")  # ThermalEquipment's collections of CoolingUnit
+
+
+def _cooling_units(client: RedfishClient, root: dict, deadline: float, chassis_filter) -> list[tuple[Resource, dict]]:
+    """Pumps, coolant connectors, leak detectors and environment of the ThermalEquipment cooling units (CDUs,
+    immersion units, heat exchangers), each under the chassis it links to (else a chassis of its own)."""
+    te = _link(root, "ThermalEquipment")
+    tdoc = _optional(client.get, te, deadline) if te else None
+    out: list[tuple[Resource, dict]] = []
+    for coll in COOLING_UNITS:
+        if tdoc is None or not _link(tdoc, coll):
+            continue
+        for unit in _optional(_members, client, _link(tdoc, coll), deadline) or ():
+            linked = [c.get("@odata.id", "") for c in (unit.get("Links") or {}).get("Chassis") or ()
+                      if isinstance(c, dict)]
+            cid = linked[0].rstrip("/").rsplit("/", 1)[-1] if linked else f"{coll[:-1].lower()}-{unit.get('Id')}"
+            ch = Chassis(cid, linked[0] if linked else unit.get("@odata.id", ""), "cooling_unit",
+                         str(unit.get("EquipmentType") or coll[:-1]))
+            if chassis_filter is not None and not chassis_filter(ch):
+                continue
+            env = _link(unit, "EnvironmentMetrics")
+            if env and (doc := _optional(client.get, env, deadline)) is not None:
+                out.append((Resource("environment_metrics", env, ch), doc))
+            for key, kind, prefix in (("Pumps", "pump", ""), ("PrimaryCoolantConnectors", "coolant_connector",
+                                                              "primary "),
+                                      ("SecondaryCoolantConnectors", "coolant_connector", "secondary ")):
+                if _link(unit, key):
+                    for m in _optional(_members, client, _link(unit, key), deadline) or ():
+                        name = prefix + str(m.get("Name") or m.get("Id"))
+                        out.append((Resource(kind, m.get("@odata.id", ""), ch, name), m))
+            ld = _optional(client.get, _link(unit, "LeakDetection"), deadline) if _link(unit, "LeakDetection") else None
+            if ld and _link(ld, "LeakDetectors"):
+                for det in _optional(_members, client, _link(ld, "LeakDetectors"), deadline) or ():
+                    out.append((Resource("leak_detector", det.get("@odata.id", ""), ch, str(det.get("Id"))), det))
+    return out
+
+
 def discover(client: RedfishClient, models: Models, deadline: float, chassis_filter=None,
              electrical: bool = False) -> Plan:
     plan = Plan(electrical=electrical)
@@ -65,12 +102,28 @@ def discover(client: RedfishClient, models: Models, deadline: float, chassis_fil
     coll = _link(root, "Chassis")
     if coll is None:
         raise RedfishError("the service root has no Chassis collection: not a BMC or a Redfish device")
+    # Cooling units first: their connectors name what a chassis's sensors only number (supply, return), so the
+    # chassis sensors they cite are not polled again, and their leak detectors stand for the chassis's own.
+    units = _cooling_units(client, root, deadline, chassis_filter)
+    global_covered: set[str] = set()
+    leak_chassis: set[str] = set()
+    for res, doc in units:
+        global_covered |= data_sources(doc)
+        if res.kind == "leak_detector":
+            leak_chassis.add(res.chassis.id)
+    plan.resources += [res for res, _ in units]
+    for res, _ in units:
+        kinds = plan.models.setdefault(res.chassis.id, [])
+        label = {"pump": "Pumps", "coolant_connector": "CoolantConnectors", "leak_detector": "LeakDetection",
+                 "environment_metrics": "EnvironmentMetrics"}[res.kind]
+        if f"ThermalEquipment {label}" not in kinds:
+            kinds.append(f"ThermalEquipment {label}")
     for cdoc in _members(client, coll, deadline):
         ch = chassis_of(models, cdoc)
         if chassis_filter is not None and not chassis_filter(ch):
             continue
         plan.chassis.append(ch)
-        used: list[str] = []
+        used: list[str] = plan.models.get(ch.id, [])
         polled: list[tuple[Resource, dict]] = []
 
         env = _link(cdoc, "EnvironmentMetrics")
@@ -95,12 +148,17 @@ def discover(client: RedfishClient, models: Models, deadline: float, chassis_fil
             if _link(tdoc, "Fans"):
                 for fan in _optional(_members, client, _link(tdoc, "Fans"), deadline) or ():
                     polled.append((Resource("fan", fan.get("@odata.id", ""), ch, str(fan.get("Id", "fan"))), fan))
+            for key, kind in (("Pumps", "pump"), ("CoolantConnectors", "coolant_connector")):
+                if _link(tdoc, key):  # liquid-cooled servers: cold-plate pumps and manifolds
+                    for m in _optional(_members, client, _link(tdoc, key), deadline) or ():
+                        polled.append((Resource(kind, m.get("@odata.id", ""), ch, str(m.get("Name") or m.get("Id"))),
+                                       m))
         leaks = _link(cdoc, "LeakDetectors") or (
             _link(tdoc.get("LeakDetection") or {}, "LeakDetectors") if tdoc else None)
         if leaks is None and tdoc is not None and _link(tdoc, "LeakDetection"):
             ld = _optional(client.get, _link(tdoc, "LeakDetection"), deadline) or {}
             leaks = _link(ld, "LeakDetectors")
-        if leaks:
+        if leaks and ch.id not in leak_chassis:
             for det in _optional(_members, client, leaks, deadline) or ():
                 polled.append((Resource("leak_detector", det.get("@odata.id", ""), ch, str(det.get("Id"))), det))
             used.append("LeakDetectors")
@@ -116,7 +174,7 @@ def discover(client: RedfishClient, models: Models, deadline: float, chassis_fil
                 polled.append((Resource("legacy_thermal", legacy, ch), doc))
                 used.append("Thermal (legacy)")
 
-        covered: set[str] = set()
+        covered: set[str] = set(global_covered)
         for _, doc in polled:
             covered |= data_sources(doc)
         sensors = _link(cdoc, "Sensors")

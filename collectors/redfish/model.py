@@ -103,6 +103,8 @@ def _tags(models: Models, chassis: Chassis, measurement: str, scope: str | None,
     t = chassis.tags()
     if measurement == "redfish_power":
         t.update(source=SOURCE, scope=_scope(models, chassis, scope), component=component)
+    elif measurement == "redfish_coolant":
+        t["connector"] = component
     else:
         t["sensor"] = component
     return t
