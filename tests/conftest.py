@@ -71,6 +71,24 @@ def victoria(tmp_path_factory):
     server.stop()
 
 
+def unknown_devices() -> dict[str, str]:
+    """Recordings of devices no vendor profile knows, derived from the fixtures: the Eaton UPS and the PA-5400
+    sensor table under an unknown enterprise and a plain sysDescr (they answer UPS-MIB and ENTITY-SENSOR-MIB),
+    an APC rPDU2 that answers its identity and nothing of its tables, and a device with neither."""
+    def system(text: str, descr: str, oid: str) -> str:
+        lines = [ln for ln in text.splitlines() if not ln.startswith(("1.3.6.1.2.1.1.1.0|", "1.3.6.1.2.1.1.2.0|"))]
+        return "\n".join([f"1.3.6.1.2.1.1.1.0|4|{descr}", f"1.3.6.1.2.1.1.2.0|6|{oid}", *lines]) + "\n"
+
+    snmp = FIXTURES / "snmp"
+    rpdu2 = [ln for ln in (snmp / "apc-rpdu2.snmprec").read_text().splitlines() if ln.startswith("1.3.6.1.2.1.1.")]
+    return {"unknown-ups": system((snmp / "eaton-ups.snmprec").read_text(), "Acme PowerBox 3000",
+                                  "1.3.6.1.4.1.99999.7"),
+            "unknown-sensors": system((snmp / "entity-sensor-panos.snmprec").read_text(), "Acme edge router",
+                                      "1.3.6.1.4.1.99999.8"),
+            "unknown-nothing": system("", "Acme managed switch", "1.3.6.1.4.1.99999.9"),
+            "apc-rpdu2-empty": "\n".join(sorted(rpdu2)) + "\n"}
+
+
 @pytest.fixture(scope="session")
 def snmpsim():
     from .services import Snmpsim
@@ -79,6 +97,7 @@ def snmpsim():
     # A PDU whose energy counter grows with time (snmpsim's numeric variation: +1 tenth of kWh per second).
     grow = (FIXTURES / "snmp" / "apc-rpdu2.snmprec").read_text().replace(
         "1.3.6.1.4.1.318.1.1.26.4.3.1.9.1|2|19677", "1.3.6.1.4.1.318.1.1.26.4.3.1.9.1|2:numeric|initial=19677,rate=1")
-    server = Snmpsim(FIXTURES / "snmp", extra={"apc-rpdu2-96": large_rpdu2(96), "apc-rpdu2-grow": grow}).start()
+    server = Snmpsim(FIXTURES / "snmp", extra={"apc-rpdu2-96": large_rpdu2(96), "apc-rpdu2-grow": grow,
+                                               **unknown_devices()}).start()
     yield server
     server.stop()

@@ -61,7 +61,8 @@ def test_devices_polled_with_auto_profiles_and_a_dead_one_does_not_hurt(snmpsim)
     assert px2.fields["current_amperes"] == 0.68
     status = {s.tags["device"]: s.fields for s in samples if s.measurement == "snmp_device"}
     assert status["pdu-r12-a"]["up"] and status["ups-1"]["up"] and status["px2"]["up"]
-    assert status["dead"] == {"up": False, "poll_duration_seconds": status["dead"]["poll_duration_seconds"],
+    assert status["dead"] == {"up": False, "state": "down",
+                              "poll_duration_seconds": status["dead"]["poll_duration_seconds"],
                               "readings": 0, "error": status["dead"]["error"]}
     assert "no response from" in status["dead"]["error"]
     assert status["wrongcomm"]["up"] is False
@@ -167,3 +168,56 @@ def test_lean_v2c_path_equals_pysnmp_on_every_recording(snmpsim):
             ref.close()
 
     asyncio.run(go())
+
+
+def test_devices_no_vendor_profile_knows_are_read_through_standard_mibs(snmpsim):
+    """Unknown enterprise numbers, plain sysDescr: the standard MIBs each answers (probed once) are read."""
+    dev = {name: {"name": name, "host": "127.0.0.1", "port": snmpsim.port, "community": name}
+           for name in ("unknown-ups", "unknown-sensors", "unknown-nothing")}
+    samples = collect({"devices": list(dev.values())})
+    status = {s.tags["device"]: s for s in samples if s.measurement == "snmp_device"}
+    assert status["unknown-ups"].tags["profile"] == "ups-mib" and status["unknown-ups"].fields["readings"] > 5
+    ups = [s for s in samples if s.measurement == "ups" and s.tags["device"] == "unknown-ups" and "line" not in s.tags]
+    assert ups and ups[0].fields["battery_charge_percent"] == 91.0  # upsEstimatedChargeRemaining of the recording
+    assert status["unknown-sensors"].tags["profile"] == "entity-sensor"
+    assert [s for s in samples if s.measurement == "environment" and s.tags["device"] == "unknown-sensors"]
+    nothing = status["unknown-nothing"].fields
+    assert nothing["up"] is False and "no standard MIB" in nothing["error"]
+
+
+def test_a_matched_profile_with_no_readings_is_a_state_said_once(snmpsim, caplog):
+    import logging
+
+    col = SnmpCollector(SnmpOptions(devices=[{"name": "quiet", "host": "127.0.0.1", "port": snmpsim.port,
+                                              "community": "apc-rpdu2-empty"}]), Context("snmp"))
+
+    async def go():
+        out = []
+        for _ in range(2):
+            acc = Accumulator(1, {"host": "poller1"})
+            await col.collect(acc)
+            out.append(acc.close())
+        return out
+
+    try:
+        with caplog.at_level(logging.INFO, logger="collectors.snmp"):
+            polls = asyncio.run(go())
+    finally:
+        col.close()
+    for samples in polls:
+        (st,) = [s for s in samples if s.measurement == "snmp_device"]
+        assert st.tags["profile"] == "apc-rpdu2"
+        assert st.fields["up"] is True and st.fields["state"] == "empty" and st.fields["readings"] == 0
+        assert "no readings; nothing at 1.3.6.1.4.1.318" in st.fields["error"]
+    said = [r for r in caplog.records if "quiet" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING
+
+
+def test_probe_of_a_device_that_gives_nothing_exits_3_and_says_what_was_silent(snmpsim):
+    r = subprocess.run([sys.executable, "-m", "agent", "snmp", "probe", f"127.0.0.1:{snmpsim.port}",
+                        "--community", "apc-rpdu2-empty", "--json"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 3, r.stderr
+    assert "matched but gave no readings: nothing at 1.3.6.1.4.1.318" in r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["profile"] == "apc-rpdu2" and doc["readings"] == [] and doc["empty"]

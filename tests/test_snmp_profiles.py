@@ -273,3 +273,14 @@ def test_vertiv_energy_wrap_stays_monotonic(tmp_path):
         (r,) = [x for x in evaluate(p, data) if x.field == "energy_joules_total" and x.tags.get("scope") == "device"]
         seen.append(c.update("pdu1", r.value, r.wrap_at)[0])
     assert seen == [9_998_000 * 3600.0, 9_999_000 * 3600.0, (9_999_000 + 500) * 3600.0, (9_999_000 + 1_500) * 3600.0]
+
+
+def test_candidates_best_first_and_standard_mibs_last():
+    from collectors.snmp.profile import candidates
+
+    names = [p.name for p in candidates(PROFILES, "1.3.6.1.4.1.318.1.3.4.6", "APC Web/SNMP Management Card")]
+    assert names[0] == "apc-rpdu2" and names[-2:] == ["entity-sensor", "ups-mib"] or names[-2:] == [
+        "ups-mib", "entity-sensor"]
+    unknown = [p.name for p in candidates(PROFILES, "1.3.6.1.4.1.99999.1", "a switch")]
+    assert sorted(unknown) == ["entity-sensor", "ups-mib"]  # only the standard MIBs, each behind its probe
+    assert all(PROFILES[n].match.probe for n in unknown)

@@ -24,7 +24,7 @@ from .client import SYS_DESCR, SYS_OBJECT_ID, Credentials, DeviceError
 from .evaluate import evaluate
 from .facility import Facility, device_totals
 from .plan import plan_of
-from .profile import Profile, field_catalogue, load_profiles, match_profile
+from .profile import Profile, candidates, field_catalogue, load_profiles, norm_oid
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,10 @@ def _metrics() -> tuple[Metric, ...]:
         Metric("snmp_device", "up", Kind.GAUGE, "bool", "the device answered this poll", DEVICE_TAGS),
         Metric("snmp_device", "poll_duration_seconds", Kind.GAUGE, "seconds", "wall time of the poll", DEVICE_TAGS),
         Metric("snmp_device", "readings", Kind.GAUGE, "count", "readings the profile produced", DEVICE_TAGS),
-        Metric("snmp_device", "error", Kind.INFO, "info", "why the last poll failed (absent when it succeeded)",
-               DEVICE_TAGS),
+        Metric("snmp_device", "error", Kind.INFO, "info", "why the last poll failed, or why it gave no readings "
+               "(absent when it gave readings)", DEVICE_TAGS),
+        Metric("snmp_device", "state", Kind.INFO, "info", "up (readings), empty (it answered, the profile found "
+               "nothing to read: see error) or down", DEVICE_TAGS),
     ]
     return tuple(out)
 
@@ -148,6 +150,31 @@ class Device:
                 self.absent[st] = self.RECHECK
 
 
+async def detect_profile(client, dev: Device, found: list[Profile]) -> Profile | None:
+    """The first candidate the device confirms: a profile with a probe object is chosen only if the device
+    answers it (Geist V3 or Vertiv V5 on one enterprise number; a standard MIB on an unknown device); one
+    without a probe is chosen as it stands. Asked once per device: the choice is kept."""
+    o = dev.opts
+    for p in found:
+        if p.match.probe is None:
+            return p
+        counts: dict[str, int] = {}
+        await client.walk(dev.creds, o.host, o.port, [p.match.probe], o.timeout, o.retries, max_repetitions=2,
+                          counts=counts)
+        if counts.get(p.match.probe) or counts.get(norm_oid(p.match.probe)):
+            return p
+    return None
+
+
+def missing_objects(profile: Profile, data: dict) -> list[str]:
+    """The profile's scalars and tables the device answered nothing for."""
+    scalars, columns = plan_of(profile).required
+    keys = list(data)
+    out = [s for s in scalars if s not in data]
+    out += [c for c in columns if not any(k == c or k.startswith(c + ".") for k in keys)]
+    return out
+
+
 async def poll_device(client, profiles: dict[str, Profile], dev: Device) -> tuple[Profile, dict]:
     o = dev.opts
     if dev.profile is None:
@@ -161,9 +188,10 @@ async def poll_device(client, profiles: dict[str, Profile], dev: Device) -> tupl
                 raise DeviceError("no sysObjectID: not an SNMP agent we can identify")
             descr, oid = (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
                           for v in (ident.get(SYS_DESCR, b""), ident[SYS_OBJECT_ID]))
-            dev.profile = match_profile(profiles, oid, descr)
+            dev.profile = await detect_profile(client, dev, candidates(profiles, oid, descr))
             if dev.profile is None:
-                raise DeviceError(f"no profile matches sysObjectID {oid} ({descr[:60]!r})")
+                raise DeviceError(f"no profile matches sysObjectID {oid} ({descr[:60]!r}), and the device answers "
+                                  "no standard MIB we read (UPS-MIB, ENTITY-SENSOR-MIB)")
     scalars, columns = plan_of(dev.profile).required
     data: dict = {}
     if scalars:
@@ -257,21 +285,30 @@ class SnmpCollector(Collector):
                 acc.add(measurement, fields, rtags)
             ok, error = True, None
             readings = [r for r in readings if r.value is not None]
+            if not readings:
+                gone = missing_objects(profile, data)
+                error = (f"profile {profile.name}: no readings; nothing at "
+                         f"{', '.join(gone[:4])}{' ...' if len(gone) > 4 else ''}" if gone else
+                         f"profile {profile.name}: no readings; the device answered {len(data)} values, all "
+                         "'not supported' sentinels or filtered out")
         except (DeviceError, TimeoutError, OSError) as e:
             ok, error = False, str(e) or type(e).__name__
             readings = []
         except Exception as e:  # anything one device (or pysnmp on its credentials) raises stays with it
             ok, error = False, f"{type(e).__name__}: {e}"
             readings = []
-        if ok != (dev.state == "up") or (not ok and error != dev.last_error):
-            if ok:
+        state = "down" if not ok else ("empty" if error else "up")
+        if state != dev.state or error != dev.last_error:
+            if state == "up":
                 log.info("snmp device %s (%s): polling with profile %s", dev.opts.name, dev.opts.host,
                          dev.profile.name if dev.profile else "?")
+            elif state == "empty":
+                log.warning("snmp device %s (%s): %s", dev.opts.name, dev.opts.host, error)
             else:
                 log.error("snmp device %s (%s:%d): %s", dev.opts.name, dev.opts.host, dev.opts.port, error)
-        dev.state, dev.last_error = ("up" if ok else "down"), error
+        dev.state, dev.last_error = state, error
         dtags = {**tags, "profile": dev.profile.name if dev.profile else "unknown"}
-        acc.add("snmp_device", {"up": ok, "poll_duration_seconds": round(time.perf_counter() - t0, 6),
+        acc.add("snmp_device", {"up": ok, "state": state, "poll_duration_seconds": round(time.perf_counter() - t0, 6),
                                 "readings": len(readings), "error": error}, dtags)
         return readings
 

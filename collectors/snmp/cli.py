@@ -63,7 +63,7 @@ def add_parser(sub, common) -> None:
 def cmd_probe(args) -> int:
     from agent.cli.common import options_or_exit, setup_logging, table
 
-    from . import Device, DeviceOptions, poll_device
+    from . import Device, DeviceOptions, missing_objects, poll_device
     from .client import SYS_OBJECT_ID, DeviceError, SnmpClient
     from .evaluate import evaluate
     from .profile import load_profiles
@@ -100,15 +100,22 @@ def cmd_probe(args) -> int:
     except (DeviceError, TimeoutError, OSError) as e:
         print(f"aifactory: {opts.host}:{opts.port}: {e or 'no answer'}", file=sys.stderr)
         return 1
-    readings = evaluate(profile, data)
+    readings = [r for r in evaluate(profile, data) if r.value is not None]
+    empty = None
+    if not readings:  # never a silent empty answer: say what the device did not answer, exit 3
+        gone = missing_objects(profile, data)
+        empty = (f"profile {profile.name} matched but gave no readings: "
+                 + (f"nothing at {', '.join(gone)}" if gone else
+                    f"the device answered {len(data)} values, all 'not supported' sentinels or filtered out"))
+        print(f"aifactory: {opts.host}:{opts.port}: {empty}", file=sys.stderr)
     if args.json:
-        json.dump({"profile": profile.name, "sys_object_id": sys_oid,
+        json.dump({"profile": profile.name, "sys_object_id": sys_oid, "empty": empty,
                    "readings": [{"measurement": r.measurement, "tags": r.tags, "field": r.field, "value": r.value,
                                  "unit": r.unit} for r in readings]}, sys.stdout, indent=1)
         sys.stdout.write("\n")
-        return 0
+        return 3 if empty else 0
     print(f"{opts.host}:{opts.port}: profile {profile.name} ({profile.description}); sysObjectID {sys_oid}")
     rows = [[r.measurement, ",".join(f"{k}={v}" for k, v in sorted(r.tags.items())), r.field, r.value, r.unit]
             for r in readings]
     print(table(["MEASUREMENT", "TAGS", "FIELD", "VALUE", "UNIT"], rows))
-    return 0
+    return 3 if empty else 0
