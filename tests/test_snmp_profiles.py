@@ -284,3 +284,26 @@ def test_candidates_best_first_and_standard_mibs_last():
     unknown = [p.name for p in candidates(PROFILES, "1.3.6.1.4.1.99999.1", "a switch")]
     assert sorted(unknown) == ["entity-sensor", "ups-mib"]  # only the standard MIBs, each behind its probe
     assert all(PROFILES[n].match.probe for n in unknown)
+
+
+def test_fallback_to_the_legacy_object_when_rpdu2_says_not_supported():
+    """AP7900B on AOS 6.8 (tests/fixtures/snmp/apc-ap7900b.snmprec: the system, rPDU2 device and phase rows and the
+    legacy rPDUIdent objects of ../shared/snmprec/apc_ap7900b.snmprec): rPDU2DeviceStatusPower answers -1, and
+    rPDUIdentDevicePowerWatts carries the real 312 W; the reading says it came from the fallback."""
+    data = load(FIXTURES / "snmp" / "apc-ap7900b.snmprec")
+    assert data["1.3.6.1.4.1.318.1.1.26.4.3.1.5.1"] == -1 and data["1.3.6.1.4.1.318.1.1.12.1.16.0"] == 312
+    p = match_profile(PROFILES, data["1.3.6.1.2.1.1.2.0"])
+    assert p.name == "apc-rpdu2"
+    got = {(r.tags.get("scope"), r.field): r for r in evaluate(p, data)}
+    power = got[("device", "power_watts")]
+    assert power.value == 312.0 and power.origin == "1.3.6.1.4.1.318.1.1.12.1.16.0"
+    assert ("device", "apparent_power_va") not in got  # -1 with no fallback: absent, never -10 VA
+    assert got[("phase", "current_amperes")].value == 2.7 and got[("phase", "current_amperes")].origin is None
+    # the rPDU2 value wins where it is valid (AP8959EU3: 27 hundredths of kW), the fallback is not read then
+    data2 = load(FIXTURES / "snmp" / "apc-rpdu2.snmprec")
+    dev = {(r.tags.get("scope"), r.field): r for r in evaluate(p, data2)}[("device", "power_watts")]
+    assert dev.value == 270.0 and dev.origin is None
+    # a table with two devices (daisy chain): the legacy scalar is the host's only, so it stands for no row
+    two = dict(data)
+    two.update({k[:-2] + ".2": v for k, v in data.items() if k.startswith("1.3.6.1.4.1.318.1.1.26.4.3.1.")})
+    assert not [r for r in evaluate(p, two) if r.field == "power_watts" and r.tags.get("scope") == "device"]

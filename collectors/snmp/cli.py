@@ -111,11 +111,12 @@ def cmd_probe(args) -> int:
     if args.json:
         json.dump({"profile": profile.name, "sys_object_id": sys_oid, "empty": empty,
                    "readings": [{"measurement": r.measurement, "tags": r.tags, "field": r.field, "value": r.value,
-                                 "unit": r.unit} for r in readings]}, sys.stdout, indent=1)
+                                 "unit": r.unit, **({"fallback": r.origin} if r.origin else {})}
+                                for r in readings]}, sys.stdout, indent=1)
         sys.stdout.write("\n")
         return 3 if empty else 0
     print(f"{opts.host}:{opts.port}: profile {profile.name} ({profile.description}); sysObjectID {sys_oid}")
-    rows = [[r.measurement, ",".join(f"{k}={v}" for k, v in sorted(r.tags.items())), r.field, r.value, r.unit]
-            for r in readings]
-    print(table(["MEASUREMENT", "TAGS", "FIELD", "VALUE", "UNIT"], rows))
+    rows = [[r.measurement, ",".join(f"{k}={v}" for k, v in sorted(r.tags.items())), r.field, r.value, r.unit,
+             f"fallback {r.origin}" if r.origin else ""] for r in readings]
+    print(table(["MEASUREMENT", "TAGS", "FIELD", "VALUE", "UNIT", "NOTE"], rows))
     return 3 if empty else 0

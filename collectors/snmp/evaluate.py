@@ -19,6 +19,18 @@ class Reading:
     value: float | int | bool | str
     unit: str
     wrap_at: float | None = None  # counters that wrap: the cap, in output units
+    origin: str | None = None  # the fallback object the value came from, where the field's own gave nothing
+
+
+def _fallback(f, data: dict[str, Any]) -> tuple[Any, str] | tuple[None, None]:
+    """The first of a field's fallback objects with a valid value: (value, its OID)."""
+    for fb in f.fallback:
+        oid = norm_oid(fb.oid)
+        raw = data.get(oid)
+        v = convert(fb, raw) if raw is not None else None
+        if v is not None:
+            return v, oid
+    return None, None
 
 
 def _derived(measurement: str, tags: dict, readings: list[Reading], cat) -> list[Reading]:
@@ -59,17 +71,20 @@ def evaluate(profile: Profile, data: dict[str, Any], device_tags: dict[str, str]
             tags = {**base, **g.static_tags}
             for f in g.fields:
                 raw = data.get(norm_oid(f.oid))
-                if raw is None:
-                    continue
-                v = convert(f, raw)
+                v = convert(f, raw) if raw is not None else None
+                origin = None
+                if v is None and f.fallback:
+                    v, origin = _fallback(f, data)
                 if v is not None:
-                    out.append(Reading(g.measurement, tags, f.field, v, cat[(g.measurement, f.field)].unit))
+                    out.append(Reading(g.measurement, tags, f.field, v, cat[(g.measurement, f.field)].unit,
+                                       origin=origin))
             continue
         fspecs, mspecs, tspecs, fltspecs, has_ent = static  # a TablePlan
         cols = [(f, columns(oid), unit, columns(doid) if doid else None, wrap,
                  {c: columns(eoid) for c, eoid in extra}) for f, oid, unit, doid, wrap, extra in fspecs]
         matchers = [(columns(oid), rx) for oid, rx in mspecs]
         rows = sorted({i for c in cols for i in c[1]}, key=index_key)
+        single = len(rows) == 1  # a table's fallback scalars stand for its row only when it has one
         tag_cols = {tag: columns(oid) for tag, oid in tspecs}
         filters = [(columns(oid), ok) for oid, ok in fltspecs]
         ent_cols = [columns(f"1.3.6.1.2.1.99.1.1.1.{c}") for c in (2, 3, 5)] if has_ent else None
@@ -107,15 +122,18 @@ def evaluate(profile: Profile, data: dict[str, Any], device_tags: dict[str, str]
             row_readings = []
             for f, col, unit, digits_col, wrap, extra in cols:
                 raw = col.get(idx)
-                if raw is None:
+                if raw is None and not (single and f.fallback):
                     continue
                 digits = digits_col.get(idx) if digits_col is not None else None
                 ent = EntitySensor(*(c.get(idx) for c in ent_cols)) if f.entity_sensor else None
-                v = convert(f, raw, digits, ent)
+                v = convert(f, raw, digits, ent) if raw is not None else None
                 if v is not None and extra:
                     v = adjust(f, v, {c: x.get(idx) for c, x in extra.items()})
+                origin = None
+                if v is None and single and f.fallback:
+                    v, origin = _fallback(f, data)
                 if v is not None:
-                    row_readings.append(Reading(g.measurement, tags, f.field, v, unit, wrap))
+                    row_readings.append(Reading(g.measurement, tags, f.field, v, unit, wrap, origin))
             out += row_readings
             out += _derived(g.measurement, tags, row_readings, cat)
     return out

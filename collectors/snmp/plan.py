@@ -43,6 +43,7 @@ def required_oids(profile: Profile) -> tuple[list[str], list[str]]:
     """
     scalars, walks = [], []
     for g in profile.groups:
+        scalars += [norm_oid(fb.oid) for f in g.fields for fb in f.fallback]
         if g.table is None:
             scalars += [norm_oid(f.oid) for f in g.fields]
             continue

@@ -29,6 +29,20 @@ def norm_oid(oid: str) -> str:
     return oid.strip().lstrip(".")
 
 
+class FallbackSpec(_Strict):
+    """Another object carrying the same reading (an older MIB's), read when the field's own gives nothing."""
+
+    oid: str = Field(..., description="scalar OID with .0")
+    scale: float = Field(1.0, description="multiply the raw value")
+    sentinels: list[int] = Field(default_factory=list, description="raw values meaning 'not available'")
+    minimum: float | None = Field(None, description="raw values below are 'not available'")
+    # what convert() reads of a field, absent here
+    enum: None = None
+    map: None = None
+    decimal_digits: None = None
+    entity_sensor: bool = False
+
+
 class FieldSpec(_Strict):
     field: str
     oid: str | None = Field(None, description="scalar: full OID with .0; table: the column OID")
@@ -48,6 +62,9 @@ class FieldSpec(_Strict):
     fahrenheit_if: dict[int, list[int]] | None = Field(
         None, description="{column: values}: the value is in degrees F when that column holds one of them")
     absolute: bool = Field(False, description="drop the sign (power factor reported negative for capacitive)")
+    fallback: list[FallbackSpec] = Field(
+        default_factory=list, description="objects tried in order when this one gives no valid value (e.g. an "
+                                          "older MIB's scalar); in a table, they stand for its row when it has one")
 
     def extra_columns(self) -> list[int | str]:
         return [c for c in (self.divisor, self.signed_factor, *(self.fahrenheit_if or {})) if c is not None]
