@@ -42,3 +42,43 @@ def large_rpdu2(outlets: int) -> str:
                  11: f"2|{r}"}[c]
             lines.append(f"{base}.9.4.3.1.{c}.{r}|{v}")
     return "\n".join(sorted(lines, key=lambda x: [int(p) for p in x.split("|")[0].split(".")])) + "\n"
+
+
+# The readings that matter per measurement, for the coverage table: what an operator misses when absent.
+KEY_FIELDS = {
+    "pdu": ("power_watts", "energy_joules_total", "current_amperes", "voltage_volts"),
+    "ups": ("output_power_watts", "output_load_percent", "battery_charge_percent", "battery_runtime_seconds",
+            "input_voltage_volts"),
+    "cooling": ("supply_air_temperature_celsius", "return_air_temperature_celsius", "cooling_output_watts"),
+    "environment": ("temperature_celsius", "humidity_percent"),
+}
+
+
+def detect(profiles: dict, data: dict):
+    """The profile `snmp probe --profile auto` would choose for a recording: the candidates best first, a
+    candidate with a probe object kept only if the recording holds something at or under it."""
+    from collectors.snmp.profile import candidates, norm_oid
+
+    for p in candidates(profiles, str(data.get("1.3.6.1.2.1.1.2.0", "")), str(data.get("1.3.6.1.2.1.1.1.0", ""))):
+        if p.match.probe is None:
+            return p
+        pre = norm_oid(p.match.probe)
+        if any(k == pre or k.startswith(pre + ".") for k in data):
+            return p
+    return None
+
+
+def coverage(profiles: dict, recording: Path) -> dict:
+    """What the agent reads from one recording: device, profile, readings, the key fields it misses."""
+    from collectors.snmp.evaluate import evaluate
+
+    data = load(recording)
+    p = detect(profiles, data)
+    readings = [r for r in evaluate(p, data) if r.value is not None] if p else []
+    serves = sorted({g.measurement for g in p.groups}) if p else []
+    got = {(r.measurement, r.field) for r in readings}
+    missing = [f"{m}.{f}" for m in serves for f in KEY_FIELDS[m] if (m, f) not in got
+               and any(g.measurement == m and any(x.field == f for x in g.fields) for g in p.groups)]
+    return {"device": recording.stem, "sys_object_id": str(data.get("1.3.6.1.2.1.1.2.0", "")),
+            "profile": p.name if p else None, "readings": len(readings), "missing": missing,
+            "fallbacks": sum(1 for r in readings if r.origin)}

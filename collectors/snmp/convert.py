@@ -68,6 +68,8 @@ def convert(f: FieldSpec, raw: Any, digits: Any = None, ent: EntitySensor | None
             value *= 10 ** (3 * (int(sc) - 9))
         if pr > 0:
             value /= 10 ** int(pr)
+    if getattr(f, "fahrenheit", False):
+        value = (value - 32) * 5 / 9
     if not math.isfinite(value):
         return None
     return round(value, 6)

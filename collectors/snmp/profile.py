@@ -62,6 +62,7 @@ class FieldSpec(_Strict):
     fahrenheit_if: dict[int, list[int]] | None = Field(
         None, description="{column: values}: the value is in degrees F when that column holds one of them")
     absolute: bool = Field(False, description="drop the sign (power factor reported negative for capacitive)")
+    fahrenheit: bool = Field(False, description="the scaled value is in degrees F: converted to C")
     fallback: list[FallbackSpec] = Field(
         default_factory=list, description="objects tried in order when this one gives no valid value (e.g. an "
                                           "older MIB's scalar); in a table, they stand for its row when it has one")
