@@ -86,6 +86,9 @@ def unknown_devices() -> dict[str, str]:
             "unknown-sensors": system((snmp / "entity-sensor-panos.snmprec").read_text(), "Acme edge router",
                                       "1.3.6.1.4.1.99999.8"),
             "unknown-nothing": system("", "Acme managed switch", "1.3.6.1.4.1.99999.9"),
+            # a CyberPower card that answers RFC 1628 and not CPS-MIB: the vendor profile's probe fails
+            "cyberpower-rfc1628": system((snmp / "eaton-ups.snmprec").read_text(), "Power Manager",
+                                         "1.3.6.1.4.1.3808.1.1.3"),
             "apc-rpdu2-empty": "\n".join(sorted(rpdu2)) + "\n"}
 
 

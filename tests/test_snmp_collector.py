@@ -173,7 +173,8 @@ def test_lean_v2c_path_equals_pysnmp_on_every_recording(snmpsim):
 def test_devices_no_vendor_profile_knows_are_read_through_standard_mibs(snmpsim):
     """Unknown enterprise numbers, plain sysDescr: the standard MIBs each answers (probed once) are read."""
     dev = {name: {"name": name, "host": "127.0.0.1", "port": snmpsim.port, "community": name}
-           for name in ("unknown-ups", "unknown-sensors", "unknown-nothing")}
+           for name in ("unknown-ups", "unknown-sensors", "unknown-nothing", "cyberpower-rfc1628",
+                        "cyberpower-rmcard")}
     samples = collect({"devices": list(dev.values())})
     status = {s.tags["device"]: s for s in samples if s.measurement == "snmp_device"}
     assert status["unknown-ups"].tags["profile"] == "ups-mib" and status["unknown-ups"].fields["readings"] > 5
@@ -183,6 +184,10 @@ def test_devices_no_vendor_profile_knows_are_read_through_standard_mibs(snmpsim)
     assert [s for s in samples if s.measurement == "environment" and s.tags["device"] == "unknown-sensors"]
     nothing = status["unknown-nothing"].fields
     assert nothing["up"] is False and "no standard MIB" in nothing["error"]
+    # one enterprise number, two MIBs: the vendor profile is chosen only where its probe object answers
+    assert status["cyberpower-rmcard"].tags["profile"] == "cyberpower-ups"
+    assert status["cyberpower-rfc1628"].tags["profile"] == "ups-mib"
+    assert status["cyberpower-rfc1628"].fields["readings"] > 5
 
 
 def test_a_matched_profile_with_no_readings_is_a_state_said_once(snmpsim, caplog):

@@ -249,6 +249,22 @@ TABLE = [
         ("ups", t(vendor="cyberpower"), "output_load_percent", 24.0, "percent"),
         ("ups", t(vendor="cyberpower"), "battery_voltage_volts", 24.0, "volts"),       # 240 tenths
     ]),
+    # fixtures: lines of ../shared/snmprec/{hwg-poseidon,raritan-pdu}.snmprec
+    ("hwg-poseidon", "hwg-poseidon", [
+        ("environment", t(sensor="T.Network", vendor="hwgroup"), "temperature_celsius", 28.5, "celsius"),  # 285
+        ("environment", t(sensor="H.Servidores", vendor="hwgroup"), "humidity_percent", 29.6, "percent"),  # 296
+    ]),
+    ("raritan-px1", "raritan-px1", [
+        ("pdu", t(inlet="1", scope="inlet", vendor="raritan"), "current_amperes", 2.971, "amperes"),  # 2971 mA
+        ("pdu", t(inlet="1", scope="inlet", vendor="raritan"), "voltage_volts", 230.0, "volts"),      # 230000 mV
+        ("pdu", t(inlet="1", scope="inlet", vendor="raritan"), "power_watts", 580.0, "watts"),
+        ("pdu", t(inlet="1", scope="inlet", vendor="raritan"), "power_factor", 0.83, "1"),            # 83
+        ("pdu", t(outlet="3", outlet_name="OUTLET3", scope="outlet", vendor="raritan"), "current_amperes", 2.192,
+         "amperes"),
+        ("environment", t(sensor="Temperature AEI8850418", vendor="raritan"), "temperature_celsius", 20.5,
+         "celsius"),                                                                                  # 205, type 10
+        ("environment", t(sensor="Humidity AEI8850418", vendor="raritan"), "humidity_percent", 39.0, "percent"),
+    ]),
     ("apc-symmetra-lx", "apc-ups", [  # only upsHighPrec* answered: each from its fallback, in tenths
         ("ups", t(vendor="apc"), "battery_charge_percent", 100.0, "percent"),           # 1000
         ("ups", t(vendor="apc"), "input_voltage_volts", 223.3, "volts"),                # 2233
@@ -338,9 +354,9 @@ NO_READINGS_YET = {
     "apc-mgeups_galaxy7000": "MGE MIB, not RFC 1628", "apc_ats": "no profile", "apc_emu": "no profile",
     "apc_environmental-manager": "no profile", "chatsworth-pdu": "no profile", "dantherm-os": "no profile",
     "dell-rpdu": "no profile", "eatonpdu_dbq": "older Eaton PDU MIB", "hpe-mapdu_pdu3": "no profile",
-    "huawei-smu_11b": "no profile", "hwg-poseidon": "no profile", "panduit": "no profile",
+    "huawei-smu_11b": "no profile", "panduit": "no profile",
     "pcoweb-rittalchiller": "the LCP profile matches, the chiller's pCO variables differ",
-    "poweralert_pdu": "no profile", "raritan-pdu": "PX1, the older PDU-MIB",
+    "poweralert_pdu": "no profile",
 }
 
 
