@@ -265,6 +265,26 @@ TABLE = [
          "celsius"),                                                                                  # 205, type 10
         ("environment", t(sensor="Humidity AEI8850418", vendor="raritan"), "humidity_percent", 39.0, "percent"),
     ]),
+    # fixtures: lines of ../shared/snmprec/{apc_emu,apc_environmental-manager,poweralert_pdu,panduit}.snmprec
+    ("apc-emu", "apc-environmental", [
+        ("environment", t(unit="0", sensor="1", vendor="apc"), "temperature_celsius", 18.0, "celsius"),
+        ("environment", t(unit="0", sensor="1", vendor="apc"), "humidity_percent", 30.0, "percent"),
+    ]),
+    ("apc-environmental-manager", "apc-environmental", [
+        ("environment", t(unit="0", sensor="3", vendor="apc"), "humidity_percent", 48.0, "percent"),
+    ]),
+    ("tripplite-pdu", "tripplite-pdu", [
+        ("pdu", t(pdu="1", phase="1", scope="phase", vendor="tripplite"), "voltage_volts", 207.0, "volts"),   # 2070
+        ("pdu", t(pdu="1", phase="1", scope="phase", vendor="tripplite"), "current_amperes", 1.0, "amperes"),  # 100
+        ("pdu", t(pdu="1", phase="1", scope="phase", vendor="tripplite"), "power_watts", 207.0, "watts"),
+        ("pdu", t(pdu="1", phase="1", scope="phase", vendor="tripplite"), "apparent_power_va", 210.0, "va"),  # 21
+    ]),
+    ("panduit-g5", "panduit-pdu", [
+        ("pdu", t(pdu="1", scope="device", vendor="panduit"), "power_watts", 956.0, "watts"),
+        ("pdu", t(pdu="1", scope="device", vendor="panduit"), "current_amperes", 4.48, "amperes"),   # 448
+        ("pdu", t(pdu="1", scope="device", vendor="panduit"), "power_factor", 0.93, "1"),            # 93
+        ("pdu", t(pdu="1", bank="1", scope="bank", vendor="panduit"), "voltage_volts", 229.7, "volts"),  # 2297
+    ]),
     ("apc-symmetra-lx", "apc-ups", [  # only upsHighPrec* answered: each from its fallback, in tenths
         ("ups", t(vendor="apc"), "battery_charge_percent", 100.0, "percent"),           # 1000
         ("ups", t(vendor="apc"), "input_voltage_volts", 223.3, "volts"),                # 2233
@@ -282,6 +302,16 @@ def test_profiles_on_real_recordings(fixture, profile, want):
         assert got is not None, (meas, tags, field, sorted(k for k in r if k[2] == field))
         want_value = value if isinstance(value, str) else pytest.approx(value, rel=1e-9)
         assert got[1] == unit and got[0] == want_value, (meas, tags, field, got)
+
+
+def test_groups_not_fitted_and_sensors_not_communicating_are_left_out():
+    _, r = readings("panduit-g5")  # pdug5GroupVoltage 0 on groups 7-12
+    assert sorted(k[1] for k in r if k[2] == "voltage_volts") == sorted(
+        t(pdu="1", bank=str(b), scope="bank", vendor="panduit") for b in range(1, 7))
+    data = load(FIXTURES / "snmp" / "apc-emu.snmprec")
+    assert {r.tags["sensor"] for r in evaluate(PROFILES["apc-environmental"], data)} == {"1", "2", "3", "5", "6"}
+    data["1.3.6.1.4.1.318.1.1.10.4.2.3.1.7.0.2"] = 1  # memSensorsCommStatus noComm(1): its last reading is stale
+    assert {r.tags["sensor"] for r in evaluate(PROFILES["apc-environmental"], data)} == {"1", "3", "5", "6"}
 
 
 def test_a_zero_output_frequency_is_not_a_reading():
@@ -351,12 +381,11 @@ def test_fallback_to_the_legacy_object_when_rpdu2_says_not_supported():
 # A recording that gave readings and now gives none fails here; one of these that starts to give readings
 # must leave this list.
 NO_READINGS_YET = {
-    "apc-mgeups_galaxy7000": "MGE MIB, not RFC 1628", "apc_ats": "no profile", "apc_emu": "no profile",
-    "apc_environmental-manager": "no profile", "chatsworth-pdu": "no profile", "dantherm-os": "no profile",
+    "apc-mgeups_galaxy7000": "MGE MIB, not RFC 1628", "apc_ats": "no profile (a transfer switch)",
+    "chatsworth-pdu": "no profile (its sysObjectID is malformed)", "dantherm-os": "no profile",
     "dell-rpdu": "no profile", "eatonpdu_dbq": "older Eaton PDU MIB", "hpe-mapdu_pdu3": "no profile",
-    "huawei-smu_11b": "no profile", "panduit": "no profile",
+    "huawei-smu_11b": "no profile",
     "pcoweb-rittalchiller": "the LCP profile matches, the chiller's pCO variables differ",
-    "poweralert_pdu": "no profile",
 }
 
 
