@@ -285,6 +285,13 @@ TABLE = [
         ("pdu", t(pdu="1", scope="device", vendor="panduit"), "power_factor", 0.93, "1"),            # 93
         ("pdu", t(pdu="1", bank="1", scope="bank", vendor="panduit"), "voltage_volts", 229.7, "volts"),  # 2297
     ]),
+    ("dell-rpdu", "dell-rpdu", [  # ../shared/snmprec/dell-rpdu.snmprec; sysObjectID written with a leading dot
+        ("pdu", t(pdu="1", scope="device", vendor="dell"), "power_watts", 3790.0, "watts"),       # 379 hundredths kW
+        ("pdu", t(pdu="1", scope="device", vendor="dell"), "energy_joules_total", 630139 * 360000.0, "joules"),
+        ("pdu", t(phase="1", scope="phase", vendor="dell"), "current_amperes", 19.3, "amperes"),   # 193 tenths
+        ("pdu", t(phase="1", scope="phase", vendor="dell"), "voltage_volts", 205.0, "volts"),
+        ("pdu", t(phase="1", scope="phase", vendor="dell"), "load_state", "nearOverload", "info"),
+    ]),
     ("apc-symmetra-lx", "apc-ups", [  # only upsHighPrec* answered: each from its fallback, in tenths
         ("ups", t(vendor="apc"), "battery_charge_percent", 100.0, "percent"),           # 1000
         ("ups", t(vendor="apc"), "input_voltage_volts", 223.3, "volts"),                # 2233
@@ -383,7 +390,7 @@ def test_fallback_to_the_legacy_object_when_rpdu2_says_not_supported():
 NO_READINGS_YET = {
     "apc-mgeups_galaxy7000": "MGE MIB, not RFC 1628", "apc_ats": "no profile (a transfer switch)",
     "chatsworth-pdu": "no profile (its sysObjectID is malformed)", "dantherm-os": "no profile",
-    "dell-rpdu": "no profile", "eatonpdu_dbq": "older Eaton PDU MIB", "hpe-mapdu_pdu3": "no profile",
+    "eatonpdu_dbq": "older Eaton PDU MIB", "hpe-mapdu_pdu3": "no profile",
     "huawei-smu_11b": "no profile",
     "pcoweb-rittalchiller": "the LCP profile matches, the chiller's pCO variables differ",
 }
