@@ -255,7 +255,8 @@ class EfficiencyCollector(Collector):
     def _bmc_meters(self, bus) -> None:
         """The node's BMC meters on the bus (redfish, then IPMI): PSU inputs summed, one chassis reading.
         Energy from the BMC's counter where it has joule resolution, else integrated power."""
-        found: dict[str, dict[tuple, tuple[str, tuple]]] = {"psu_input": {}, "chassis": {}}
+        found: dict[str, dict[tuple, list[tuple[tuple, str]]]] = {"psu_input": {}, "chassis": {}}
+        best: dict[tuple, tuple] = {}  # chassis group -> rank of the reading kept
         for measurement in ("redfish_power", "ipmi_power"):
             for s in bus.latest(measurement):
                 scope = s.tags.get("scope")
@@ -275,25 +276,23 @@ class EfficiencyCollector(Collector):
                 else:
                     continue
                 group = (measurement, base[2], base[3])
+                reading = (key, s.tags.get("source", measurement))
                 if scope == "chassis":
-                    cur = found["chassis"].get(group)
                     # one chassis reading per BMC chassis: a counter over a power, the chassis-wide one first
                     rank = (key[-1] != "counter", base[4] not in ("chassis", "dcmi"))
-                    if cur is None or rank < cur[0]:
-                        found["chassis"][group] = (rank, key, s.tags.get("source", measurement))
+                    if group not in best or rank < best[group]:
+                        best[group], found["chassis"][group] = rank, [reading]
                 else:
-                    found["psu_input"].setdefault(group, []).append((key, s.tags.get("source", measurement)))
+                    found["psu_input"].setdefault(group, []).append(reading)
         self.bmc = {}
         for name in ("psu_input", "chassis"):
             groups = found[name]
             for measurement in ("redfish_power", "ipmi_power"):  # redfish first; never both for one meter
                 keys, source = [], None
-                for (m, _t, _c), v in groups.items():
-                    if m != measurement:
-                        continue
-                    items = [v[1:]] if name == "chassis" else v
-                    keys += [k for k, _ in items]
-                    source = items[0][1]
+                for (m, _t, _c), readings in groups.items():
+                    if m == measurement:
+                        keys += [k for k, _ in readings]
+                        source = readings[0][1]
                 if keys:
                     self.bmc[name] = (source, keys)
                     break
@@ -348,13 +347,14 @@ class EfficiencyCollector(Collector):
         self._bmc_meters(bus)
         if self.fleet is not None:
             self._fleet(acc, bus)
-        balanced = self._balance(acc)
-        self._publish_windows(acc, series)
+        chosen = self._node_meter()
+        balanced = self._balance(acc, chosen)
+        self._publish_windows(acc, series, chosen)
         if not series:
             if self.fleet is not None or balanced:
                 return
             raise NotPresent("no token counters on this node (no inference server scraped)")
-        self._compute(acc, series)
+        self._compute(acc, series, chosen)
 
     def _window_deltas(self, keys: list[tuple]) -> tuple[dict[tuple, float], float] | None:
         """Deltas of these counters over one window ending at the newest instant all of them cover."""
@@ -372,16 +372,19 @@ class EfficiencyCollector(Collector):
             out[k] = max(0.0, b - a)
         return out, window / 1e9
 
-    def _publish_windows(self, acc: Accumulator, series: dict[tuple, dict]) -> None:
+    def _component_keys(self) -> tuple[list[tuple], list[tuple]]:
+        """(GPU, CPU package) energy counters: no CPU where a GPU's energy is its Grace module's (it holds it)."""
+        gpu = [k for k in self.hist if k[0] == "gpu"]
+        return gpu, [] if self.module_gpus else [k for k in self.hist if k[0] == "rapl"]
+
+    def _publish_windows(self, acc: Accumulator, series: dict[tuple, dict], chosen) -> None:
         """node_window rows for every grid window the node's counters now cover, each stamped with its end plus
         this node's offset in that window (window_offset)."""
         host = acc.global_tags.get("host", "")
-        chosen = self._node_meter()
         if chosen is not None:
             meter, keys, partial = chosen[0], chosen[2], 0
         elif "components" in self.options.node_meter:
-            module = bool(self.module_gpus)
-            keys = [k for k in self.hist if k[0] == "gpu" or (k[0] == "rapl" and not module)]
+            keys = [k for ks in self._component_keys() for k in ks]
             meter, partial = "components", 1
         else:
             return
@@ -424,11 +427,8 @@ class EfficiencyCollector(Collector):
                 return name, source, keys
         return None
 
-    def _balance(self, acc: Accumulator) -> bool:
-        chosen = self._node_meter()
-        gpu_keys = [k for k in self.hist if k[0] == "gpu"]
-        module = bool(self.module_gpus)
-        cpu_keys = [] if module else [k for k in self.hist if k[0] == "rapl"]
+    def _balance(self, acc: Accumulator, chosen) -> bool:
+        gpu_keys, cpu_keys = self._component_keys()
         if chosen is None or not (gpu_keys or cpu_keys):
             return False
         name, source, keys = chosen
@@ -445,21 +445,26 @@ class EfficiencyCollector(Collector):
         meter = sum(d[k] for k in keys)
         gpu = sum(d[k] for k in gpu_keys)
         cpu = sum(d[k] for k in cpu_keys)
-        comp = gpu + cpu
         if meter <= 0:
             return False
-        residual = meter - comp
-        pct = 100.0 * residual / meter
+        fields = self._balance_fields(meter, gpu + cpu, seconds)
         lo, hi = self.options.residual_band
-        fields = {"meter_energy_joules": meter, "components_energy_joules": comp, "gpu_energy_joules": gpu,
-                  "cpu_energy_joules": cpu if cpu_keys else None, "residual_energy_joules": residual,
-                  "residual_watts": residual / seconds, "residual_percent": pct, "meter_watts": meter / seconds,
-                  "components_watts": comp / seconds, "window_seconds": seconds,
-                  "components_exceed_meter": comp > meter * (1 + self.options.components_tolerance_percent / 100),
-                  "residual_in_band": lo <= pct <= hi}
-        acc.add("energy_balance", {k: round(v, 6) if isinstance(v, float) else v for k, v in fields.items()},
-                {"scope": "node", "meter": name, "meter_source": source})
+        fields.update(gpu_energy_joules=round(gpu, 6), cpu_energy_joules=round(cpu, 6) if cpu_keys else None,
+                      residual_in_band=lo <= 100.0 * (meter - (gpu + cpu)) / meter <= hi)
+        acc.add("energy_balance", fields, {"scope": "node", "meter": name, "meter_source": source})
         return True
+
+    def _balance_fields(self, meter: float, components: float, seconds: float) -> dict:
+        """A meter's energy over a window against the sum of what it feeds (a node's GPUs and CPUs, a rack's
+        node meters): the residual, and whether the components exceed the meter beyond its tolerance."""
+        residual = meter - components
+        fields = {"meter_energy_joules": meter, "components_energy_joules": components,
+                  "residual_energy_joules": residual, "residual_watts": residual / seconds,
+                  "residual_percent": 100.0 * residual / meter, "meter_watts": meter / seconds,
+                  "components_watts": components / seconds, "window_seconds": seconds}
+        fields = {k: round(v, 6) for k, v in fields.items()}
+        fields["components_exceed_meter"] = components > meter * (1 + self.options.components_tolerance_percent / 100)
+        return fields
 
     def _fleet(self, acc: Accumulator, bus) -> None:
         """Rack scope: the rack's tokens per joule of its IT PDUs; facility scope: all tokens per joule of
@@ -514,18 +519,11 @@ class EfficiencyCollector(Collector):
             acc.add("efficiency", ratios(r.tokens, r.generation_tokens, e, seconds),
                     {"scope": "rack", "rack": k[1], "energy_source": "pdu"}, ts=t1)
             if r.node_windows and e > 0:
-                residual = e - r.energy_joules
-                pct = 100.0 * residual / e
-                acc.add("energy_balance", {
-                    "meter_energy_joules": round(e, 6), "components_energy_joules": round(r.energy_joules, 6),
-                    "residual_energy_joules": round(residual, 6), "residual_watts": round(residual / seconds, 6),
-                    "residual_percent": round(pct, 6), "meter_watts": round(e / seconds, 6),
-                    "components_watts": round(r.energy_joules / seconds, 6), "window_seconds": seconds,
-                    "components_exceed_meter": r.energy_joules > e * (1 + self.options.components_tolerance_percent
-                                                                      / 100),
-                    "nodes_reporting": round(r.node_windows / per_node, 2),
-                    "partial_nodes": round(r.partial_windows / per_node, 2)},
-                    {"scope": "rack", "rack": k[1], "meter": "rack_pdu", "meter_source": "snmp_pdu"}, ts=t1)
+                fields = self._balance_fields(e, r.energy_joules, seconds)
+                fields.update(nodes_reporting=round(r.node_windows / per_node, 2),
+                              partial_nodes=round(r.partial_windows / per_node, 2))
+                acc.add("energy_balance", fields,
+                        {"scope": "rack", "rack": k[1], "meter": "rack_pdu", "meter_source": "snmp_pdu"}, ts=t1)
         fac = energy.get(("facility", "total_energy_joules_total"))
         source = "facility_total"
         if fac is None:
@@ -536,7 +534,7 @@ class EfficiencyCollector(Collector):
             acc.add("efficiency", ratios(tot, gen, fac, seconds), {"scope": "facility", "energy_source": source},
                     ts=t1)
 
-    def _compute(self, acc: Accumulator, series: dict[tuple, dict]) -> None:
+    def _compute(self, acc: Accumulator, series: dict[tuple, dict], chosen) -> None:
         window = int(self.options.window * 1e9)
         node = {k: h for k, h in self.hist.items() if k[0] in ("gpu", "tok", "rapl", "meter", "bmc")}
         latest = max(h.ts[-1] for h in node.values())
@@ -602,15 +600,13 @@ class EfficiencyCollector(Collector):
         source = "gpu_module" if module else (
             "+".join(x for x, have in (("gpu", gpu_energy), ("rapl", rapl)) if have) or "none")
         tags = {"scope": "node", "energy_source": source, "meter": "components", "partial": "true"}
-        chosen = self._node_meter()
         if chosen is not None:  # a meter of the whole node covers GPUs, CPUs, fans, NICs and PSU losses
             name, msource, keys = chosen
             ds = [delta(k) for k in keys]
             if all(x is not None for x in ds):
                 node_energy, tags = sum(ds), {"scope": "node", "energy_source": msource, "meter": name}
-        if chosen is None or tags["meter"] == "components":
-            if "components" not in self.options.node_meter:
-                return  # no meter the operator accepts: no node figure rather than a partial one
+        if tags["meter"] == "components" and "components" not in self.options.node_meter:
+            return  # no meter the operator accepts: no node figure rather than a partial one
         if tags["meter"] != self._meter_told:
             log.info("efficiency: node scope metered by %s (%s)%s", tags["meter"], tags["energy_source"],
                      ": partial, GPUs and CPUs only" if tags.get("partial") else "")
