@@ -55,17 +55,19 @@ KEY_FIELDS = {
 
 
 def detect(profiles: dict, data: dict):
-    """The profile `snmp probe --profile auto` would choose for a recording: the candidates best first, a
-    candidate with a probe object kept only if the recording holds something at or under it."""
+    """The profile `snmp probe --profile auto` would choose for a recording: the collector's own choice, with
+    the recording answering its probe walks."""
+    import asyncio
+
+    from collectors.snmp import detect_profile
     from collectors.snmp.profile import candidates, norm_oid
 
-    for p in candidates(profiles, str(data.get("1.3.6.1.2.1.1.2.0", "")), str(data.get("1.3.6.1.2.1.1.1.0", ""))):
-        if p.match.probe is None:
-            return p
-        pre = norm_oid(p.match.probe)
-        if any(k == pre or k.startswith(pre + ".") for k in data):
-            return p
-    return None
+    async def answers(probe: str) -> bool:
+        pre = norm_oid(probe)
+        return any(k == pre or k.startswith(pre + ".") for k in data)
+
+    found = candidates(profiles, str(data.get("1.3.6.1.2.1.1.2.0", "")), str(data.get("1.3.6.1.2.1.1.1.0", "")))
+    return asyncio.run(detect_profile(found, answers))
 
 
 def coverage(profiles: dict, recording: Path) -> dict:

@@ -150,18 +150,12 @@ class Device:
                 self.absent[st] = self.RECHECK
 
 
-async def detect_profile(client, dev: Device, found: list[Profile]) -> Profile | None:
+async def detect_profile(found: list[Profile], answers) -> Profile | None:
     """The first candidate the device confirms: a profile with a probe object is chosen only if the device
-    answers it (Geist V3 or Vertiv V5 on one enterprise number; a standard MIB on an unknown device); one
-    without a probe is chosen as it stands. Asked once per device: the choice is kept."""
-    o = dev.opts
+    answers it (`await answers(oid)`: Geist V3 or Vertiv V5 on one enterprise number; a standard MIB on an
+    unknown device); one without a probe is chosen as it stands. Asked once per device: the choice is kept."""
     for p in found:
-        if p.match.probe is None:
-            return p
-        counts: dict[str, int] = {}
-        await client.walk(dev.creds, o.host, o.port, [p.match.probe], o.timeout, o.retries, max_repetitions=2,
-                          counts=counts)
-        if counts.get(p.match.probe) or counts.get(norm_oid(p.match.probe)):
+        if p.match.probe is None or await answers(p.match.probe):
             return p
     return None
 
@@ -188,7 +182,13 @@ async def poll_device(client, profiles: dict[str, Profile], dev: Device) -> tupl
                 raise DeviceError("no sysObjectID: not an SNMP agent we can identify")
             descr, oid = (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
                           for v in (ident.get(SYS_DESCR, b""), ident[SYS_OBJECT_ID]))
-            dev.profile = await detect_profile(client, dev, candidates(profiles, oid, descr))
+            async def answers(probe: str) -> bool:
+                counts: dict[str, int] = {}
+                await client.walk(dev.creds, o.host, o.port, [probe], o.timeout, o.retries, max_repetitions=2,
+                                  counts=counts)
+                return bool(counts.get(probe) or counts.get(norm_oid(probe)))
+
+            dev.profile = await detect_profile(candidates(profiles, oid, descr), answers)
             if dev.profile is None:
                 raise DeviceError(f"no profile matches sysObjectID {oid} ({descr[:60]!r}), and the device answers "
                                   "no standard MIB we read (UPS-MIB, ENTITY-SENSOR-MIB)")
