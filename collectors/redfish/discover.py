@@ -48,6 +48,18 @@ def _members(client: RedfishClient, uri: str, deadline: float) -> list[dict]:
     return out
 
 
+def _leak_detection(client: RedfishClient, doc: dict, deadline: float) -> str | None:
+    """The LeakDetectors collection behind a resource's LeakDetection (ThermalSubsystem, CoolingUnit)."""
+    link = _link(doc, "LeakDetection")
+    ld = _optional(client.get, link, deadline) if link else None
+    return _link(ld, "LeakDetectors") if ld else None
+
+
+def _detectors(client: RedfishClient, uri: str | None, ch: Chassis, deadline: float) -> list[tuple[Resource, dict]]:
+    members = (_optional(_members, client, uri, deadline) or ()) if uri else ()
+    return [(Resource("leak_detector", det.get("@odata.id", ""), ch, str(det.get("Id"))), det) for det in members]
+
+
 def _optional(fn, *args):
     try:
         return fn(*args)
@@ -85,10 +97,7 @@ def _cooling_units(client: RedfishClient, root: dict, deadline: float, chassis_f
                     for m in _optional(_members, client, _link(unit, key), deadline) or ():
                         name = prefix + str(m.get("Name") or m.get("Id"))
                         out.append((Resource(kind, m.get("@odata.id", ""), ch, name), m))
-            ld = _optional(client.get, _link(unit, "LeakDetection"), deadline) if _link(unit, "LeakDetection") else None
-            if ld and _link(ld, "LeakDetectors"):
-                for det in _optional(_members, client, _link(ld, "LeakDetectors"), deadline) or ():
-                    out.append((Resource("leak_detector", det.get("@odata.id", ""), ch, str(det.get("Id"))), det))
+            out += _detectors(client, _leak_detection(client, unit, deadline), ch, deadline)
     return out
 
 
@@ -153,14 +162,9 @@ def discover(client: RedfishClient, models: Models, deadline: float, chassis_fil
                     for m in _optional(_members, client, _link(tdoc, key), deadline) or ():
                         polled.append((Resource(kind, m.get("@odata.id", ""), ch, str(m.get("Name") or m.get("Id"))),
                                        m))
-        leaks = _link(cdoc, "LeakDetectors") or (
-            _link(tdoc.get("LeakDetection") or {}, "LeakDetectors") if tdoc else None)
-        if leaks is None and tdoc is not None and _link(tdoc, "LeakDetection"):
-            ld = _optional(client.get, _link(tdoc, "LeakDetection"), deadline) or {}
-            leaks = _link(ld, "LeakDetectors")
+        leaks = _link(cdoc, "LeakDetectors") or (_leak_detection(client, tdoc, deadline) if tdoc else None)
         if leaks and ch.id not in leak_chassis:
-            for det in _optional(_members, client, leaks, deadline) or ():
-                polled.append((Resource("leak_detector", det.get("@odata.id", ""), ch, str(det.get("Id"))), det))
+            polled += _detectors(client, leaks, ch, deadline)
             used.append("LeakDetectors")
 
         readings = [r for res, doc in polled for r in map_resource(models, res, doc)]
