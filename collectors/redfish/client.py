@@ -91,20 +91,15 @@ class RedfishClient:
             return self.pool.urlopen(method, path, body=data, headers=headers, redirect=False,
                                      timeout=urllib3.Timeout(connect=left, read=left), preload_content=True,
                                      assert_same_host=False)
-        except urllib3.exceptions.SSLError as e:
-            raise RedfishError(f"TLS: {_reason(e)} (set ca_file to the BMC's CA, or insecure: true to skip "
-                               "verification)") from None
-        except (urllib3.exceptions.ConnectTimeoutError, urllib3.exceptions.ReadTimeoutError):
-            raise TimeoutError(f"{path}: no answer within {left:.3g} s") from None
-        except urllib3.exceptions.MaxRetryError as e:
-            if isinstance(e.reason, (urllib3.exceptions.ConnectTimeoutError, urllib3.exceptions.ReadTimeoutError)):
-                raise TimeoutError(f"{path}: no answer within {left:.3g} s") from None
-            if isinstance(e.reason, urllib3.exceptions.SSLError):
-                raise RedfishError(f"TLS: {_reason(e.reason)} (set ca_file to the BMC's CA, or insecure: true "
-                                   "to skip verification)") from None
-            raise OSError(f"{self.base}: {_reason(e.reason)}") from None
         except urllib3.exceptions.HTTPError as e:
-            raise OSError(f"{self.base}: {_reason(e)}") from None
+            # urllib3 raises the cause itself or wraps it in MaxRetryError, depending on the version and path
+            cause = e.reason if isinstance(e, urllib3.exceptions.MaxRetryError) and e.reason is not None else e
+            if isinstance(cause, urllib3.exceptions.SSLError):
+                raise RedfishError(f"TLS: {_reason(cause)} (set ca_file to the BMC's CA, or insecure: true to "
+                                   "skip verification)") from None
+            if isinstance(cause, (urllib3.exceptions.ConnectTimeoutError, urllib3.exceptions.ReadTimeoutError)):
+                raise TimeoutError(f"{path}: no answer within {left:.3g} s") from None
+            raise OSError(f"{self.base}: {_reason(cause)}") from None
 
     def get(self, path: str, deadline: float | None = None) -> dict:
         """The JSON object at path; logs in again once if a session expired."""
