@@ -97,7 +97,9 @@ class RedfishClient:
             if isinstance(cause, urllib3.exceptions.SSLError):
                 raise RedfishError(f"TLS: {_reason(cause)} (set ca_file to the BMC's CA, or insecure: true to "
                                    "skip verification)") from None
-            if isinstance(cause, (urllib3.exceptions.ConnectTimeoutError, urllib3.exceptions.ReadTimeoutError)):
+            # NewConnectionError (refused, unreachable) subclasses ConnectTimeoutError: it is no timeout
+            if not isinstance(cause, urllib3.exceptions.NewConnectionError) and isinstance(
+                    cause, (urllib3.exceptions.ConnectTimeoutError, urllib3.exceptions.ReadTimeoutError)):
                 raise TimeoutError(f"{path}: no answer within {left:.3g} s") from None
             raise OSError(f"{self.base}: {_reason(cause)}") from None
 
