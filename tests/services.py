@@ -364,16 +364,15 @@ def serve_bmc(mockup: Path, tls: tuple[Path, Path, Path], user: str = "monitor",
     sushy.REDFISH_MOCKUP_FILES = str(mockup)  # one mockup per process: the handler reads a module global
 
     class State:
-        tokens: set[str] = set()
-        logins = logouts = gets = 0
-        delay = 0.0
+        def __init__(self) -> None:
+            self.tokens: set[str] = set()
+            self.logins = self.logouts = self.gets = 0
+            self.delay = delay
 
         def expire(self) -> None:
             self.tokens.clear()
 
     state = State()
-    state.tokens = set()
-    state.delay = delay
     good = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
     class Handler(sushy.RequestHandler):

@@ -141,14 +141,13 @@ class IpmiCollector(Collector):
         if self.pool is None:
             self.pool = ThreadPoolExecutor(self.options.max_in_flight, thread_name_prefix="ipmi")
         end = time.monotonic() + (self.ctx.timeout or 30.0) * 0.9
-        futures = {}
+        pending = {}  # future -> (target, started)
         for t in self.targets:
             if t.busy:
                 self._report(acc, t, None, [], "previous poll still running past its deadline", 0.0)
                 continue
             t.busy = True
-            futures[self.pool.submit(poll_target, t)] = (t, time.monotonic())
-        pending = dict(futures)
+            pending[self.pool.submit(poll_target, t)] = (t, time.monotonic())
         while pending:
             first_end = min(min(started + t.opts.deadline, end) for t, started in pending.values())
             done, _ = wait(pending, timeout=max(0.0, first_end - time.monotonic()), return_when="FIRST_COMPLETED")
