@@ -292,6 +292,62 @@ TABLE = [
         ("pdu", t(phase="1", scope="phase", vendor="dell"), "voltage_volts", 205.0, "volts"),
         ("pdu", t(phase="1", scope="phase", vendor="dell"), "load_state", "nearOverload", "info"),
     ]),
+    # fixtures below: lines of ../shared/snmprec/{apc_ats,apc-mgeups_galaxy7000,dantherm-os,eatonpdu_dbq,
+    # hpe-mapdu_pdu3,pcoweb-rittalchiller,chatsworth-pdu,huawei-smu_11b}.snmprec; where no MIB text was at hand the
+    # scales are the ones LibreNMS's own tests read from the same recordings, checked against physics where they can be
+    ("apc-ats", "apc-ats", [
+        ("pdu", t(scope="device", vendor="apc"), "selected_source", "sourceA", "info"),
+        ("pdu", t(scope="device", vendor="apc"), "source_redundant", True, "bool"),
+    ]),
+    ("mge-galaxy7000", "mge-ups", [  # RFC 1628 only in part (rows .1.0, Gauge32): the MGE MIB carries it
+        ("ups", t(vendor="mge"), "battery_runtime_seconds", 7260.0, "seconds"),
+        ("ups", t(vendor="mge"), "battery_voltage_volts", 594.0, "volts"),                 # 5940 dV
+        ("ups", t(vendor="mge"), "on_battery", False, "bool"),
+        ("ups", t(vendor="mge", scope="input", line="3"), "input_current_amperes", 38.0, "amperes"),  # 380
+        ("ups", t(vendor="mge", scope="output", line="3"), "output_load_percent", 11.0, "percent"),
+        ("ups", t(vendor="mge", scope="output", line="1"), "output_voltage_volts", 400.0, "volts"),   # 4000 dV
+    ]),
+    ("dantherm-freecooling", "dantherm-freecooling", [  # sysObjectID 1.3.6.1.4.1.0: found by its sysDescr
+        ("environment", t(sensor="room", vendor="dantherm"), "temperature_celsius", 19.0, "celsius"),
+        ("environment", t(sensor="controller", vendor="dantherm"), "temperature_celsius", 34.0, "celsius"),
+    ]),
+    ("eaton-dbq", "eaton-revelation", [
+        ("pdu", t(outlet="10", outlet_name="sw2-g11-il1par", scope="outlet", vendor="eaton"), "voltage_volts",
+         249.0, "volts"),
+        ("pdu", t(outlet="10", outlet_name="sw2-g11-il1par", scope="outlet", vendor="eaton"), "current_amperes",
+         0.0, "amperes"),
+    ]),
+    ("hpe-pdu3", "hpe-pdu3", [
+        ("pdu", t(pdu="1", scope="device", vendor="hpe"), "power_watts", 154.0, "watts"),
+        ("pdu", t(pdu="1", scope="device", vendor="hpe"), "frequency_hertz", 50.0, "hertz"),        # 500
+        ("pdu", t(pdu="1", scope="device", vendor="hpe"), "power_factor", 0.98, "1"),               # 98
+        ("pdu", t(pdu="1", phase="1", scope="phase", vendor="hpe"), "voltage_volts", 229.8, "volts"),  # 2298
+        ("pdu", t(pdu="1", phase="1", scope="phase", vendor="hpe"), "current_amperes", 0.65, "amperes"),  # 65
+        ("pdu", t(pdu="1", phase="1", scope="phase", vendor="hpe"), "power_watts", 154.0, "watts"),
+    ]),
+    ("rittal-chiller", "rittal-chiller-pcoweb", [
+        ("cooling", t(vendor="rittal"), "entering_fluid_temperature_celsius", 18.0, "celsius"),     # 180
+        ("cooling", t(vendor="rittal"), "leaving_fluid_temperature_celsius", 17.9, "celsius"),      # 179
+        ("cooling", t(vendor="rittal"), "cooling_output_watts", 33900.0, "watts"),                  # 339 x 0.1 kW
+        ("cooling", t(vendor="rittal"), "unit_power_watts", 700.0, "watts"),                        # 7
+    ]),
+    ("chatsworth-pdu", "chatsworth-pdu", [  # sysObjectID .0.10.43.6.1.4.1: found by its sysDescr
+        ("pdu", t(pdu="000ED3013C4D", phase="1", scope="phase", vendor="chatsworth"), "current_amperes", 7.13,
+         "amperes"),
+        ("pdu", t(pdu="000ED3013C4D", phase="1", scope="phase", vendor="chatsworth"), "voltage_volts", 206.5,
+         "volts"),
+        ("pdu", t(pdu="000ED3013C4D", phase="1", scope="phase", vendor="chatsworth"), "power_watts", 1467.0,
+         "watts"),
+        ("pdu", t(pdu="000ED300AD21", outlet="1", outlet_name="OutletName1", scope="outlet", vendor="chatsworth"),
+         "voltage_volts", 207.2, "volts"),
+    ]),
+    ("huawei-smu11b", "huawei-smu", [  # a -48 V DC plant: what it delivers (scope device) and what it draws
+        ("pdu", t(output="dc", scope="device", vendor="huawei"), "voltage_volts", 53.5, "volts"),
+        ("pdu", t(output="dc", scope="device", vendor="huawei"), "current_amperes", 3.4, "amperes"),
+        ("pdu", t(output="dc", scope="device", vendor="huawei"), "power_watts", 179.0, "watts"),
+        ("pdu", t(scope="input", vendor="huawei"), "power_watts", 192.0, "watts"),
+        ("pdu", t(ac_input="1", phase="1", scope="input", vendor="huawei"), "voltage_volts", 231.2, "volts"),
+    ]),
     ("apc-symmetra-lx", "apc-ups", [  # only upsHighPrec* answered: each from its fallback, in tenths
         ("ups", t(vendor="apc"), "battery_charge_percent", 100.0, "percent"),           # 1000
         ("ups", t(vendor="apc"), "input_voltage_volts", 223.3, "volts"),                # 2233
@@ -384,16 +440,10 @@ def test_fallback_to_the_legacy_object_when_rpdu2_says_not_supported():
     assert not [r for r in evaluate(p, two) if r.field == "power_watts" and r.tags.get("scope") == "device"]
 
 
-# Recordings in ../shared/snmprec that give no readings yet, and why: docs/snmp.md lists them as left alone.
-# A recording that gave readings and now gives none fails here; one of these that starts to give readings
-# must leave this list.
-NO_READINGS_YET = {
-    "apc-mgeups_galaxy7000": "MGE MIB, not RFC 1628", "apc_ats": "no profile (a transfer switch)",
-    "chatsworth-pdu": "no profile (its sysObjectID is malformed)", "dantherm-os": "no profile",
-    "eatonpdu_dbq": "older Eaton PDU MIB", "hpe-mapdu_pdu3": "no profile",
-    "huawei-smu_11b": "no profile",
-    "pcoweb-rittalchiller": "the LCP profile matches, the chiller's pCO variables differ",
-}
+# Recordings in ../shared/snmprec that give no readings, and why (docs/snmp.md says so beside each): a recording
+# that gave readings and now gives none fails here. None left: every power, cooling and environment recording
+# gives readings.
+NO_READINGS_YET: dict[str, str] = {}
 
 
 def test_every_real_recording_gives_readings_or_is_a_known_gap():
@@ -412,3 +462,71 @@ def test_every_real_recording_gives_readings_or_is_a_known_gap():
     zero = {c["device"] for c in rows if c["readings"] == 0}
     assert zero == set(NO_READINGS_YET)
     assert sum(c["fallbacks"] for c in rows) >= 4  # AP7900B's power, the Symmetra and SMT high-precision objects
+
+
+def test_devices_known_by_what_they_answer_not_their_sysobjectid():
+    """Chatsworth answers a malformed sysObjectID and Dantherm 1.3.6.1.4.1.0: their sysDescr makes them candidates,
+    their own subtree confirms them; a device with the same sysDescr that lacks the subtree is not taken for one."""
+    import asyncio
+
+    from collectors.snmp import detect_profile
+    from collectors.snmp.profile import candidates
+
+    for fixture, name in (("chatsworth-pdu", "chatsworth-pdu"), ("dantherm-freecooling", "dantherm-freecooling")):
+        data = load(FIXTURES / "snmp" / f"{fixture}.snmprec")
+        found = candidates(PROFILES, str(data["1.3.6.1.2.1.1.2.0"]), data["1.3.6.1.2.1.1.1.0"])
+
+        async def answers(oid, data=data):
+            return any(k == oid or k.startswith(oid + ".") for k in data)
+
+        assert asyncio.run(detect_profile(found, answers)).name == name
+        bare = {k: v for k, v in data.items() if k.startswith("1.3.6.1.2.1.1.")}
+
+        async def silent(oid, bare=bare):
+            return any(k == oid or k.startswith(oid + ".") for k in bare)
+
+        assert asyncio.run(detect_profile(found, silent)) is None
+
+
+def test_rows_not_fitted_and_absent_probes_are_left_out():
+    _, r = readings("hpe-pdu3")  # pdu3InputPhaseIndex 0 on phases 2 and 3 of a single-phase PDU
+    assert {dict(k[1]).get("phase") for k in r if dict(k[1]).get("scope") == "phase"} == {"1"}
+    _, r = readings("dantherm-freecooling")  # hotSpotTempr -41: no hot-spot probe fitted
+    assert {dict(k[1])["sensor"] for k in r} == {"room", "controller"}
+    _, r = readings("eaton-dbq")  # outlets 16-19 answer 0 V: not fitted
+    volts = {dict(k[1])["outlet"] for k in r if k[2] == "voltage_volts"}
+    assert volts == {str(i) for i in range(16)}
+
+
+@pytest.mark.parametrize("parts,pos,want", [
+    (["1", "12", *[str(ord(c)) for c in "000ED3013C4D"]], 2, "000ED3013C4D"),
+    (["1", "3", "65", "66"], 2, ""),            # shorter than its length
+    (["1", "2", "65", "7"], 2, ""),             # not printable
+    (["1"], 2, ""), (["1", "x"], 2, ""),
+])
+def test_string_in_a_row_index(parts, pos, want):
+    from collectors.snmp.evaluate import index_text
+
+    assert index_text(parts, pos) == want
+
+
+def test_a_geist_v3_monitor_is_not_read_as_an_empty_vertiv_pdu():
+    """Same enterprise number, other MIB: without the V5 tree the Vertiv profile is not chosen (the fixture is the
+    Vertiv recording with its V5 objects taken away, as a GEIST-V3 unit answers none of them)."""
+    import asyncio
+
+    from collectors.snmp import detect_profile
+    from collectors.snmp.profile import candidates
+
+    data = load(FIXTURES / "snmp" / "vertiv-pdu.snmprec")
+    found = candidates(PROFILES, str(data["1.3.6.1.2.1.1.2.0"]), str(data.get("1.3.6.1.2.1.1.1.0", "")))
+    assert found[0].name == "vertiv-pdu"
+
+    def answering(keys):
+        async def answers(oid):
+            return any(k == oid or k.startswith(oid + ".") for k in keys)
+        return answers
+
+    assert asyncio.run(detect_profile(found, answering(data))).name == "vertiv-pdu"
+    v3 = [k for k in data if not k.startswith("1.3.6.1.4.1.21239.5.")]
+    assert asyncio.run(detect_profile(found, answering(v3))) is None

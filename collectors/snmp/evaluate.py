@@ -45,6 +45,18 @@ def _derived(measurement: str, tags: dict, readings: list[Reading], cat) -> list
     return []
 
 
+def index_text(parts: list[str], pos: int) -> str:
+    """A string in a row index (RFC 2578 7.7: a length, then one component per character) from component pos."""
+    try:
+        n = int(parts[pos - 1])
+        chars = [int(c) for c in parts[pos:pos + n]]
+    except (IndexError, ValueError):
+        return ""
+    if len(chars) != n or not all(32 <= c < 127 for c in chars):
+        return ""
+    return "".join(map(chr, chars))
+
+
 @lru_cache(maxsize=65536)
 def index_key(idx: str) -> list[int]:
     return [int(x) for x in idx.split(".") if x.isdigit()]
@@ -111,6 +123,8 @@ def evaluate(profile: Profile, data: dict[str, Any], device_tags: dict[str, str]
             for t in g.tags:
                 if t.index is not None:
                     val = parts[t.index - 1] if len(parts) >= t.index else ""
+                elif t.index_text is not None:
+                    val = index_text(parts, t.index_text)
                 else:
                     val = tag_cols[t.tag].get(idx)
                     val = None if val is None else text(val)

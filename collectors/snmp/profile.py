@@ -74,6 +74,8 @@ class FieldSpec(_Strict):
 class TagSpec(_Strict):
     tag: str
     index: int | None = Field(None, description="1-based component of the row index")
+    index_text: int | None = Field(None, description="1-based component where a string in the row index starts "
+                                                    "(its length, then its characters)")
     column: int | None = None
     oid: str | None = Field(None, description="column of another table with the same index")
     enum: dict[int, str] | None = None
