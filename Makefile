@@ -43,7 +43,7 @@ bench: venv
 	$(BIN)/python bench/fleet_scale
 
 lint: venv
-	$(BIN)/ruff check agent collectors tests bench/collect_overhead bench/delivery bench/gpu_collect bench/gpu-smoke bench/snmp_sweep bench/inference_scrape bench/soak bench/bmc_sweep bench/fleet_scale tests/fixtures/redfish/derive dashboards/render-examples docs/generate
+	$(BIN)/ruff check agent collectors tests bench/collect_overhead bench/delivery bench/gpu_collect bench/gpu-smoke bench/snmp_sweep bench/inference_scrape bench/soak bench/bmc_sweep bench/fleet_scale tests/fixtures/redfish/derive dashboards/render-examples docs/generate docs/datadog-eval
 
 ## Regenerate the tables generated from the declarations: metric catalogue and configuration reference
 ## (README.md), SNMP profiles (docs/snmp.md).
