@@ -3,7 +3,7 @@
 A collector that brings commands names a function `add_parser(sub, common)` in its `cli` attribute; that
 function adds its subparsers to `sub` (with `parents=[common]` for -c/--state-dir/--log-level) and uses these
 helpers: `load` (the configuration, exit 78 on an error), `state_dir_of`, `setup_logging`, `table`, `out`, `iso`,
-`duration_arg` and `count_arg` (argparse types).
+`duration_arg` and `count_arg` (argparse types), `add_login_args` (a user and where its password is, never argv).
 """
 
 from __future__ import annotations
@@ -43,6 +43,13 @@ def table(headers: list[str], rows: list[list]) -> str:
     for r in cells:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     return "\n".join(lines)
+
+
+def add_login_args(p: argparse.ArgumentParser) -> None:
+    """--user, and the file or environment variable that holds the password: a password never goes in argv."""
+    p.add_argument("--user")
+    p.add_argument("--password-file", help="file holding the password (never a password in argv)")
+    p.add_argument("--password-env", help="environment variable holding the password")
 
 
 def options_or_exit(what: str, build):

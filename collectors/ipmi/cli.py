@@ -7,14 +7,14 @@ import sys
 
 
 def add_parser(sub, common) -> None:
+    from agent.cli.common import add_login_args
+
     ipmi = sub.add_parser("ipmi", help="IPMI BMCs (DCMI power, SDR sensors)")
     isub = ipmi.add_subparsers(dest="ipmi_command", required=True, metavar="COMMAND")
     p = isub.add_parser("probe", parents=[common], help="read a BMC once and print every reading")
     p.add_argument("host", metavar="HOST", nargs="?", help="BMC address (none: this node's BMC, /dev/ipmi0)")
     p.add_argument("--port", type=int, default=623)
-    p.add_argument("--user")
-    p.add_argument("--password-file", help="file holding the password (never a password in argv)")
-    p.add_argument("--password-env", help="environment variable holding the password")
+    add_login_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_probe)
 

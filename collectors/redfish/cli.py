@@ -8,13 +8,13 @@ import time
 
 
 def add_parser(sub, common) -> None:
+    from agent.cli.common import add_login_args
+
     rf = sub.add_parser("redfish", help="Redfish services (BMCs, power shelves, PDUs, CDUs)")
     rsub = rf.add_subparsers(dest="redfish_command", required=True, metavar="COMMAND")
     p = rsub.add_parser("probe", parents=[common], help="discover a service and print every reading")
     p.add_argument("url", metavar="URL", help="https://BMC[:PORT]")
-    p.add_argument("--user")
-    p.add_argument("--password-file", help="file holding the password (never a password in argv)")
-    p.add_argument("--password-env", help="environment variable holding the password")
+    add_login_args(p)
     p.add_argument("--auth", choices=["session", "basic"], default="session")
     p.add_argument("--ca-file", help="CA bundle that signed the BMC's certificate")
     p.add_argument("--insecure", action="store_true", help="skip TLS certificate verification")
