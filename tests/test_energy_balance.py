@@ -18,6 +18,7 @@ from agent.config import DEFAULT_RULES
 from agent.model import Accumulator, Sample
 from collectors.efficiency import EfficiencyCollector, window_offset
 from collectors.gpu import GpuCollector, GpuOptions
+from collectors.host import HostCollector, HostOptions
 from collectors.redfish import RedfishCollector, RedfishOptions
 
 from .fakes.nvml import FakeGpu, FakeNvml
@@ -40,6 +41,8 @@ class Node:
         self.rapl.mkdir(parents=True)
         (self.rapl / "max_energy_range_uj").write_text("262143328850\n")
         self.rapl_uj = 1_000_000_000
+        self.host = HostCollector(HostOptions(per_cpu=False, temperatures=False),
+                                  Context("host", sys_root=tmp / "sys", state_dir=tmp))
         self.outlet = outlet
         self.outlet_j = 5e6
         opts = {"window": 60.0, **eff_opts}
@@ -76,7 +79,7 @@ class Node:
             g.p["fields"][186] = int(GPU_W * 1000)
         (self.rapl / "energy_uj").write_text(f"{self.rapl_uj + int(CPU_W * 1e6 * 10 * k)}\n")
         out: list[Sample] = []
-        for col in (self.gpu, self.redfish):
+        for col in (self.gpu, self.host, self.redfish):
             if col is None:
                 continue
             acc = Accumulator(ts, {"host": "node1", "rack": "r1"})

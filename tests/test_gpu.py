@@ -111,7 +111,7 @@ def test_not_supported_is_remembered_and_not_asked_again():
     assert nvml.calls["nvlink_active"] == 1  # probed once: no NVLink on this GPU
 
 
-def test_energy_counter_reset_never_gives_a_negative_delta(tmp_path):
+def test_energy_counter_reset_is_believed_once_it_stays_and_never_gives_a_negative_delta(tmp_path):
     nvml = fleet("H100-SXM")
     g = nvml.gpus[0]
     col = make(nvml, tmp_path)
@@ -119,17 +119,44 @@ def test_energy_counter_reset_never_gives_a_negative_delta(tmp_path):
     g.p["fields"][83] += 5_000  # +5 J
     e2 = gpu_fields(cycle(col, 2))["energy_joules_total"]
     g.p["fields"][83] = 1_200  # driver reloaded: counter restarted, 1.2 J since
-    samples = cycle(col, 3)
+    pending = gpu_fields(cycle(col, 3))
+    assert "energy_joules_total" not in pending  # one reading near zero is not yet a reset
+    g.p["fields"][83] = 1_500
+    samples = cycle(col, 4)
     e3 = gpu_fields(samples)["energy_joules_total"]
-    assert e2 - e1 == pytest.approx(5.0) and e3 - e2 == pytest.approx(1.2)
+    assert e2 - e1 == pytest.approx(5.0) and e3 - e2 == pytest.approx(1.5)
     assert gpu_fields(samples)["energy_resets_total"] == 1
     assert [s.tags["event"] for s in samples if s.measurement == "gpu_event"] == ["energy_reset"]
     col.close()
     # an agent restart keeps the counter monotonic, and catches a reset that happened while it was down
-    g.p["fields"][83] = 700
+    g.p["fields"][83] = 100
     col2 = make(nvml, tmp_path)
-    e4 = gpu_fields(cycle(col2, 4))["energy_joules_total"]
-    assert e4 - e3 == pytest.approx(0.7)
+    assert "energy_joules_total" not in gpu_fields(cycle(col2, 5))
+    g.p["fields"][83] = 130
+    e4 = gpu_fields(cycle(col2, 6))["energy_joules_total"]
+    assert e4 - e3 == pytest.approx(0.13)
+
+
+def test_energy_reset_while_down_is_bounded_by_the_devices_own_power_limit(tmp_path, monkeypatch):
+    """A counter restored from the state that grew by more than the device can draw since the save was reset
+    while the agent was down; one that grew by what its own limit allows was not, however large the module."""
+    nvml = fleet("GH200")  # a module counter: GPU + Grace, above the GPU's own 900 W
+    g = nvml.gpus[0]
+    del g.p["fields"][83]  # no GPU-scope counter: the module's is the one
+    col = make(nvml, tmp_path)
+    s = 1_800_000_000 * 10**9
+    e1 = gpu_fields(cycle(col, s))["energy_joules_total"]
+    col.close()
+    # 100 s later the module drew 2,500 W: above any constant for one GPU, within 3 x the GPU's limit
+    g.p["module_fields"][191] += 2_500 * 100 * 1000
+    col2 = make(nvml, tmp_path)
+    f = gpu_fields(cycle(col2, s + 100 * 10**9))
+    assert f["energy_joules_total"] - e1 == pytest.approx(250_000.0) and f["energy_resets_total"] == 0
+    # 10 s later it shows 100 kJ more: beyond 3 x 900 W x 1.5 for 10 s, refused as a reading, not a reset
+    g.p["module_fields"][191] += 100_000 * 1000
+    f = gpu_fields(cycle(col2, s + 110 * 10**9))
+    assert "energy_joules_total" not in f and f["energy_refused_total"] == 1 and f["energy_resets_total"] == 0
+    col2.close()
 
 
 def test_gpu_lost_mid_run_others_go_on_and_recovery():

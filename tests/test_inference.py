@@ -249,22 +249,26 @@ def test_no_token_counters_is_not_present():
 
 
 def rapl_efficiency(tmp_path):
-    """A RAPL package zone under tmp_path (its register wraps at 262143328850 uJ) and an efficiency collector
-    with a 10 s window reading it: (zone folder, bus, collector)."""
+    """A RAPL package zone under tmp_path (its register wraps at 262143328850 uJ), the host collector reading it
+    and an efficiency collector with a 10 s window: (zone folder, bus, host, efficiency)."""
+    from collectors.host import HostCollector, HostOptions
+
     zone = tmp_path / "class" / "powercap" / "intel-rapl:0"
     zone.mkdir(parents=True)
     (zone / "max_energy_range_uj").write_text("262143328850\n")
     bus = SampleBus()
+    host = HostCollector(HostOptions(per_cpu=False, temperatures=False), Context("host", sys_root=tmp_path))
     eff = EfficiencyCollector(EfficiencyCollector.Options(window=10.0), Context("efficiency", bus=bus,
                                                                                    sys_root=tmp_path))
-    return zone, bus, eff
+    return zone, bus, host, eff
 
 
 def test_rapl_joins_the_node_scope(tmp_path):
-    zone, bus, eff = rapl_efficiency(tmp_path)
-    for k, uj in ((0, 262_000_000_000), (1, 500_000_000)):  # the register wraps in between
+    zone, bus, host, eff = rapl_efficiency(tmp_path)
+    for k, uj in ((0, 261_000_000_000), (1, 262_000_000_000), (2, 500_000_000)):  # the register wraps at the end
         (zone / "energy_uj").write_text(f"{uj}\n")
         ts = T0 + k * 10 * NS
+        bus.observe([s for s in collect(host, ts) if s.measurement == "host_energy"])
         bus.observe([gpu_sample("0", k * 3000.0, ts), tok_sample("a", "m", "0", 0, k * 900.0, ts)])
         out = collect(eff, ts)
     node = by_scope(out)[("node", "")]
@@ -388,8 +392,8 @@ collectors:
     window: 1s
 """)
     try:
-        r = subprocess.run([sys.executable, "-m", "agent", "collect", "-c", str(cfg), "--collector", "inference",
-                            "--collector", "efficiency", "--runs", "3", "--every", "1s", "--format", "json"],
+        r = subprocess.run([sys.executable, "-m", "agent", "collect", "-c", str(cfg), "--collector", "host",
+                            "--collector", "inference", "--collector", "efficiency", "--runs", "3", "--every", "1s", "--format", "json"],
                            cwd=ROOT, capture_output=True, text=True, timeout=60)
     finally:
         stop.set()

@@ -139,7 +139,7 @@ def test_4_energy_state_is_saved_every_collection_and_a_reset_while_down_is_caug
     e2 = gpu_fields(cycle(col, 2))["energy_joules_total"]
     # saved with the collection, not every 60 s: a power loss now loses nothing of what was emitted
     saved = json.loads((tmp_path / "gpu-energy.json").read_text())[g.uuid]
-    assert saved["last"] == 40_700_000 and e2 - e1 == 700.0
+    assert saved["last"] == 40_700.0 and e2 - e1 == 700.0  # joules
     # hard reboot; the agent starts an hour later: the counter restarted and is already past the saved value
     g.p["fields"][83] = 2_500_000_000
     col2 = _gpu_with_boot(tmp_path, nvml, "boot-b")
@@ -461,10 +461,11 @@ def test_10_grace_power_and_energy_by_scope_gpu_first_module_as_fallback(tmp_pat
 
     from .test_inference import NS, T0, by_scope, collect, gpu_sample, rapl_efficiency, tok_sample
 
-    zone, bus, eff = rapl_efficiency(tmp_path)
+    zone, bus, host, eff = rapl_efficiency(tmp_path)
     for k in (0, 1):
         (zone / "energy_uj").write_text(f"{k * 900_000_000}\n")
         ts = T0 + k * 10 * NS
+        bus.observe([s for s in collect(host, ts) if s.measurement == "host_energy"])
         g = gpu_sample("0", k * 8000.0, ts)
         g.tags["scope"] = "gpu_module"
         bus.observe([g, tok_sample("a", "m", "0", 0, k * 900.0, ts)])
@@ -718,3 +719,22 @@ def test_14_older_trtllm_serve_builds_are_read_and_what_they_lack_is_said_once(t
         httpd.shutdown()
         httpd.server_close()
     assert caplog.text.count("without the trtllm_ prefix") == 1 and caplog.text.count("generation-token") == 1
+
+
+def test_signed_fields_stay_signed_and_values_wider_than_their_type_are_read_whole():
+    """nvml.h nvmlValueType_t: SIGNED_INT (5) and SIGNED_LONG_LONG (4) -1 is no value, never 2^32 - 1 read as
+    unsigned; an UNSIGNED_SHORT (6) union holding 70000 is 70000 written wide, not 70000 mod 2^16."""
+    from types import SimpleNamespace
+
+    from collectors.gpu.nvml import Nvml
+
+    pynvml, arr = _field_array([
+        (83, 5, "siVal", -1),                 # SIGNED_INT -1 on a field without a range
+        (83, 4, "sllVal", -1),                # SIGNED_LONG_LONG -1
+        (82, 5, "siVal", -5),                 # a signed temperature below zero is a value
+        (83, 6, "uiVal", 70_000),             # USHORT typed, 4 bytes written
+        (83, 6, "usVal", 4_464),              # USHORT as declared
+    ])
+    nv = Nvml()
+    nv.n = SimpleNamespace(NVMLError=pynvml.NVMLError, nvmlDeviceGetFieldValues=lambda h, ids: arr)
+    assert [v for _, _, _, v in nv.field_values(None, [])] == [None, None, -5, 70_000, 4_464]

@@ -1,21 +1,23 @@
 """Efficiency collector: tokens per joule over a sliding window, from counter deltas only.
 
 Inputs are cumulative counters other collectors published on the agent's sample bus (the gpu
-collector's `energy_joules_total` per GPU, the inference collector's token counters with their
-`gpus` attribution) plus the host's RAPL energy counters read here from /sys/class/powercap. Each
-counter keeps a short history of (timestamp, value); both ends of the window are interpolated on
-that history, so tokens and joules are always counted over exactly the same interval, whatever the
-collectors' phases. A sampled power reading is never used (house style 7).
+collector's `energy_joules_total` per GPU, the host collector's RAPL counters, the inference collector's
+token counters with their `gpus` attribution, the BMC's and the outlets' energy or power). They live in
+one energy ledger (collectors/common/energy.py): both ends of a window are interpolated on each counter's
+history, so tokens and joules are counted over exactly the same interval whatever the collectors' phases,
+and power is integrated only where no counter fine enough for the window exists.
 
 Scopes (tag `scope`):
 - gpu: tokens of the servers attributed to that GPU (a server on N GPUs gives each 1/N of its tokens)
   per joule of that GPU;
 - model: tokens of one server/model per joule of its GPUs (a GPU shared by K servers gives each 1/K);
-- node: all tokens on the node per joule of the best meter of the whole node available, in the order of
-  `node_meter` (tag `meter`): its PDU outlets (`node_energy`), its BMC's PSU inputs, its BMC's chassis
-  reading, or the sum of its components: GPUs plus the CPU packages (RAPL), tagged partial=true, since fans,
-  NICs, drives and PSU losses are left out (energy_source gpu or gpu+rapl). A GPU whose energy is its Grace
-  module's (scope=gpu_module) already counts the module's CPU: no CPU energy is added to it.
+- node: all tokens on the node per joule of the first meter of the whole node, in the order of `node_meter`
+  (tag `meter`), that is current (its newest reading within `stale_intervals` of its own interval), measures
+  a whole window, and is not contradicted by the components (GPUs + CPUs above it by more than the
+  tolerance): its PDU outlets (`node_energy`), its BMC's PSU inputs, its BMC's chassis reading, or the sum of
+  its components, tagged partial=true, since fans, NICs, drives and PSU losses are left out. A GPU whose
+  energy is its Grace module's (scope=gpu_module) already counts the module's CPU: no CPU energy is added.
+  Why a meter was passed over is the row's `meter_note`; a change of meter is logged once and counted.
 Idle is not an error: no tokens gives tokens_per_joule 0 and no joules_per_token.
 
 Energy balance (measurement energy_balance, per node and window): the node meter's energy against the sum of
@@ -25,11 +27,8 @@ meter is wrong (default rule EnergyComponentsExceedMeter).
 
 from __future__ import annotations
 
-import bisect
 import logging
 import zlib
-from collections import deque
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -38,13 +37,14 @@ from agent.collector import Collector, NotPresent
 from agent.config import CollectorOptions, PositiveDuration, Strict
 from agent.influxql import QueryError
 from agent.model import Accumulator, Kind, Metric
-from collectors.common.counters import MonotonicCounters
+from collectors.common.energy import Choice, GridWindows, Ledger, Meter, choose, measure, share
 
 from .fleet import FleetOptions, FleetTokens, RackSums
 
 log = logging.getLogger(__name__)
 
 TAGS = ("host", "scope", "gpu", "endpoint", "server", "model", "rack", "energy_source", "meter", "partial")
+METER_TAGS = ("host", "rack", "meter", "meter_source", "partial")
 BALANCE_TAGS = ("host", "scope", "rack", "meter", "meter_source")
 WINDOW_TAGS = ("rack", "meter")  # no host: one series per rack keeps the poller's query cheap (bench/fleet_scale)
 G = Kind.GAUGE
@@ -91,9 +91,17 @@ METRICS = (
     Metric("node_window", "window_seconds", G, "seconds", "length of the window (efficiency.window_grid)",
            WINDOW_TAGS),
     Metric("node_window", "partial", G, "1", "1 where the node meter is GPUs + CPUs only (summable)", WINDOW_TAGS),
-    Metric("host_energy", "energy_joules_total", Kind.COUNTER, "joules",
-           "RAPL energy of a CPU package (intel-rapl:N), kept monotonic across the register's wrap",
-           ("host", "zone", "source", "scope")),
+    Metric("efficiency", "meter_note", Kind.INFO, "info", "node scope: why meters before this one were passed "
+           "over (stale, too coarse, contradicted by the components, a lost GPU)", TAGS),
+    Metric("energy_balance", "meter_note", Kind.INFO, "info", "why meters before this one were passed over",
+           BALANCE_TAGS),
+    Metric("node_meter", "energy_joules", G, "joules", "the node meter's energy over the last window", METER_TAGS),
+    Metric("node_meter", "power_watts", G, "watts", "the node meter's mean power over the last window", METER_TAGS),
+    Metric("node_meter", "window_seconds", G, "seconds", "length of that window", METER_TAGS),
+    Metric("node_meter", "age_seconds", G, "seconds", "how old the meter's newest reading is", METER_TAGS),
+    Metric("node_meter", "meter_changes_total", Kind.COUNTER, "count", "times the node's meter changed (logged "
+           "once each)", METER_TAGS),
+    Metric("node_meter", "note", Kind.INFO, "info", "why the meters before it were passed over", METER_TAGS),
 )
 
 
@@ -102,12 +110,17 @@ class NodeEnergySource(Strict):
 
     measurement: str = Field("pdu", description="measurement of the meter's series")
     field: str = Field("energy_joules_total", description="its energy counter (joules)")
+    power_field: str | None = Field("power_watts", description="its power (watts), integrated where the counter "
+                                                               "is too coarse for a window (0.1 kWh outlets)")
     tags: dict[str, str] = Field(..., description="tags a series must have, e.g. {device: pdu-r12-a, outlet: '5'}")
 
 
 class EfficiencyOptions(CollectorOptions):
     window: PositiveDuration = Field(60.0, description="sliding window of the rates and ratios")
-    rapl: bool = Field(True, description="add the CPU packages' RAPL energy to the node scope where present")
+    rapl: bool = Field(True, description="count the CPU packages' RAPL energy (host collector) in the components "
+                                         "where present")
+    stale_intervals: float = Field(3.0, gt=1, description="a meter whose newest reading is older than this many "
+                                                          "of its own intervals is not current")
     node_energy: NodeEnergySource | None = Field(
         None, description="a meter of the whole node (e.g. its PDU outlets, polled by this agent's snmp collector): "
                           "the node scope uses it instead of GPUs + RAPL")
@@ -142,41 +155,6 @@ class EfficiencyOptions(CollectorOptions):
                 raise ValueError(f"fleet_window ({self.fleet_window:g} s) must be a multiple of fleet.grid "
                                  f"({self.fleet.grid:g} s)")
         return self
-
-
-# A BMC's power is integrated between samples at most this far apart; across a longer gap the integral
-# starts again (no window spans it) rather than guess what happened in between.
-MAX_GAP_NS = 300 * 10**9
-KWH = 3.6e6  # an energy counter whose every value is a whole number of kWh is too coarse for a window
-
-
-class History:
-    """(ts_ns, value) of one counter, long enough to interpolate the start of the window."""
-
-    def __init__(self) -> None:
-        self.ts: deque[int] = deque()
-        self.values: deque[float] = deque()
-
-    def add(self, ts: int, value: float) -> None:
-        if self.ts and ts <= self.ts[-1]:
-            return  # already seen (the bus keeps the latest sample until the next run)
-        self.ts.append(ts)
-        self.values.append(value)
-
-    def trim(self, before: int) -> None:
-        while len(self.ts) > 2 and self.ts[1] <= before:
-            self.ts.popleft()
-            self.values.popleft()
-
-    def at(self, t: int) -> float | None:
-        """Linear interpolation of the cumulative counter at t; None outside the history."""
-        if not self.ts or t < self.ts[0] or t > self.ts[-1]:
-            return None
-        i = bisect.bisect_left(self.ts, t)
-        if self.ts[i] == t:
-            return self.values[i]
-        t0, t1, v0, v1 = self.ts[i - 1], self.ts[i], self.values[i - 1], self.values[i]
-        return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
 
 
 # llama.cpp prints its counters with printf's %g: 6 significant digits, so above a million tokens a counter
@@ -220,122 +198,46 @@ class EfficiencyCollector(Collector):
     kind = "efficiency"
     Options = EfficiencyOptions
     METRICS = METRICS
-    consumes = ("gpu", "inference", "snmp", "redfish", "ipmi")  # energy, power and token counters from the bus
+    consumes = ("gpu", "host", "inference", "snmp", "redfish", "ipmi")  # counters and power from the bus
 
     def __init__(self, options: EfficiencyOptions, ctx) -> None:
         super().__init__(options, ctx)
-        self.hist: dict[tuple, History] = {}
+        self.ledger = Ledger(options.stale_intervals,
+                             keep_ns=int(max(options.window, options.window_grid, options.fleet_window) * 3e9))
         self._unresolved_told: set[tuple] = set()  # llama.cpp series already warned about
         self.module_gpus: set[str] = set()  # GPUs whose energy is their Grace module's
-        self.rapl = MonotonicCounters(ctx.state_dir / "rapl-counters.json" if ctx.state_dir else None)
         self.fleet = FleetTokens(options.fleet) if options.fleet else None
-        self.integrals: dict[tuple, tuple[int, float, float]] = {}  # key -> (ts, watts, joules so far)
-        self.bmc: dict[str, tuple[str, list[tuple]]] = {}  # meter -> (source, history keys summed)
-        self._meter_told: str | None = None
-        self._published: int | None = None  # the end of the last node window written
+        self.bmc: dict[str, Meter] = {}  # psu_input / chassis -> the node's BMC meter
+        self.windows = GridWindows(int(options.window_grid * 1e9))
+        self._meter: str | None = None  # the node meter in use
+        self._meter_note: str | None = None
+        self.meter_changes = 0
         self._fleet_t1: int | None = None  # the end of the last fleet window computed
 
-    def _integrate(self, key: tuple, ts: int, watts) -> None:
-        """A power reading becomes a cumulative energy counter (trapezoids between readings)."""
-        if isinstance(watts, bool) or not isinstance(watts, (int, float)):
-            return
-        prev = self.integrals.get(key)
-        if prev is not None and ts <= prev[0]:
-            return
-        joules = 0.0
-        if prev is not None:
-            if ts - prev[0] <= MAX_GAP_NS:
-                joules = prev[2] + (prev[1] + watts) / 2 * (ts - prev[0]) / 1e9
-            else:
-                self.hist.pop(key, None)  # no window across the gap
-                joules = prev[2]
-        self.integrals[key] = (ts, float(watts), joules)
-        self._see(key, ts, joules)
+    # --- what the bus holds ------------------------------------------------------------------------------
 
-    def _bmc_meters(self, bus) -> None:
-        """The node's BMC meters on the bus (redfish, then IPMI): PSU inputs summed, one chassis reading.
-        Energy from the BMC's counter where it has joule resolution, else integrated power."""
-        found: dict[str, dict[tuple, list[tuple[tuple, str]]]] = {"psu_input": {}, "chassis": {}}
-        best: dict[tuple, tuple] = {}  # chassis group -> rank of the reading kept
-        for measurement in ("redfish_power", "ipmi_power"):
-            for s in bus.latest(measurement):
-                scope = s.tags.get("scope")
-                if scope not in found or s.tags.get("chassis_role", "node") != "node":
-                    continue
-                if s.tags.get("node") and s.tags.get("node") != s.tags.get("host"):
-                    continue  # a poller's BMC of another node
-                base = ("bmc", measurement, s.tags.get("target", ""), s.tags.get("chassis", ""),
-                        s.tags.get("component", ""), scope)
-                e, w = s.fields.get("energy_joules_total"), s.fields.get("power_watts")
-                if isinstance(e, (int, float)) and not isinstance(e, bool) and e % KWH:
-                    key = (*base, "counter")
-                    self._see(key, s.ts, e)
-                elif w is not None:
-                    key = (*base, "power")
-                    self._integrate(key, s.ts, w)
-                else:
-                    continue
-                group = (measurement, base[2], base[3])
-                reading = (key, s.tags.get("source", measurement))
-                if scope == "chassis":
-                    # one chassis reading per BMC chassis: a counter over a power, the chassis-wide one first
-                    rank = (key[-1] != "counter", base[4] not in ("chassis", "dcmi"))
-                    if group not in best or rank < best[group]:
-                        best[group], found["chassis"][group] = rank, [reading]
-                else:
-                    found["psu_input"].setdefault(group, []).append(reading)
-        self.bmc = {}
-        for name in ("psu_input", "chassis"):
-            groups = found[name]
-            for measurement in ("redfish_power", "ipmi_power"):  # redfish first; never both for one meter
-                keys, source = [], None
-                for (m, _t, _c), readings in groups.items():
-                    if m == measurement:
-                        keys += [k for k, _ in readings]
-                        source = readings[0][1]
-                if keys:
-                    self.bmc[name] = (source, keys)
-                    break
-
-    def _rapl(self, acc: Accumulator) -> None:
-        root = Path(self.ctx.sys_root) / "class" / "powercap"
-        for zone in sorted(root.glob("intel-rapl:*")):
-            if zone.name.count(":") != 1:
-                continue  # subzones (core, dram) are inside the package figure
-            try:
-                uj = int((zone / "energy_uj").read_text())
-                wrap = int((zone / "max_energy_range_uj").read_text())
-            except (OSError, ValueError):
-                continue  # energy_uj is root-only on recent kernels: no RAPL, not an error
-            joules, event = self.rapl.update(zone.name, uj / 1e6, wrap / 1e6)
-            acc.add("host_energy", {"energy_joules_total": round(joules, 6)},
-                    {"zone": zone.name, "source": "rapl", "scope": "cpu_package"})
-            self._see(("rapl", zone.name), acc.ts, joules)
-
-    def _see(self, key: tuple, ts: int, value) -> None:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            self.hist.setdefault(key, History()).add(ts, float(value))
-
-    def collect(self, acc: Accumulator) -> None:
-        bus = self.ctx.bus
-        if self.options.rapl:
-            self._rapl(acc)
-        if bus is None:
-            raise NotPresent("no sample bus")
-        series: dict[tuple, dict] = {}  # (endpoint, model) -> tags
+    def _ingest(self, bus) -> dict[tuple, dict]:
+        led = self.ledger
         for s in bus.latest("gpu"):
             if "gpu" in s.tags and "energy_joules_total" in s.fields:
                 key = ("gpu", s.tags["gpu"])
                 if (s.tags.get("scope") == "gpu_module") != (s.tags["gpu"] in self.module_gpus):
-                    self.hist.pop(key, None)  # another counter from now on: no window across the change
+                    led.forget(key)  # another counter from now on: no window across the change
                     self.module_gpus ^= {s.tags["gpu"]}
-                self._see(key, s.ts, s.fields["energy_joules_total"])
+                led.counter(key, s.ts, s.fields["energy_joules_total"])
+        if self.options.rapl:
+            for s in bus.latest("host_energy"):
+                if s.tags.get("source") == "rapl" and "energy_joules_total" in s.fields:
+                    led.counter(("rapl", s.tags.get("zone", "")), s.ts, s.fields["energy_joules_total"])
         src = self.options.node_energy
         if src is not None:
-            meters = [s for s in bus.latest(src.measurement) if src.field in s.fields
-                      and all(s.tags.get(k) == v for k, v in src.tags.items())]
-            if meters:
-                self._see(("meter",), min(s.ts for s in meters), sum(float(s.fields[src.field]) for s in meters))
+            meters = [s for s in bus.latest(src.measurement) if all(s.tags.get(k) == v for k, v in src.tags.items())]
+            for field, record, key in ((src.field, led.counter, ("meter", "outlet", "counter")),
+                                       (src.power_field, led.power, ("meter", "outlet", "power"))):
+                have = [s for s in meters if field and isinstance(s.fields.get(field), (int, float))]
+                if have and len(have) == len(meters):  # every outlet of the node, or none
+                    record(key, min(s.ts for s in have), sum(float(s.fields[field]) for s in have))
+        series: dict[tuple, dict] = {}  # (endpoint, model) -> tags
         for s in bus.latest("inference"):
             if "outcome" in s.tags:
                 continue
@@ -343,115 +245,138 @@ class EfficiencyCollector(Collector):
             series[key] = s.tags
             for f in ("prompt_tokens_total", "generation_tokens_total"):
                 if f in s.fields:
-                    self._see(("tok", *key, f), s.ts, s.fields[f])
+                    led.counter(("tok", *key, f), s.ts, s.fields[f])
         self._bmc_meters(bus)
-        if self.fleet is not None:
-            self._fleet(acc, bus)
-        chosen = self._node_meter()
-        balanced = self._balance(acc, chosen)
-        self._publish_windows(acc, series, chosen)
-        if not series:
-            if self.fleet is not None or balanced:
-                return
-            raise NotPresent("no token counters on this node (no inference server scraped)")
-        self._compute(acc, series, chosen)
+        return series
 
-    def _window_deltas(self, keys: list[tuple]) -> tuple[dict[tuple, float], float] | None:
-        """Deltas of these counters over one window ending at the newest instant all of them cover."""
-        hs = [self.hist.get(k) for k in keys]
-        if not keys or any(h is None or not h.ts for h in hs):
-            return None
-        window = int(self.options.window * 1e9)
-        t1 = min(h.ts[-1] for h in hs)
-        t0 = t1 - window
-        out = {}
-        for k, h in zip(keys, hs):
-            a, b = h.at(t0), h.at(t1)
-            if a is None or b is None:
-                return None
-            out[k] = max(0.0, b - a)
-        return out, window / 1e9
+    def _bmc_meters(self, bus) -> None:
+        """The node's BMC meters on the bus (redfish, else IPMI): its PSU inputs summed, and one chassis reading.
+        Each reading is a part with two alternatives: the BMC's energy counter, then its power integrated. Only
+        the chassis the BMC's topology names as the node's (chassis_role node) counts; a poller's BMC of another
+        node (tag node) does not."""
+        parts: dict[tuple, dict[tuple, list[tuple]]] = {}  # (meter, measurement) -> component -> alternatives
+        chassis_ids: dict[str, set] = {}
+        for measurement in ("redfish_power", "ipmi_power"):
+            for s in bus.latest(measurement):
+                scope = s.tags.get("scope")
+                if scope not in ("psu_input", "chassis") or s.tags.get("chassis_role", "node") != "node":
+                    continue
+                if s.tags.get("node") and s.tags.get("node") != s.tags.get("host"):
+                    continue
+                base = ("bmc", measurement, s.tags.get("target", ""), s.tags.get("chassis", ""),
+                        s.tags.get("component", ""), scope)
+                alts = []
+                if "energy_joules_total" in s.fields:
+                    self.ledger.counter((*base, "counter"), s.ts, s.fields["energy_joules_total"])
+                    alts.append((*base, "counter"))
+                if "power_watts" in s.fields:
+                    self.ledger.power((*base, "power"), s.ts, s.fields["power_watts"])
+                    alts.append((*base, "power"))
+                if alts:
+                    parts.setdefault((scope, measurement), {})[base] = alts
+                    chassis_ids.setdefault(measurement, set()).add((base[2], base[3]))
+        self.bmc = {}
+        for name in ("psu_input", "chassis"):
+            for measurement in ("redfish_power", "ipmi_power"):  # redfish first; never both for one meter
+                found = parts.get((name, measurement))
+                if not found:
+                    continue
+                if len(chassis_ids[measurement]) > 1:
+                    log_once = (name, measurement, tuple(sorted(chassis_ids[measurement])))
+                    if log_once not in self._unresolved_told:
+                        self._unresolved_told.add(log_once)
+                        log.warning("efficiency: %d node chassis on this node's BMCs (%s): not summed; name the "
+                                    "node's chassis in the redfish target's `chassis`", len(chassis_ids[measurement]),
+                                    ", ".join("/".join(c) for c in sorted(chassis_ids[measurement])))
+                    continue
+                source = "redfish" if measurement == "redfish_power" else "ipmi"
+                if name == "psu_input":
+                    meter = Meter(name, source, [found[b] for b in sorted(found)])
+                else:
+                    # one chassis reading: the chassis-wide one first (EnvironmentMetrics, DCMI), counter first
+                    order = sorted(found, key=lambda b: (b[4] not in ("chassis", "dcmi"), b[4]))
+                    meter = Meter(name, source, [[k for b in order for k in found[b]]])
+                self.bmc[name] = meter
+                break
 
-    def _component_keys(self) -> tuple[list[tuple], list[tuple]]:
-        """(GPU, CPU package) energy counters: no CPU where a GPU's energy is its Grace module's (it holds it)."""
-        gpu = [k for k in self.hist if k[0] == "gpu"]
-        return gpu, [] if self.module_gpus else [k for k in self.hist if k[0] == "rapl"]
+    # --- the node meter -----------------------------------------------------------------------------------
 
-    def _publish_windows(self, acc: Accumulator, series: dict[tuple, dict], chosen) -> None:
-        """node_window rows for every grid window the node's counters now cover, each stamped with its end plus
-        this node's offset in that window (window_offset)."""
-        host = acc.global_tags.get("host", "")
-        if chosen is not None:
-            meter, keys, partial = chosen[0], chosen[2], 0
-        elif "components" in self.options.node_meter:
-            keys = [k for ks in self._component_keys() for k in ks]
-            meter, partial = "components", 1
-        else:
-            return
-        if not keys or any(not self.hist[k].ts for k in keys):
-            return
-        grid = int(self.options.window_grid * 1e9)
-        covered = min(self.hist[k].ts[-1] for k in keys)
-        end = covered - covered % grid
-        start = self._published + grid if self._published is not None else end
-        tok = [("tok", *k, f) for k in series for f in ("prompt_tokens_total", "generation_tokens_total")
-               if ("tok", *k, f) in self.hist]
-        for e in range(start, end + 1, grid):
-            ds = [self.hist[k].at(e - grid) for k in keys], [self.hist[k].at(e) for k in keys]
-            if any(x is None for x in ds[0] + ds[1]):
-                continue  # the counters do not cover this window (the first one, or after a gap)
-            energy = sum(max(0.0, b - a) for a, b in zip(*ds))
-            prompt = gen = 0.0
-            for k in tok:
-                a, b = self.hist[k].at(e - grid), self.hist[k].at(e)
-                if a is not None and b is not None:
-                    d = max(0.0, b - a)
-                    gen += d if k[-1] == "generation_tokens_total" else 0.0
-                    prompt += d if k[-1] == "prompt_tokens_total" else 0.0
-            acc.add("node_window", {"tokens": round(prompt + gen, 6), "generation_tokens": round(gen, 6),
-                                    "energy_joules": round(energy, 6), "window_seconds": grid / 1e9,
-                                    "partial": partial}, {"meter": meter}, ts=e + window_offset(host, e),
-                    without=("host",))
-        self._published = max(end, self._published or end)
+    def _components(self, now: int) -> Meter:
+        """GPUs + CPU packages, current ones only: a lost GPU leaves the sum (said in the note), never stops it.
+        No CPU where a GPU's energy is its Grace module's (it holds it)."""
+        keys = [k for k in self.ledger.keys("gpu")]
+        if not self.module_gpus:
+            keys += self.ledger.keys("rapl")
+        live, lost = [], []
+        for k in sorted(keys):
+            ok, why = self.ledger.fresh(k, now)
+            if ok:
+                live.append([k])
+            elif self.ledger.series[k].interval() is not None:
+                lost.append(f"{k[0]} {k[1]}: {why}")
+        source = "gpu_module" if self.module_gpus else (
+            "+".join(x for x in ("gpu", "rapl") if any(p[0][0] == x for p in live)) or "none")
+        return Meter("components", source, live, partial=True, note="; ".join(lost))
 
-    def _node_meter(self) -> tuple[str, str, list[tuple]] | None:
-        """(meter, source, history keys) of the first configured whole-node meter with a full window."""
+    def _meters(self, components: Meter) -> list[Meter]:
+        out = []
         for name in self.options.node_meter:
             if name == "outlet" and self.options.node_energy is not None:
-                keys, source = [("meter",)], "meter"
+                out.append(Meter("outlet", "meter", [[("meter", "outlet", "counter"), ("meter", "outlet", "power")]]))
             elif name in self.bmc:
-                source, keys = self.bmc[name]
-            else:
-                continue
-            if self._window_deltas(keys) is not None:
-                return name, source, keys
-        return None
+                out.append(self.bmc[name])
+            elif name == "components":
+                out.append(components)
+        return out
 
-    def _balance(self, acc: Accumulator, chosen) -> bool:
-        gpu_keys, cpu_keys = self._component_keys()
-        if chosen is None or not (gpu_keys or cpu_keys):
-            return False
-        name, source, keys = chosen
-        latest = max(self.hist[k].ts[-1] for k in keys)
+    def _choose(self, acc: Accumulator) -> tuple[Choice, Meter, list[Meter]]:
+        components = self._components(acc.ts)
+        meters = self._meters(components)
         window = int(self.options.window * 1e9)
-        live = [k for k in gpu_keys + cpu_keys if self.hist[k].ts and self.hist[k].ts[-1] >= latest - 3 * window]
-        gpu_keys, cpu_keys = [k for k in gpu_keys if k in live], [k for k in cpu_keys if k in live]
-        if not live:
+        choice = choose(self.ledger, meters, components, acc.ts, window,
+                        self.options.components_tolerance_percent / 100)
+        if components.note:
+            choice.notes.append(f"components: {components.note}")
+        name = choice.chosen.meter.name if choice.chosen else None
+        if name != self._meter or (choice.note != self._meter_note and name is not None):
+            if name != self._meter and self._meter is not None:
+                self.meter_changes += 1
+            if name is None:
+                log.warning("efficiency: no node meter is current (%s)", choice.note or "nothing measured yet")
+            elif name != self._meter or choice.note:
+                log.info("efficiency: node metered by %s (%s)%s%s", name, choice.chosen.meter.source,
+                         ": partial, GPUs and CPUs only" if choice.chosen.meter.partial else "",
+                         f"; passed over: {choice.note}" if choice.note else "")
+            self._meter, self._meter_note = name, choice.note
+        return choice, components, meters
+
+    def _node_meter_row(self, acc: Accumulator, choice: Choice) -> bool:
+        r = choice.chosen
+        if r is None:
             return False
-        got = self._window_deltas(keys + live)
-        if got is None:
+        newest = max(self.ledger.series[k].newest for k in r.keys) if r.keys else acc.ts
+        acc.add("node_meter", {"energy_joules": round(r.joules, 6), "power_watts": round(r.watts, 6),
+                               "window_seconds": (r.t1 - r.t0) / 1e9, "age_seconds": round((acc.ts - newest) / 1e9, 3),
+                               "meter_changes_total": self.meter_changes, "note": choice.note or None},
+                {"meter": r.meter.name, "meter_source": r.meter.source, "partial": str(r.meter.partial).lower()})
+        return True
+
+    def _balance(self, acc: Accumulator, choice: Choice) -> bool:
+        """The first current meter against the components over its window: a contradicted meter is still
+        reported here (components_exceed_meter, the default rule), while the node scope moves on."""
+        r, comp = choice.checked, choice.components
+        if r is None or comp is None or r.meter.name == "components" or r.joules <= 0:
             return False
-        d, seconds = got
-        meter = sum(d[k] for k in keys)
-        gpu = sum(d[k] for k in gpu_keys)
-        cpu = sum(d[k] for k in cpu_keys)
-        if meter <= 0:
-            return False
-        fields = self._balance_fields(meter, gpu + cpu, seconds)
+        seconds = (r.t1 - r.t0) / 1e9
+        gpu = sum(self.ledger.delta(k, r.t0, r.t1).joules or 0.0 for k in comp.keys if k[0] == "gpu")
+        cpu_keys = [k for k in comp.keys if k[0] == "rapl"]
+        cpu = sum(self.ledger.delta(k, r.t0, r.t1).joules or 0.0 for k in cpu_keys)
+        fields = self._balance_fields(r.joules, comp.joules, seconds)
         lo, hi = self.options.residual_band
         fields.update(gpu_energy_joules=round(gpu, 6), cpu_energy_joules=round(cpu, 6) if cpu_keys else None,
-                      residual_in_band=lo <= 100.0 * (meter - (gpu + cpu)) / meter <= hi)
-        acc.add("energy_balance", fields, {"scope": "node", "meter": name, "meter_source": source})
+                      residual_in_band=lo <= 100.0 * (r.joules - comp.joules) / r.joules <= hi,
+                      meter_note=choice.note or None)
+        acc.add("energy_balance", fields, {"scope": "node", "meter": r.meter.name, "meter_source": r.meter.source})
         return True
 
     def _balance_fields(self, meter: float, components: float, seconds: float) -> dict:
@@ -465,6 +390,57 @@ class EfficiencyCollector(Collector):
         fields = {k: round(v, 6) for k, v in fields.items()}
         fields["components_exceed_meter"] = components > meter * (1 + self.options.components_tolerance_percent / 100)
         return fields
+
+    def _publish_windows(self, acc: Accumulator, series: dict[tuple, dict], choice: Choice,
+                         meters: list[Meter]) -> bool:
+        """node_window rows for every grid window the node's meter now covers, each written once, stamped with
+        its end plus this node's offset in that window (window_offset). A window is measured by the chosen
+        meter, else by the next current meter in the order that covers it (never by a stale one)."""
+        if choice.chosen is None:
+            return False
+        host = acc.global_tags.get("host", "")
+        grid = self.windows.grid
+        usable = meters[meters.index(choice.chosen.meter):] if choice.chosen.meter in meters else [choice.chosen.meter]
+        tok = [("tok", *k, f) for k in series for f in ("prompt_tokens_total", "generation_tokens_total")
+               if ("tok", *k, f) in self.ledger]
+        wrote = False
+        for e in self.windows.due(choice.chosen.t1):
+            for m in usable:
+                r, _ = measure(self.ledger, m, e - grid, e, acc.ts)
+                if r is not None:
+                    break
+            else:
+                continue  # no current meter covers this window (the first one, or after a gap)
+            prompt = gen = 0.0
+            for k in tok:
+                d = self.ledger.series[k]
+                a, b = d.at(e - grid), d.at(e)
+                if a is not None and b is not None:
+                    gen += max(0.0, b - a) if k[-1] == "generation_tokens_total" else 0.0
+                    prompt += max(0.0, b - a) if k[-1] == "prompt_tokens_total" else 0.0
+            acc.add("node_window", {"tokens": round(prompt + gen, 6), "generation_tokens": round(gen, 6),
+                                    "energy_joules": round(r.joules, 6), "window_seconds": grid / 1e9,
+                                    "partial": int(r.meter.partial)}, {"meter": r.meter.name},
+                    ts=e + window_offset(host, e), without=("host",))
+            self.windows.done(e)
+            wrote = True
+        return wrote
+
+    def collect(self, acc: Accumulator) -> None:
+        bus = self.ctx.bus
+        if bus is None:
+            raise NotPresent("no sample bus")
+        series = self._ingest(bus)
+        if self.fleet is not None:
+            self._fleet(acc, bus)
+        choice, components, meters = self._choose(acc)
+        metered = self._node_meter_row(acc, choice)
+        self._balance(acc, choice)
+        self._publish_windows(acc, series, choice, meters)
+        if series:
+            self._compute(acc, series, choice)
+        elif not (metered or self.fleet is not None or self.ledger.keys()):
+            raise NotPresent("nothing to meter on this node (no GPU, CPU, BMC or outlet energy, no tokens)")
 
     def _fleet(self, acc: Accumulator, bus) -> None:
         """Rack scope: the rack's tokens per joule of its IT PDUs; facility scope: all tokens per joule of
@@ -484,25 +460,26 @@ class EfficiencyCollector(Collector):
                 racks[rack][dev] = (rank, cur[1] + float(e), max(cur[2], s.ts), cur[3] | {s.tags.get("inlet", "")})
         for rack, devs in racks.items():
             ts = min(v[2] for v in devs.values())
-            self._see(("rack", rack), ts, sum(v[1] for v in devs.values()))
+            self.ledger.counter(("rack", rack), ts, sum(v[1] for v in devs.values()))
         for s in bus.latest("facility"):
             for f in ("total_energy_joules_total", "it_energy_joules_total"):
                 if f in s.fields:
-                    self._see(("facility", f), s.ts, s.fields[f])
-        keys = [k for k in self.hist if k[0] in ("rack", "facility")]
+                    self.ledger.counter(("facility", f), s.ts, s.fields[f])
+        keys = [k for k in self.ledger.series if k[0] in ("rack", "facility") and k in self.ledger]
         if not keys:
             return
         window = int(self.options.fleet_window * 1e9)
         grid = int(self.fleet.opts.grid * 1e9)
         # The newest grid boundary the meters cover and the nodes have had time to write (lag).
-        t1 = min(min(self.hist[k].ts[-1] for k in keys), acc.ts - int(self.fleet.opts.lag * 1e9))
+        t1 = min(min(self.ledger.series[k].ts[-1] for k in keys), acc.ts - int(self.fleet.opts.lag * 1e9))
         t1 -= t1 % grid
         t0 = t1 - window
         for k in keys:
-            self.hist[k].trim(t0)
+            self.ledger.series[k].trim(t0)
         if t1 == self._fleet_t1:
             return  # this window is done; the next one ends on the next boundary
-        energy = {k: (self.hist[k].at(t1) or 0.0) - a for k in keys if (a := self.hist[k].at(t0)) is not None}
+        hs = self.ledger.series
+        energy = {k: (hs[k].at(t1) or 0.0) - a for k in keys if (a := hs[k].at(t0)) is not None}
         if not energy:
             return  # the first fleet window is not complete yet
         try:
@@ -534,38 +511,36 @@ class EfficiencyCollector(Collector):
             acc.add("efficiency", ratios(tot, gen, fac, seconds), {"scope": "facility", "energy_source": source},
                     ts=t1)
 
-    def _compute(self, acc: Accumulator, series: dict[tuple, dict], chosen) -> None:
+    def _compute(self, acc: Accumulator, series: dict[tuple, dict], choice: Choice) -> None:
+        led = self.ledger
         window = int(self.options.window * 1e9)
-        node = {k: h for k, h in self.hist.items() if k[0] in ("gpu", "tok", "rapl", "meter", "bmc")}
-        latest = max(h.ts[-1] for h in node.values())
-        live = {k: h for k, h in node.items() if h.ts[-1] >= latest - 3 * window}
-        t1 = min(h.ts[-1] for h in live.values())  # the newest instant every live counter covers
+        live = [k for k in led.keys() if k[0] in ("gpu", "tok") and led.fresh(k, acc.ts)[0]]
+        ends = [led.series[k].newest for k in live]
+        if choice.chosen is not None:
+            ends.append(choice.chosen.t1)
+        if not ends:
+            return
+        t1 = min(ends)  # the newest instant every current counter covers
         t0 = t1 - window
-        for h in live.values():
-            h.trim(t0 - 2 * int(self.options.window_grid * 1e9))  # the next node window may start before t0
 
         def delta(key: tuple) -> float | None:
-            h = live.get(key)
-            if h is None:
-                return None
-            a, b = h.at(t0), h.at(t1)
-            return None if a is None or b is None else max(0.0, b - a)
+            return led.delta(key, t0, t1).joules if key in live else None
 
         seconds = window / 1e9
         gpu_energy = {k[1]: d for k in live if k[0] == "gpu" and (d := delta(k)) is not None}
-        if not any(h.at(t0) is not None for h in live.values()):
-            return  # the first window is not complete yet
         tokens: dict[tuple, tuple[float, float]] = {}
         unresolved: set[tuple] = set()
         for key in series:
             p, g = delta(("tok", *key, "prompt_tokens_total")), delta(("tok", *key, "generation_tokens_total"))
             if p is not None or g is not None:
                 tokens[key] = ((p or 0.0) + (g or 0.0), g or 0.0)
-                step = max(token_step(series[key].get("server", ""), live[k].at(t1) or 0.0)
+                step = max(token_step(series[key].get("server", ""), led.series[k].at(t1) or 0.0)
                            for k in (("tok", *key, "prompt_tokens_total"), ("tok", *key, "generation_tokens_total"))
                            if k in live)
                 if step > 1 and (0 < tokens[key][0] < RESOLVED * step or 0 < tokens[key][1] < RESOLVED * step):
                     unresolved.add(key)
+        if not tokens:
+            return  # the first window is not complete yet
         if unresolved:
             # Those counters cannot resolve this window's tokens: every scope that would count them is refused.
             for key in sorted(unresolved - self._unresolved_told):
@@ -574,10 +549,6 @@ class EfficiencyCollector(Collector):
                             series[key].get("server", ""), key[0], seconds)
             self._unresolved_told |= unresolved
         gpus_of = {k: [g for g in series[k].get("gpus", "").split(",") if g in gpu_energy] for k in tokens}
-        sharing: dict[str, int] = {}
-        for gl in gpus_of.values():
-            for g in gl:
-                sharing[g] = sharing.get(g, 0) + 1
         per_gpu = {g: [0.0, 0.0] for g in gpu_energy}
         for k, (tot, gen) in tokens.items():
             for g in gpus_of[k]:
@@ -587,31 +558,25 @@ class EfficiencyCollector(Collector):
         for g, (tot, gen) in per_gpu.items():
             if g not in refused_gpus:
                 acc.add("efficiency", ratios(tot, gen, gpu_energy[g], seconds), {"scope": "gpu", "gpu": g})
+        # each GPU's joules shared among the servers on it, equally: the parts add up to the GPU's energy
+        model_energy: dict[tuple, float] = {}
+        for g, joules in gpu_energy.items():
+            for k, part in share(joules, {k: 1.0 for k in tokens if g in gpus_of[k]}).items():
+                model_energy[k] = model_energy.get(k, 0.0) + part
         for k, (tot, gen) in tokens.items():
             if k in unresolved:
                 continue
-            energy = sum(gpu_energy[g] / sharing[g] for g in gpus_of[k]) if gpus_of[k] else None
             tags = {"scope": "model", "endpoint": k[0], "model": k[1], "server": series[k].get("server", "")}
-            acc.add("efficiency", ratios(tot, gen, energy, seconds), tags)
-        # a Grace module's energy includes its CPU: adding a CPU meter would count it twice
-        module = bool(self.module_gpus & set(gpu_energy))
-        rapl = [] if module else [d for k in live if k[0] == "rapl" and (d := delta(k)) is not None]
-        node_energy = sum(gpu_energy.values()) + sum(rapl) if (gpu_energy or rapl) else None
-        source = "gpu_module" if module else (
-            "+".join(x for x, have in (("gpu", gpu_energy), ("rapl", rapl)) if have) or "none")
-        tags = {"scope": "node", "energy_source": source, "meter": "components", "partial": "true"}
-        if chosen is not None:  # a meter of the whole node covers GPUs, CPUs, fans, NICs and PSU losses
-            name, msource, keys = chosen
-            ds = [delta(k) for k in keys]
-            if all(x is not None for x in ds):
-                node_energy, tags = sum(ds), {"scope": "node", "energy_source": msource, "meter": name}
-        if tags["meter"] == "components" and "components" not in self.options.node_meter:
-            return  # no meter the operator accepts: no node figure rather than a partial one
-        if tags["meter"] != self._meter_told:
-            log.info("efficiency: node scope metered by %s (%s)%s", tags["meter"], tags["energy_source"],
-                     ": partial, GPUs and CPUs only" if tags.get("partial") else "")
-            self._meter_told = tags["meter"]
-        if unresolved:
+            acc.add("efficiency", ratios(tot, gen, model_energy.get(k), seconds), tags)
+        if choice.chosen is None or unresolved:
+            return  # no meter the operator accepts is current: no node figure rather than a wrong one
+        m = choice.chosen.meter
+        r, _ = measure(led, m, t0, t1, acc.ts)
+        if r is None:
             return
-        acc.add("efficiency", ratios(sum(t for t, _ in tokens.values()), sum(g for _, g in tokens.values()),
-                                     node_energy, seconds), tags)
+        tags = {"scope": "node", "energy_source": m.source, "meter": m.name}
+        if m.partial:
+            tags["partial"] = "true"
+        fields = ratios(sum(t for t, _ in tokens.values()), sum(g for _, g in tokens.values()), r.joules, seconds)
+        fields["meter_note"] = choice.note or None
+        acc.add("efficiency", fields, tags)

@@ -1,49 +1,31 @@
 """Each GPU's energy counter, monotonic across driver resets, reboots and agent restarts.
 
-NVML's total-energy counter (mJ) counts from when the driver loaded and restarts at 0 when it
-reloads. Keyed by GPU UUID, saved in STATE_DIR/gpu-energy.json after every collection, before its
-samples are handed on: an emitted value is never ahead of the saved state, so a crash or power loss
-cannot make the counter go down after the restart. A reset that happened while the agent was down is
-caught even when the new raw value already exceeds the saved one: the boot id changed (a reboot
-reloads the driver), or the counter grew by more energy than the GPU can draw in the time since
-the save (max_watts x elapsed).
+NVML's total-energy counter (mJ) counts from when the driver loaded and restarts at 0 when it reloads.
+Keyed by GPU UUID (and /module for a Grace module's counter), kept by the shared ledger's counter rules
+(collectors/common/energy.py) and saved in STATE_DIR/gpu-energy.json after every collection, before its
+samples are handed on. A reset that happened while the agent was down is caught even when the new raw value
+already exceeds the saved one: the boot id changed (a reboot reloads the driver), or the counter grew by more
+energy than this device can draw in the time since the save. That bound is the device's own power limit, not a
+constant: a Grace module's counter holds the GPU, its Grace CPU and memory, so its bound is MODULE_FACTOR
+times the GPU's limit (GB200: a 2,700 W module for 1,200 W GPUs).
 """
 
 from __future__ import annotations
 
-import time
+from collectors.common.energy import EnergyCounters
 
-from collectors.common.counters import MonotonicCounters
+MODULE_FACTOR = 3.0
+FALLBACK_WATTS = 2000.0  # only where NVML gives no power limit at all
 
-MAX_WATTS = 2000.0  # above any GPU's board power (H200 700 W, B200 1000 W, GB200 module 2700 W/2 GPUs)
+
+def max_watts(limits_mw: list[int | None], module: bool) -> float:
+    known = [m / 1000.0 for m in limits_mw if isinstance(m, (int, float)) and m > 0]
+    watts = max(known) if known else FALLBACK_WATTS
+    return watts * MODULE_FACTOR if module else watts
 
 
-class EnergyTracker(MonotonicCounters):
-    def __init__(self, path, boot_id: str | None = None, max_watts: float = MAX_WATTS) -> None:
-        super().__init__(path, save_every=float("inf"))  # saved by the collector once per collection
-        self.boot_id = boot_id
-        self.max_watts = max_watts
-        # Counters restored from the state file and not read since: the only ones that can have been reset
-        # while the agent was down (in between two collections a reset shows as a decrease).
-        self._restored = set(self.state)
-
-    def update(self, uuid: str, raw_mj: int) -> tuple[float, bool]:  # type: ignore[override]
-        """(monotonic joules, True if a reset was detected now)."""
-        st = self.state.get(uuid)
-        now = time.time()
-        missed = False
-        if st is not None and uuid in self._restored and raw_mj >= st["last"]:
-            booted = bool(self.boot_id and st.get("boot") and st["boot"] != self.boot_id)
-            elapsed = now - st["at"] if isinstance(st.get("at"), (int, float)) else None
-            impossible = elapsed is not None and (raw_mj - st["last"]) / 1000 > self.max_watts * max(elapsed, 1.0)
-            if booted or impossible:
-                # Reset while the agent was down, and already counted past the saved value: all of raw is new.
-                st["offset"] += st["last"]
-                st["resets"] += 1
-                st["last"] = 0
-                missed = True
-        self._restored.discard(uuid)
-        value, event = super().update(uuid, raw_mj)
-        st = self.state[uuid]
-        st["at"], st["boot"] = now, self.boot_id
-        return (None if value is None else value / 1000.0), missed or event is not None
+class EnergyTracker(EnergyCounters):
+    def update(self, key: str, raw_mj: int, now: float, limit_watts: float) -> tuple[float | None, str | None]:
+        """(monotonic joules or None this time, event: reset, glitch, pending, refused or None)."""
+        u = self.reading(key, raw_mj / 1000.0, now, max_watts=limit_watts, resets_on_boot=True)
+        return u.value, u.event

@@ -6,7 +6,7 @@ from collections import Counter
 
 from agent.model import Accumulator
 
-from .energy import EnergyTracker
+from .energy import EnergyTracker, max_watts
 from .reader import GpuReading
 
 # nvmlClocksEventReason* bits
@@ -81,10 +81,14 @@ def map_gpu(r: GpuReading, acc: Accumulator, energy: EnergyTracker, xids: XidCou
     if v.get("energy_mj") is not None:
         # a module's counter is another counter (its key predates the scope tag's names: saved state stays valid)
         key = uuid if ptags["scope"] == "gpu" else f"{uuid}/module"
-        joules, reset = energy.update(key, int(v["energy_mj"]))
-        f["energy_joules_total"] = joules
+        limit = max_watts([v.get("power_limit_mw"), v.get("power_limit_enforced_mw"), s.power_limit_default_mw],
+                          module=ptags["scope"] == "gpu_module")
+        joules, event = energy.update(key, int(v["energy_mj"]), acc.ts / 1e9, limit)
+        f["energy_joules_total"] = joules  # None while a drop is confirmed or a reading refused
         f["energy_resets_total"] = energy.resets(key)
-        if reset:
+        f["energy_glitches_total"] = energy.glitches(key)
+        f["energy_refused_total"] = energy.refused(key)
+        if event in ("reset", "wrap"):
             acc.add("gpu_event", {"count": 1}, {**ptags, "event": "energy_reset"})
     f["power_limit_watts"] = _w(v.get("power_limit_mw"))
     f["power_limit_default_watts"] = _w(s.power_limit_default_mw)

@@ -23,6 +23,9 @@ METRICS = (
     g("power_average_watts", G, "watts", "1-second average board power (NVML_FI_DEV_POWER_AVERAGE), Ampere+ except GA100"),
     g("energy_joules_total", C, "joules", "the driver's energy counter of the scope (mJ since the driver loaded: field 83 for the GPU, 191 for the module), kept monotonic across driver reloads and agent restarts"),
     g("energy_resets_total", C, "count", "driver energy-counter resets seen (driver reload, reboot)"),
+    g("energy_glitches_total", C, "count", "energy-counter decreases that came back (dropped, not resets)"),
+    g("energy_refused_total", C, "count", "energy readings refused: negative, not finite, or beyond the "
+      "device's power limit"),
     g("power_limit_watts", G, "watts", "power management limit currently set"),
     g("power_limit_default_watts", G, "watts", "default power management limit"),
     g("power_limit_enforced_watts", G, "watts", "effective power limit after every limiter"),

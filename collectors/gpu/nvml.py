@@ -310,6 +310,7 @@ _FIELD_RANGE: dict[int, tuple[float, float]] = {
     142: _COUNT, 143: _COUNT, 144: (0, 1), 145: (0, 1),
 }
 _WIDE_RANGE = (0, 2**64 - 1)  # cumulative counters: energy (mJ), bytes, ns
+_WIDTH_BITS = {1: 32, 5: 32, 6: 16}  # nvmlValueType_t: UNSIGNED_INT, SIGNED_INT, UNSIGNED_SHORT
 
 
 def decode_field(field_id: int, value_type: int, raw: bytes) -> float | int | None:
@@ -327,12 +328,16 @@ def decode_field(field_id: int, value_type: int, raw: bytes) -> float | int | No
     (d,) = struct.unpack("<d", raw)
     declared = {0: d, 1: u32, 2: u64, 3: u64, 4: struct.unpack("<q", raw)[0],
                 5: struct.unpack("<i", raw[:4])[0], 6: u64 & 0xFFFF}.get(value_type)
-    wide = u64 >> 32 != 0
+    # bits beyond the declared width: NVML wrote a wider value than it typed (a USHORT holding 70000)
+    wide = u64 >> _WIDTH_BITS.get(value_type, 64) != 0
     if value_type == 0:
         # an integer under a double type shows as a subnormal double (exponent bits zero)
         order = [d, u64] if u64 >> 52 == 0 else [d]
     elif value_type in (1, 5, 6) and wide:
-        order = [u64, d, declared]
+        order = [u64, d]
+    elif value_type in (4, 5):
+        # a signed value means what it says: -1 is "no value", never 4294967295 read as unsigned
+        order = [declared]
     else:
         order = [declared, d, u32]
     lo, hi = _FIELD_RANGE.get(field_id, _WIDE_RANGE)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from agent.model import Accumulator
+from collectors.common.energy import EnergyCounters
 
-from .reader import HostReading
+from .reader import HostReading, RaplZone
 
 _BUSY_EXCLUDE = ("idle", "iowait", "guest", "guest_nice")  # guest time is already inside user/nice
 
@@ -64,3 +65,15 @@ def map_host(r: HostReading, acc: Accumulator, previous: dict[str, dict[str, flo
         acc.add("host_temperature", {"temperature_celsius": t.celsius, "max_celsius": t.max_celsius,
                                      "critical_celsius": t.critical_celsius},
                 {"chip": t.chip, "device": t.device, "sensor": t.sensor})
+
+
+def map_rapl(zones: list[RaplZone], acc: Accumulator, energy: EnergyCounters) -> None:
+    """Each package's counter, monotonic across the register's wrap (max_energy_range_uj), reboots and agent
+    restarts; a reading the ledger holds back (a dip being confirmed, a refused value) leaves the field out."""
+    for z in zones:
+        wrap = z.max_energy_range_uj / 1e6 if z.max_energy_range_uj else None
+        u = energy.reading(z.zone, z.energy_uj / 1e6, acc.ts / 1e9, wrap_at=wrap, resets_on_boot=True)
+        acc.add("host_energy", {"energy_joules_total": None if u.value is None else round(u.value, 6),
+                                "energy_resets_total": energy.resets(z.zone),
+                                "energy_glitches_total": energy.glitches(z.zone)},
+                {"zone": z.zone, "source": "rapl", "scope": "cpu_package"})

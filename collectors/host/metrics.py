@@ -43,4 +43,11 @@ METRICS = (
     Metric("host_temperature", "temperature_celsius", G, "celsius", "hwmon temperature sensor reading", _T),
     Metric("host_temperature", "max_celsius", G, "celsius", "sensor's high threshold", _T),
     Metric("host_temperature", "critical_celsius", G, "celsius", "sensor's critical threshold", _T),
+    Metric("host_energy", "energy_joules_total", Kind.COUNTER, "joules",
+           "RAPL energy of a CPU package (intel-rapl:N), kept monotonic across the register's wrap and reboots",
+           ("host", "zone", "source", "scope")),
+    Metric("host_energy", "energy_resets_total", Kind.COUNTER, "count", "RAPL counter restarts seen (reboots)",
+           ("host", "zone", "source", "scope")),
+    Metric("host_energy", "energy_glitches_total", Kind.COUNTER, "count",
+           "RAPL counter decreases that came back (dropped)", ("host", "zone", "source", "scope")),
 )

@@ -35,6 +35,13 @@ class Temperature:
 
 
 @dataclass
+class RaplZone:
+    zone: str  # intel-rapl:N (a CPU package; subzones are inside its figure and not read)
+    energy_uj: int
+    max_energy_range_uj: int | None
+
+
+@dataclass
 class HostReading:
     cpus: list[CpuTimes] = field(default_factory=list)
     context_switches: int | None = None
@@ -50,6 +57,7 @@ class HostReading:
     memory: dict[str, int] = field(default_factory=dict)
     swap: dict[str, int] = field(default_factory=dict)
     temperatures: list[Temperature] = field(default_factory=list)
+    rapl: list[RaplZone] = field(default_factory=list)
 
 
 _MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest", "guest_nice")
@@ -153,11 +161,25 @@ def read_hwmon(sys_root: Path) -> list[Temperature]:
     return out
 
 
+def read_rapl(sys_root: Path) -> list[RaplZone]:
+    """CPU package energy from /sys/class/powercap (intel-rapl:N, which AMD's driver names the same way)."""
+    out = []
+    for zone in sorted((sys_root / "class" / "powercap").glob("intel-rapl:*")):
+        if zone.name.count(":") != 1:
+            continue  # subzones (core, dram) are inside the package figure
+        uj = read_int(zone / "energy_uj")
+        if uj is None:
+            continue  # energy_uj is root-only on recent kernels: no RAPL, not an error
+        out.append(RaplZone(zone.name, uj, read_int(zone / "max_energy_range_uj")))
+    return out
+
+
 class HostReader:
-    def __init__(self, proc_root: Path, sys_root: Path, temperatures: bool = True) -> None:
+    def __init__(self, proc_root: Path, sys_root: Path, temperatures: bool = True, rapl: bool = True) -> None:
         self.proc = Path(proc_root)
         self.sys = Path(sys_root)
         self.temperatures = temperatures
+        self.rapl = rapl
 
     def read(self) -> HostReading:
         r = HostReading()
@@ -187,4 +209,6 @@ class HostReader:
             r.swap["sin"], r.swap["sout"] = paged
         if self.temperatures:
             r.temperatures = read_hwmon(self.sys)
+        if self.rapl:
+            r.rapl = read_rapl(self.sys)
         return r
