@@ -294,7 +294,7 @@ def test_no_bmc_at_all_is_said_once(caplog):
     assert len([r for r in caplog.records if "gone" in r.getMessage()]) == 1  # a state change, not every poll
 
 
-def test_a_reset_energy_counter_stays_monotonic(tls, tmp_path):
+def test_a_reset_energy_counter_that_stays_down_is_kept_monotonic(tls, tmp_path):
     folder = tmp_path / "bmc"
     shutil.copytree(MOCKUPS / "rackmount", folder)
     srv = SushyStatic(folder, tls).start()
@@ -306,8 +306,12 @@ def test_a_reset_energy_counter_stays_monotonic(tls, tmp_path):
         m = json.loads(metrics.read_text())
         m["EnergykWh"]["Reading"] = 2  # someone ran PowerSupplyMetrics.ResetMetrics
         metrics.write_text(json.dumps(m))
+        held = one(run([], collector=col), "redfish_power", component="Bay1", scope="psu_input")
+        assert "energy_joules_total" not in held  # one reading near zero is not a reset yet
+        m["EnergykWh"]["Reading"] = 3  # and it stays there: a reset
+        metrics.write_text(json.dumps(m))
         after = one(run([], collector=col), "redfish_power", component="Bay1", scope="psu_input")
-        assert after["energy_joules_total"] == before["energy_joules_total"] + 2 * 3.6e6
+        assert after["energy_joules_total"] == before["energy_joules_total"] + 3 * 3.6e6
         col.close()
         assert (tmp_path / "redfish-counters.json").exists()  # offsets survive a restart
     finally:

@@ -33,8 +33,11 @@ from .counters import MonotonicCounters
 NEAR_ZERO = 0.1
 # Readings below the last value needed before a decrease is believed: near zero, and anywhere else.
 CONFIRM_NEAR_ZERO, CONFIRM_DIP = 2, 3
-# Headroom over the device's power limit before a jump is called impossible (limits are enforced on averages).
-LIMIT_HEADROOM = 1.5
+# Headroom over a device's stated limit before a reading is called impossible: GPU limits are enforced on
+# averages, a PSU's capacity is its output rating and firmware figures are loose (DMTF's public-rackmount1
+# reads 937.4 W into a 400 W supply). Three times the limit is beyond any device and still catches a wrong
+# scale (mW read as W) and garbage (1e308).
+LIMIT_HEADROOM = 3.0
 # The quanta of kWh counters in joules (0.001, 0.01, 0.1 and 1 kWh), each a multiple of the one before.
 QUANTA = (3.6e6, 3.6e5, 3.6e4, 3.6e3)
 # A coarse counter is used over a window only when the window spans at least this many of its steps (1%).

@@ -21,7 +21,7 @@ from agent.collector import Collector, NotPresent
 from agent.config import CollectorOptions, HttpUrl, PositiveDuration, SecretFile, Strict
 from agent.model import Accumulator, Kind, Metric
 from agent.secrets import read_secret
-from collectors.common.counters import MonotonicCounters
+from collectors.common.energy import LIMIT_HEADROOM, EnergyCounters
 
 from .client import Auth, AuthError, RedfishClient, RedfishError
 from .discover import Plan, PollResult, discover, poll
@@ -30,6 +30,9 @@ from .model import Reading, load_models
 log = logging.getLogger(__name__)
 
 TARGET_TAGS = ("host", "target", "node", "site", "room", "row", "rack")
+# The bound on a reading where the device does not say what it can draw (a PSU's PowerCapacityWatts, a
+# PowerSubsystem's CapacityWatts): above any rack, far below a garbage 1e308.
+DEVICE_LIMIT_WATTS = 1e6
 CHASSIS_TAGS = TARGET_TAGS + ("chassis", "chassis_role")
 POWER_TAGS = CHASSIS_TAGS + ("source", "scope", "component")
 
@@ -77,6 +80,10 @@ def _metrics() -> tuple[Metric, ...]:
         Metric("redfish_target", "readings", g, "count", "readings the poll produced", TARGET_TAGS),
         Metric("redfish_target", "missing_resources", g, "count", "planned resources that answered 404 (the "
                "plan is rebuilt on the next poll)", TARGET_TAGS),
+        Metric("redfish_target", "skipped_resources", g, "count", "resources whose Status.State is not live "
+               "(Absent, UnavailableOffline, ...): left out, said once", TARGET_TAGS),
+        Metric("redfish_target", "refused_readings", g, "count", "readings refused: negative, beyond the device's "
+               "capacity, or an energy counter jumping beyond it", TARGET_TAGS),
         Metric("redfish_target", "chassis", g, "count", "chassis discovered", TARGET_TAGS),
         Metric("redfish_target", "model", Kind.INFO, "info", "the resources read, per chassis", TARGET_TAGS),
         Metric("redfish_target", "error", Kind.INFO, "info", "why the last poll failed or ended early", TARGET_TAGS),
@@ -144,6 +151,7 @@ class Target:
         self.busy = False
         self.state = "new"
         self.last_error: str | None = None
+        self.said: tuple[tuple, tuple] = ((), ())  # skipped resources and refused readings already logged
 
 
 class RedfishCollector(Collector):
@@ -164,7 +172,7 @@ class RedfishCollector(Collector):
             elif t.url.startswith("http:") and t.user:
                 log.warning("redfish %s: credentials sent over plain http", t.name)
         self.pool: ThreadPoolExecutor | None = None
-        self.counters = MonotonicCounters(ctx.state_dir / "redfish-counters.json" if ctx.state_dir else None)
+        self.counters = EnergyCounters(ctx.state_dir / "redfish-counters.json" if ctx.state_dir else None)
 
     def _poll_target(self, t: Target, end: float) -> tuple[PollResult | None, str | None]:
         """(the poll, None) or (None, why it could not poll). Runs in the pool."""
@@ -227,16 +235,26 @@ class RedfishCollector(Collector):
             error = result.error or (f"{len(result.missing)} resources disappeared: {', '.join(result.missing[:3])}"
                                      if result.missing else None)
         rows: dict[tuple, tuple[str, dict, dict]] = {}
+        refused = []
+        now = acc.ts / 1e9
         for r in readings:
             value = r.value
+            limit = r.limit_watts or DEVICE_LIMIT_WATTS
+            what = f"{r.tags.get('chassis')} {r.tags.get('component') or r.tags.get('sensor') or ''}".strip()
             if r.field == "energy_joules_total":
                 key = f"{t.opts.name}|{r.tags['chassis']}|{r.tags.get('component')}|{r.tags.get('scope')}"
-                value, event = self.counters.update(key, float(value))
-                if value is None:
+                u = self.counters.reading(key, value, now, max_watts=limit)
+                if u.event == "refused":
+                    refused.append(f"{what} energy {value!r}: {u.reason}")
+                elif u.event == "reset":
+                    log.warning("redfish %s: energy counter of %s was reset; kept monotonic", t.opts.name, what)
+                if u.value is None:
                     continue
-                if event:
-                    log.warning("redfish %s: energy counter of %s %s was reset; kept monotonic", t.opts.name,
-                                r.tags["chassis"], r.tags.get("component"))
+                value = u.value
+            elif r.measurement == "redfish_power" and r.field.startswith("power_") and r.field.endswith("_watts"):
+                if value < 0 or value > limit * LIMIT_HEADROOM:
+                    refused.append(f"{what} {r.field} {value!r}: outside 0..{limit:g} W")
+                    continue
             k = (r.measurement, tuple(sorted(r.tags.items())))
             row = rows.get(k)
             if row is None:
@@ -253,10 +271,20 @@ class RedfishCollector(Collector):
             elif error:
                 log.error("redfish %s (%s): %s", t.opts.name, t.opts.url, error)
         t.state, t.last_error = ("up" if up else "down"), error
-        fields = {"up": up, "poll_duration_seconds": round(duration, 6), "readings": len(readings),
+        fields = {"up": up, "poll_duration_seconds": round(duration, 6), "readings": len(readings) - len(refused),
                   "error": error}
         if result is not None:
-            fields.update(requests=result.requests, missing_resources=len(result.missing))
+            fields.update(requests=result.requests, missing_resources=len(result.missing),
+                          skipped_resources=len(result.skipped), refused_readings=len(refused))
+            said = (tuple(result.skipped), tuple(x.split(":")[0] for x in refused))
+            if said != t.said:
+                for x in set(result.skipped) - set(t.said[0]):
+                    log.warning("redfish %s: %s is not live (Status.State): its readings are left out", t.opts.name,
+                                x)
+                for x in refused:
+                    if x.split(":")[0] not in t.said[1]:
+                        log.warning("redfish %s: refused %s", t.opts.name, x)
+                t.said = said
         if t.plan is not None:
             fields["chassis"] = len(t.plan.chassis)
             fields["model"] = "; ".join(f"{c}: {', '.join(m)}" for c, m in t.plan.models.items())[:500]

@@ -13,7 +13,18 @@ import time
 from dataclasses import dataclass, field
 
 from .client import AuthError, NotFound, RedfishClient, RedfishError
-from .model import Chassis, Models, Reading, Resource, chassis_of, data_sources, dedupe, map_resource, sensor_kind
+from .model import (
+    Chassis,
+    Models,
+    Reading,
+    Resource,
+    data_sources,
+    dedupe,
+    inactive,
+    map_resource,
+    sensor_kind,
+    topology,
+)
 
 EXPAND = "?$expand=.($levels=1)"
 # Voltage, current and frequency sensors are one request each without $expand: polled only where asked
@@ -24,10 +35,12 @@ ELECTRICAL = frozenset({"voltage_volts", "current_amperes", "frequency_hertz"})
 @dataclass
 class Plan:
     chassis: list[Chassis] = field(default_factory=list)
+    systems: int = 0  # ComputerSystems the service lists (0: roles come from names)
     resources: list[Resource] = field(default_factory=list)
     models: dict[str, list[str]] = field(default_factory=dict)  # chassis id -> the models it is read by
     discovery_requests: int = 0
     electrical: bool = False
+    skipped: list[str] = field(default_factory=list)  # resources left out at discovery (Status.State)
 
 
 def _link(doc: dict, key: str) -> str | None:
@@ -101,6 +114,31 @@ def _cooling_units(client: RedfishClient, root: dict, deadline: float, chassis_f
     return out
 
 
+def _number(v) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else None
+
+
+def _power_shelves(client: RedfishClient, root: dict, deadline: float, chassis_filter) -> list[tuple[Resource, dict]]:
+    """PowerEquipment's power shelves (PowerDistribution, EquipmentType PowerShelf): each shelf's Metrics (its
+    input power and energy), under the chassis it links to, scope rack."""
+    pe = _link(root, "PowerEquipment")
+    pdoc = _optional(client.get, pe, deadline) if pe else None
+    shelves = _link(pdoc, "PowerShelves") if pdoc else None
+    out: list[tuple[Resource, dict]] = []
+    for shelf in (_optional(_members, client, shelves, deadline) or ()) if shelves else ():
+        linked = [c.get("@odata.id", "") for c in (shelf.get("Links") or {}).get("Chassis") or ()
+                  if isinstance(c, dict)]
+        cid = linked[0].rstrip("/").rsplit("/", 1)[-1] if linked else f"powershelf-{shelf.get('Id')}"
+        ch = Chassis(cid, linked[0] if linked else shelf.get("@odata.id", ""), "power_shelf", "PowerShelf",
+                     why="a PowerEquipment power shelf")
+        if chassis_filter is not None and not chassis_filter(ch):
+            continue
+        metrics = _link(shelf, "Metrics")
+        if metrics and (doc := _optional(client.get, metrics, deadline)) is not None:
+            out.append((Resource("distribution_metrics", metrics, ch, str(shelf.get("Id") or cid)), doc))
+    return out
+
+
 def discover(client: RedfishClient, models: Models, deadline: float, chassis_filter=None,
              electrical: bool = False) -> Plan:
     plan = Plan(electrical=electrical)
@@ -114,6 +152,7 @@ def discover(client: RedfishClient, models: Models, deadline: float, chassis_fil
     # Cooling units first: their connectors name what a chassis's sensors only number (supply, return), so the
     # chassis sensors they cite are not polled again, and their leak detectors stand for the chassis's own.
     units = _cooling_units(client, root, deadline, chassis_filter)
+    units += _power_shelves(client, root, deadline, chassis_filter)
     global_covered: set[str] = set()
     leak_chassis: set[str] = set()
     for res, doc in units:
@@ -123,13 +162,23 @@ def discover(client: RedfishClient, models: Models, deadline: float, chassis_fil
     plan.resources += [res for res, _ in units]
     for res, _ in units:
         kinds = plan.models.setdefault(res.chassis.id, [])
-        label = {"pump": "Pumps", "coolant_connector": "CoolantConnectors", "leak_detector": "LeakDetection",
-                 "environment_metrics": "EnvironmentMetrics"}[res.kind]
-        if f"ThermalEquipment {label}" not in kinds:
-            kinds.append(f"ThermalEquipment {label}")
-    for cdoc in _members(client, coll, deadline):
-        ch = chassis_of(models, cdoc)
-        if chassis_filter is not None and not chassis_filter(ch):
+        label = {"pump": "ThermalEquipment Pumps", "coolant_connector": "ThermalEquipment CoolantConnectors",
+                 "leak_detector": "ThermalEquipment LeakDetection",
+                 "environment_metrics": "ThermalEquipment EnvironmentMetrics",
+                 "distribution_metrics": "PowerEquipment PowerShelves"}[res.kind]
+        if label not in kinds:
+            kinds.append(label)
+    chassis_docs = _members(client, coll, deadline)
+    systems = _link(root, "Systems")
+    system_docs = (_optional(_members, client, systems, deadline) or []) if systems else []
+    plan.systems = len(system_docs)
+    roles = {c.uri.rstrip("/"): c for c in topology(models, chassis_docs, system_docs)}
+    for cdoc in chassis_docs:
+        ch = roles.get(str(cdoc.get("@odata.id", "")).rstrip("/"))
+        if ch is None or (chassis_filter is not None and not chassis_filter(ch)):
+            continue
+        if state := inactive(cdoc):
+            plan.skipped.append(f"{ch.uri}: {state}")
             continue
         plan.chassis.append(ch)
         used: list[str] = plan.models.get(ch.id, [])
@@ -143,8 +192,13 @@ def discover(client: RedfishClient, models: Models, deadline: float, chassis_fil
         if psub and (sub := _optional(client.get, psub, deadline)) is not None and _link(sub, "PowerSupplies"):
             for psu in _optional(_members, client, _link(sub, "PowerSupplies"), deadline) or ():
                 metrics = _link(psu, "Metrics")
-                if metrics and (doc := _optional(client.get, metrics, deadline)) is not None:
-                    polled.append((Resource("psu_metrics", metrics, ch, str(psu.get("Id", "psu"))), doc))
+                # keyed by the supply's URI, not its Id: DMTF's public-tower has two supplies with Id Bay1
+                name = str(psu.get("@odata.id") or psu.get("Id") or "psu").rstrip("/").rsplit("/", 1)[-1]
+                if state := inactive(psu):
+                    plan.skipped.append(f"{psu.get('@odata.id')}: {state}")
+                elif metrics and (doc := _optional(client.get, metrics, deadline)) is not None:
+                    polled.append((Resource("psu_metrics", metrics, ch, name,
+                                            limit_watts=_number(psu.get("PowerCapacityWatts"))), doc))
             if any(r.kind == "psu_metrics" for r, _ in polled):
                 used.append("PowerSubsystem")
         tsub = _link(cdoc, "ThermalSubsystem")
@@ -167,6 +221,10 @@ def discover(client: RedfishClient, models: Models, deadline: float, chassis_fil
             polled += _detectors(client, leaks, ch, deadline)
             used.append("LeakDetectors")
 
+        limit = _number((sub or {}).get("CapacityWatts")) if psub else None
+        for res, _ in polled:
+            if res.limit_watts is None and res.kind != "psu_metrics":
+                res.limit_watts = limit
         readings = [r for res, doc in polled for r in map_resource(models, res, doc)]
         has_power = any(r.measurement == "redfish_power" for r in readings)
         if not has_power and (legacy := _link(cdoc, "Power")):
@@ -214,6 +272,7 @@ class PollResult:
     requests: int
     error: str | None = None  # why the poll ended early; what was read before is kept
     auth_failed: bool = False
+    skipped: list[str] = field(default_factory=list)  # resources whose Status.State is not live
 
 
 def poll(client: RedfishClient, models: Models, plan: Plan, deadline: float) -> PollResult:
@@ -222,6 +281,7 @@ def poll(client: RedfishClient, models: Models, plan: Plan, deadline: float) -> 
     start = client.requests
     readings: list[Reading] = []
     missing: list[str] = []
+    skipped: list[str] = list(plan.skipped)
     error, auth = None, False
     for res in plan.resources:
         try:
@@ -234,7 +294,7 @@ def poll(client: RedfishClient, models: Models, plan: Plan, deadline: float) -> 
         except (TimeoutError, OSError, RedfishError) as e:
             error, auth = str(e) or type(e).__name__, isinstance(e, AuthError)
             break
-        readings += map_resource(models, res, doc)
+        readings += map_resource(models, res, doc, skipped)
     if not plan.electrical:
         readings = [r for r in readings if r.field not in ELECTRICAL]
-    return PollResult(dedupe(readings), missing, client.requests - start, error, auth)
+    return PollResult(dedupe(readings), missing, client.requests - start, error, auth, skipped)

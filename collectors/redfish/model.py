@@ -19,6 +19,8 @@ class Chassis:
     uri: str
     role: str
     type: str = ""
+    parent: str | None = None  # the Id of the chassis that contains it (Links.ContainedBy / Contains)
+    why: str = ""  # how the role was decided (probe shows it)
 
     def tags(self) -> dict[str, str]:
         return {"chassis": self.id, "chassis_role": self.role}
@@ -29,8 +31,9 @@ class Resource:
     kind: str  # a key of models.yaml's resources, or sensor / sensors_expanded / leak_detector
     uri: str
     chassis: Chassis
-    name: str | None = None  # the component: a PSU's or fan's Id
+    name: str | None = None  # the component: a PSU's URI's last segment, a fan's Id
     covered: frozenset[str] = frozenset()  # sensors read elsewhere (sensors_expanded skips them)
+    limit_watts: float | None = None  # the most this resource can draw (a PSU's capacity, the chassis's)
 
 
 @dataclass
@@ -41,6 +44,8 @@ class Reading:
     value: float | bool | str
     source_uri: str  # the resource the value was read from (probe shows it)
     data_source: str | None = None  # the Sensor behind it, where the service says (for de-duplication)
+    origin: str = ""  # the kind of resource it came from (a Sensor's readings rank after the PSU's own)
+    limit_watts: float | None = None  # what the device can draw: readings beyond it are refused
 
 
 @dataclass
@@ -73,6 +78,70 @@ def chassis_of(models: Models, doc: dict) -> Chassis:
             break
     return Chassis(str(doc.get("Id") or doc.get("@odata.id", "").rstrip("/").rsplit("/", 1)[-1]),
                    doc.get("@odata.id", ""), role, ctype)
+
+
+# Roles a chassis keeps inside the node's chassis: a GPU board's watts are a component's, never the node's.
+COMPONENT_ROLES = frozenset({"gpu", "gpu_module", "gpu_baseboard", "cooling_unit", "power_shelf", "pdu"})
+
+
+def _uri(ref) -> str | None:
+    v = ref.get("@odata.id") if isinstance(ref, dict) else None
+    return v.rstrip("/") if isinstance(v, str) and v else None
+
+
+def topology(models: Models, chassis_docs: list[dict], system_docs: list[dict]) -> list[Chassis]:
+    """Each chassis with its role from the service's own links, not from its name: the node's chassis is the one
+    its ComputerSystem names in Links.Chassis (the outermost where it names several, never a sum of nested
+    ones); chassis inside it (Links.ContainedBy / Contains) are its components; chassis that contain it are
+    enclosures; chassis outside every system's are not a node's ("other"). Names decide only what the links do
+    not: the kind of a component, and every role on a service with no ComputerSystem (PDUs, shelves, CDUs)."""
+    by_uri = {u: d for d in chassis_docs if (u := _uri(d))}
+    parent: dict[str, str] = {}
+    for u, d in by_uri.items():
+        links = d.get("Links") or {}
+        up = _uri(links.get("ContainedBy"))
+        if up in by_uri and up != u:
+            parent.setdefault(u, up)
+        for c in links.get("Contains") or ():
+            cu = _uri(c)
+            if cu in by_uri and cu != u:
+                parent.setdefault(cu, u)
+
+    def ancestors(u: str) -> list[str]:
+        out, seen = [], {u}
+        while (u := parent.get(u)) is not None and u not in seen:  # a cycle in the links ends the walk
+            out.append(u)
+            seen.add(u)
+        return out
+
+    nodes: list[str] = []
+    for sysdoc in system_docs:
+        named = [u for c in (sysdoc.get("Links") or {}).get("Chassis") or () if (u := _uri(c)) in by_uri]
+        outer = [u for u in named if not any(a in named for a in ancestors(u))]
+        if outer and outer[0] not in nodes:
+            nodes.append(outer[0])
+    out = []
+    for u, d in by_uri.items():
+        named = chassis_of(models, d)
+        ups = ancestors(u)
+        pid = by_uri[parent[u]].get("Id") if u in parent else None
+        if u in nodes:
+            role, why = "node", "named by its ComputerSystem (Links.Chassis)"
+        elif any(a in nodes for a in ups):
+            role = named.role if named.role in COMPONENT_ROLES else "component"
+            why = f"inside the node's chassis {by_uri[next(a for a in ups if a in nodes)].get('Id')}"
+        elif any(u in ancestors(n) for n in nodes):
+            role, why = "enclosure", "contains the node's chassis"
+        elif nodes:
+            role = named.role if named.role != "node" else "other"
+            why = "no ComputerSystem names it" + (f" (by its name: {named.role})" if role != "other" else "")
+        else:
+            parent_role = next((chassis_of(models, by_uri[a]).role for a in ups), None)
+            role = "component" if parent_role == "node" and named.role == "node" else named.role
+            why = "by its name and type (the service has no ComputerSystem)" if role == named.role else (
+                "inside a node chassis")
+        out.append(Chassis(named.id, named.uri, role, named.type, str(pid) if pid else None, why))
+    return out
 
 
 def _get(doc, path: str):
@@ -110,16 +179,34 @@ def _tags(models: Models, chassis: Chassis, measurement: str, scope: str | None,
     return t
 
 
-def map_resource(models: Models, res: Resource, doc: dict) -> list[Reading]:
-    """Readings of one polled resource (not a Sensor: see map_sensor)."""
+# Status.State values whose readings are measurements (Redfish Resource.State); a resource in any other state
+# (Absent, UnavailableOffline, StandbyOffline, Disabled, ...) is skipped and said, its readings not taken.
+LIVE_STATES = frozenset({"Enabled", "Degraded", "Quiesced", "Updating"})
+
+
+def inactive(doc) -> str | None:
+    """The resource's Status.State where it is one whose readings are not measurements, else None."""
+    state = (doc.get("Status") or {}).get("State") if isinstance(doc, dict) else None
+    return state if isinstance(state, str) and state not in LIVE_STATES else None
+
+
+def map_resource(models: Models, res: Resource, doc: dict, skipped: list[str] | None = None) -> list[Reading]:
+    """Readings of one polled resource; what is not live (Status.State) is left out and added to `skipped`."""
+    skipped = [] if skipped is None else skipped
+    if res.kind not in ("sensors_expanded",) and (state := inactive(doc)):
+        skipped.append(f"{res.uri}: {state}")
+        return []
     if res.kind == "sensor":
-        return map_sensor(models, res.chassis, doc)
+        return _limited(map_sensor(models, res.chassis, doc), res)
     if res.kind == "sensors_expanded":
         out = []
         for m in doc.get("Members") or ():
             if isinstance(m, dict) and m.get("@odata.id") not in res.covered:
+                if state := inactive(m):
+                    skipped.append(f"{m.get('@odata.id')}: {state}")
+                    continue
                 out += map_sensor(models, res.chassis, m)
-        return out
+        return _limited(out, res)
     if res.kind == "leak_detector":
         return map_leak(res, doc)
     out: list[Reading] = []
@@ -137,7 +224,7 @@ def map_resource(models: Models, res: Resource, doc: dict) -> list[Reading]:
             tags = _tags(models, res.chassis, m, rule.get("scope"), component)
             parent = rule["path"].rsplit(".", 1)[0]
             ds = _get(doc, f"{parent}.DataSourceUri")
-            out.append(Reading(m, tags, rule["field"], _scaled(v, rule.get("scale")), res.uri, ds))
+            out.append(Reading(m, tags, rule["field"], _scaled(v, rule.get("scale")), res.uri, ds, res.kind))
             continue
         entries: list[tuple[str, dict]] = []
         if "each" in rule:
@@ -148,6 +235,9 @@ def map_resource(models: Models, res: Resource, doc: dict) -> list[Reading]:
             block = doc.get(rule["each_key"]) or {}
             entries = [(k.lower(), e) for k, e in block.items() if isinstance(e, dict)]
         for name, e in entries:
+            if state := inactive(e):
+                skipped.append(f"{res.uri} {name}: {state}")
+                continue
             for path, fname in rule["fields"].items():
                 v = _number(_get(e, path))
                 if v is None:
@@ -158,8 +248,14 @@ def map_resource(models: Models, res: Resource, doc: dict) -> list[Reading]:
                         continue
                 v = _scaled(v, (rule.get("scales") or {}).get(path))
                 tags = _tags(models, res.chassis, m, rule.get("scope"), name)
-                out.append(Reading(m, tags, fname, v, res.uri, e.get("DataSourceUri")))
-    return out
+                out.append(Reading(m, tags, fname, v, res.uri, e.get("DataSourceUri"), res.kind))
+    return _limited(out, res)
+
+
+def _limited(readings: list[Reading], res: Resource) -> list[Reading]:
+    for r in readings:
+        r.limit_watts = res.limit_watts
+    return readings
 
 
 def sensor_kind(models: Models, doc: dict) -> dict | None:
@@ -184,16 +280,22 @@ def map_sensor(models: Models, chassis: Chassis, doc: dict) -> list[Reading]:
     m = kind["measurement"]
     scope = None
     if m == "redfish_power":
-        ctx = models.sensor_scope.get(doc.get("PhysicalContext") or "")
-        if ctx is not None:
-            scope = ctx.get(doc.get("PhysicalSubContext") or "", ctx.get(""))
+        scope = sensor_scope(models, doc)
     tags = _tags(models, chassis, m, scope, name)
     uri = doc.get("@odata.id", "")
-    out = [Reading(m, tags, kind["field"], _scaled(v, kind.get("scale")), uri, uri)]
+    out = [Reading(m, tags, kind["field"], _scaled(v, kind.get("scale")), uri, uri, "sensor")]
     rpm = _number(doc.get("SpeedRPM"))
     if kind["field"] == "fan_speed_percent" and rpm is not None:
-        out.append(Reading(m, tags, "fan_speed_rpm", rpm, uri, uri))
+        out.append(Reading(m, tags, "fan_speed_rpm", rpm, uri, uri, "sensor"))
     return out
+
+
+def sensor_scope(models: Models, doc: dict) -> str:
+    """A power or energy Sensor's scope from the explicit table of contexts: unknown is a component."""
+    ctx = models.sensor_scope.get(doc.get("PhysicalContext") or "")
+    if ctx is None:
+        return "component"
+    return ctx.get(doc.get("PhysicalSubContext") or "", ctx.get("", "component"))
 
 
 def map_leak(res: Resource, doc: dict) -> list[Reading]:
@@ -222,10 +324,18 @@ def data_sources(doc) -> set[str]:
     return out
 
 
+PSU_SCOPES = ("psu_input", "psu_output", "psu")
+
+
 def dedupe(readings: list[Reading]) -> list[Reading]:
-    """One reading per Sensor and field: a value the service shows in two resources (EnvironmentMetrics and
-    ThermalMetrics both naming CPU1Temp) is kept from the first, the newest model."""
+    """Each value read once. By the Sensor behind it: a value the service shows in two resources
+    (EnvironmentMetrics and ThermalMetrics both naming CPU1Temp) is kept from the first, the newest model. Where
+    no DataSourceUri says so, by what it measures: one value per series and field (EnergyJoules and EnergykWh of
+    one resource: the first, the joules); and a PowerSupply Sensor of a chassis whose power supplies already
+    give that quantity (their Metrics, or legacy PowerSupplies) is the same supply read twice: left out."""
     seen: set[tuple] = set()
+    psu_fields = {(r.tags.get("chassis"), r.field) for r in readings
+                  if r.origin != "sensor" and r.tags.get("scope") in PSU_SCOPES}
     out = []
     for r in readings:
         if r.data_source:
@@ -233,5 +343,12 @@ def dedupe(readings: list[Reading]) -> list[Reading]:
             if key in seen:
                 continue
             seen.add(key)
+        if r.origin == "sensor" and r.tags.get("scope") in PSU_SCOPES and (
+                r.tags.get("chassis"), r.field) in psu_fields:
+            continue
+        key = (r.measurement, tuple(sorted(r.tags.items())), r.field)
+        if key in seen:
+            continue
+        seen.add(key)
         out.append(r)
     return out
