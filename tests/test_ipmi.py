@@ -190,7 +190,8 @@ def test_inactive_dcmi_reports_no_watts():
 @pytest.mark.parametrize("name, scope", [
     ("Pwr Consumption", "chassis"), ("Total_Power", "chassis"), ("PSU1 PIN", "psu_input"),
     ("PSU2 POUT", "psu_output"), ("PS1 Input Power", "psu_input"), ("CPU Power", "cpu_package"),
-    ("MEM Power", "dram"), ("GPU1 Power", "gpu"), ("PSU1 Power", "psu_input"),
+    ("MEM Power", "dram"), ("GPU1 Power", "gpu"), ("PSU1 Power", "psu"), ("FAN_Power", "fan"), ("Fan Power", "fan"),
+    ("VR_Power", "component"), ("Sys Power", "chassis"),
 ])
 def test_sdr_power_scope_by_name(name, scope):
     assert power_scope(name) == scope

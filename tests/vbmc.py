@@ -24,8 +24,9 @@ TYPES = {"temperature": 0x01, "voltage": 0x02, "current": 0x03, "fan": 0x04, "po
 
 
 def full_sensor_record(record_id: int, number: int, name: str, sensor_type: str, unit: str, m: int = 1,
-                       r_exp: int = 0, entity: int = 0x07) -> bytes:
-    """A type-01 SDR: linear, unsigned, reading = M * raw * 10^r_exp (B = 0)."""
+                       r_exp: int = 0, entity: int = 0x07, linearization: int = 0) -> bytes:
+    """A type-01 SDR: unsigned, reading = M * raw * 10^r_exp (B = 0); linear unless `linearization` says
+    otherwise (0x70-0x7F: non-linear, the factors come from Get Sensor Reading Factors)."""
     body = bytearray(43)
     body[0], body[1], body[2] = 0x20, 0x00, number  # owner BMC, LUN 0, sensor number
     body[3], body[4] = entity, 1  # entity id and instance
@@ -33,7 +34,7 @@ def full_sensor_record(record_id: int, number: int, name: str, sensor_type: str,
     body[7], body[8] = TYPES[sensor_type], 0x01  # sensor type; event/reading type: threshold
     body[15] = 0x00  # units 1: unsigned, no rate, no percentage
     body[16] = UNITS[unit]  # base unit
-    body[18] = 0x00  # linear
+    body[18] = linearization & 0x7F
     body[19] = m & 0xFF
     body[20] = (m >> 8) & 0x03
     body[24] = (r_exp & 0x0F) << 4  # R exponent (4-bit two's complement), B exponent 0
@@ -81,7 +82,7 @@ def main() -> int:
             for i, s in enumerate(st.get("sensors", ())):
                 out.append(full_sensor_record(i, s["number"],
                                               s["name"], s["type"], s["unit"], s.get("m", 1), s.get("r_exp", 0),
-                                              s.get("entity", 0x07)))
+                                              s.get("entity", 0x07), s.get("linearization", 0)))
             return out
 
         def handle_raw_request(self, request, session):

@@ -46,6 +46,8 @@ def _metrics() -> tuple[Metric, ...]:
         Metric("ipmi_sensor", "voltage_volts", g, "volts", "SDR voltage sensor", SENSOR_TAGS),
         Metric("ipmi_sensor", "current_amperes", g, "amperes", "SDR current sensor", SENSOR_TAGS),
         Metric("ipmi_sensor", "healthy", g, "bool", "the sensor is within its thresholds", SENSOR_TAGS),
+        Metric("ipmi_target", "failed_sensors", g, "count", "SDR sensors that could not be read or decoded this "
+               "poll (each left out alone, said once)", TARGET_TAGS),
         Metric("ipmi_target", "up", g, "bool", "the BMC answered this poll", TARGET_TAGS),
         Metric("ipmi_target", "poll_duration_seconds", g, "seconds", "wall time of the poll", TARGET_TAGS),
         Metric("ipmi_target", "readings", g, "count", "readings the poll produced", TARGET_TAGS),
@@ -95,11 +97,15 @@ class Target:
         self.state = "new"
         self.last_error: str | None = None
         self.has_dcmi: bool | None = None
+        self.failed: dict[str, str] = {}  # SDR sensors that could not be read this poll, and why
+        self.failed_told: set[str] = set()
 
 
 def poll_target(t: Target) -> tuple[DcmiPower | None, list[SdrReading], str | None]:
-    """(DCMI reading or None, SDR readings, error). What was read before an error is kept."""
+    """(DCMI reading or None, SDR readings, error). What was read before an error is kept; the sensors that
+    could not be read alone are in t.failed."""
     power, sensors = None, []
+    t.failed = {}
     try:
         if t.opts.dcmi and t.has_dcmi is not False:
             power = t.reader.dcmi_power()
@@ -108,7 +114,7 @@ def poll_target(t: Target) -> tuple[DcmiPower | None, list[SdrReading], str | No
                 if power is None:
                     log.info("ipmi %s: no DCMI power reading on this BMC; SDR sensors only", t.opts.name)
         if t.opts.sdr:
-            sensors = t.reader.sensors()
+            sensors = t.reader.sensors(t.failed)
         return power, sensors, None
     except IpmiError as e:
         return power, sensors, str(e)
@@ -178,7 +184,11 @@ class IpmiCollector(Collector):
             else:
                 log.info("ipmi %s (%s): polling", t.opts.name, t.opts.host or "in band")
         t.state, t.last_error = ("up" if up else "down"), error
-        fields = {"up": up, "poll_duration_seconds": round(duration, 6), "readings": n, "error": error}
+        for name in sorted(set(t.failed) - t.failed_told):
+            log.warning("ipmi %s: SDR sensor %r left out: %s (the others are read)", t.opts.name, name, t.failed[name])
+        t.failed_told = set(t.failed)
+        fields = {"up": up, "poll_duration_seconds": round(duration, 6), "readings": n, "error": error,
+                  "failed_sensors": len(t.failed)}
         if t.has_dcmi is not None:
             fields["dcmi"] = t.has_dcmi
         acc.add("ipmi_target", fields, tags)

@@ -24,7 +24,7 @@ def power_scope(name: str) -> str:
     for pattern, scope in sdr_rules()[0]:
         if pattern is None or pattern.search(name):
             return scope
-    return "chassis"
+    return "component"
 
 
 def map_dcmi(p: DcmiPower, acc: Accumulator, tags: dict[str, str]) -> None:

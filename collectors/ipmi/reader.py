@@ -81,18 +81,47 @@ class IpmiReader:
             raise IpmiError(f"DCMI Get Power Reading: {e}") from None
         return decode_dcmi_power(bytes(rsp["data"]))
 
-    def sensors(self) -> list[SdrReading]:
+    def sensors(self, failed: dict[str, str] | None = None) -> list[SdrReading]:
+        """Every SDR sensor read alone (Get Sensor Reading, then pyghmi's decoding of that one record): a sensor
+        that fails (absent 0xCB, any other completion code, a record pyghmi cannot decode) is left out and named
+        in `failed` with why; only a lost session ends the read."""
         from pyghmi import exceptions
 
+        failed = {} if failed is None else failed
         cmd = self._command()
         out = []
         try:
-            for s in cmd.get_sensor_data():
-                out.append(SdrReading(str(s.name), str(s.type), None if s.unavailable else s.value,
-                                      str(s.units or ""), int(s.health or 0)))
+            sdr = cmd.init_sdr()
+            numbers = list(sdr.get_sensor_numbers())
         except exceptions.IpmiException as e:
             self.reset()
-            raise IpmiError(f"SDR sensors: {e}") from None
+            raise IpmiError(f"SDR repository: {e}") from None
+        for n in numbers:
+            rec = sdr.sensors[n]
+            name = str(getattr(rec, "name", n))
+            lin = getattr(rec, "linearization", 0)
+            if isinstance(lin, int) and lin > 11:
+                # non-linear (0x70-0x7F): the factors depend on the reading (Get Sensor Reading Factors), and
+                # pyghmi asks for them with a fractional reading, which fails: not decoded, said
+                failed[name] = f"non-linear sensor (linearization 0x{lin:02X}): not decoded"
+                continue
+            try:
+                rsp = cmd.raw_command(netfn=4, command=0x2D, rslun=rec.sensor_lun, data=(rec.sensor_number,))
+            except exceptions.IpmiException as e:
+                self.reset()
+                raise IpmiError(f"SDR sensor {name}: {e}") from None
+            if "error" in rsp:
+                if rsp.get("code") != 0xCB:  # 0xCB: not present (an optional device): not a failure
+                    failed[name] = f"completion code 0x{rsp.get('code', 0):02X}: {rsp['error']}"
+                continue
+            try:
+                s = rec.decode_sensor_reading(cmd, rsp["data"])
+                value = None if s.unavailable else s.value
+                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                    raise TypeError(f"reading {value!r}")
+                out.append(SdrReading(str(s.name), str(s.type), value, str(s.units or ""), int(s.health or 0)))
+            except Exception as e:  # one record pyghmi cannot decode loses that sensor only
+                failed[name] = f"cannot decode: {type(e).__name__}: {e}"
         return out
 
     def reset(self) -> None:

@@ -59,13 +59,59 @@ def cmd_probe(args) -> int:
         return 1
     readings = [{"measurement": r.measurement, "tags": r.tags, "field": r.field, "value": r.value,
                  "unit": units.get((r.measurement, r.field), ""), "source": r.source_uri} for r in result.readings]
+    tree = [{"id": c.id, "role": c.role, "parent": c.parent, "why": c.why, "uri": c.uri} for c in plan.chassis]
+    meter = node_meter(result.readings)
     if args.json:
-        json.dump({"url": opts.url, "models": plan.models, "readings": readings}, sys.stdout, indent=1)
+        json.dump({"url": opts.url, "models": plan.models, "chassis": tree, "node_meter": meter,
+                   "skipped": result.skipped, "readings": readings}, sys.stdout, indent=1)
         sys.stdout.write("\n")
         return 0
+    how = "roles from the ComputerSystem's links" if plan.systems else "no ComputerSystem: roles by name"
+    print(f"chassis tree ({how}):")
+    for line in tree_lines(tree):
+        print(line)
+    if meter:
+        for name, parts in meter.items():
+            print(f"node meter {name}: " + " + ".join(f"{p['chassis']}/{p['component']} {p['field']} {p['value']:g} "
+                                                     f"({p['source']})" for p in parts))
+    else:
+        print("node meter: none here (no chassis of role node with PSU inputs or a chassis reading)")
+    for x in result.skipped:
+        print(f"skipped (not live): {x}")
     for chassis, used in plan.models.items():
         print(f"chassis {chassis}: {', '.join(used) or 'nothing readable'}")
     rows = [[r["measurement"], ",".join(f"{k}={v}" for k, v in sorted(r["tags"].items())), r["field"], r["value"],
              r["unit"], r["source"]] for r in readings]
     print(table(["MEASUREMENT", "TAGS", "FIELD", "VALUE", "UNIT", "RESOURCE"], rows))
     return 0
+
+
+def tree_lines(tree: list[dict]) -> list[str]:
+    """The chassis as a tree, each with its role and why."""
+    kids: dict[str | None, list[dict]] = {}
+    ids = {c["id"] for c in tree}
+    for c in tree:
+        kids.setdefault(c["parent"] if c["parent"] in ids else None, []).append(c)
+    out: list[str] = []
+
+    def walk(parent, depth):
+        for c in kids.get(parent, ()):
+            out.append(f"{'  ' * (depth + 1)}{c['id']}: {c['role']} ({c['why']})")
+            walk(c["id"], depth + 1)
+
+    walk(None, 0)
+    return out
+
+
+def node_meter(readings) -> dict[str, list[dict]]:
+    """What the efficiency collector would meter the node by on this BMC: its PSU inputs (summed) and its chassis
+    reading, each from the chassis of role node, a counter where there is one."""
+    out: dict[str, list[dict]] = {}
+    for r in readings:
+        scope = r.tags.get("scope")
+        if r.measurement != "redfish_power" or r.tags.get("chassis_role") != "node" or scope not in (
+                "psu_input", "chassis") or r.field not in ("power_watts", "energy_joules_total"):
+            continue
+        out.setdefault(scope, []).append({"chassis": r.tags.get("chassis"), "component": r.tags.get("component"),
+                                          "field": r.field, "value": r.value, "source": r.source_uri})
+    return out

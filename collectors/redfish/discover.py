@@ -297,4 +297,4 @@ def poll(client: RedfishClient, models: Models, plan: Plan, deadline: float) -> 
         readings += map_resource(models, res, doc, skipped)
     if not plan.electrical:
         readings = [r for r in readings if r.field not in ELECTRICAL]
-    return PollResult(dedupe(readings), missing, client.requests - start, error, auth, skipped)
+    return PollResult(dedupe(readings), missing, client.requests - start, error, auth, list(dict.fromkeys(skipped)))
