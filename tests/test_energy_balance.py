@@ -25,17 +25,25 @@ from .fakes.nvml import FakeGpu, FakeNvml
 from .services import SushyStatic, tls_pair
 
 pytestmark = pytest.mark.services
-MOCKUP = Path(__file__).parent / "fixtures" / "redfish" / "rackmount"
+FIXTURES = Path(__file__).parent / "fixtures" / "redfish"
 T0 = 1_800_000_000 * 10**9
 STEP = 10 * 10**9
 GPU_W, CPU_W = 500.0, 150.0  # per GPU (two of them), the CPU package
 
 
 class Node:
-    def __init__(self, tmp: Path, outlet: bool = True, bmc: bool = True, **eff_opts) -> None:
+    """A node on the simulated grid: fake GPUs, a RAPL tree, optionally a PDU outlet's counter and a BMC
+    (sushy-static serving a copy of a fixture, `edit`ed first), the efficiency collector over them. `each_step`
+    hooks change the devices before a step (BMC documents, GPU counters, the outlet)."""
+
+    def __init__(self, tmp: Path, outlet: bool = True, bmc: bool = True, mockup: str = "rackmount", edit=None,
+                 gpus: int = 2, tokens: bool = True, **eff_opts) -> None:
         self.tmp = tmp
         self.bus = SampleBus()
-        self.gpus = [FakeGpu("H100-SXM", 0), FakeGpu("H100-SXM", 1)]
+        self.gpus = [FakeGpu("H100-SXM", i) for i in range(gpus)]
+        self.gpu_w = [GPU_W] * gpus
+        self.gpu_j = [9_000_000.0] * gpus  # the driver's counters, J
+        self.lost: set[int] = set()
         self.gpu = GpuCollector(GpuOptions(xid_events=False), Context("gpu", state_dir=tmp), nvml=FakeNvml(self.gpus))
         self.rapl = tmp / "sys" / "class" / "powercap" / "intel-rapl:0"
         self.rapl.mkdir(parents=True)
@@ -45,6 +53,9 @@ class Node:
                                   Context("host", sys_root=tmp / "sys", state_dir=tmp))
         self.outlet = outlet
         self.outlet_j = 5e6
+        self.outlet_answers = True
+        self.tokens = tokens
+        self.each_step: list = []
         opts = {"window": 60.0, **eff_opts}
         if outlet:
             opts["node_energy"] = {"measurement": "pdu", "tags": {"device": "pdu-r1-a", "outlet": "7"}}
@@ -53,30 +64,46 @@ class Node:
         self.redfish = self.srv = None
         if bmc:
             self.folder = tmp / "bmc"
-            shutil.copytree(MOCKUP, self.folder)
+            shutil.copytree(FIXTURES / mockup, self.folder)
+            if mockup == "rackmount":  # the mockup's 400 W supply: this node's draws 1.5 kW
+                self.edit("Chassis/1U/PowerSubsystem/PowerSupplies/Bay1", lambda d: d.update(PowerCapacityWatts=2000))
+                self.set_bmc(psu_w=1500, chassis_w=1450)
+            if edit:
+                edit(self)
             tls = tls_pair(tmp / "tls")
             self.srv = SushyStatic(self.folder, tls).start()
             self.redfish = RedfishCollector(RedfishOptions(targets=[{"name": "bmc", "url": self.srv.url,
                                                                      "ca_file": str(tls[0])}]),
                                             Context("redfish", state_dir=tmp, timeout=20.0))
-        self.set_bmc(psu_w=1500, chassis_w=1450)
         self.outlet_w = 1600.0
 
+    def edit(self, rel: str, fn) -> None:
+        """Change one of the BMC's documents (its path under /redfish/v1)."""
+        f = self.folder / rel / "index.json"
+        d = json.loads(f.read_text())
+        fn(d)
+        f.write_text(json.dumps(d))
+
+    def doc(self, rel: str) -> dict:
+        return json.loads((self.folder / rel / "index.json").read_text())
+
     def set_bmc(self, psu_w: float, chassis_w: float) -> None:
-        if self.redfish is None:
+        if not hasattr(self, "folder"):
             return
         for rel, key, value in (("Chassis/1U/PowerSubsystem/PowerSupplies/Bay1/Metrics", "InputPowerWatts", psu_w),
                                 ("Chassis/1U/EnvironmentMetrics", "PowerWatts", chassis_w)):
-            f = self.folder / rel / "index.json"
-            d = json.loads(f.read_text())
-            d[key]["Reading"] = value
-            f.write_text(json.dumps(d))
+            self.edit(rel, lambda d: d[key].update(Reading=value))
 
     def step(self, k: int) -> list[Sample]:
         ts = T0 + k * STEP
-        for g in self.gpus:  # the driver's counter, mJ, at GPU_W
-            g.p["fields"][83] = 9_000_000_000 + int(GPU_W * 1000 * 10 * k)
-            g.p["fields"][186] = int(GPU_W * 1000)
+        for hook in self.each_step:
+            hook(self, k)
+        for i, g in enumerate(self.gpus):  # the driver's counter, mJ
+            if k:
+                self.gpu_j[i] += self.gpu_w[i] * STEP / 1e9
+            g.p["fields"][83] = int(self.gpu_j[i] * 1000)
+            g.p["fields"][186] = int(self.gpu_w[i] * 1000)
+            g.lost = i in self.lost
         (self.rapl / "energy_uj").write_text(f"{self.rapl_uj + int(CPU_W * 1e6 * 10 * k)}\n")
         out: list[Sample] = []
         for col in (self.gpu, self.host, self.redfish):
@@ -85,15 +112,17 @@ class Node:
             acc = Accumulator(ts, {"host": "node1", "rack": "r1"})
             col.collect(acc)
             out += acc.close()
-        if self.outlet:
+        if self.outlet and self.outlet_answers:
             out.append(Sample("pdu", {"host": "poller", "device": "pdu-r1-a", "outlet": "7", "scope": "outlet",
                                       "source": "snmp_pdu"}, {"energy_joules_total": self.outlet_j + 16_000 * k}, ts))
-        out.append(Sample("inference", {"host": "node1", "endpoint": "e", "model": "m", "server": "vllm",
-                                        "gpus": "0,1"}, {"prompt_tokens_total": 1000.0 * k,
-                                                         "generation_tokens_total": 500.0 * k}, ts))
+        if self.tokens:
+            out.append(Sample("inference", {"host": "node1", "endpoint": "e", "model": "m", "server": "vllm",
+                                            "gpus": ",".join(str(i) for i in range(len(self.gpus)))},
+                              {"prompt_tokens_total": 1000.0 * k, "generation_tokens_total": 500.0 * k}, ts))
         self.bus.observe(out)
         acc = Accumulator(ts, {"host": "node1", "rack": "r1"})
         self.eff.collect(acc)
+        self.last = out
         return acc.close()
 
     def run(self, steps: int = 8) -> list[Sample]:

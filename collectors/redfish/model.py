@@ -281,6 +281,8 @@ def map_sensor(models: Models, chassis: Chassis, doc: dict) -> list[Reading]:
     scope = None
     if m == "redfish_power":
         scope = sensor_scope(models, doc)
+        if scope in PSU_SCOPES:
+            name = psu_of(doc, name)
     tags = _tags(models, chassis, m, scope, name)
     uri = doc.get("@odata.id", "")
     out = [Reading(m, tags, kind["field"], _scaled(v, kind.get("scale")), uri, uri, "sensor")]
@@ -288,6 +290,20 @@ def map_sensor(models: Models, chassis: Chassis, doc: dict) -> list[Reading]:
     if kind["field"] == "fan_speed_percent" and rpm is not None:
         out.append(Reading(m, tags, "fan_speed_rpm", rpm, uri, uri, "sensor"))
     return out
+
+
+_QUANTITY = re.compile(r"(?i)_?(input|output|in|out)?_?(power|energy|watts?|joules?|kwh)$")
+
+
+def psu_of(doc: dict, name: str) -> str:
+    """The supply a PowerSupply Sensor measures, so that its power and energy sensors are one supply's two
+    readings, not two supplies: the PowerSupply its RelatedItem names (the URI's last segment, as the PSU's
+    own readings are keyed), else the sensor's Id without the quantity (PS1InputPower, PS1Energy: PS1)."""
+    for ref in doc.get("RelatedItem") or ():
+        uri = _uri(ref)
+        if uri and "/PowerSupplies/" in uri:
+            return uri.rsplit("/", 1)[-1]
+    return _QUANTITY.sub("", name) or name
 
 
 def sensor_scope(models: Models, doc: dict) -> str:
