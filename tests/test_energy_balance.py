@@ -20,6 +20,7 @@ from collectors.efficiency import EfficiencyCollector, window_offset
 from collectors.gpu import GpuCollector, GpuOptions
 from collectors.host import HostCollector, HostOptions
 from collectors.redfish import RedfishCollector, RedfishOptions
+from collectors.redfish.model import load_models, sensor_scope
 
 from .fakes.nvml import FakeGpu, FakeNvml
 from .services import SushyStatic, tls_pair
@@ -238,3 +239,289 @@ def test_node_windows_on_the_grid_for_the_fleet(node):
     rows = [s for k in range(8) for s in bare.step(k) if s.measurement == "node_window"]
     assert [(s.tags["meter"], s.fields["partial"], s.fields["energy_joules"]) for s in rows] == [
         ("components", 1, pytest.approx(COMPONENTS_J))]
+
+
+# --- the node meter on real BMC layouts ---------------------------------------------------------------------
+# Each test below runs the redfish (or ipmi), gpu, host and efficiency collectors together on a DMTF mockup or a
+# variant of one, and checks the node meter's watts and energy against the figures in the fixture itself.
+
+
+def meter(samples):
+    (m,) = [s for s in samples if s.measurement == "node_meter"]
+    return m
+
+
+def add_sensor(n: Node, chassis: str, sid: str, reading_type: str, reading: float, context: str | None,
+               sub: str | None = None, units: str = "W") -> None:
+    """A Sensor (Sensor v1_12, shaped as the mockup's own PS1InputPower) listed in the chassis's Sensors."""
+    uri = f"/redfish/v1/Chassis/{chassis}/Sensors/{sid}"
+    doc = {"@odata.type": "#Sensor.v1_12_0.Sensor", "@odata.id": uri, "Id": sid, "Name": sid,
+           "ReadingType": reading_type, "ReadingUnits": units, "Reading": reading,
+           "Status": {"State": "Enabled", "Health": "OK"}}
+    if context:
+        doc["PhysicalContext"] = context
+    if sub:
+        doc["PhysicalSubContext"] = sub
+    folder = n.folder / "Chassis" / chassis / "Sensors" / sid
+    folder.mkdir(parents=True)
+    (folder / "index.json").write_text(json.dumps(doc))
+    n.edit(f"Chassis/{chassis}/Sensors", lambda d: (d["Members"].append({"@odata.id": uri}),
+                                                     d.update({"Members@odata.count": len(d["Members"])})))
+
+
+def counting(rel: str, path: list[str], watts: float, start: float = 5e9, steps=None):
+    """A step hook: the BMC document's energy counter (joules) advances at `watts`; `steps` overrides the
+    reading at some steps (a dip, a zero, garbage)."""
+    def hook(n: Node, k: int) -> None:
+        value = (steps or {}).get(k, start + watts * 10 * k)
+
+        def put(d):
+            for p in path[:-1]:
+                d = d[p]
+            d[path[-1]] = value
+        n.edit(rel, put)
+    return hook
+
+
+def test_the_meter_is_the_chassis_the_system_names_never_a_sum_of_chassis(node):
+    # DMTF public-telemetry: four chassis at 8000 W each; its one ComputerSystem names only Chassis/1
+    n = node(outlet=False, mockup="telemetry", node_meter=["psu_input", "chassis", "components"])
+    out = n.run()
+    figure = n.doc("Chassis/1/Power")["PowerControl"][0]["PowerConsumedWatts"]
+    m = meter(out)
+    assert (m.tags["meter"], m.fields["power_watts"]) == ("chassis", pytest.approx(figure))
+    assert m.fields["energy_joules"] == pytest.approx(figure * 60)
+    assert balance(out).fields["meter_watts"] == pytest.approx(figure)
+    trays = [s for s in n.last if s.measurement == "redfish_power" and s.tags["chassis"].startswith("Tray")]
+    assert trays and {s.tags["chassis_role"] for s in trays} == {"other"}
+
+
+def test_a_gpu_board_inside_the_node_is_a_component_not_added_to_the_meter(node):
+    def nested(n: Node) -> None:
+        # a "GPU Board" chassis inside the 1U one (Links.ContainedBy / Contains), shaped as 1U's own
+        # EnvironmentMetrics; and a server whose Model says HGX stays the node
+        env = n.doc("Chassis/1U/EnvironmentMetrics")
+        board = n.folder / "Chassis" / "GPUBoard"
+        (board / "EnvironmentMetrics").mkdir(parents=True)
+        env.update({"@odata.id": "/redfish/v1/Chassis/GPUBoard/EnvironmentMetrics", "PowerWatts": {"Reading": 2400}})
+        env.pop("FanSpeedsPercent", None)
+        (board / "EnvironmentMetrics" / "index.json").write_text(json.dumps(env))
+        (board / "index.json").write_text(json.dumps({
+            "@odata.type": "#Chassis.v1_28_0.Chassis", "@odata.id": "/redfish/v1/Chassis/GPUBoard", "Id": "GPUBoard",
+            "Name": "GPU Board", "ChassisType": "Module", "Status": {"State": "Enabled"},
+            "EnvironmentMetrics": {"@odata.id": "/redfish/v1/Chassis/GPUBoard/EnvironmentMetrics"},
+            "Links": {"ContainedBy": {"@odata.id": "/redfish/v1/Chassis/1U"}}}))
+        n.edit("Chassis", lambda d: d["Members"].append({"@odata.id": "/redfish/v1/Chassis/GPUBoard"}))
+        n.edit("Chassis/1U", lambda d: (d.update(Model="HGX H100 8-GPU"),
+                                        d["Links"].update(Contains=[{"@odata.id": "/redfish/v1/Chassis/GPUBoard"}])))
+        n.set_bmc(psu_w=3100, chassis_w=3000)
+
+    n = node(outlet=False, edit=nested, node_meter=["chassis", "components"])
+    out = n.run()
+    m = meter(out)
+    assert (m.tags["meter"], m.fields["power_watts"]) == ("chassis", pytest.approx(3000))
+    board = [s for s in n.last if s.measurement == "redfish_power" and s.tags["chassis"] == "GPUBoard"]
+    assert [(s.tags["chassis_role"], s.tags["scope"]) for s in board] == [("component", "component")]
+    one_u = [s for s in n.last if s.measurement == "redfish_power" and s.tags["chassis"] == "1U"]
+    assert {s.tags["chassis_role"] for s in one_u} == {"node"}  # "HGX" in its Model does not move its PSUs
+
+
+def test_a_sensor_of_an_unlisted_context_is_a_component_never_the_chassis_meter(node):
+    def vr(n: Node) -> None:
+        n.set_bmc(psu_w=3100, chassis_w=3000)
+        add_sensor(n, "1U", "VR1Energy", "EnergyJoules", 1e6, "VoltageRegulator", units="J")
+        add_sensor(n, "1U", "PSUAux", "Power", 900, "PowerSupply")  # a supply's sensor that says neither side
+
+    n = node(outlet=False, edit=vr, node_meter=["chassis", "components"])
+    n.each_step.append(counting("Chassis/1U/Sensors/VR1Energy", ["Reading"], 300, start=1e6))
+    out = n.run()
+    m = meter(out)
+    # the VoltageRegulator counter (300 W) used to outrank EnvironmentMetrics' 3000 W
+    assert (m.tags["meter"], m.fields["power_watts"]) == ("chassis", pytest.approx(3000))
+    scopes = {s.tags["component"]: s.tags["scope"] for s in n.last if s.measurement == "redfish_power"}
+    assert scopes["VR1Energy"] == "component"
+    # a PowerSupply sensor that says neither Input nor Output is not taken as an input
+    assert sensor_scope(load_models(), n.doc("Chassis/1U/Sensors/PSUAux")) == "psu"
+
+
+def test_a_supply_read_by_its_metrics_and_its_sensor_counts_once(node):
+    def no_link(n: Node) -> None:  # public-rackmount1 without the optional DataSourceUri
+        n.edit("Chassis/1U/PowerSubsystem/PowerSupplies/Bay1/Metrics",
+               lambda d: [v.pop("DataSourceUri", None) for v in d.values() if isinstance(v, dict)])
+
+    n = node(outlet=False, edit=no_link, node_meter=["psu_input", "components"])
+    out = n.run()
+    figure = n.doc("Chassis/1U/PowerSubsystem/PowerSupplies/Bay1/Metrics")["InputPowerWatts"]["Reading"]
+    sensor = n.doc("Chassis/1U/Sensors/PS1InputPower")["Reading"]
+    assert figure != sensor
+    m = meter(out)
+    assert (m.tags["meter"], m.fields["power_watts"]) == ("psu_input", pytest.approx(figure))
+
+
+def test_a_supply_with_a_power_and_an_energy_sensor_counts_once(node):
+    def sensors_only(n: Node) -> None:  # no PowerSubsystem: the supply is read through its Sensors alone
+        n.edit("Chassis/1U", lambda d: d.pop("PowerSubsystem"))
+        n.edit("Chassis/1U/Sensors/PS1InputPower", lambda d: d.update(Reading=1500))
+        add_sensor(n, "1U", "PS1InputEnergy", "EnergyJoules", 2e9, "PowerSupply", "Input", units="J")
+
+    n = node(outlet=False, edit=sensors_only, node_meter=["psu_input", "components"])
+    n.each_step.append(counting("Chassis/1U/Sensors/PS1InputEnergy", ["Reading"], 1500, start=2e9))
+    out = n.run()
+    m = meter(out)
+    assert (m.tags["meter"], m.fields["power_watts"]) == ("psu_input", pytest.approx(1500))
+    assert m.fields["energy_joules"] == pytest.approx(1500 * 60)
+
+
+def test_two_energy_properties_of_one_resource_are_not_one_counter(node):
+    def both(n: Node) -> None:
+        n.set_bmc(psu_w=2100, chassis_w=2000)
+        n.edit("Chassis/1U/EnvironmentMetrics", lambda d: d.update(EnergyJoules={"Reading": 5e9},
+                                                                   EnergykWh={"Reading": 5e9 / 3.6e6}))
+
+    n = node(outlet=False, edit=both, node_meter=["chassis", "components"])
+
+    def both_counters(n: Node, k: int) -> None:
+        j = 5e9 + 2000 * 10 * k
+        n.edit("Chassis/1U/EnvironmentMetrics", lambda d: (d["EnergyJoules"].update(Reading=j),
+                                                           d["EnergykWh"].update(Reading=round(j / 3.6e6, 1))))
+    n.each_step.append(both_counters)
+    seen = []
+    for k in range(8):
+        out = n.step(k)
+        (env,) = [s for s in n.last if s.measurement == "redfish_power" and s.tags["component"] == "chassis"]
+        seen.append(env.fields["energy_joules_total"])
+    assert seen == [5e9 + 2000 * 10 * k for k in range(8)]  # the joule counter, never mixed with the kWh one
+    m = meter(out)
+    assert (m.tags["meter"], m.fields["power_watts"]) == ("chassis", pytest.approx(2000))
+    assert balance(out).fields["meter_watts"] == pytest.approx(2000)
+
+
+@pytest.mark.parametrize("kwh_step", [0.1, 0.01])
+def test_kwh_counters_are_used_only_over_windows_their_steps_resolve(node, kwh_step):
+    def kwh(n: Node) -> None:
+        n.set_bmc(psu_w=1200, chassis_w=1150)
+
+    n = node(outlet=False, edit=kwh, node_meter=["psu_input", "components"])
+
+    def psu_counter(n: Node, k: int) -> None:  # 1200 W on a counter that moves in kwh_step steps
+        exact = 1000.0 + 1200 * 10 * k / 3.6e6
+        n.edit("Chassis/1U/PowerSubsystem/PowerSupplies/Bay1/Metrics",
+               lambda d: d["EnergykWh"].update(Reading=round(exact - exact % kwh_step, 6)))
+    n.each_step.append(psu_counter)
+    watts = []
+    for k in range(40):
+        out = n.step(k)
+        if k >= 7:
+            m = meter(out)
+            watts.append((m.tags["meter"], round(m.fields["power_watts"], 6)))
+    assert set(watts) == {("psu_input", 1200)}  # the power integral, in every window: never 0, never 6000
+
+
+def test_a_kwh_only_supply_is_not_the_meter_over_a_minute_and_says_why(node):
+    def kwh_only(n: Node) -> None:
+        n.set_bmc(psu_w=1200, chassis_w=1150)
+        n.edit("Chassis/1U/PowerSubsystem/PowerSupplies/Bay1/Metrics", lambda d: d.pop("InputPowerWatts"))
+
+    n = node(outlet=False, edit=kwh_only, node_meter=["psu_input", "chassis", "components"])
+    n.each_step.append(lambda n, k: n.edit("Chassis/1U/PowerSubsystem/PowerSupplies/Bay1/Metrics", lambda d: d[
+        "EnergykWh"].update(Reading=round(1000 + (1200 * 10 * k / 3.6e6) // 0.1 * 0.1, 1))))
+    out = n.run(45)  # past its first 0.1 kWh step (every 30 s x 10 readings at 1200 W)
+    m = meter(out)
+    assert (m.tags["meter"], m.fields["power_watts"]) == ("chassis", pytest.approx(1150))
+    assert "psu_input" in m.fields["note"] and "0.1 kWh steps" in m.fields["note"]
+
+
+def test_a_stale_outlet_hands_over_to_the_next_meter_and_the_windows_go_on(node):
+    n = node(node_meter=["outlet", "psu_input", "components"])
+    rows, meters = [], []
+    for k in range(40):
+        if k == 19:
+            n.outlet_answers = False  # the PDU stops answering after 180 s
+        out = n.step(k)
+        rows += [s for s in out if s.measurement == "node_window"]
+        meters += [(k, meter(out).tags["meter"], meter(out).fields) for _ in [0] if k >= 6]
+    ends = [s.ts - s.ts % 10**9 for s in rows]
+    assert ends == sorted(set(ends)) and ends == [T0 + i * 60 * 10**9 for i in range(1, 7)]  # every minute, once
+    assert [s.tags["meter"] for s in rows] == ["outlet"] * 3 + ["psu_input"] * 3
+    assert [s.fields["energy_joules"] for s in rows] == [pytest.approx(1600 * 60)] * 3 + [pytest.approx(1500 * 60)] * 3
+    # the outlet is current until 3 of its intervals have passed, then the BMC's PSU inputs take over, said once
+    assert {k: name for k, name, _ in meters}[20] == "outlet" and {k: name for k, name, _ in meters}[22] == "psu_input"
+    last = meters[-1][2]
+    assert "outlet" in last["note"] and "old" in last["note"] and last["meter_changes_total"] == 1
+
+
+def test_a_lost_gpu_leaves_the_node_windows_going_partial(node):
+    n = node(outlet=False, bmc=False)
+    rows = []
+    for k in range(40):
+        if k == 10:
+            n.lost = {1}  # GPU 1 falls off the bus
+        rows += [s for s in n.step(k) if s.measurement == "node_window"]
+    ends = [s.ts - s.ts % 10**9 for s in rows]
+    assert ends == [T0 + i * 60 * 10**9 for i in range(1, 7)]  # no minute missing after the loss
+    assert all(s.fields["partial"] == 1 for s in rows)
+    assert rows[-1].fields["energy_joules"] == pytest.approx((GPU_W + CPU_W) * 60)  # GPU 0 and the CPU
+    assert "gpu 1" in meter(n.step(40)).fields["note"]
+
+
+def test_two_supplies_with_one_id_are_two_supplies(node):
+    # DMTF public-tower: both PowerSupplies say Id "Bay1"; their URIs end Bay1 and Bay2
+    assert node(bmc=False).gpus and json.loads((FIXTURES / "tower/Chassis/Tower/PowerSubsystem/PowerSupplies/Bay2/"
+                                                "index.json").read_text())["Id"] == "Bay1"
+    n = node(outlet=False, mockup="tower", gpus=1, node_meter=["psu_input", "components"])
+    n.gpu_w = [300.0]
+    out = n.run()
+    figure = sum(n.doc(f"Chassis/Tower/PowerSubsystem/PowerSupplies/{b}/Metrics")["InputPowerWatts"]["Reading"]
+                 for b in ("Bay1", "Bay2"))
+    m = meter(out)
+    assert (m.tags["meter"], m.fields["power_watts"]) == ("psu_input", pytest.approx(figure))
+    assert balance(out).fields["components_exceed_meter"] is False
+    assert {s.tags["component"] for s in n.last if s.tags.get("scope") == "psu_input"} == {"Bay1", "Bay2"}
+
+
+@pytest.mark.parametrize("fault, expected_glitches", [
+    ({12: 5e9 + 2000 * 10 * 11 - 100}, 1),  # jitter: 100 J below the last reading, then on
+    ({12: 0.0}, 1),  # a lone zero from a BMC mid-reboot
+    ({12: 1e308}, 0),  # garbage: refused, not a glitch
+    ({12: -5.0}, 0),  # negative: refused
+])
+def test_a_counter_that_dips_reads_zero_once_or_reads_garbage_moves_by_its_energy_only(node, fault,
+                                                                                      expected_glitches):
+    def counter(n: Node) -> None:
+        n.set_bmc(psu_w=2100, chassis_w=2000)
+        n.edit("Chassis/1U/EnvironmentMetrics", lambda d: d.update(EnergyJoules={"Reading": 5e9}))
+
+    n = node(outlet=False, edit=counter, node_meter=["chassis", "components"])
+    n.each_step.append(counting("Chassis/1U/EnvironmentMetrics", ["EnergyJoules", "Reading"], 2000, steps=fault))
+    values, watts = [], []
+    for k in range(24):
+        out = n.step(k)
+        env = [s for s in n.last if s.measurement == "redfish_power" and s.tags["component"] == "chassis"]
+        values.append(env[0].fields.get("energy_joules_total"))
+        if k >= 7:
+            watts.append(round(meter(out).fields["power_watts"], 6))
+    kept = [v for v in values if v is not None]
+    assert kept == sorted(kept) and kept[-1] == 5e9 + 2000 * 10 * 23  # no joule counted twice, none invented
+    assert values[12] is None  # the faulty reading is not emitted
+    assert set(watts) == {2000}
+    assert n.redfish.counters.glitches("bmc|1U|chassis|chassis") == expected_glitches
+
+
+def test_the_node_row_never_uses_a_meter_the_balance_contradicts(node):
+    n = node(outlet=False, node_meter=["psu_input", "components"])
+    n.set_bmc(psu_w=300, chassis_w=300)  # a BMC at 300 W under GPUs + CPU at 1150 W
+    out = n.run()
+    b = balance(out)
+    assert b.tags["meter"] == "psu_input" and b.fields["components_exceed_meter"] is True  # the rule sees it
+    e = node_efficiency(out)
+    assert e.tags["meter"] == "components" and e.tags["partial"] == "true"
+    assert e.fields["window_energy_joules"] == pytest.approx(COMPONENTS_J)
+    assert "psu_input: the components measure 1150 W, above its 300 W" in e.fields["meter_note"]
+
+
+def test_a_node_without_tokens_is_metered_and_reports_ok(node):
+    n = node(tokens=False)
+    outs = [n.step(k) for k in range(8)]
+    assert meter(outs[-1]).tags["meter"] == "outlet" and balance(outs[-1]).tags["meter"] == "outlet"
+    (row,) = [s for out in outs for s in out if s.measurement == "node_window"]
+    assert row.fields["tokens"] == 0 and row.fields["energy_joules"] == pytest.approx(1600 * 60)
