@@ -93,7 +93,7 @@ class Node:
             return
         for rel, key, value in (("Chassis/1U/PowerSubsystem/PowerSupplies/Bay1/Metrics", "InputPowerWatts", psu_w),
                                 ("Chassis/1U/EnvironmentMetrics", "PowerWatts", chassis_w)):
-            self.edit(rel, lambda d: d[key].update(Reading=value))
+            self.edit(rel, lambda d, key=key, value=value: d[key].update(Reading=value))
 
     def step(self, k: int) -> list[Sample]:
         ts = T0 + k * STEP

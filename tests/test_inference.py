@@ -393,7 +393,8 @@ collectors:
 """)
     try:
         r = subprocess.run([sys.executable, "-m", "agent", "collect", "-c", str(cfg), "--collector", "host",
-                            "--collector", "inference", "--collector", "efficiency", "--runs", "3", "--every", "1s", "--format", "json"],
+                            "--collector", "inference", "--collector", "efficiency", "--runs", "3", "--every", "1s",
+                            "--format", "json"],
                            cwd=ROOT, capture_output=True, text=True, timeout=60)
     finally:
         stop.set()

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 def _valid(entry) -> bool:
     return (isinstance(entry, dict) and all(
         isinstance(entry.get(k), (int, float)) and not isinstance(entry.get(k), bool) and math.isfinite(entry[k])
-        for k in ("last", "offset")))
+        for k in ("last", "offset")) and all(
+        math.isfinite(v) for v in entry.values() if isinstance(v, float)))
 
 
 class MonotonicCounters:

@@ -5,7 +5,10 @@ attribution) hold the same rules:
 
 - ``EnergyCounters`` (producer side): a device's raw energy counter made monotonic and saved. A decrease is
   not taken at its word: a dip that comes back (jitter, a lone zero from a BMC mid-reboot) is a glitch,
-  dropped and counted; a reset is a drop that stays (two readings near zero, or three below the last value);
+  dropped and counted; a reset is a drop to near zero that counts up again from there (two readings near
+  zero, or three readings below the last value once it went near zero; zeros alone, a BMC rebooting, stay
+  pending until the counter moves or comes back); a drop that is not near zero and stays for three readings
+  re-bases the counter (it goes on from where it was, nothing added);
   a counter near its known cap that restarts low is a wrap. Negative readings, non-finite ones and jumps
   beyond the device's own power limit are refused and counted. Counters that restart with the host (GPU,
   RAPL) carry the boot id, so a reboot while the agent was down is caught. The state is saved once per
@@ -31,8 +34,8 @@ from .counters import MonotonicCounters
 
 # A drop to at most this fraction of the last value is "near zero": a restarted counter, once it stays there.
 NEAR_ZERO = 0.1
-# Readings below the last value needed before a decrease is believed: near zero, and anywhere else.
-CONFIRM_NEAR_ZERO, CONFIRM_DIP = 2, 3
+# Readings below the last value, not near zero, before the counter is re-based on them.
+CONFIRM_DIP = 3
 # Headroom over a device's stated limit before a reading is called impossible: GPU limits are enforced on
 # averages, a PSU's capacity is its output rating and firmware figures are loose (DMTF's public-rackmount1
 # reads 937.4 W into a 400 W supply). Three times the limit is beyond any device and still catches a wrong
@@ -109,23 +112,46 @@ class EnergyCounters(MonotonicCounters):
                 st["glitches"] = st.get("glitches", 0) + 1
                 event = event or "glitch"
             st["last"], st["at"], st["boot"] = float(raw), now, self.boot_id
-            return Update(raw + st["offset"], event)
-        # Below the last value: a wrap at a known cap at once; anything else must stay down to count.
+            st["high"] = max(raw + st["offset"], st.get("high", 0.0))
+            return Update(st["high"], event)
+        u = self._below(st, float(raw), now, wrap_at)
+        if u.value is not None:  # a re-based offset is float arithmetic: never a nanojoule below the last value
+            u.value = max(u.value, st.get("high", u.value))
+            st["high"] = u.value
+        return u
+
+    def _below(self, st: dict, raw: float, now: float, wrap_at: float | None) -> Update:
+        """A reading below the last value: a wrap at a known cap at once; anything else must stay down."""
         if wrap_at and st["last"] > 0.9 * wrap_at and raw < 0.1 * wrap_at:
             st["offset"] += wrap_at
             st["resets"] += 1
             st["last"], st["at"], st["boot"] = float(raw), now, self.boot_id
             self.save()
             return Update(raw + st["offset"], "wrap")
-        pending = st.get("pending")
-        if pending is not None and raw < pending:
-            st["pending_n"] = 0  # still falling: count again from here
-        st["pending"] = float(raw)
-        st["pending_n"] = st.get("pending_n", 0) + 1
-        near_zero = raw <= NEAR_ZERO * st["last"]
-        if st["pending_n"] >= (CONFIRM_NEAR_ZERO if near_zero else CONFIRM_DIP):
+        low = min(st.get("pending", raw), raw)
+        st["pending"], st["pending_n"] = float(low), st.get("pending_n", 0) + 1
+        near_zero = NEAR_ZERO * st["last"]
+        if low <= near_zero and raw <= near_zero:
+            if raw > low:
+                # restarted near zero and counting again: a reset; all of raw is energy since it
+                self._reset(st, float(raw))
+                st["at"], st["boot"] = now, self.boot_id
+                self.save()
+                return Update(raw + st["offset"], "reset")
+        elif st["pending_n"] >= CONFIRM_DIP and low <= near_zero and raw > low:
+            # restarted and already counted past the near-zero band: a reset, three readings in
             self._reset(st, float(raw))
             st["at"], st["boot"] = now, self.boot_id
+            self.save()
+            return Update(raw + st["offset"], "reset")
+        elif st["pending_n"] >= CONFIRM_DIP and low > near_zero:
+            # down by less than a restart and staying down: the counter was re-based (a swapped module, a
+            # partial reset); it goes on from where it was, counting only what it moved since
+            st["offset"] += st["last"] - low
+            st["resets"] += 1
+            st["last"], st["at"], st["boot"] = float(raw), now, self.boot_id
+            st.pop("pending", None)
+            st.pop("pending_n", None)
             self.save()
             return Update(raw + st["offset"], "reset")
         return Update(None, "pending")
