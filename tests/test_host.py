@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from collectors.host import HostCollector
 from collectors.host.mapping import cpu_percentages
 from collectors.host.reader import HostReading, parse_stat
@@ -131,3 +133,49 @@ def test_a_tree_without_meminfo_still_reports_the_rest(tmp_path):
     samples, _ = run_collector(HostCollector, tmp_path / "vm")
     host = by_series(samples)[("host", ())]
     assert "memory_total_bytes" not in host and "swap_in_bytes_total" not in host and host["cpu_count"] == 2
+
+
+def _rapl_host(tmp_path, boot: str):
+    from agent.collector import Context
+    from collectors.host import HostOptions
+
+    proc = tmp_path / f"proc-{boot}"
+    (proc / "sys" / "kernel" / "random").mkdir(parents=True, exist_ok=True)
+    (proc / "sys" / "kernel" / "random" / "boot_id").write_text(boot + "\n")
+    for f in ("stat", "loadavg", "uptime", "meminfo"):
+        (proc / f).write_text((Path("/proc") / f).read_text())
+    return HostCollector(HostOptions(per_cpu=False, temperatures=False),
+                         Context("host", proc_root=proc, sys_root=tmp_path / "sys", state_dir=tmp_path))
+
+
+def _rapl(col, ts, uj, zone):
+    from agent.model import Accumulator
+
+    zone.joinpath("energy_uj").write_text(f"{uj}\n")
+    acc = Accumulator(ts, {"host": "n1"})
+    col.collect(acc)
+    (s,) = [s for s in acc.close() if s.measurement == "host_energy"]
+    return s
+
+
+def test_rapl_energy_never_goes_down_across_a_power_cycle(tmp_path):
+    """RAPL restarts at power-on. The counter state is saved with every collection (not every 60 s) with the
+    boot id, so the first reading after a power cut continues from the last value emitted."""
+    import json
+
+    zone = tmp_path / "sys" / "class" / "powercap" / "intel-rapl:0"
+    zone.mkdir(parents=True)
+    zone.joinpath("max_energy_range_uj").write_text("262143328850\n")
+    col = _rapl_host(tmp_path, "boot-a")
+    s = 10**9
+    e1 = _rapl(col, 1 * s, 90_000_000_000, zone).fields["energy_joules_total"]
+    e2 = _rapl(col, 11 * s, 91_500_000_000, zone).fields["energy_joules_total"]
+    assert e2 - e1 == 1500.0
+    assert json.loads((tmp_path / "rapl-counters.json").read_text())["intel-rapl:0"]["last"] == 91_500.0
+    # power cut: no clean stop, no close(); the machine boots again and RAPL starts over, already past nothing
+    col2 = _rapl_host(tmp_path, "boot-b")
+    f = _rapl(col2, 400 * s, 20_000_000, zone).fields
+    assert f["energy_joules_total"] == e2 + 20.0 and f["energy_resets_total"] == 1
+    # the same boot after an agent restart: no reset
+    col3 = _rapl_host(tmp_path, "boot-b")
+    assert _rapl(col3, 410 * s, 21_500_000, zone).fields["energy_joules_total"] == e2 + 21.5

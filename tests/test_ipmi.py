@@ -202,3 +202,42 @@ def test_no_targets_is_not_present_not_a_failure():
 
     with pytest.raises(NotPresent):
         run(collector())
+
+
+@pytest.mark.services
+def test_without_dcmi_the_node_meter_is_the_total_power_sensor_not_the_first_in_watts(vbmc, caplog):
+    """An SDR without DCMI whose first sensor in watts is the fans' (Supermicro-style names): the node is metered
+    by Total_Power; a non-linear record is left out and said, and the other sensors are still read."""
+    from agent.bus import SampleBus
+    from collectors.efficiency import EfficiencyCollector
+
+    state = {"dcmi": False, "sensors": [
+        {"number": 1, "name": "FAN_Power", "type": "other", "unit": "watts", "m": 1, "value": 120},
+        {"number": 2, "name": "CPU_VR_Power", "type": "other", "unit": "watts", "m": 2, "value": 300,
+         "linearization": 0x70},
+        {"number": 3, "name": "Total_Power", "type": "other", "unit": "watts", "m": 10, "value": 2400},
+        {"number": 4, "name": "Inlet Temp", "type": "temperature", "unit": "celsius", "value": 24},
+    ]}
+    bmc = vbmc(state)
+    col = collector(bmc.target("bmc"))
+    bus = SampleBus()
+    eff = EfficiencyCollector(EfficiencyCollector.Options(window=60.0), Context("efficiency", bus=bus))
+    t0 = 1_800_000_000 * 10**9
+    for k in range(8):
+        acc = Accumulator(t0 + k * 10 * 10**9, {"host": "node1"})
+        col.collect(acc)
+        samples = acc.close()
+        bus.observe(samples)
+        acc = Accumulator(t0 + k * 10 * 10**9, {"host": "node1"})
+        eff.collect(acc)
+        out = acc.close()
+    col.close()
+    scopes = {s.tags["component"]: s.tags["scope"] for s in samples if s.measurement == "ipmi_power"}
+    assert scopes == {"FAN_Power": "fan", "Total_Power": "chassis"}  # the non-linear one left out
+    assert pick(samples, "ipmi_sensor", sensor="Inlet Temp").fields["temperature_celsius"] == 24.0
+    target = pick(samples, "ipmi_target", target="bmc").fields
+    assert target["up"] is True and target["dcmi"] is False and target["failed_sensors"] == 1
+    assert "CPU_VR_Power" in caplog.text and "non-linear" in caplog.text
+    (m,) = [s for s in out if s.measurement == "node_meter"]
+    assert (m.tags["meter"], m.tags["meter_source"]) == ("chassis", "ipmi")
+    assert m.fields["power_watts"] == pytest.approx(2400) and m.fields["energy_joules"] == pytest.approx(2400 * 60)

@@ -330,3 +330,33 @@ def test_probe_json(sushy, tls, capsys):
     assert r["tags"]["source"] == "redfish" and r["tags"]["scope"] == "chassis"
     assert main(["redfish", "probe", srv.url]) == 1  # no CA given: verification fails, said plainly
     assert "TLS" in capsys.readouterr().err
+
+
+def test_probe_shows_the_chassis_tree_it_understood_and_the_node_meter(sushy, tls, capsys):
+    from agent.cli import main
+
+    srv = sushy("telemetry")
+    assert main(["redfish", "probe", srv.url, "--ca-file", str(tls[0])]) == 0
+    text = capsys.readouterr().out
+    assert "chassis tree (roles from the ComputerSystem's links):" in text
+    assert "  1: node (named by its ComputerSystem (Links.Chassis))" in text
+    assert "  Tray_1: other (no ComputerSystem names it)" in text
+    figure = doc("telemetry", "Chassis/1/Power")["PowerControl"][0]["PowerConsumedWatts"]
+    assert f"node meter chassis: 1/System Power Control power_watts {figure:g} (/redfish/v1/Chassis/1/Power)" in text
+    assert "skipped (not live): /redfish/v1/Chassis/1/Power Power Supply Bay 3: Absent" in text
+    assert main(["redfish", "probe", srv.url, "--ca-file", str(tls[0]), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {c["id"]: c["role"] for c in out["chassis"]} == {"1": "node", "Tray_1": "other", "Tray_2": "other",
+                                                           "Tray_3": "other"}
+    assert [p["value"] for p in out["node_meter"]["chassis"]] == [figure]
+
+
+def test_a_power_shelf_under_power_equipment_gives_its_power_and_energy(sushy, tls):
+    srv = sushy("power-shelf")
+    samples = run([{"name": "shelf", "url": srv.url, "ca_file": str(tls[0]), "rack": "r42"}])
+    declared(samples)
+    m = doc("power-shelf", "PowerEquipment/PowerShelves/1/Metrics")
+    shelf = one(samples, "redfish_power", chassis="PowerShelf", scope="rack")
+    assert shelf["power_watts"] == m["PowerWatts"]["Reading"]
+    assert shelf["energy_joules_total"] == m["EnergykWh"]["Reading"] * 3.6e6
+    assert "PowerEquipment PowerShelves" in one(samples, "redfish_target", target="shelf")["model"]
