@@ -18,7 +18,7 @@ from agent.collector import Collector, NotPresent
 from agent.config import CollectorOptions, PositiveDuration, SecretFile, Strict
 from agent.model import Accumulator, Kind, Metric
 from agent.secrets import read_secret
-from collectors.common.counters import MonotonicCounters
+from collectors.common.energy import EnergyCounters
 
 from .client import SYS_DESCR, SYS_OBJECT_ID, Credentials, DeviceError
 from .evaluate import evaluate
@@ -27,6 +27,8 @@ from .plan import plan_of
 from .profile import Profile, candidates, field_catalogue, load_profiles, norm_oid
 
 log = logging.getLogger(__name__)
+# An energy counter moving faster than this is garbage (1e308, a wrong scale): above any campus's draw.
+FACILITY_LIMIT_WATTS = 1e9
 
 DEVICE_TAGS = ("host", "device", "role", "site", "room", "row", "rack", "vendor", "profile")
 ROW_TAGS = ("source", "scope", "pdu", "phase", "bank", "outlet", "outlet_name", "inlet", "inlet_name", "line", "sensor",
@@ -216,7 +218,7 @@ class SnmpCollector(Collector):
         self.profiles = load_profiles()
         self.devices = [Device(d, d.credentials(f"collectors.snmp.devices[{d.name}]")) for d in options.devices]
         self.client = None
-        self.counters = MonotonicCounters(ctx.state_dir / "snmp-counters.json" if ctx.state_dir else None)
+        self.counters = EnergyCounters(ctx.state_dir / "snmp-counters.json" if ctx.state_dir else None)
         self.facility = Facility(options.pue_window)
         self.counter_fields = {k for k, d in field_catalogue().items() if d.kind == "counter"}
 
@@ -234,6 +236,7 @@ class SnmpCollector(Collector):
         results = await asyncio.gather(*(self._one(d, acc, end) for d in self.devices))
         totals = {d.opts.name: device_totals(d.opts.role, readings)
                   for d, readings in zip(self.devices, results) if readings}
+        self.counters.save()  # before the samples leave: an emitted value is never ahead of the saved state
         facility = self.facility.compute(acc.ts, totals)
         if facility is not None:
             fields, tags = facility
@@ -247,12 +250,15 @@ class SnmpCollector(Collector):
         placement = dev.opts.tags().keys() | {"profile"}
         key = f"{dev.opts.name}|{r.measurement}|{r.field}|" + ",".join(
             f"{k}={v}" for k, v in sorted(r.tags.items()) if k not in placement)
-        r.value, event = self.counters.update(key, float(r.value), r.wrap_at)
-        if event == "invalid":
-            return
-        if event:
+        energy = r.field.endswith("joules_total")
+        u = self.counters.reading(key, r.value, time.time(), wrap_at=r.wrap_at,
+                                  max_watts=FACILITY_LIMIT_WATTS if energy else None)
+        r.value = u.value  # None while a drop is confirmed or a reading is refused: left out of the sample
+        if u.event in ("wrap", "reset"):
             log.warning("snmp device %s: %s %s counter %s; kept monotonic", dev.opts.name, r.measurement, r.field,
-                        "wrapped" if event == "wrap" else "was reset")
+                        "wrapped" if u.event == "wrap" else "was reset")
+        elif u.event == "refused":
+            log.warning("snmp device %s: %s %s reading refused: %s", dev.opts.name, r.measurement, r.field, u.reason)
 
     async def _one(self, dev: Device, acc: Accumulator, end: float) -> list:
         tags = dev.opts.tags()
