@@ -20,7 +20,6 @@ from collectors.efficiency import EfficiencyCollector, window_offset
 from collectors.gpu import GpuCollector, GpuOptions
 from collectors.host import HostCollector, HostOptions
 from collectors.redfish import RedfishCollector, RedfishOptions
-from collectors.redfish.model import load_models, sensor_scope
 
 from .fakes.nvml import FakeGpu, FakeNvml
 from .services import SushyStatic, tls_pair
@@ -341,6 +340,8 @@ def test_a_sensor_of_an_unlisted_context_is_a_component_never_the_chassis_meter(
     scopes = {s.tags["component"]: s.tags["scope"] for s in n.last if s.measurement == "redfish_power"}
     assert scopes["VR1Energy"] == "component"
     # a PowerSupply sensor that says neither Input nor Output is not taken as an input
+    from collectors.redfish.model import load_models, sensor_scope
+
     assert sensor_scope(load_models(), n.doc("Chassis/1U/Sensors/PSUAux")) == "psu"
 
 

@@ -205,12 +205,13 @@ class EfficiencyCollector(Collector):
         self.ledger = Ledger(options.stale_intervals,
                              keep_ns=int(max(options.window, options.window_grid, options.fleet_window) * 3e9))
         self._unresolved_told: set[tuple] = set()  # llama.cpp series already warned about
+        self._told: set[tuple] = set()  # BMCs with several node chassis already warned about
         self.module_gpus: set[str] = set()  # GPUs whose energy is their Grace module's
         self.fleet = FleetTokens(options.fleet) if options.fleet else None
         self.bmc: dict[str, Meter] = {}  # psu_input / chassis -> the node's BMC meter
         self.windows = GridWindows(int(options.window_grid * 1e9))
         self._meter: str | None = None  # the node meter in use
-        self._meter_note: str | None = None
+        self._meter_note: tuple = ()  # the meters passed over, as last logged
         self.meter_changes = 0
         self._fleet_t1: int | None = None  # the end of the last fleet window computed
 
@@ -282,9 +283,9 @@ class EfficiencyCollector(Collector):
                 if not found:
                     continue
                 if len(chassis_ids[measurement]) > 1:
-                    log_once = (name, measurement, tuple(sorted(chassis_ids[measurement])))
-                    if log_once not in self._unresolved_told:
-                        self._unresolved_told.add(log_once)
+                    told = (name, measurement, tuple(sorted(chassis_ids[measurement])))
+                    if told not in self._told:
+                        self._told.add(told)
                         log.warning("efficiency: %d node chassis on this node's BMCs (%s): not summed; name the "
                                     "node's chassis in the redfish target's `chassis`", len(chassis_ids[measurement]),
                                     ", ".join("/".join(c) for c in sorted(chassis_ids[measurement])))
@@ -338,16 +339,18 @@ class EfficiencyCollector(Collector):
         if components.note:
             choice.notes.append(f"components: {components.note}")
         name = choice.chosen.meter.name if choice.chosen else None
-        if name != self._meter or (choice.note != self._meter_note and name is not None):
+        # a state change is a new meter or another set of meters passed over, not a note whose ages moved on
+        passed = tuple(n.split(":", 1)[0] for n in choice.notes)
+        if (name, passed) != (self._meter, self._meter_note):
             if name != self._meter and self._meter is not None:
                 self.meter_changes += 1
             if name is None:
                 log.warning("efficiency: no node meter is current (%s)", choice.note or "nothing measured yet")
-            elif name != self._meter or choice.note:
+            else:
                 log.info("efficiency: node metered by %s (%s)%s%s", name, choice.chosen.meter.source,
                          ": partial, GPUs and CPUs only" if choice.chosen.meter.partial else "",
                          f"; passed over: {choice.note}" if choice.note else "")
-            self._meter, self._meter_note = name, choice.note
+            self._meter, self._meter_note = name, passed
         return choice, components, meters
 
     def _node_meter_row(self, acc: Accumulator, choice: Choice) -> bool:

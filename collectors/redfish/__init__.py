@@ -245,7 +245,7 @@ class RedfishCollector(Collector):
                 key = f"{t.opts.name}|{r.tags['chassis']}|{r.tags.get('component')}|{r.tags.get('scope')}"
                 u = self.counters.reading(key, value, now, max_watts=limit)
                 if u.event == "refused":
-                    refused.append(f"{what} energy {value!r}: {u.reason}")
+                    refused.append((f"{what} energy", f"{value!r}: {u.reason}"))
                 elif u.event == "reset":
                     log.warning("redfish %s: energy counter of %s was reset; kept monotonic", t.opts.name, what)
                 if u.value is None:
@@ -253,7 +253,7 @@ class RedfishCollector(Collector):
                 value = u.value
             elif r.measurement == "redfish_power" and r.field.startswith("power_") and r.field.endswith("_watts"):
                 if value < 0 or value > limit * LIMIT_HEADROOM:
-                    refused.append(f"{what} {r.field} {value!r}: outside 0..{limit:g} W")
+                    refused.append((f"{what} {r.field}", f"{value!r}: outside 0..{limit:g} W x {LIMIT_HEADROOM:g}"))
                     continue
             k = (r.measurement, tuple(sorted(r.tags.items())))
             row = rows.get(k)
@@ -276,14 +276,14 @@ class RedfishCollector(Collector):
         if result is not None:
             fields.update(requests=result.requests, missing_resources=len(result.missing),
                           skipped_resources=len(result.skipped), refused_readings=len(refused))
-            said = (tuple(result.skipped), tuple(x.split(":")[0] for x in refused))
-            if said != t.said:
+            said = (tuple(result.skipped), tuple(k for k, _ in refused))
+            if said != t.said:  # logged when the set changes, not every poll
                 for x in set(result.skipped) - set(t.said[0]):
                     log.warning("redfish %s: %s is not live (Status.State): its readings are left out", t.opts.name,
                                 x)
-                for x in refused:
-                    if x.split(":")[0] not in t.said[1]:
-                        log.warning("redfish %s: refused %s", t.opts.name, x)
+                for k, why in refused:
+                    if k not in t.said[1]:
+                        log.warning("redfish %s: refused %s %s", t.opts.name, k, why)
                 t.said = said
         if t.plan is not None:
             fields["chassis"] = len(t.plan.chassis)
