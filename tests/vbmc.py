@@ -16,6 +16,7 @@ import json
 import struct
 import sys
 import time
+import zlib
 from pathlib import Path
 
 UNITS = {"celsius": 1, "volts": 4, "amperes": 5, "watts": 6, "rpm": 18}
@@ -100,7 +101,10 @@ def main() -> int:
             if netfn == 0x0A and st.get("sdr", True):
                 recs = self.records(st)
                 if cmd == 0x20:  # Get SDR Repository Info
-                    info = struct.pack("<BHHIIB", 0x51, len(recs), 0xFFFF, 0, 0, 0x02)
+                    # the most recent addition's timestamp names this repository's content, as a real BMC's
+                    # does: clients (pyghmi) cache an SDR by it, so two BMCs with other sensors are not confused
+                    added = zlib.crc32(b"".join(recs))
+                    info = struct.pack("<BHHIIB", 0x51, len(recs), 0xFFFF, added, 0, 0x02)
                     return session.send_ipmi_response(data=list(info) + [0] * (14 - len(info)))
                 if cmd == 0x22:  # Reserve SDR Repository
                     return session.send_ipmi_response(data=[0x01, 0x00])

@@ -194,6 +194,7 @@ class Series:
     values: deque = field(default_factory=deque)
     gaps: deque = field(default_factory=lambda: deque(maxlen=8))  # recent sampling intervals (ns)
     quantum: float | None = None  # learnt step (J): 0 fine, a kWh quantum, None not known yet
+    declared: bool = False  # the source declares its resolution (NVML mJ, RAPL uJ): nothing to learn
     segments: int = 1  # a decrease or a gap starts a new segment: no window spans it
 
     def add(self, ts: int, value: float) -> bool:
@@ -204,7 +205,7 @@ class Series:
             step = value - self.values[-1]
             if step < 0:
                 self.restart()  # a producer without a counter store went down: no window across it
-            elif step > 0:
+            elif step > 0 and not self.declared:
                 q = quantum_of(step, value)
                 self.quantum = q if self.quantum is None else min(self.quantum, q)
         self.ts.append(ts)
@@ -272,11 +273,15 @@ class Ledger:
     def keys(self, kind: str | None = None) -> list[tuple]:
         return [k for k, s in self.series.items() if s.ts and (kind is None or k[0] == kind)]
 
-    def counter(self, key: tuple, ts: int, joules) -> None:
-        """A cumulative energy reading (joules) at ts (ns)."""
+    def counter(self, key: tuple, ts: int, joules, fine: bool = False) -> None:
+        """A cumulative energy reading (joules) at ts (ns); `fine`: the source declares a resolution far below a
+        joule (NVML's mJ, RAPL's uJ), so its steps are not searched for a kWh quantum (a steady synthetic
+        load whose every step is a multiple of 3.6 kJ would otherwise pass for one)."""
         if isinstance(joules, bool) or not isinstance(joules, (int, float)) or not math.isfinite(joules):
             return
         s = self.series.setdefault(key, Series())
+        if fine and not s.declared:
+            s.declared, s.quantum = True, 0.0
         if s.add(ts, float(joules)):
             s.trim(ts - self.keep_ns)
 

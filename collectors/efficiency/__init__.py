@@ -225,11 +225,12 @@ class EfficiencyCollector(Collector):
                 if (s.tags.get("scope") == "gpu_module") != (s.tags["gpu"] in self.module_gpus):
                     led.forget(key)  # another counter from now on: no window across the change
                     self.module_gpus ^= {s.tags["gpu"]}
-                led.counter(key, s.ts, s.fields["energy_joules_total"])
+                led.counter(key, s.ts, s.fields["energy_joules_total"], fine=True)  # NVML: mJ
         if self.options.rapl:
             for s in bus.latest("host_energy"):
                 if s.tags.get("source") == "rapl" and "energy_joules_total" in s.fields:
-                    led.counter(("rapl", s.tags.get("zone", "")), s.ts, s.fields["energy_joules_total"])
+                    led.counter(("rapl", s.tags.get("zone", "")), s.ts, s.fields["energy_joules_total"],
+                                fine=True)  # RAPL: uJ
         src = self.options.node_energy
         if src is not None:
             meters = [s for s in bus.latest(src.measurement) if all(s.tags.get(k) == v for k, v in src.tags.items())]
