@@ -368,6 +368,12 @@ def serve_bmc(mockup: Path, tls: tuple[Path, Path, Path], user: str = "monitor",
             self.tokens: set[str] = set()
             self.logins = self.logouts = self.gets = 0
             self.delay = delay
+            self.refuse_logins = 0  # the next N logins answer 503 with Retry-After (a BMC rebooting)
+            self.retry_after = "1"
+            self.forbid: set[str] = set()  # paths answered 403 (an account without the right to read them)
+            self.drip: set[str] = set()  # paths whose answer comes a byte every 0.2 s
+            self.dripped = 0  # bytes of those answers written before the client went away
+            self.bodies: dict[str, bytes] = {}  # paths answered with these bytes (huge, nested, ...)
 
         def expire(self) -> None:
             self.tokens.clear()
@@ -393,17 +399,43 @@ def serve_bmc(mockup: Path, tls: tuple[Path, Path, Path], user: str = "monitor",
             self.end_headers()
             self.wfile.write(body)
 
+        def _send(self, status: int, body: bytes, headers: dict | None = None, drip: bool = False):
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            if not drip:
+                self.wfile.write(body)
+                return
+            for i in range(len(body)):
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+                state.dripped += 1
+                time.sleep(0.2)
+
         def do_GET(self):
             if state.delay:
                 time.sleep(state.delay)
             state.gets += 1
-            if self.path.rstrip("/") != "/redfish/v1" and not self._authorized():
+            path = self.path.rstrip("/")
+            if path != "/redfish/v1" and not self._authorized():
                 return self._deny()
+            if path in state.forbid:
+                return self._send(403, b'{"error": {"code": "Base.1.0.InsufficientPrivilege"}}')
+            if path in state.bodies:
+                return self._send(200, state.bodies[path])
+            if path in state.drip:
+                return self._send(200, json.dumps({"Id": "drip", "Name": "x" * 200}).encode(), drip=True)
             super().do_GET()
 
         def do_POST(self):
             self._log_request("POST")
             if self.path.rstrip("/") == "/redfish/v1/SessionService/Sessions":
+                if state.refuse_logins:
+                    state.refuse_logins -= 1
+                    return self._send(503, b"{}", {"Retry-After": state.retry_after})
                 try:
                     creds = json.loads(self.body)
                 except ValueError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -360,3 +361,77 @@ def test_a_power_shelf_under_power_equipment_gives_its_power_and_energy(sushy, t
     assert shelf["power_watts"] == m["PowerWatts"]["Reading"]
     assert shelf["energy_joules_total"] == m["EnergykWh"]["Reading"] * 3.6e6
     assert "PowerEquipment PowerShelves" in one(samples, "redfish_target", target="shelf")["model"]
+
+
+def _session_target(url, tls, tmp_path, **kw):
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret\n")
+    return {"name": "bmc", "url": url, "user": "monitor", "password_file": str(pw), "ca_file": str(tls[0]), **kw}
+
+
+def test_a_session_refused_after_a_reboot_logs_in_again_on_the_next_poll(tls, tmp_path):
+    srv, url, state = serve_bmc(MOCKUPS / "rackmount", tls)
+    try:
+        col = RedfishCollector(RedfishOptions(targets=[_session_target(url, tls, tmp_path)]),
+                               Context("redfish", timeout=20.0))
+        assert one(run([], collector=col), "redfish_target", target="bmc")["up"] is True
+        # the BMC reboots: its sessions are gone and the first login after it answers 503, Retry-After: 1
+        state.expire()
+        state.refuse_logins = 1
+        down = one(run([], collector=col), "redfish_target", target="bmc")
+        assert down["up"] is False and "HTTP 503" in down["error"] and "retry after 1 s" in down["error"]
+        assert "basic" not in down["error"]  # a BMC not ready is no reason to change the auth mode
+        time.sleep(1.1)  # what the BMC asked for
+        back = run([], collector=col)
+        assert one(back, "redfish_target", target="bmc")["up"] is True and state.logins == 2
+        assert series(back, "redfish_power", target="bmc")  # without waiting for the hourly rediscovery
+        col.close()
+        assert state.logouts == 1
+    finally:
+        srv.shutdown()
+
+
+def test_a_403_on_one_resource_leaves_that_resource_out_and_keeps_the_session(tls, tmp_path):
+    srv, url, state = serve_bmc(MOCKUPS / "rackmount", tls)
+    env = "/redfish/v1/Chassis/1U/EnvironmentMetrics"
+    try:
+        col = RedfishCollector(RedfishOptions(targets=[_session_target(url, tls, tmp_path)]),
+                               Context("redfish", timeout=20.0))
+        run([], collector=col)
+        state.forbid = {env}
+        samples = run([], collector=col)
+        t = one(samples, "redfish_target", target="bmc")
+        assert t["up"] is True and t["skipped_resources"] >= 1
+        assert not series(samples, "redfish_power", component="chassis") and series(samples, "redfish_power")
+        state.forbid = set()
+        samples = run([], collector=col)
+        assert series(samples, "redfish_power", component="chassis") and state.logins == 1
+        col.close()
+    finally:
+        srv.shutdown()
+
+
+def test_a_dripping_answer_is_cut_at_the_deadline_and_a_huge_or_deep_one_refused(tls, tmp_path):
+    srv, url, state = serve_bmc(MOCKUPS / "rackmount", tls)
+    env = "/redfish/v1/Chassis/1U/EnvironmentMetrics"
+    thermal = "/redfish/v1/Chassis/1U/ThermalSubsystem/ThermalMetrics"
+    try:
+        col = RedfishCollector(RedfishOptions(targets=[_session_target(url, tls, tmp_path, timeout=1.0, deadline=2.0,
+                                                                       max_answer_size="64KiB")]),
+                               Context("redfish", timeout=20.0))
+        run([], collector=col)
+        state.drip = {env}  # ~200 bytes at 5 a second: 40 s if it were waited for
+        t = one(run([], collector=col), "redfish_target", target="bmc")
+        assert t["up"] is False and "deadline" in t["error"]
+        time.sleep(0.5)
+        assert 0 < state.dripped < 100  # the client hung up at its deadline, long before the answer ended
+        state.drip = set()
+        state.bodies = {env: b'{"Id": "EnvironmentMetrics", "Pad": "' + b"x" * (100 << 10) + b'"}',
+                        thermal: b"[" * 100_000 + b"]" * 100_000}
+        samples = run([], collector=col)
+        t = one(samples, "redfish_target", target="bmc")
+        assert t["up"] is True and t["skipped_resources"] >= 2  # each refused whole, the others read
+        assert series(samples, "redfish_power", scope="psu_input")
+        col.close()
+    finally:
+        srv.shutdown()

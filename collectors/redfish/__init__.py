@@ -18,12 +18,12 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 
 from agent.collector import Collector, NotPresent
-from agent.config import CollectorOptions, HttpUrl, PositiveDuration, SecretFile, Strict
+from agent.config import CollectorOptions, HttpUrl, PositiveDuration, SecretFile, Size, Strict
 from agent.model import Accumulator, Kind, Metric
 from agent.secrets import read_secret
 from collectors.common.energy import LIMIT_HEADROOM, EnergyCounters
 
-from .client import Auth, AuthError, RedfishClient, RedfishError
+from .client import MAX_ANSWER, Auth, RedfishClient, RedfishError
 from .discover import Plan, PollResult, discover, poll
 from .model import Reading, load_models
 
@@ -105,6 +105,8 @@ class TargetOptions(Strict):
     insecure: bool = Field(False, description="skip TLS certificate verification (BMCs with self-signed "
                                               "certificates; prefer ca_file)")
     timeout: PositiveDuration = Field(5.0, description="per request")
+    max_answer_size: Size = Field(MAX_ANSWER, ge=1024, description="the largest answer read; a larger one is "
+                                                                   "refused whole and said (its resource left out)")
     deadline: PositiveDuration = Field(8.0, description="a whole poll of this target")
     chassis: list[str] = Field(default_factory=list, description="read only these chassis Ids (default: all)")
     electrical: bool = Field(False, description="also poll voltage, current and frequency sensors (PDUs, power "
@@ -145,7 +147,8 @@ class RedfishOptions(CollectorOptions):
 class Target:
     def __init__(self, opts: TargetOptions, auth: Auth) -> None:
         self.opts = opts
-        self.client = RedfishClient(opts.url, auth, opts.timeout, opts.ca_file, verify=not opts.insecure)
+        self.client = RedfishClient(opts.url, auth, opts.timeout, opts.ca_file, verify=not opts.insecure,
+                                    max_answer=opts.max_answer_size)
         self.plan: Plan | None = None
         self.discovered_at = 0.0
         self.busy = False
@@ -190,12 +193,8 @@ class RedfishCollector(Collector):
             result = poll(t.client, self.models, t.plan, deadline)
             if result.missing:
                 t.plan = None  # a PSU pulled, a sensor gone: walk the service again next time
-            if result.auth_failed:
-                t.client.token = None
             return result, None
-        except (RedfishError, TimeoutError, OSError) as e:
-            if isinstance(e, AuthError):
-                t.client.token = None
+        except (RedfishError, TimeoutError, OSError) as e:  # the client logs in again itself when it can
             return None, str(e) or type(e).__name__
         except Exception as e:  # whatever one target's answers provoke stays with that target
             return None, f"{type(e).__name__}: {e}"
@@ -279,8 +278,7 @@ class RedfishCollector(Collector):
             said = (tuple(result.skipped), tuple(k for k, _ in refused))
             if said != t.said:  # logged when the set changes, not every poll
                 for x in set(result.skipped) - set(t.said[0]):
-                    log.warning("redfish %s: %s is not live (Status.State): its readings are left out", t.opts.name,
-                                x)
+                    log.warning("redfish %s: left out: %s", t.opts.name, x)
                 for k, why in refused:
                     if k not in t.said[1]:
                         log.warning("redfish %s: refused %s %s", t.opts.name, k, why)

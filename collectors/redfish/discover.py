@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .client import AuthError, NotFound, RedfishClient, RedfishError
+from .client import AuthError, BadAnswer, Forbidden, NotFound, RedfishClient, RedfishError
 from .model import (
     Chassis,
     Models,
@@ -74,9 +74,10 @@ def _detectors(client: RedfishClient, uri: str | None, ch: Chassis, deadline: fl
 
 
 def _optional(fn, *args):
+    """What fn answers; None where the resource is not there or this account may not read it."""
     try:
         return fn(*args)
-    except NotFound:
+    except (NotFound, Forbidden, BadAnswer):
         return None
 
 
@@ -290,6 +291,9 @@ def poll(client: RedfishClient, models: Models, plan: Plan, deadline: float) -> 
             doc = client.get(res.uri, deadline)
         except NotFound:
             missing.append(res.uri)
+            continue
+        except (Forbidden, BadAnswer) as e:  # not readable by this account, or garbage: the others are read
+            skipped.append(str(e))
             continue
         except (TimeoutError, OSError, RedfishError) as e:
             error, auth = str(e) or type(e).__name__, isinstance(e, AuthError)
