@@ -52,6 +52,8 @@ AGENT_METRICS: tuple[Metric, ...] = (
     _m("requests_total", C, "requests", "write requests sent", _OUT),
     _m("file_size_bytes", G, "bytes", "size of the file output's current file", _OUT),
     _m("file_rotations_total", C, "count", "times the file output rotated its file", _OUT),
+    _m("file_reopens_total", C, "count", "times the file output found its file deleted or moved away "
+       "(logrotate) and opened its path again", _OUT),
     _m("auth_failing", G, "bool", "the server answers 401/403: points are kept, nothing is delivered", _OUT),
     _m("cpu_seconds_total", C, "seconds", "CPU time (user+system) of the agent process", _PROC),
     _m("memory_rss_bytes", G, "bytes", "resident set size of the agent process", _PROC),

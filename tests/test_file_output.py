@@ -148,3 +148,44 @@ def test_config_checks_the_file_output_like_any_section(tmp_path):
         build_config({"outputs": {"file": [{"path": "/tmp/a", "name": "influxdb"}],
                                   "influxdb": [{"url": "http://127.0.0.1:8086", "api": "v1", "database": "d"}]}},
                      {}, None, default_registry())
+
+
+def _logrotate(tmp_path: Path, path: Path, mode: str) -> None:
+    """Debian's logrotate, forced, on this one file: `create` (rename, then a new file) or `copytruncate`."""
+    import shutil
+
+    exe = shutil.which("logrotate") or "/usr/sbin/logrotate"
+    if not Path(exe).exists():
+        if os.environ.get("CI"):
+            raise RuntimeError("logrotate missing: tests/install-deps test installs it")
+        pytest.skip("logrotate not installed (apt-get install -y logrotate; `make test` does it)")
+    conf = tmp_path / f"logrotate-{mode}.conf"
+    conf.write_text(f"{path} {{\n  rotate 5\n  {mode}\n  missingok\n  nocompress\n}}\n")
+    r = subprocess.run([exe, "--force", "--state", str(tmp_path / "logrotate.state"), str(conf)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("mode", ["create", "copytruncate"])
+def test_logrotate_or_a_deleted_file_never_loses_a_line(tmp_path, mode):
+    path = tmp_path / "m.lp"
+    out = FileOutput(FileOutputOptions(path=path, batch_size=50, flush_interval=0.05), tmp_path / "state")
+    out.start()
+    samples = gpu_samples(60)  # 480 points, written in 3 parts with a rotation and a deletion between
+    third = len(samples) // 3
+    out.append(samples[:third])
+    assert out.flush(30)
+    _logrotate(tmp_path, path, mode)
+    out.append(samples[third:2 * third])
+    assert out.flush(30)
+    if mode == "create":
+        assert path.exists() and path.stat().st_size > 0  # the path is written again, not the renamed file
+    rotated = {line for f in sorted(tmp_path.glob("m.lp.*")) for line in lines_of(f)}
+    assert {to_line(s) for s in samples[:third]} <= rotated  # the part before the rotation, whole, in m.lp.1
+    assert {to_line(s) for s in samples[third:2 * third]} <= set(lines_of(path))  # the part after, at the path
+    path.unlink()  # an operator deletes the current file: later lines go to a new one, not to the unlinked inode
+    out.append(samples[2 * third:])
+    assert out.flush(30) and out.stop(5)
+    assert {to_line(s) for s in samples[2 * third:]} == set(lines_of(path))
+    assert out.stats()["file_reopens_total"] == (2 if mode == "create" else 1)

@@ -81,13 +81,14 @@ def status_text(st: dict) -> str:
         rows = []
         for name, o in sorted(st.get("outputs", {}).items()):
             buffered = "buffer_points" in o
-            rows.append([name, o.get("state", "ok"),
+            rows.append([name, o.get("path", ""), o.get("state", "ok"),
                          o["buffer_points"] if buffered else o.get("queue_depth_samples"),
                          o.get("written_samples_total"),
                          o.get("buffer_evicted_points_total") if buffered else o.get("queue_dropped_samples_total"),
                          o.get("rejected_points_total", "-"), o.get("write_errors_total"),
                          o.get("last_error") or ""])
-        print(table(["OUTPUT", "STATE", "PENDING", "WRITTEN", "EVICTED", "REJECTED", "ERRORS", "LAST ERROR"], rows))
+        print(table(["OUTPUT", "PATH", "STATE", "PENDING", "WRITTEN", "EVICTED", "REJECTED", "ERRORS", "LAST ERROR"],
+                    rows))
         aside = st.get("state_files_set_aside") or []
         if aside:
             print()

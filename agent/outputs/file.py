@@ -51,6 +51,7 @@ class FileWriter:
         self.opts = opts
         self.path = Path(opts.path)
         self.rotations = 0
+        self.reopens = 0
         self.repaired_bytes = 0
         self._f = None
 
@@ -59,7 +60,29 @@ class FileWriter:
             return [json.dumps(s.to_json(), separators=(",", ":")).encode() for s in samples]
         return [to_line(s).encode() for s in samples]
 
+    def _still_ours(self) -> None:
+        """The open file is still the one at path: deleted (link count 0) or moved away (logrotate without
+        copytruncate: path is another inode, or none) means every later line would go nowhere, or to
+        NAME.1. Then path is opened again, said once, and counted."""
+        if self._f is None:
+            return
+        try:
+            mine = os.fstat(self._f.fileno())
+            try:
+                now = os.stat(self.path)
+                moved = (now.st_ino, now.st_dev) != (mine.st_ino, mine.st_dev)
+            except FileNotFoundError:
+                moved = True
+        except OSError:
+            moved = True
+        if moved or mine.st_nlink == 0:  # one event each time, said once
+            self.close()
+            self.reopens += 1
+            log.warning("output file %s was deleted or moved away (logrotate?): writing to a new %s",
+                        self.path, self.path)
+
     def _open(self):
+        self._still_ours()
         if self._f is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             f = open(self.path, "ab+")  # noqa: SIM115 - kept open across batches
@@ -144,7 +167,8 @@ class FileWriter:
             size = self.path.stat().st_size
         except OSError:
             size = 0
-        return {"path": str(self.path), "file_size_bytes": size, "file_rotations_total": self.rotations}
+        return {"path": str(self.path), "file_size_bytes": size, "file_rotations_total": self.rotations,
+                "file_reopens_total": self.reopens}
 
 
 class FileOutput(RunningOutput):
