@@ -139,6 +139,11 @@ class CollectorOptions(Strict):
     interval: Interval | None = Field(None, description="default: agent.interval")
     timeout: Interval | None = Field(None, description="run deadline; default: the interval")
 
+    def unique_keys(self) -> list[tuple[tuple, str, str]]:
+        """(where under this instance, value, what it keys) of each value that keys state (counter files,
+        sessions, series) and so must be unique across every instance of this collector. None by default."""
+        return []
+
 
 class Receiver(Strict):
     """Where alert notifications go: a JSON webhook or an Alertmanager (API v2)."""
@@ -192,6 +197,18 @@ class OutputsBase(Strict):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"output names must be unique; repeated: {', '.join(sorted(dup))}")
+        # two outputs writing one file would interleave and rotate each other's lines
+        paths: dict[str, str] = {}
+        for kind in type(self).model_fields:
+            section = getattr(self, kind)
+            for o in section if isinstance(section, list) else [section]:
+                path = getattr(o, "path", None) if o.enabled else None
+                if path and kind != "local":
+                    key = os.path.realpath(os.path.expanduser(str(path)))
+                    if key in paths:
+                        raise ValueError(f"outputs {paths[key]!r} and {getattr(o, 'name', kind)!r} write the same "
+                                         f"file {path}: expected a path of its own for each")
+                    paths[key] = getattr(o, "name", kind)
         return self
 
 
@@ -466,6 +483,7 @@ def build_config(data: Any, positions: dict[tuple, int], source: Path | None, re
         else:
             continue
         names: set[str] = set()
+        keyed: dict[str, tuple] = {}  # a value that keys state -> where it was first seen
         for i, item in enumerate(items):
             loc: tuple = ("collectors", kind) + ((i,) if is_list else ())
             if item is None:
@@ -479,6 +497,12 @@ def build_config(data: Any, positions: dict[tuple, int], source: Path | None, re
             except ValidationError as e:
                 problems.extend(validation_messages(e, spec.options_model, loc, positions, where))
                 continue
+            for suffix, value, what in opts.unique_keys():
+                first = keyed.setdefault(value, loc + suffix)
+                if first != loc + suffix:
+                    problems.append(f"{where}:{_line_for(loc + suffix, positions)}: {_dotted(loc + suffix)}: "
+                                    f"{value!r} is already used at line {_line_for(first, positions)} "
+                                    f"({_dotted(first)}); it keys {what}: expected a unique name")
             name = opts.name or (kind if not is_list or len(items) == 1 else f"{kind}-{i}")
             if name in names:
                 problems.append(f"{where}:{_line_for(loc, positions)}: {_dotted(loc)}.name: "

@@ -138,3 +138,19 @@ def test_documented_example_config_is_valid():
                       default_registry())
     assert cfg.global_tags()["rack"] == "r12"
     assert {i.name for i in cfg.instances} == {"host", "storage", "network", "gpu", "inference", "efficiency"}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("collectors:\n  redfish:\n    targets:\n      - {name: bmc, url: 'https://10.0.0.1'}\n"
+     "      - {name: bmc, url: 'https://10.0.0.2'}\n",
+     ":5: collectors.redfish.targets[1].name: 'bmc' is already used at line 4 (collectors.redfish.targets[0].name)"),
+    ("collectors:\n  ipmi:\n    targets:\n      - {name: b, host: 10.0.0.1}\n      - {name: b, host: 10.0.0.2}\n",
+     ":5: collectors.ipmi.targets[1].name: 'b' is already used at line 4"),
+    ("collectors:\n  snmp:\n    devices:\n      - {name: pdu, host: 10.0.0.1}\n      - {name: pdu, host: 10.0.0.2}\n",
+     ":5: collectors.snmp.devices[1].name: 'pdu' is already used at line 4"),
+    ("outputs:\n  file:\n    - {name: a, path: /tmp/x/m.lp}\n    - {name: b, path: /tmp/x/../x/m.lp}\n",
+     "outputs 'a' and 'b' write the same file /tmp/x/../x/m.lp"),
+])
+def test_names_that_key_state_and_paths_an_output_writes_are_unique(tmp_path, text, expected):
+    """Two BMCs under one name shared their counters (a phantom 5 MW); two file outputs on one path interleave."""
+    assert expected in error_of(write(tmp_path, text))

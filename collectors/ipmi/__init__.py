@@ -88,6 +88,9 @@ class IpmiOptions(CollectorOptions):
     targets: list[TargetOptions] = Field(default_factory=list)
     max_in_flight: int = Field(32, ge=1, le=512, description="BMCs polled at the same time")
 
+    def unique_keys(self) -> list[tuple[tuple, str, str]]:
+        return [(("targets", i, "name"), t.name, "its series and state") for i, t in enumerate(self.targets)]
+
 
 class Target:
     def __init__(self, opts: TargetOptions, password: str | None) -> None:

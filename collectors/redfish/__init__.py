@@ -143,6 +143,9 @@ class RedfishOptions(CollectorOptions):
                                                              "replaced PSUs); at once when a resource disappears")
     discovery_deadline: PositiveDuration = Field(60.0, description="a whole discovery of one target")
 
+    def unique_keys(self) -> list[tuple[tuple, str, str]]:
+        return [(("targets", i, "name"), t.name, "its counters and session") for i, t in enumerate(self.targets)]
+
 
 class Target:
     def __init__(self, opts: TargetOptions, auth: Auth) -> None:

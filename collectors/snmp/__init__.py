@@ -121,6 +121,9 @@ class SnmpOptions(CollectorOptions):
     max_in_flight: int = Field(32, ge=1, description="devices polled at the same time")
     pue_window: PositiveDuration = Field(900.0, description="window of the energy-based PUE")
 
+    def unique_keys(self) -> list[tuple[tuple, str, str]]:
+        return [(("devices", i, "name"), t.name, "its counters and series") for i, t in enumerate(self.devices)]
+
 
 class Device:
     def __init__(self, opts: DeviceOptions, creds: Credentials) -> None:
