@@ -8,6 +8,7 @@ the test that checks what is emitted.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Iterable, Mapping
@@ -105,6 +106,49 @@ class Catalogue:
         return len(self.metrics)
 
 
+INT64 = (-(1 << 63), (1 << 63) - 1)
+_said: set[tuple[str, str, str]] = set()
+
+
+def utf8(text: str) -> str:
+    """Text every destination can encode: a byte a device sent that is not UTF-8 (kept by Python as a lone
+    surrogate) becomes U+FFFD instead of failing the whole write."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def valid_field(key: str, v):
+    """(the value to keep or None, why it was changed or dropped, or None)."""
+    if not key:
+        return None, "empty field key"
+    v, why = _valid_value(v)
+    if why is None and key.endswith("\\"):
+        why = "field key ends with a backslash (dropped from the name, as Telegraf does)"
+    return v, why
+
+
+def _valid_value(v):
+    if isinstance(v, float):
+        return (v, None) if math.isfinite(v) else (None, "not a finite number")
+    if isinstance(v, int) and not isinstance(v, bool) and not INT64[0] <= v <= INT64[1]:
+        return max(INT64[0], min(INT64[1], v)), "integer beyond int64 (clamped, as Telegraf does)"
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            return None, "text that is not UTF-8"
+    return v, None
+
+
+def _say_once(measurement: str, key: str, why: str) -> None:
+    if (measurement, key, why) not in _said and why != "not a finite number" and len(_said) < 10_000:
+        _said.add((measurement, key, why))
+        logging.getLogger(__name__).warning("%s.%s: %s", measurement, key or "''", why)
+
+
 class Accumulator:
     """Collects the samples of one collection run.
 
@@ -137,12 +181,19 @@ class Accumulator:
         for k, v in fields.items():
             if v is None:
                 continue
-            if isinstance(v, float) and not math.isfinite(v):
-                # NaN/inf cannot be written as line protocol; drop the field, keep the rest.
+            if type(v) is float and math.isfinite(v) and k and k[-1] != "\\":
+                clean[k] = v  # the common case, without a call
+                continue
+            v, why = valid_field(k, v)
+            if why is not None:
+                # one field that no destination can take (NaN, an empty key, text that is not UTF-8) is
+                # dropped, the rest kept; an integer past int64 is clamped, as Telegraf does; counted, said once
                 self.invalid_values += 1
                 if self.counts is not None:
                     self.counts["invalid_values"] = self.counts.get("invalid_values", 0) + 1
-                continue
+                _say_once(measurement, k, why)
+                if v is None:
+                    continue
             clean[k] = v
         if not clean:
             return
@@ -152,7 +203,7 @@ class Accumulator:
         if tags:
             for k, v in tags.items():
                 if v is not None and v != "":
-                    all_tags[k] = str(v)
+                    all_tags[k] = utf8(str(v))
         key = (measurement, tuple(sorted(all_tags.items())), ts)
         with self._lock:
             if self._closed:

@@ -30,7 +30,8 @@ AGENT_METRICS: tuple[Metric, ...] = (
     _m("errors_total", C, "count", "runs that raised", _COL),
     _m("timeouts_total", C, "count", "runs abandoned past their deadline", _COL),
     _m("skipped_total", C, "count", "runs skipped because the previous one was still running", _COL),
-    _m("invalid_values_total", C, "count", "field values dropped as not finite (NaN, inf)", _COL),
+    _m("invalid_values_total", C, "count", "field values dropped or clamped: not finite (NaN, inf), an empty key, text "
+       "that is not UTF-8, an integer beyond int64", _COL),
     _m("late_samples_total", C, "count", "adds refused from a run abandoned past its deadline", _COL),
     _m("queue_depth_samples", G, "count", "samples waiting for this output", _OUT),
     _m("queue_capacity_samples", G, "count", "samples this output's queue holds at most", _OUT),
@@ -52,6 +53,8 @@ AGENT_METRICS: tuple[Metric, ...] = (
     _m("requests_total", C, "requests", "write requests sent", _OUT),
     _m("file_size_bytes", G, "bytes", "size of the file output's current file", _OUT),
     _m("file_rotations_total", C, "count", "times the file output rotated its file", _OUT),
+    _m("encode_dropped_fields_total", C, "count", "fields the output could not encode (left out, the rest of "
+       "their sample written)", _OUT),
     _m("file_reopens_total", C, "count", "times the file output found its file deleted or moved away "
        "(logrotate) and opened its path again", _OUT),
     _m("auth_failing", G, "bool", "the server answers 401/403: points are kept, nothing is delivered", _OUT),

@@ -390,3 +390,49 @@ def test_dead_influxdb_shows_in_status_and_self_metrics_and_keeps_points(tmp_pat
     selfm = query(state / "metrics.db", "agent", tags={"component": "output", "name": "dead"})
     assert "buffer_points" in selfm[-1].fields and "buffer_evicted_points_total" in selfm[-1].fields
     assert len(DiskBuffer(state / "buffer-dead.db")) == st["buffer_points"]  # kept for the next start
+
+
+def test_a_record_holding_a_newline_stays_one_record_in_the_buffer_and_its_trim(tmp_path):
+    buf = DiskBuffer(tmp_path / "b.db", max_points=5)
+    recs = [b'm s="one\ntwo"i 1', b"m v=2i 2", b'm s="a\nb\nc" 3', b"m v=4i 4"]
+    buf.append(recs)
+    ids, lines = buf.peek(100)
+    assert lines == recs and len(buf) == 4  # 4 points, not 7 lines
+    buf.release()
+    buf.append([b'm s="x\ny" 5', b"m v=6i 6"])  # 6 points, cap 5: the oldest one goes, whole
+    ids, lines = buf.peek(100)
+    assert lines == recs[1:] + [b'm s="x\ny" 5', b"m v=6i 6"] and buf.evicted == 1
+    buf.close()
+    # a buffer written before lengths were kept still reads, by its newlines
+    import sqlite3
+
+    c = sqlite3.connect(tmp_path / "b.db")
+    c.execute("UPDATE chunks SET lens=NULL")
+    c.commit()
+    c.close()
+    assert DiskBuffer(tmp_path / "b.db").peek(100)[1][-1] == b"m v=6i 6"
+
+
+def test_newlines_non_utf8_text_big_integers_and_empty_keys_lose_only_their_field(influxd, tmp_path):
+    """Telegraf's and InfluxDB's own encoder cases: a string with a newline is one point; a byte that is not
+    UTF-8 (kept by Python as a lone surrogate) drops that field only; an integer past int64 is clamped as
+    Telegraf does; an empty field key is dropped; the good fields and the good samples of the same collection
+    are all written."""
+    from agent.model import Accumulator
+
+    db = new_db(influxd)
+    out = make_output(tmp_path, influxd.url, database=db)
+    acc = Accumulator(T0, {"host": "n1"})
+    acc.add("dev", {"note": "line one\nline two", "v": 1.0}, {"device": "a"})
+    acc.add("dev", {"name": "caf\udce9", "v": 2.0}, {"device": "b"})  # b'caf\xe9' read with surrogateescape
+    acc.add("dev", {"big": 2**70, "small": -(2**70), "v": 3.0}, {"device": "c"})
+    acc.add("dev", {"": 5, "v": 4.0}, {"device": "d", "label": "t\udcffg"})
+    samples = acc.close()
+    assert acc.invalid_values == 4  # the tag is repaired (U+FFFD), not counted as a field
+    out.append(samples)
+    assert out.stop(20) and out.rejected == 0
+    got = {p["device"]: p for p in influxd.points(db, "dev")}
+    assert set(got) == {"a", "b", "c", "d"}
+    assert got["a"]["note"] == "line one\nline two" and got["b"]["v"] == 2.0 and got["b"].get("name") is None
+    assert got["c"]["big"] == 2**63 - 1 and got["c"]["small"] == -(2**63) and got["d"]["label"] == "t\ufffdg"
+    assert out.sent == 4

@@ -20,6 +20,7 @@ import gzip
 import logging
 import sqlite3
 import threading
+from array import array
 from pathlib import Path
 
 from ..state import open_or_set_aside, retry_after_damage, set_aside, sqlite_corrupt
@@ -27,6 +28,24 @@ from ..state import open_or_set_aside, retry_after_damage, set_aside, sqlite_cor
 log = logging.getLogger(__name__)
 
 CHUNK = 1000
+
+
+def frame(records: list[bytes]) -> bytes:
+    """The lengths of a chunk's records: a record may hold a newline (a string field), so the joined text is
+    no framing of its own."""
+    return array("I", map(len, records)).tobytes()
+
+
+def unframe(data: bytes, lens: bytes | None) -> list[bytes]:
+    """A chunk's records: by their lengths, or (a chunk from a buffer written before lengths were kept) by
+    newlines."""
+    if lens is None:
+        return data.split(b"\n")
+    out, pos = [], 0
+    for n in array("I", lens):
+        out.append(data[pos:pos + n])
+        pos += n + 1
+    return out
 
 
 class DiskBuffer:
@@ -59,9 +78,11 @@ class DiskBuffer:
             c.execute("PRAGMA journal_mode=WAL")
             c.execute("PRAGMA synchronous=NORMAL")
             c.execute("CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-                      "n INTEGER NOT NULL, size INTEGER NOT NULL, data BLOB NOT NULL, z BLOB)")
-            if "z" not in {r[1] for r in c.execute("PRAGMA table_info(chunks)")}:
-                c.execute("ALTER TABLE chunks ADD COLUMN z BLOB")  # a buffer from before: its chunks have none
+                      "n INTEGER NOT NULL, size INTEGER NOT NULL, data BLOB NOT NULL, z BLOB, lens BLOB)")
+            columns = {r[1] for r in c.execute("PRAGMA table_info(chunks)")}
+            for col in ("z", "lens"):  # a buffer from before: its chunks have none
+                if col not in columns:
+                    c.execute(f"ALTER TABLE chunks ADD COLUMN {col} BLOB")
             self.points, self.bytes = c.execute(
                 "SELECT coalesce(sum(n), 0), coalesce(sum(size), 0) FROM chunks").fetchone()
         except BaseException:
@@ -91,7 +112,7 @@ class DiskBuffer:
             data = b"\n".join(part)
             # each member ends with a newline: members decompress into one body of whole lines
             rows.append((len(part), len(data), data,
-                         gzip.compress(data + b"\n", compresslevel=1) if self.compress else None))
+                         gzip.compress(data + b"\n", compresslevel=1) if self.compress else None, frame(part)))
         with self._lock:
             retry_after_damage(lambda: self._insert(rows), self._damaged)
             self.points += len(lines)
@@ -102,7 +123,7 @@ class DiskBuffer:
         c = self._conn
         c.execute("BEGIN IMMEDIATE")
         try:
-            c.executemany("INSERT INTO chunks (n, size, data, z) VALUES (?, ?, ?, ?)", rows)
+            c.executemany("INSERT INTO chunks (n, size, data, z, lens) VALUES (?, ?, ?, ?, ?)", rows)
             c.execute("COMMIT")
         except BaseException:
             # SQLite has already rolled back after some errors (SQLITE_FULL): a second ROLLBACK would
@@ -137,10 +158,11 @@ class DiskBuffer:
             over = points - self.max_points
             if size <= self.max_bytes and 0 < over < n:
                 # Trim the chunk from its oldest end so that exactly `over` points go.
-                data = c.execute("SELECT data FROM chunks WHERE id=?", (cid,)).fetchone()[0]
-                keep = data.split(b"\n")[over:]
+                data, lens = c.execute("SELECT data, lens FROM chunks WHERE id=?", (cid,)).fetchone()
+                keep = unframe(data, lens)[over:]  # whole records: a newline inside one is no boundary
                 new = b"\n".join(keep)
-                c.execute("UPDATE chunks SET n=?, size=?, data=?, z=NULL WHERE id=?", (len(keep), len(new), new, cid))
+                c.execute("UPDATE chunks SET n=?, size=?, data=?, z=NULL, lens=? WHERE id=?",
+                          (len(keep), len(new), new, frame(keep), cid))
                 removed_n, removed_size = over, csize - len(new)
             else:
                 c.execute("DELETE FROM chunks WHERE id=?", (cid,))
@@ -171,12 +193,12 @@ class DiskBuffer:
         with self._lock:
             where, args = self._not_in_flight()
             try:
-                for cid, n, data, z in self._conn.execute(
-                        f"SELECT id, n, data, z FROM chunks WHERE {where} ORDER BY id", args):
+                for cid, n, data, z, lens in self._conn.execute(
+                        f"SELECT id, n, data, z, lens FROM chunks WHERE {where} ORDER BY id", args):
                     if lines and len(lines) + n > max_points:
                         break
                     ids.append(cid)
-                    lines.extend(data.split(b"\n"))
+                    lines.extend(unframe(data, lens))
                     taken[cid] = (n, len(data))
                     if packed is not None:
                         if z is None:

@@ -27,7 +27,7 @@ from typing import Protocol
 
 from ..backoff import backoff
 from ..logonce import Latch
-from ..model import Sample
+from ..model import Sample, utf8, valid_field
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ class RunningOutput:
         self._backlog_lock = threading.Lock()
         self._spool = Latch(log)
         self.spool_lost = 0
+        self.encode_dropped = 0  # fields no record could carry (left out, the rest of the sample kept)
         self.spool_failures = 0
         self._last_rejection = ""
         self.last_success_ns: int | None = None
@@ -130,7 +131,7 @@ class RunningOutput:
 
     def append(self, samples: list[Sample]) -> None:
         """Persist before the collection counts as done (runs in the spool thread)."""
-        records = self.writer.encode([s for s in samples if s.fields])
+        records = self._encode([s for s in samples if s.fields])
         with self._backlog_lock:
             if self._backlog:
                 records = self._backlog + records
@@ -153,6 +154,30 @@ class RunningOutput:
             self._backlog = []
         if self.eager or len(self.buffer) >= self.batch_size:
             self._wake.set()
+
+    def _encode(self, samples: list[Sample]) -> list[bytes]:
+        """The samples' records; one that cannot be encoded (a value from a path that bypassed the
+        accumulator's checks) is encoded again without its bad fields, never losing the collection."""
+        try:
+            return self.writer.encode(samples)
+        except (UnicodeError, ValueError, TypeError):
+            pass
+        out: list[bytes] = []
+        for s in samples:
+            try:
+                out += self.writer.encode([s])
+                continue
+            except (UnicodeError, ValueError, TypeError):
+                pass
+            fields = {k: v for k, v in s.fields.items() if valid_field(k, v) == (v, None)}
+            tags = {k: utf8(v) for k, v in s.tags.items()}
+            self.encode_dropped += len(s.fields) - len(fields)
+            try:
+                out += self.writer.encode([Sample(s.measurement, tags, fields, s.ts)]) if fields else []
+            except (UnicodeError, ValueError, TypeError) as e:
+                self.encode_dropped += len(fields)
+                log.warning("output %s: a %s sample cannot be encoded (%s): dropped", self.name, s.measurement, e)
+        return out
 
     def flush(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -340,6 +365,6 @@ class RunningOutput:
                   "last_write_ns": self.last_success_ns,
                   "auth_failing": self.state == "auth_failed",
                   "memory_backlog_points": len(self._backlog), "spool_lost_points_total": self.spool_lost,
-                  "spool_errors_total": self.spool_failures})
+                  "spool_errors_total": self.spool_failures, "encode_dropped_fields_total": self.encode_dropped})
         d.update(self.writer.stats())
         return d
