@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import threading
@@ -522,3 +523,46 @@ def test_node_scope_from_a_configured_meter_of_the_node():
     assert node.tags["energy_source"] == "meter"
     assert node.fields["window_energy_joules"] == 78000 and node.fields["generation_tokens_per_joule"] == \
         pytest.approx(9000 / 78000)
+
+
+VLLM_TWO_ENGINES = """# TYPE vllm:prompt_tokens_total counter
+vllm:prompt_tokens_total{{engine="0",model_name="{m}"}} {a}
+vllm:prompt_tokens_total{{engine="1",model_name="{m}"}} {b}
+# TYPE vllm:generation_tokens_total counter
+vllm:generation_tokens_total{{engine="0",model_name="{m}"}} 10
+vllm:generation_tokens_total{{engine="1",model_name="{m}"}} 20
+# TYPE vllm:e2e_request_latency_seconds histogram
+vllm:e2e_request_latency_seconds_bucket{{le="1.0",model_name="{m}"}} 3
+vllm:e2e_request_latency_seconds_bucket {{le="+Inf",model_name="{m}"}} 4
+vllm:e2e_request_latency_seconds_sum{{model_name="{m}"}} 2.5
+vllm:e2e_request_latency_seconds_count{{model_name="{m}"}} 4
+"""
+
+
+@pytest.mark.parametrize("model", ["llama_bucket 8b", "llama_bucket{x}", "plain"])
+def test_histogram_buckets_are_filtered_by_metric_name_not_by_label_text(model):
+    kind, readings = parse(VLLM_TWO_ENGINES.format(m=model, a=100, b=50))
+    assert kind == "vllm" and [(r.model, r.prompt_tokens, r.generation_tokens) for r in readings] == [
+        (model, 150.0, 30.0)]
+
+
+def test_a_series_listed_twice_is_read_once_and_said():
+    page = VLLM_TWO_ENGINES.format(m="m", a=100, b=50)
+    page += 'vllm:prompt_tokens_total{engine="0",model_name="m"} 100\n'  # the same series again
+    notes: list[str] = []
+    _, readings = parse(page, notes=notes)
+    assert readings[0].prompt_tokens == 150.0  # not 250: Prometheus keeps the first
+    assert any("listed twice" in n for n in notes)
+
+
+def test_a_nan_on_one_engine_keeps_the_other_engines_count_and_never_goes_back():
+    last: dict = {}
+    got = []
+    for a, b in ((100, 50), (110, "NaN"), (112, 55)):
+        notes: list[str] = []
+        _, readings = parse(VLLM_TWO_ENGINES.format(m="m", a=a, b=b), notes=notes, last=last)
+        got.append(readings[0].prompt_tokens)
+    assert got == [150.0, 160.0, 167.0]  # engine 1's last count stands in for its NaN; engine 0's 10 are kept
+    first: dict = {}
+    _, readings = parse(VLLM_TWO_ENGINES.format(m="m", a=100, b="NaN"), last=first)
+    assert math.isnan(readings[0].prompt_tokens)  # no count to stand in yet: the model's sum is not read

@@ -139,6 +139,7 @@ class _State:
         self.server: str | None = None
         self.invalid: set[tuple[str, str]] = set()  # (model, counter) already warned about
         self.told: set[str] = set()  # notes on the page already said
+        self.last: dict = {}  # each series' last finite value (an engine that prints NaN once keeps its count)
 
 
 MAX_PAGE = 16 << 20  # a vLLM page with every histogram is ~100 KB; far beyond that is not a metrics page
@@ -270,7 +271,7 @@ class InferenceCollector(Collector):
         if error is None:
             try:
                 notes: list[str] = []
-                kind, readings = parse(text, st.ep.server, st.ep.model or "default", notes)
+                kind, readings = parse(text, st.ep.server, st.ep.model or "default", notes, st.last)
                 for note in notes:
                     if note not in st.told:
                         st.told.add(note)

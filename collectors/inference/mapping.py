@@ -9,6 +9,7 @@ TRT-LLM): their `_sum` is the cumulative token count, advancing when a request f
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -34,16 +35,45 @@ class ModelReading:
 def _without_buckets(text: str) -> str:
     """Histogram buckets are most of a server's page and never used here (only _sum and _count):
     dropping those lines before prometheus_client parses the rest cuts the CPU per scrape
-    (bench/inference_scrape)."""
-    return "\n".join(line for line in text.split("\n") if "_bucket{" not in line and "_bucket " not in line)
+    (bench/inference_scrape). A bucket line is one whose metric name ends in _bucket, not one whose
+    label values hold that text (a model may be called "x_bucket y")."""
+    out = []
+    for line in text.split("\n"):
+        if "_bucket" in line and line.lstrip().split("{", 1)[0].split(" ", 1)[0].endswith("_bucket"):
+            continue
+        out.append(line)
+    return "\n".join(out)
 
 
-def _samples(text: str) -> dict[str, list[tuple[dict, float]]]:
-    """{sample name: [(labels, value)]}; a malformed page raises ValueError."""
+def _samples(text: str, notes: list[str] | None = None,
+             last: dict | None = None) -> dict[str, list[tuple[dict, float]]]:
+    """{sample name: [(labels, value)]}; a malformed page raises ValueError. A series listed twice is read
+    once, the first (as Prometheus does; counted in notes). A value that is not finite (an engine printing
+    NaN) is that series' last finite value where `last` has one, so the model's sum keeps the other engines'
+    progress and never goes back; with none, the series' model is marked unreadable for this scrape."""
     out: dict[str, list[tuple[dict, float]]] = {}
+    seen: set[tuple] = set()
+    dup = 0
     for fam in text_string_to_metric_families(_without_buckets(text)):
         for s in fam.samples:
-            out.setdefault(s.name, []).append((s.labels, s.value))
+            key = (s.name, tuple(sorted(s.labels.items())))
+            if key in seen:
+                dup += 1
+                continue
+            seen.add(key)
+            v = s.value
+            if not math.isfinite(v):
+                if last is not None and key in last:
+                    if notes is not None:
+                        notes.append(f"{s.name}: a series reads {v}: its last value is used")
+                    v = last[key]
+                else:
+                    v = math.nan  # the model's counter is left out this time (said by the collector)
+            elif last is not None:
+                last[key] = v
+            out.setdefault(s.name, []).append((s.labels, v))
+    if dup and notes is not None:
+        notes.append(f"{dup} series listed twice on the page: the first of each read (as Prometheus does)")
     return out
 
 
@@ -146,12 +176,12 @@ def _unprefixed_trtllm(samples: dict) -> bool:
 
 
 def parse(text: str, server: str = "auto", default_model: str = "default",
-          notes: list[str] | None = None) -> tuple[str, list[ModelReading]]:
+          notes: list[str] | None = None, last: dict | None = None) -> tuple[str, list[ModelReading]]:
     """(server type, readings per model; none while a recognised server has served no request yet). Raises
     ValueError for a page that is not Prometheus text or that is no server we know. What the page lacks that
     an operator can fix is appended to `notes` (the collector says each once per endpoint)."""
     notes = notes if notes is not None else []
-    samples = _samples(text)
+    samples = _samples(text, notes, last)
     # Counters appear as x or x_total depending on the exporter library (Rust metrics vs client_python).
     for name in list(samples):
         alias = name[:-6] if name.endswith("_total") else name + "_total"
