@@ -54,6 +54,31 @@ def _size(v: Any) -> int:
     return parse_size(v)
 
 
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def _host(v) -> str:
+    """A host name (RFC 1123 labels, at most 253 characters) or an IPv4/IPv6 address, as the collectors will
+    use it: no port, no space, no scheme."""
+    import ipaddress
+
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError("expected a host name or an IP address, got an empty value")
+    v = v.strip()
+    try:
+        ipaddress.ip_address(v.strip("[]"))
+        return v.strip("[]")
+    except ValueError:
+        pass
+    if ":" in v or "/" in v:
+        raise ValueError(f"{v!r} is not a host name or an IP address (a port goes in `port`, not in the host)")
+    name = v[:-1] if v.endswith(".") else v
+    if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in name.split(".")):
+        raise ValueError(f"{v[:80]!r} is not a valid host name (letters, digits and '-' in dot-separated labels "
+                         "of at most 63 characters, 253 in all)")
+    return v
+
+
 def _http_url(v: str) -> str:
     """An http(s) URL with a host and a valid port, and no credentials in it (they would be printed in
     logs, `config show` and status: use the options' token/password files)."""
@@ -73,6 +98,16 @@ def _http_url(v: str) -> str:
         raise ValueError(f"{v!r} has an invalid port (1-65535)") from None
     if port == 0:
         raise ValueError(f"{v!r} has an invalid port (1-65535)")
+    try:
+        _host(u.hostname)
+    except ValueError as e:
+        raise ValueError(f"{v!r}: {e}") from None
+    import urllib3
+
+    try:  # parsed here exactly as the HTTP clients will parse it
+        urllib3.util.parse_url(v.strip())
+    except urllib3.exceptions.LocationParseError as e:
+        raise ValueError(f"{v!r} cannot be parsed as a URL: {e}") from None
     return v.strip()
 
 
@@ -96,6 +131,7 @@ PositiveDuration = Annotated[Duration, Field(gt=0)]
 # Collection intervals and run deadlines: below 100 ms a run cannot finish, above a day it is a typo.
 Interval = Annotated[Duration, Field(ge=0.1, le=86400)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
+Host = Annotated[str, AfterValidator(_host)]
 RegexList = Annotated[list[str], AfterValidator(_regexes)]
 # A secret file that exists and is readable now, or a bare credential name checked when the service starts.
 SecretFile = Annotated[str | None, AfterValidator(_secret_file)]

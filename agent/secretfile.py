@@ -19,10 +19,17 @@ def secret_path(file: str) -> Path | None:
     return Path(file)
 
 
+MAX_SECRET = 64 << 10  # a password or token is bytes to a few KB; /dev/zero would be read forever
+
+
 def read_secret_file(path: Path) -> str:
     """The stripped content; ValueError with the reason when it cannot be used."""
     try:
-        value = path.read_text(encoding="utf-8").strip()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SECRET + 1)
+        if len(raw) > MAX_SECRET:
+            raise ValueError(f"secret file {path} holds more than {MAX_SECRET >> 10} KiB: not a password or token")
+        value = raw.decode("utf-8").strip()
     except OSError as e:
         raise ValueError(f"cannot read secret file {path}: {e.strerror or e}") from None
     except UnicodeDecodeError:

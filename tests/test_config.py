@@ -85,6 +85,20 @@ def test_several_instances_of_one_collector(tmp_path):
     ("agent: [1, 2\n", "YAML syntax error"),
     ("- just\n- a list\n", ":1: the configuration must be a mapping"),
     ("tags:\n  rack: {a: 1}\n", ":2: tags.rack: Input should be a valid string"),
+    # values checked as the collectors and outputs will use them, so that `run` never meets what `check` passed
+    ("collectors:\n  redfish:\n    targets:\n      - {name: b, url: 'http://bad host:443'}\n",
+     ":4: collectors.redfish.targets[0].url: 'http://bad host:443': 'bad host' is not a valid host"),
+    ("collectors:\n  ipmi:\n    targets:\n      - {name: b, host: '127.0.0.1:623'}\n",
+     ":4: collectors.ipmi.targets[0].host: '127.0.0.1:623' is not a host name or an IP address "
+     "(a port goes in `port`"),
+    ("collectors:\n  ipmi:\n    targets:\n      - {name: b, host: ''}\n",
+     "collectors.ipmi.targets[0].host: expected a host name or an IP address, got an empty value"),
+    ("collectors:\n  ipmi:\n    targets:\n      - {name: b, host: 'bad host'}\n",
+     "collectors.ipmi.targets[0].host: 'bad host' is not a valid host name"),
+    ("outputs:\n  file:\n    - {name: f, path: ''}\n", "outputs.file[0].path: '.' is a directory"),
+    ("outputs:\n  file:\n    - {name: f, path: /tmp}\n", "outputs.file[0].path: '/tmp' is a directory"),
+    ("outputs:\n  file:\n    - {name: f, path: /tmp/x.lp, max_size: 0}\n",
+     "outputs.file[0].max_size: Input should be greater than or equal to 4096"),
 ])
 def test_bad_config_names_file_line_key_and_expectation(tmp_path, text, expected):
     p = write(tmp_path, text)

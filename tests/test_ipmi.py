@@ -241,3 +241,28 @@ def test_without_dcmi_the_node_meter_is_the_total_power_sensor_not_the_first_in_
     (m,) = [s for s in out if s.measurement == "node_meter"]
     assert (m.tags["meter"], m.tags["meter_source"]) == ("chassis", "ipmi")
     assert m.fields["power_watts"] == pytest.approx(2400) and m.fields["energy_joules"] == pytest.approx(2400 * 60)
+
+
+@pytest.mark.services
+def test_probe_names_what_failed_and_never_hangs(vbmc, tmp_path):
+    """An unknown user, a wrong password, a dead port and a name that does not resolve, each said as what it is;
+    the probe ends within its own --timeout whatever pyghmi waits for."""
+    bmc = vbmc()
+    wrong = tmp_path / "wrong"
+    wrong.write_text("guess\n")
+    cases = [
+        (["127.0.0.1", "--port", str(bmc.port), "--user", "nobody", "--password-file", str(bmc.password_file)],
+         ("refused the login", "no complete answer within 5 s")),
+        (["127.0.0.1", "--port", str(bmc.port), "--user", bmc.user, "--password-file", str(wrong)],
+         ("refused the login",)),
+        (["127.0.0.1", "--port", str(free_port_udp()), "--user", bmc.user, "--password-file",
+          str(bmc.password_file)], ("no answer on UDP port",)),
+        (["no-such-bmc.invalid", "--user", bmc.user, "--password-file", str(bmc.password_file)],
+         ("cannot resolve the host name",)),
+    ]
+    for args, expected in cases:
+        r = subprocess.run([sys.executable, "-m", "agent", "ipmi", "probe", *args, "--timeout", "5"],
+                           capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
+        assert r.returncode == 1, (args, r.stderr)
+        assert any(x in r.stderr for x in expected), (args, r.stderr)
+        assert "Traceback" not in r.stderr and "ipmi_devintf" not in r.stderr

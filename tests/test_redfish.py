@@ -435,3 +435,31 @@ def test_a_dripping_answer_is_cut_at_the_deadline_and_a_huge_or_deep_one_refused
         col.close()
     finally:
         srv.shutdown()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["redfish", "probe", "http://bad host:443"], "'bad host' is not a valid host name"),
+    (["redfish", "probe", "https://127.0.0.1:9", "--user", "u", "--password-file", "/dev/zero"],
+     "secret file /dev/zero holds more than 64 KiB"),
+    (["snmp", "probe", "a" * 300], "is not a valid host name"),
+    (["ipmi", "probe", "127.0.0.1:623"], "a port goes in `port`"),
+])
+def test_probes_say_what_is_wrong_in_one_line_and_exit_78(argv, expected, capsys):
+    from agent.cli import main
+
+    assert main(argv) == 78
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_probe_of_a_service_answering_deeply_nested_json_says_so(tls, capsys):
+    from agent.cli import main
+
+    srv, url, state = serve_bmc(MOCKUPS / "rackmount", tls)
+    try:
+        state.bodies = {"/redfish/v1": b"[" * 100_000 + b"]" * 100_000}
+        assert main(["redfish", "probe", url, "--ca-file", str(tls[0])]) == 1
+        err = capsys.readouterr().err
+        assert "nested too deep" in err and "Traceback" not in err and "RecursionError" not in err
+    finally:
+        srv.shutdown()

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..config import OutputOptions, PositiveDuration, Size
 from ..model import Sample, to_line
@@ -37,13 +37,23 @@ class FileOutputOptions(OutputOptions):
     name: str = Field("file", pattern=r"^[A-Za-z0-9_.-]+$", description="names the buffer and the status row")
     path: Path = Field(..., description="the file written, e.g. /var/lib/aifactory/export/metrics.lp")
     format: Literal["lp", "json"] = Field("lp", description="line protocol, or one JSON object per line")
-    max_size: Size = Field(100 << 20, description="rotate when the file would grow past this")
+    max_size: Size = Field(100 << 20, ge=4096, description="rotate when the file would grow past this")
     keep: int = Field(5, ge=0, le=1000, description="rotated files kept (NAME.1 newest)")
     fsync: bool = Field(False, description="fsync after every batch (slower; survives an OS crash)")
     batch_size: int = Field(5000, gt=0, description="points per write")
     flush_interval: PositiveDuration = Field(1.0, description="write at least this often")
     buffer_max_size: Size = Field(256 << 20, description="disk buffer cap in bytes; the oldest go first")
     buffer_max_points: int = Field(2_000_000, gt=0, description="disk buffer cap in points")
+
+
+    @field_validator("path")
+    @classmethod
+    def _a_file(cls, v: Path) -> Path:
+        text = str(v)
+        if not text or text in (".", "/") or text.endswith("/") or v.is_dir():
+            raise ValueError(f"{text or 'an empty path'!r} is a directory, not a file to write "
+                             "(e.g. /var/lib/aifactory/export/metrics.lp)")
+        return v
 
 
 class FileWriter:

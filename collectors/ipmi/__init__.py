@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pydantic import Field, SecretStr
 
 from agent.collector import Collector, NotPresent
-from agent.config import CollectorOptions, PositiveDuration, SecretFile, Strict
+from agent.config import CollectorOptions, Host, PositiveDuration, SecretFile, Strict
 from agent.model import Accumulator, Kind, Metric
 from agent.secrets import read_secret
 
@@ -60,7 +60,7 @@ class TargetOptions(Strict):
     """One BMC. Without host, the node's own BMC in band (/dev/ipmi0, needs root or the ipmi group)."""
 
     name: str = Field(..., description="the target's name: tag `target`")
-    host: str | None = Field(None, description="BMC address for RMCP+ (none: in band through /dev/ipmi0)")
+    host: Host | None = Field(None, description="BMC address for RMCP+ (none: in band through /dev/ipmi0)")
     port: int = Field(623, ge=1, le=65535, description="UDP port")
     user: str | None = Field(None, description="BMC user (the USER privilege is enough for readings)")
     password: SecretStr | None = Field(None, description="prefer password_file / password_env")

@@ -14,6 +14,7 @@ def add_parser(sub, common) -> None:
     p = isub.add_parser("probe", parents=[common], help="read a BMC once and print every reading")
     p.add_argument("host", metavar="HOST", nargs="?", help="BMC address (none: this node's BMC, /dev/ipmi0)")
     p.add_argument("--port", type=int, default=623)
+    p.add_argument("--timeout", type=float, default=20.0, help="seconds for the whole probe (default 20)")
     add_login_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_probe)
@@ -35,8 +36,19 @@ def cmd_probe(args) -> int:
     target, rc = options_or_exit("ipmi probe", build)
     if target is None:
         return rc
-    power, sensors, error = poll_target(target)
     where = args.host or "in band"
+    # pyghmi's steps wait on their own retries (an unknown user, a BMC that answers late): the whole probe has
+    # one deadline, and what has not answered by then is said, not waited for
+    import threading
+
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(poll_target(target)), name="ipmi-probe", daemon=True)
+    worker.start()
+    worker.join(args.timeout)
+    if not result:
+        print(f"aifactory: {where}: no complete answer within {args.timeout:g} s (--timeout)", file=sys.stderr)
+        return 1
+    power, sensors, error = result[0]
     if error and power is None and not sensors:
         print(f"aifactory: {where}: {error}", file=sys.stderr)
         return 1

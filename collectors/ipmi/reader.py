@@ -55,6 +55,13 @@ class IpmiReader:
             from pyghmi import exceptions
             from pyghmi.ipmi import command
 
+            if self.host is not None:
+                import socket
+
+                try:  # said as what it is, not as a session that "is no longer connected"
+                    socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
+                except (socket.gaierror, UnicodeError) as e:
+                    raise IpmiError(f"cannot resolve the host name: {getattr(e, 'strerror', None) or e}") from None
             try:
                 if self.host is None:
                     self.cmd = command.Command()  # in band: /dev/ipmi0
@@ -62,9 +69,12 @@ class IpmiReader:
                     self.cmd = command.Command(bmc=self.host, userid=self.user or "", password=self.password or "",
                                                port=self.port)
             except exceptions.IpmiException as e:
-                raise IpmiError(_login_error(e)) from None
+                raise IpmiError(_login_error(e, self.user, self.port)) from None
             except OSError as e:
-                raise IpmiError(f"in-band IPMI: {e} (is the ipmi_devintf module loaded? /dev/ipmi0)") from None
+                if self.host is None:
+                    raise IpmiError(f"in-band IPMI: {e.strerror or e} (is the ipmi_devintf module loaded? "
+                                    "/dev/ipmi0)") from None
+                raise IpmiError(f"UDP port {self.port}: {e.strerror or e}") from None
         return self.cmd
 
     def dcmi_power(self) -> DcmiPower | None:
@@ -129,10 +139,13 @@ class IpmiReader:
         self.cmd = None
 
 
-def _login_error(e) -> str:
+def _login_error(e, user: str | None = None, port: int = 623) -> str:
+    """pyghmi's login failures in words an operator can act on: no answer, refused credentials, other."""
     text = str(e) if e.args and e.args[0] else ""
-    if not text or text == "None":
-        return "no answer (no BMC at that address, or UDP 623 filtered)"
-    if "password" in text.lower() or "unauthorized" in text.lower() or "name" in text.lower():
-        return f"the BMC refused the login: {text}"
+    low = text.lower()
+    if not text or text == "None" or "timeout" in low or "no longer connected" in low:
+        return f"no answer on UDP port {port} (no BMC at that address, the port filtered, or the BMC too slow)"
+    if any(w in low for w in ("password", "unauthorized", "name", "privilege", "rakp")):
+        who = f"user {user!r}" if user else "no user (set user and password_file)"
+        return f"the BMC refused the login ({who}): {text}"
     return text

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from agent.collector import Collector, NotPresent
-from agent.config import CollectorOptions, PositiveDuration, SecretFile, Strict
+from agent.config import CollectorOptions, Host, PositiveDuration, SecretFile, Strict
 from agent.model import Accumulator, Kind, Metric
 from agent.secrets import read_secret
 from collectors.common.energy import EnergyCounters
@@ -56,7 +56,7 @@ class DeviceOptions(Strict):
     """One facility device polled over SNMP."""
 
     name: str = Field(..., description="the device's name: tag `device`")
-    host: str = Field(..., description="address or host name")
+    host: Host = Field(..., description="address or host name")
     port: int = Field(161, ge=1, le=65535, description="UDP port")
     profile: str = Field("auto", description="a profile name, or auto (sysObjectID, then sysDescr)")
     version: Literal["v2c", "v3"] = Field("v2c", description="SNMP version")
