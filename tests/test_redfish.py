@@ -463,3 +463,33 @@ def test_probe_of_a_service_answering_deeply_nested_json_says_so(tls, capsys):
         assert "nested too deep" in err and "Traceback" not in err and "RecursionError" not in err
     finally:
         srv.shutdown()
+
+
+def test_a_discovery_past_its_deadline_names_it_and_goes_on_from_what_it_read(tls, tmp_path):
+    folder = tmp_path / "bmc"
+    shutil.copytree(MOCKUPS / "rackmount", folder)
+    coll = json.loads((folder / "Chassis/index.json").read_text())
+    for i in range(300):  # a big enclosure's chassis collection: 300 chassis more, one GET each
+        cid = f"Slot{i}"
+        (folder / "Chassis" / cid).mkdir()
+        (folder / "Chassis" / cid / "index.json").write_text(json.dumps(
+            {"@odata.id": f"/redfish/v1/Chassis/{cid}", "Id": cid, "Name": cid, "ChassisType": "Blade"}))
+        coll["Members"].append({"@odata.id": f"/redfish/v1/Chassis/{cid}"})
+    (folder / "Chassis/index.json").write_text(json.dumps(coll))
+    srv, url, state = serve_bmc(folder, tls)
+    try:
+        col = RedfishCollector(RedfishOptions(targets=[_session_target(url, tls, tmp_path)],
+                                              discovery_deadline=0.3), Context("redfish", timeout=20.0))
+        errors, read = [], []
+        for _ in range(60):
+            t = one(run([], collector=col), "redfish_target", target="bmc")
+            if t["up"]:
+                break
+            errors.append(t["error"])
+            read.append(len(col.targets[0].seen))
+        assert t["up"] is True and t["chassis"] == 301  # done, over several polls
+        assert errors and "discovery_deadline (0.3 s)" in errors[0] and "kept" in errors[0]
+        assert read == sorted(read) and read[0] > 0  # each try went on from the one before
+        col.close()
+    finally:
+        srv.shutdown()

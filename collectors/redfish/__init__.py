@@ -24,7 +24,7 @@ from agent.secrets import read_secret
 from collectors.common.energy import LIMIT_HEADROOM, EnergyCounters
 
 from .client import MAX_ANSWER, Auth, RedfishClient, RedfishError
-from .discover import Plan, PollResult, discover, poll
+from .discover import Plan, PollResult, Remembering, discover, poll
 from .model import Reading, load_models
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,7 @@ class Target:
         self.state = "new"
         self.last_error: str | None = None
         self.said: tuple[tuple, tuple] = ((), ())  # skipped resources and refused readings already logged
+        self.seen: dict[str, dict] = {}  # what an unfinished discovery read: the next one goes on from it
 
 
 class RedfishCollector(Collector):
@@ -185,9 +186,16 @@ class RedfishCollector(Collector):
         try:
             now = time.monotonic()
             if t.plan is None or now - t.discovered_at > self.options.rediscover:
-                t.plan = discover(t.client, self.models, now + self.options.discovery_deadline,
-                                  (lambda ch: ch.id in t.opts.chassis) if t.opts.chassis else None,
-                                  t.opts.electrical)
+                walker = Remembering(t.client, t.seen)
+                try:
+                    t.plan = discover(walker, self.models, now + self.options.discovery_deadline,
+                                      (lambda ch: ch.id in t.opts.chassis) if t.opts.chassis else None,
+                                      t.opts.electrical)
+                except TimeoutError:
+                    raise TimeoutError(f"discovery not complete within discovery_deadline "
+                                       f"({self.options.discovery_deadline:g} s): {len(t.seen)} resources read "
+                                       "so far, kept; the next poll goes on from there") from None
+                t.seen.clear()  # the next discovery (rediscover, a resource gone) reads everything afresh
                 t.discovered_at = time.monotonic()
                 log.info("redfish %s: %d chassis, %d resources to poll (%d requests to discover): %s",
                          t.opts.name, len(t.plan.chassis), len(t.plan.resources), t.plan.discovery_requests,
