@@ -374,6 +374,7 @@ def serve_bmc(mockup: Path, tls: tuple[Path, Path, Path], user: str = "monitor",
             self.drip: set[str] = set()  # paths whose answer comes a byte every 0.2 s
             self.dripped = 0  # bytes of those answers written before the client went away
             self.bodies: dict[str, bytes] = {}  # paths answered with these bytes (huge, nested, ...)
+            self.unavailable = False  # every request answers 503 with Retry-After (a BMC rebooting)
 
         def expire(self) -> None:
             self.tokens.clear()
@@ -419,6 +420,8 @@ def serve_bmc(mockup: Path, tls: tuple[Path, Path, Path], user: str = "monitor",
             if state.delay:
                 time.sleep(state.delay)
             state.gets += 1
+            if state.unavailable:
+                return self._send(503, b"{}", {"Retry-After": state.retry_after})
             path = self.path.rstrip("/")
             if path != "/redfish/v1" and not self._authorized():
                 return self._deny()
@@ -433,6 +436,8 @@ def serve_bmc(mockup: Path, tls: tuple[Path, Path, Path], user: str = "monitor",
         def do_POST(self):
             self._log_request("POST")
             if self.path.rstrip("/") == "/redfish/v1/SessionService/Sessions":
+                if state.unavailable:
+                    return self._send(503, b"{}", {"Retry-After": state.retry_after})
                 if state.refuse_logins:
                     state.refuse_logins -= 1
                     return self._send(503, b"{}", {"Retry-After": state.retry_after})

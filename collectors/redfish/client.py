@@ -281,8 +281,8 @@ class RedfishClient:
         """The JSON object at path. A session the BMC no longer knows (401: a reboot, an idle timeout) is
         replaced once: the old one deleted where the BMC still takes it, a new login, the GET again."""
         if time.monotonic() < self.not_before:
-            raise RedfishError(f"{path}: not asked: the BMC asked to retry after "
-                               f"{self.not_before - time.monotonic():.0f} s more (Retry-After)")
+            raise RedfishError(f"{path}: not asked yet: the BMC answered 503 with a Retry-After that has not "
+                               "passed")
         self.login(deadline)
         for _ in range(2):
             r = self._waited(self._request("GET", path, deadline=deadline), path, deadline)

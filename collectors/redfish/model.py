@@ -155,7 +155,9 @@ def _get(doc, path: str):
 def _number(v) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         return None  # Redfish sends null for a reading it does not have now
-    return v
+    # always a float: one BMC writes 39 where another writes 39.5, and a field's type must never change
+    # (InfluxDB refuses the other type for good: "field type conflict")
+    return float(v)
 
 
 def _scaled(v, scale) -> float:
