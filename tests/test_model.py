@@ -54,3 +54,19 @@ def test_line_protocol_roundtrips_through_a_parser(measurement, tags, fields, ts
     ((m, t, f, got_ts),) = parse(text)
     assert (m, t, got_ts) == (measurement, tags, ts)
     assert f == fields
+
+
+def test_a_key_or_value_no_destination_can_take_is_handled_field_by_field_and_said(caplog):
+    """Telegraf's serializer cases: an empty field key is dropped, an integer past int64 clamped, a trailing
+    backslash (which line protocol cannot escape) dropped from the name; each is counted and said once, and the
+    sample's other fields are kept."""
+    from agent.model import Accumulator, to_line
+
+    acc = Accumulator(1, {"host": "n"})
+    acc.add("m", {"": 1, "big": 2**64, "path\\": 2.0, "ok": 3.0})
+    acc.add("m", {"path\\": 2.5}, {"x": "y"})
+    (a, b) = acc.close()
+    assert a.fields == {"big": 2**63 - 1, "path\\": 2.0, "ok": 3.0} and acc.invalid_values == 4
+    assert to_line(a) == "m,host=n big=9223372036854775807i,path=2.0,ok=3.0 1"
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("backslash" in m for m in said) == 1 and any("empty field key" in m for m in said)
