@@ -287,7 +287,7 @@ class RedfishCollector(Collector):
             fields.update(requests=result.requests, missing_resources=len(result.missing),
                           skipped_resources=len(result.skipped), refused_readings=len(refused))
             said = (tuple(result.skipped), tuple(k for k, _ in refused))
-            if said != t.said:  # logged when the set changes, not every poll
+            if said != t.said and not result.error:  # logged when the set changes (on whole polls), not every poll
                 for x in set(result.skipped) - set(t.said[0]):
                     log.warning("redfish %s: left out: %s", t.opts.name, x)
                 for k, why in refused:
