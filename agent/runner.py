@@ -72,6 +72,7 @@ class InstanceRunner:
         self.last_samples = 0
         self.restart_reason: str | None = None  # the collector asked for a new process
         self._thread_busy = False
+        self.running = False  # a run is in progress (consumers of this collector wait for it)
         self._is_async = collector is not None and inspect.iscoroutinefunction(collector.collect)
 
     @property
@@ -152,6 +153,13 @@ class InstanceRunner:
         if ts is None:
             ts = grid_ts(self.cfg.interval) if self.align else time.time_ns()
         acc = Accumulator(ts, self.global_tags, self.counts)
+        self.running = True
+        try:
+            return await self._run_once(acc)
+        finally:
+            self.running = False
+
+    async def _run_once(self, acc: Accumulator) -> list[Sample]:
         self.runs += 1
         self.last_run_ns = time.time_ns()
         t0 = time.perf_counter()

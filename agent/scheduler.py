@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from . import __version__
@@ -42,9 +43,11 @@ def build_runners(config: Config, registry: Registry, publish, state_dir: Path |
     bus = bus or SampleBus()
     publish = as_publish(publish)
 
-    async def publish_and_share(samples):
-        bus.observe(samples)
-        await publish(samples)
+    def publish_and_share(interval: float):
+        async def share(samples):
+            bus.observe(samples, interval)
+            await publish(samples)
+        return share
 
     runners = []
     tags = config.global_tags()
@@ -63,7 +66,8 @@ def build_runners(config: Config, registry: Registry, publish, state_dir: Path |
             except Exception as e:
                 error = f"failed to start: {type(e).__name__}: {e}"
                 log.error("collector %s: %s", inst.name, error)
-        runners.append(InstanceRunner(inst, collector, tags, publish_and_share, agent.align, init_error=error))
+        runners.append(InstanceRunner(inst, collector, tags, publish_and_share(inst.interval), agent.align,
+                                      init_error=error))
     return runners
 
 
@@ -89,7 +93,8 @@ class Agent:
 
                 notifier = Notifier(al.receivers)
             self.alerts = AlertEngine(rules, AlertStore(state_dir / "alerts.db"), notifier, al.default_receivers)
-        self.runners = build_runners(config, self.registry, self._publish, state_dir)
+        self.bus = SampleBus()
+        self.runners = build_runners(config, self.registry, self._publish, state_dir, bus=self.bus)
         self.process = ProcessStats()
         self.sd = SdNotifier()
         self.started_at = time.time()
@@ -119,7 +124,7 @@ class Agent:
 
     def _agent_totals(self) -> dict:
         """The pipeline's and the alert engine's counters: status and the `agent` measurement."""
-        out = dict(self.pipeline.totals())
+        out = {**self.pipeline.totals(), **self.bus.stats()}
         if self.alerts is not None:
             st = self.alerts.stats()
             out.update(rule_evaluations_total=st["rule_evaluations_total"],
@@ -185,7 +190,18 @@ class Agent:
             self._stop.set()
 
     async def _run(self, runner: InstanceRunner) -> None:
+        await self._after_producers(runner)
         await self._tracked(self._run_and_report(runner))
+
+    async def _after_producers(self, runner: InstanceRunner) -> None:
+        """A collector that consumes others' samples runs after their run of the same tick: it starts half a
+        second after them (per stage) and, where one is still running (a slow BMC), waits for it up to half its
+        own interval, so it never reads the previous tick's values while the current ones are on their way."""
+        needs = set(runner.collector.consumes) if runner.collector is not None else set()
+        producers = [p for p in self.runners if p is not runner and p.cfg.kind in needs]
+        end = time.monotonic() + min(runner.cfg.interval / 2, 10.0)
+        while any(p.running for p in producers) and time.monotonic() < end:
+            await asyncio.sleep(0.02)
 
     async def _self_metrics_job(self) -> None:
         await self._tracked(self._self_metrics())
@@ -285,19 +301,24 @@ class Agent:
             if r.collector is None:
                 continue
             iv = r.cfg.interval
-            start = (now // iv + 1) * iv if agent.align else now + iv
+            # every run of a consumer half a second per stage after its producers', not only the first
+            start = ((now // iv + 1) * iv if agent.align else now + iv) + 0.5 * stage_of[id(r)]
             scheduler.add_job(
                 self._run, IntervalTrigger(seconds=iv, jitter=agent.jitter or None,
                                            start_date=datetime.fromtimestamp(start, UTC)),
                 args=[r], id=f"collector:{r.name}", max_instances=1, coalesce=True,
-                misfire_grace_time=max(1, int(iv)),
-                # the first run at once; a collector consuming others' samples a moment after each stage it needs
-                **({"next_run_time": datetime.fromtimestamp(now + 0.5 * stage_of[id(r)], UTC)}
-                   if first_now else {}))
+                misfire_grace_time=max(1, int(iv)))
+            if first_now:
+                # the first run at once, as a job of its own: an interval job given a first run time counts its
+                # later runs from it, and every run after would fall off the grid that timestamps are on
+                scheduler.add_job(self._run, DateTrigger(datetime.fromtimestamp(now + 0.5 * stage_of[id(r)], UTC)),
+                                  args=[r], id=f"first:{r.name}", misfire_grace_time=max(1, int(iv)))
         iv = agent.interval
         scheduler.add_job(self._self_metrics_job, IntervalTrigger(
             seconds=iv, start_date=datetime.fromtimestamp((now // iv + 1) * iv + min(1.0, iv / 2), UTC)),
-            id="agent:self", max_instances=1, coalesce=True,
-            **({"next_run_time": datetime.fromtimestamp(now + min(1.0, iv / 2), UTC)} if first_now else {}))
+            id="agent:self", max_instances=1, coalesce=True)
+        if first_now:
+            scheduler.add_job(self._self_metrics_job, DateTrigger(datetime.fromtimestamp(now + min(1.0, iv / 2), UTC)),
+                              id="first:agent:self")
         scheduler.start()
         return scheduler

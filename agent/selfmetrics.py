@@ -73,6 +73,10 @@ AGENT_METRICS: tuple[Metric, ...] = (
     _m("rule_errors_total", C, "count", "evaluations of one rule that raised (its alerts keep their state)", _PROC),
     _m("alerts_firing", G, "count", "alerts firing now", _PROC),
     _m("alerts_pending", G, "count", "alerts pending (active, waiting out their `for`)", _PROC),
+    _m("bus_series", G, "count", "series on the sample bus that collectors read each other's values from", _PROC),
+    _m("bus_expired_series_total", C, "count", "bus series dropped for not being refreshed for 3 of their "
+       "collector's intervals (a GPU pulled, a model unloaded)", _PROC),
+    _m("bus_refused_series_total", C, "count", "new bus series refused past its bound (100,000)", _PROC),
 )
 
 

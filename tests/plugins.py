@@ -80,7 +80,34 @@ class BadInit(Base):
         raise OSError("cannot open /dev/thing")
 
 
+class SlowSource(Base):
+    """A producer whose run takes longer than the consumers' half-second stage offset (a slow BMC)."""
+
+    kind = "slowsource"
+    METRICS = (Metric("slowsource", "tick_seconds", Kind.GAUGE, "seconds", "the tick this value belongs to"),)
+
+    def collect(self, acc):
+        time.sleep(0.7)
+        acc.add("slowsource", {"tick_seconds": acc.ts / 1e9})
+
+
+class Reader(Base):
+    """A consumer: records which tick of slowsource it saw at each of its own ticks."""
+
+    kind = "reader"
+    consumes = ("slowsource",)
+    METRICS = (Metric("reader", "seen_seconds", Kind.GAUGE, "seconds", "the producer's tick seen"),)
+    SEEN: list[tuple[float, float | None]] = []
+
+    def collect(self, acc):
+        got = self.ctx.bus.latest("slowsource") if self.ctx.bus else []
+        seen = got[0].fields["tick_seconds"] if got else None
+        Reader.SEEN.append((acc.ts / 1e9, seen))
+        acc.add("reader", {"seen_seconds": seen or 0.0})
+
+
 TARGETS = {name: f"tests.plugins:{cls}" for name, cls in (
     ("quick", "Quick"), ("boom", "Boom"), ("partial", "Partial"), ("hang", "Hang"),
-    ("asynchang", "AsyncHang"), ("absent", "Absent"), ("badinit", "BadInit"))}
+    ("asynchang", "AsyncHang"), ("absent", "Absent"), ("badinit", "BadInit"), ("slowsource", "SlowSource"),
+    ("reader", "Reader"))}
 TARGETS["missingdep"] = "tests.plugins_missing_module:Nothing"

@@ -184,3 +184,36 @@ def test_synchronous_runs_of_one_tick_take_turns_and_a_stuck_one_holds_none_back
         stuck.set()
     for r in [hung, *sleepy]:
         r.close()
+
+
+def test_a_consumer_reads_its_producers_values_of_the_same_tick_on_every_scheduled_run(state_dir):
+    """The producer's run takes 0.7 s: past the consumer's half-second stage offset. Every scheduled run of the
+    consumer (not only the first) still reads the producer's value of its own tick."""
+    plugins.Reader.SEEN.clear()
+    data = {"agent": {"interval": 2, "hostname": "t1", "align": True},
+            "collectors": {"slowsource": {"interval": 2}, "reader": {"interval": 2}}}
+    registry = Registry(plugins.TARGETS)
+    agent = Agent(build_config(data, {}, None, registry), state_dir, registry)
+    assert asyncio.run(agent.run(duration=7.5, flush_timeout=5)) == 0
+    runs = plugins.Reader.SEEN[2:]  # after the start-up runs (at once, off the grid), the scheduled ones
+    assert len(runs) >= 2, plugins.Reader.SEEN
+    assert all(seen == tick for tick, seen in runs), plugins.Reader.SEEN  # never the tick before
+
+
+def test_a_bus_series_not_refreshed_for_three_intervals_is_gone_and_counted():
+    from agent.bus import SampleBus
+    from agent.model import Sample
+
+    bus = SampleBus(max_series=3)
+    s = 10**9
+    bus.observe([Sample("gpu", {"gpu": "0"}, {"power_watts": 1.0}, 10 * s),
+                 Sample("gpu", {"gpu": "1"}, {"power_watts": 1.0}, 10 * s)], interval=10)
+    for t in range(20, 60, 10):  # gpu 1 falls off the bus; gpu 0 goes on
+        bus.observe([Sample("gpu", {"gpu": "0"}, {"power_watts": 1.0}, t * s)], interval=10)
+    assert [x.tags["gpu"] for x in bus.latest("gpu")] == ["0"]
+    assert bus.stats()["bus_expired_series_total"] == 1
+    assert [x.tags["gpu"] for x in bus.latest("gpu", max_age=5, now=51 * s)] == ["0"]
+    assert bus.latest("gpu", max_age=5, now=70 * s) == []  # too old for this reader, still on the bus
+    for i in range(5):  # past max_series: refused and counted, never silently
+        bus.observe([Sample("pdu", {"outlet": str(i)}, {"power_watts": 1.0}, 50 * s)], interval=10)
+    assert bus.stats() == {"bus_series": 3, "bus_expired_series_total": 1, "bus_refused_series_total": 3}

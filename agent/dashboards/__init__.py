@@ -27,33 +27,48 @@ def build(out: Path = OUT) -> list[Path]:
 
 def push(url: str, token: str, folder: str = "AI factory", verify: bool = True) -> list[tuple[str, str]]:
     """Create or overwrite every board in Grafana by uid (idempotent), in `folder` (created if missing),
-    through grafana-client. Returns (uid, dashboard URL); raises RuntimeError with the cause."""
+    through Grafana's HTTP API (GET and POST /api/folders, POST /api/dashboards/db) on urllib3, the HTTP
+    library the agent already uses: grafana-client 5 would bring urllib3-future in urllib3's place and change
+    every other HTTP path of the install (bench/bmc_sweep: 1.7 s against 0.9 s a sweep). Returns (uid,
+    dashboard URL); raises RuntimeError with the cause."""
     from urllib.parse import urlsplit
 
-    from grafana_client import GrafanaApi
-    from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaUnauthorizedError
+    import urllib3
 
     u = urlsplit(url)
     if u.scheme not in ("http", "https") or not u.hostname:
         raise RuntimeError(f"not a Grafana URL: {url!r}")
-    api = GrafanaApi(auth=token, host=u.hostname, port=u.port, protocol=u.scheme,
-                     url_path_prefix=u.path.strip("/"), verify=verify, timeout=10.0,
-                     user_agent="aifactory-agent")
+    base = url.rstrip("/")
+    http = urllib3.PoolManager(cert_reqs="CERT_REQUIRED" if verify else "CERT_NONE", retries=False,
+                               timeout=urllib3.Timeout(connect=10.0, read=10.0))
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json", "Accept": "application/json",
+               "User-Agent": "aifactory-agent"}
+
+    def call(method: str, path: str, body: dict | None = None):
+        try:
+            r = http.request(method, base + path, body=None if body is None else json.dumps(body).encode(),
+                             headers=headers, redirect=False)
+        except urllib3.exceptions.HTTPError as e:
+            cause = getattr(e, "reason", None) or e
+            raise RuntimeError(f"cannot reach Grafana at {url}: {type(cause).__name__}: {cause}") from None
+        if r.status == 401:
+            raise RuntimeError(f"Grafana at {url} refused the token (401): check --token-file")
+        try:
+            doc = json.loads(r.data or b"null")
+        except ValueError:
+            doc = None
+        if r.status >= 300:
+            why = doc.get("message") if isinstance(doc, dict) else r.data[:200].decode("utf-8", "replace")
+            raise RuntimeError(f"Grafana at {url} refused {method} {path}: HTTP {r.status}: {why}")
+        return doc
+
     out = []
-    try:
-        existing = [f for f in api.folder.get_all_folders() if f.get("title") == folder]
-        folder_uid = existing[0]["uid"] if existing else api.folder.create_folder(folder, uid="aifactory")["uid"]
-        for name in BOARDS:
-            board = BOARDS[name]().to_json()
-            r = api.dashboard.update_dashboard({"dashboard": board, "folderUid": folder_uid, "overwrite": True,
-                                                "message": "aifactory dashboards push"})
-            out.append((board["uid"], url.rstrip("/") + (r.get("url") or f"/d/{board['uid']}")))
-    except GrafanaUnauthorizedError:
-        raise RuntimeError(f"Grafana at {url} refused the token (401): check --token-file") from None
-    except GrafanaClientError as e:
-        raise RuntimeError(f"Grafana at {url} refused the request: {e}") from None
-    except GrafanaException as e:
-        raise RuntimeError(f"Grafana at {url}: {e}") from None
-    except Exception as e:  # connection refused, DNS, TLS: niquests raises its own types
-        raise RuntimeError(f"cannot reach Grafana at {url}: {type(e).__name__}: {e}") from None
+    existing = [f for f in call("GET", "/api/folders") or () if isinstance(f, dict) and f.get("title") == folder]
+    folder_uid = existing[0]["uid"] if existing else call("POST", "/api/folders",
+                                                          {"title": folder, "uid": "aifactory"})["uid"]
+    for name in BOARDS:
+        board = BOARDS[name]().to_json()
+        r = call("POST", "/api/dashboards/db", {"dashboard": board, "folderUid": folder_uid, "overwrite": True,
+                                                 "message": "aifactory dashboards push"})
+        out.append((board["uid"], base + ((r or {}).get("url") or f"/d/{board['uid']}")))
     return out
