@@ -26,7 +26,7 @@ from .pipeline import Pipeline
 from .registry import Registry, default_registry
 from .runner import InstanceRunner, as_publish, grid_ts, stages
 from .sdnotify import Notifier as SdNotifier
-from .selfmetrics import OUTPUT_FIELDS, ProcessStats
+from .selfmetrics import OUTPUT_FIELDS, STATUS_ONLY, ProcessStats
 from .state import set_aside_files, write_status
 
 log = logging.getLogger("agent")
@@ -76,12 +76,18 @@ class Agent:
         self.config = config
         self.state_dir = state_dir
         self.registry = registry or default_registry()
+        catalogue = self.registry.catalogue()  # outputs that need each metric's kind and unit get it
         outputs: list = []
         for kind, cls in self.registry.outputs.items():
             section = getattr(config.settings.outputs, kind, None)
             for opts in (section if cls.many else [section]) if section is not None else []:
                 if opts.enabled:
-                    outputs.append(cls.build(opts, state_dir, config.settings.agent))
+                    out = cls.build(opts, state_dir, config.settings.agent, catalogue)
+                    undeclared = set(out.stats()) - set(OUTPUT_FIELDS) - STATUS_ONLY
+                    if undeclared:  # a figure nobody declared would be dropped from the agent measurement
+                        raise RuntimeError(f"output {kind} reports figures not declared in agent/selfmetrics.py: "
+                                           f"{', '.join(sorted(undeclared))}")
+                    outputs.append(out)
         self.pipeline = Pipeline(outputs)
         rules = config_rules(config)
         self.alerts = None

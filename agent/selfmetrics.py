@@ -81,6 +81,8 @@ AGENT_METRICS: tuple[Metric, ...] = (
 
 
 OUTPUT_FIELDS = tuple(m.field for m in AGENT_METRICS if m.tags == _OUT)
+# what an output's stats() may hold besides its declared figures: text facts for `status`, not measurements
+STATUS_ONLY = frozenset({"state", "last_error", "last_write_ns", "path", "url", "api"})
 
 
 class ProcessStats:

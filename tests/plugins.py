@@ -111,3 +111,50 @@ TARGETS = {name: f"tests.plugins:{cls}" for name, cls in (
     ("asynchang", "AsyncHang"), ("absent", "Absent"), ("badinit", "BadInit"), ("slowsource", "SlowSource"),
     ("reader", "Reader"))}
 TARGETS["missingdep"] = "tests.plugins_missing_module:Nothing"
+
+
+# --- outputs for the output contract tests ---------------------------------------------------------------------
+
+from pydantic import Field  # noqa: E402
+
+from agent.config import OutputOptions  # noqa: E402
+from agent.outputs.memory import MemoryBuffer  # noqa: E402
+from agent.outputs.running import OK, RunningOutput, Writer  # noqa: E402
+
+
+class ProbeOptions(OutputOptions):
+    name: str = Field("probe")
+    extra_stat: bool = Field(False, description="report a figure nobody declared")
+
+
+class ProbeWriter(Writer):
+    """Keeps what it was given: the catalogue from build, the records it wrote."""
+
+    CATALOGUES: list = []
+
+    def __init__(self, opts: ProbeOptions) -> None:
+        self.opts = opts
+        self.records: list = []
+
+    def encode(self, samples):
+        return list(samples)
+
+    def write(self, records):
+        self.records.extend(records)
+        return OK
+
+    def stats(self) -> dict:
+        return {"surprise_total": 1} if self.opts.extra_stat else {}
+
+
+class ProbeOutput(RunningOutput):
+    Options = ProbeOptions
+    many = True
+
+    @classmethod
+    def build(cls, opts, state_dir, agent=None, catalogue=None):
+        ProbeWriter.CATALOGUES.append(catalogue)
+        return cls(opts.name, ProbeWriter(opts), MemoryBuffer(1000, opts.name), batch_size=100)
+
+
+OUTPUTS = {"probe": "tests.plugins:ProbeOutput"}

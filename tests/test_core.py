@@ -288,9 +288,9 @@ def test_a_batch_whose_delete_fails_goes_back_to_the_buffer_for_any_sender(tmp_p
     """A sender that fails after taking chunks (the delete refused: a full disk) hands them back: the other
     sender, or itself, sends them again; nothing stays in flight for ever."""
     from agent.outputs.buffer import DiskBuffer
-    from agent.outputs.running import OK, RunningOutput
+    from agent.outputs.running import OK, RunningOutput, Writer
 
-    class Sink:
+    class Sink(Writer):
         def __init__(self):
             self.got = []
 
@@ -329,3 +329,23 @@ def test_a_batch_whose_delete_fails_goes_back_to_the_buffer_for_any_sender(tmp_p
         time.sleep(0.02)
     assert out.stop(5)
     assert len(buf) == 0 and sink.got.count(b"a") == 2  # sent again after the failed delete, then forgotten
+
+
+def test_an_output_gets_the_catalogue_and_a_figure_it_does_not_declare_is_refused_at_build(tmp_path):
+    from agent.config import build_config
+    from agent.model import Kind
+    from agent.registry import Registry
+    from agent.scheduler import Agent
+
+    from . import plugins
+
+    registry = Registry({}, plugins.OUTPUTS)
+    plugins.ProbeWriter.CATALOGUES.clear()
+    Agent(build_config({"outputs": {"probe": [{"name": "p"}]}}, {}, None, registry), tmp_path / "a", registry)
+    (cat,) = plugins.ProbeWriter.CATALOGUES
+    m = cat.get("agent", "runs_total")
+    assert m is not None and m.kind is Kind.COUNTER and m.unit == "count"  # kind and unit, for Prometheus
+    cfg = build_config({"outputs": {"probe": [{"name": "p", "extra_stat": True}]}}, {}, None, registry)
+    with pytest.raises(RuntimeError, match="output probe reports figures not declared in agent/selfmetrics.py: "
+                                           "surprise_total"):
+        Agent(cfg, tmp_path / "b", registry)

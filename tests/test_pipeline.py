@@ -3,7 +3,7 @@ import time
 
 from agent.model import Sample
 from agent.outputs.memory import MemoryBuffer
-from agent.outputs.running import OK, RunningOutput, TransportError
+from agent.outputs.running import OK, RunningOutput, TransportError, Writer
 from agent.pipeline import Pipeline
 
 
@@ -33,7 +33,7 @@ class Mem:
         self.closed = True
 
 
-class MemWriter:
+class MemWriter(Writer):
     """Mem as a writer of the shared sender: its exception is the destination not answering."""
 
     def __init__(self, mem: Mem) -> None:

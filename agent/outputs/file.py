@@ -26,7 +26,7 @@ from pydantic import Field, field_validator
 from ..config import OutputOptions, PositiveDuration, Size
 from ..model import Sample, to_line
 from .buffer import DiskBuffer
-from .running import OK, Result, RunningOutput, TransportError
+from .running import OK, Result, RunningOutput, TransportError, Writer
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class FileOutputOptions(OutputOptions):
         return v
 
 
-class FileWriter:
+class FileWriter(Writer):
     def __init__(self, opts: FileOutputOptions) -> None:
         self.opts = opts
         self.path = Path(opts.path)
@@ -194,5 +194,5 @@ class FileOutput(RunningOutput):
                          retry_max=5.0)  # a local disk: space comes back soon
 
     @classmethod
-    def build(cls, opts: FileOutputOptions, state_dir: Path, agent=None) -> FileOutput:
+    def build(cls, opts: FileOutputOptions, state_dir: Path, agent=None, catalogue=None) -> FileOutput:
         return cls(opts, state_dir)

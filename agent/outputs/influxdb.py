@@ -31,7 +31,7 @@ from ..config import Duration, HttpUrl, OutputOptions, PositiveDuration, SecretF
 from ..model import Sample, to_line
 from ..secrets import read_secret
 from .buffer import DiskBuffer
-from .running import OK, Result, RunningOutput, TransportError
+from .running import OK, Result, RunningOutput, TransportError, Writer
 
 log = logging.getLogger(__name__)
 
@@ -194,14 +194,14 @@ class V2Client:
         self.client.close()
 
 
-class InfluxWriter:
+class InfluxWriter(Writer):
     """Line protocol to one InfluxDB (or any v1/v2 write endpoint: VictoriaMetrics, InfluxDB 3)."""
 
     def __init__(self, opts: InfluxOutputOptions, client) -> None:
         self.opts = opts
         self.client = client
         # v1 with gzip: the disk buffer's chunks, compressed at append, are sent as they are (write_packed)
-        self.accepts_packed = opts.api == "v1" and opts.gzip and hasattr(client, "https")
+        self.accepts_packed = opts.api == "v1" and opts.gzip and isinstance(client, V1Client)
 
     def encode(self, samples: list[Sample]) -> list[bytes]:
         return [to_line(s).encode() for s in samples]
@@ -247,7 +247,7 @@ class InfluxOutput(RunningOutput):
     many = True
 
     @classmethod
-    def build(cls, opts: InfluxOutputOptions, state_dir: Path, agent=None) -> InfluxOutput:
+    def build(cls, opts: InfluxOutputOptions, state_dir: Path, agent=None, catalogue=None) -> InfluxOutput:
         return cls(opts, state_dir)
 
     def __init__(self, opts: InfluxOutputOptions, state_dir: Path, client=None) -> None:

@@ -23,7 +23,7 @@ from ..config import OutputOptions, PositiveDuration, Size
 from ..model import Sample
 from ..state import open_or_set_aside, retry_after_damage, set_aside
 from .memory import MemoryBuffer
-from .running import OK, Result, RunningOutput, TransportError
+from .running import OK, Result, RunningOutput, TransportError, Writer
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ def measurements(path: Path) -> list[str]:
         conn.close()
 
 
-class LocalWriter:
+class LocalWriter(Writer):
     """The store as a writer of the shared sender: records are the samples themselves."""
 
     def __init__(self, store: LocalStore) -> None:
@@ -281,6 +281,6 @@ class LocalOutput(RunningOutput):
                          flush_interval=1.0, retry_max=30.0, eager=True)
 
     @classmethod
-    def build(cls, opts: LocalStoreOptions, state_dir: Path, agent=None) -> LocalOutput:
+    def build(cls, opts: LocalStoreOptions, state_dir: Path, agent=None, catalogue=None) -> LocalOutput:
         store = LocalStore(opts.path or state_dir / "metrics.db", opts.retention, opts.max_size)
         return cls(store, agent.queue_size if agent is not None else 100_000)

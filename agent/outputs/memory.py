@@ -47,6 +47,11 @@ class MemoryBuffer:
             batch = [self._q[i] for i in range(min(max_records, len(self._q)))]
         return [id(r) for r in batch], batch
 
+    def peek_packed(self, max_records: int) -> tuple[list[int], list, None]:
+        """As peek: nothing is packed in memory."""
+        ids, batch = self.peek(max_records)
+        return ids, batch, None
+
     def remove(self, ids: list[int]) -> int:
         """Forget the written batch; what was evicted while it was being written is gone already."""
         wanted = set(ids)

@@ -51,21 +51,38 @@ class TransportError(Exception):
 
 
 class Writer(Protocol):
-    """What an output module provides: encode, write a batch, close (see docs/extending.md)."""
+    """What an output module provides: encode, write a batch (see docs/extending.md). A writer subclasses this
+    protocol: the optional hooks below have no-op defaults, so the sender calls them without asking."""
+
+    # the batch may be handed over already encoded by the disk buffer (gzip members): write_packed
+    accepts_packed: bool = False
 
     def encode(self, samples: list[Sample]) -> list[bytes]:
         """One record per sample (a line of line protocol, a JSON line)."""
+        raise NotImplementedError
 
     def write(self, records: list[bytes]) -> Result:
         """Write one batch; raise TransportError when the destination did not answer."""
+        raise NotImplementedError
+
+    def write_packed(self, packed: bytes) -> Result:
+        """The batch as the buffer packed it (a writer that sets accepts_packed writes it as it is)."""
+        raise NotImplementedError
 
     def describe(self, record: bytes) -> str:
         """A refused record, shortened for the log."""
+        return record[:300].decode("utf-8", "replace")
 
-    def close(self) -> None: ...
+    def housekeeping(self) -> None:
+        """Periodic work of the destination's own (retention, a size cap); nothing by default."""
+
+    def close(self) -> None:
+        """Let go of connections and files; nothing by default."""
 
     def stats(self) -> dict:
-        """Destination facts for status (url, path, ...)."""
+        """Destination facts for status (url, path, ...); each key declared in agent/selfmetrics.py or
+        listed in STATUS_ONLY."""
+        return {}
 
 
 class Retry(Exception):
@@ -224,7 +241,7 @@ class RunningOutput:
         next_hk = time.monotonic() + self.HOUSEKEEPING_EVERY
         try:
             while not self._stopping:
-                if time.monotonic() >= next_hk and hasattr(writer, "housekeeping"):
+                if time.monotonic() >= next_hk:
                     next_hk = time.monotonic() + self.HOUSEKEEPING_EVERY
                     try:
                         writer.housekeeping()
@@ -270,7 +287,7 @@ class RunningOutput:
             self._pause(hold)
             return failures
         with self._lock:  # marked busy before the chunks leave the buffer's count: flush never sees a gap
-            if getattr(writer, "accepts_packed", False) and hasattr(self.buffer, "peek_packed"):
+            if writer.accepts_packed:
                 ids, records, packed = self.buffer.peek_packed(self.batch_size)
             else:
                 (ids, records), packed = self.buffer.peek(self.batch_size), None
