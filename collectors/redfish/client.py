@@ -139,14 +139,22 @@ class _Watchdog:
 WATCHDOG = _Watchdog()
 
 
-def _watched(base):
-    class Watched(base):
-        def getresponse(self, *a, **kw):
-            WATCHDOG.watch(self.sock)
-            return super().getresponse(*a, **kw)
+_WATCHED: dict[type, type] = {}
 
-    Watched.__name__ = f"Watched{base.__name__}"
-    return Watched
+
+def _watched(base: type) -> type:
+    """urllib3's connection class that names its socket to the watchdog when it starts reading an answer (one
+    class per base, made once for every client)."""
+    cls = _WATCHED.get(base)
+    if cls is None:
+        class Watched(base):
+            def getresponse(self, *a, **kw):
+                WATCHDOG.watch(self.sock)
+                return super().getresponse(*a, **kw)
+
+        Watched.__name__ = f"Watched{base.__name__}"
+        cls = _WATCHED[base] = Watched
+    return cls
 
 
 class RedfishClient:
@@ -225,18 +233,22 @@ class RedfishClient:
                 if length and length.isdigit() and int(length) > self.max_answer:
                     raise AnswerTooLarge(f"{path}: an answer of {int(length)} bytes refused (more than "
                                          f"max_answer_size, {self.max_answer})")
-                chunks, size = [], 0
-                read = getattr(r, "read1", None) or r.read
-                while chunk := read(65536):
-                    size += len(chunk)
-                    if size > self.max_answer:
-                        raise AnswerTooLarge(f"{path}: an answer larger than {self.max_answer} bytes refused "
-                                             "(max_answer_size), not read in part")
-                    chunks.append(chunk)
-                    if time.monotonic() > end:
-                        raise TimeoutError(f"{path}: answer not complete within the deadline")
+                if length and length.isdigit():
+                    data = r.read()  # its size is known and allowed; the watchdog bounds the time
+                else:  # chunked: counted as it comes, refused once past the cap
+                    chunks, size = [], 0
+                    read = getattr(r, "read1", None) or r.read
+                    while chunk := read(65536):
+                        size += len(chunk)
+                        if size > self.max_answer:
+                            raise AnswerTooLarge(f"{path}: an answer larger than {self.max_answer} bytes refused "
+                                                 "(max_answer_size), not read in part")
+                        chunks.append(chunk)
+                    data = b"".join(chunks)
+                if time.monotonic() > end:
+                    raise TimeoutError(f"{path}: answer not complete within the deadline")
                 whole = True
-                return Answer(r.status, r.headers, b"".join(chunks))
+                return Answer(r.status, r.headers, data)
             finally:
                 if whole:
                     r.release_conn()  # read to the end: the connection is kept for the next request
