@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from agent.registry import default_registry
 
 from .lp_parser import parse
@@ -97,3 +99,19 @@ def test_run_for_duration_stops_by_itself(tmp_path):
 def test_bad_duration_argument(tmp_path):
     r = cli("run", "--for", "forever", env=agent_env(tmp_path))
     assert r.returncode == 2 and "not a duration" in r.stderr
+
+
+@pytest.mark.services
+def test_an_install_as_users_do_keeps_urllib3_itself(tmp_path):
+    """What `make run` installs (the runtime extras) and the dashboards extra resolve to urllib3 itself: no extra
+    brings urllib3-future in its place (grafana-client 5 did), so a node runs the HTTP stack it was measured on."""
+    report = tmp_path / "report.json"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed",
+                        "--report", str(report), ".[gpu,snmp,ipmi,dashboards]"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    names = {i["metadata"]["name"].lower() for i in json.loads(report.read_text())["install"]}
+    assert "urllib3" in names and not names & {"urllib3-future", "niquests", "grafana-client"}, sorted(names)
+    import importlib.util
+
+    assert importlib.util.find_spec("urllib3.contrib.hface") is None  # this venv's urllib3 is urllib3's

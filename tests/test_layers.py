@@ -150,3 +150,19 @@ def test_layers_import_downwards_only():
 
 def test_no_module_imports_another_modules_underscore_names():
     assert PRIVATE == []
+
+
+def _collector_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "collectors" and parts[1] != "common" else None
+
+
+def test_the_shared_collector_code_imports_no_collector_and_no_collector_imports_another():
+    """collectors/common (the energy ledger, counters, families and the profile engine as they move there) is
+    what collectors share: it imports none of them; and a collector reaches another only through it."""
+    assert any(m.startswith("collectors.common.") for m in MODULES)
+    common = [(m, t) for m, ts in GRAPH.items() if m.startswith("collectors.common")
+              for t in ts if _collector_of(t)]
+    across = [(m, t) for m, ts in GRAPH.items() if _collector_of(m)
+              for t in ts if _collector_of(t) and _collector_of(t) != _collector_of(m)]
+    assert common == [] and across == []
