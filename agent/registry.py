@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from .collector import Collector
 from .config import CollectorOptions
@@ -63,6 +64,21 @@ class Registry:
 
     def names(self) -> list[str]:
         return list(self.specs)
+
+    def rule_files(self) -> list[Path]:
+        """The default rules of every loaded collector: rules.yaml beside its module (its folder), so that adding
+        a collector brings its rules with it; the agent's own pack (agent/alerts/default_rules.yaml) first."""
+        import sys
+
+        from .config import DEFAULT_RULES
+
+        out = [DEFAULT_RULES]
+        for spec in self.specs.values():
+            module = sys.modules.get(spec.cls.__module__) if spec.cls is not None else None
+            f = Path(module.__file__).with_name("rules.yaml") if module is not None and module.__file__ else None
+            if f is not None and f.is_file() and f not in out:
+                out.append(f)
+        return out
 
     def get(self, name: str) -> Spec:
         return self.specs[name]

@@ -89,7 +89,7 @@ class Agent:
                                            f"{', '.join(sorted(undeclared))}")
                     outputs.append(out)
         self.pipeline = Pipeline(outputs)
-        rules = config_rules(config)
+        rules = config_rules(config, self.registry.rule_files())
         self.alerts = None
         if rules:
             al = config.settings.alerts

@@ -216,10 +216,11 @@ collectors:
         assert p.returncode == 0, err
 
     from agent.alerts.rules import load_rules
-    from agent.config import DEFAULT_RULES
+    from agent.registry import default_registry
 
-    # the default pack and this file's rule
-    assert cli("config", "check").stdout.strip().endswith(f"; {len(load_rules(DEFAULT_RULES)) + 1} alert rules")
+    # the default pack (the agent's and every collector's) and this file's rule
+    pack = [r for f in default_registry().rule_files() for r in load_rules(f)]
+    assert cli("config", "check").stdout.strip().endswith(f"; {len(pack) + 1} alert rules")
     agent = start()
     try:
         pending = wait_for("pending")
@@ -278,14 +279,18 @@ def test_every_default_rule_fires_and_resolves_in_its_rule_test():
 
     from agent.alerts.testing import run_tests
     from agent.config import DEFAULT_RULES
+    from agent.registry import default_registry
 
+    files = default_registry().rule_files()
+    # each collector's rules beside it: gathered from their folders, not kept in a core file
+    assert {f.parent.name for f in files[1:]} >= {"gpu", "snmp", "redfish", "efficiency", "storage", "network"}
     tests = DEFAULT_RULES.with_name("default_rules.test.yaml")
-    assert run_tests(tests) == []
+    assert run_tests(tests, files) == []
     covered = {}
     for case in yaml.safe_load(tests.read_text())["tests"]:
         for chk in case["alert_rule_test"]:
             covered.setdefault(chk["alertname"], set()).update(a["state"] for a in chk["exp_alerts"])
-    names = {r.name for r in load_rules(DEFAULT_RULES)}
+    names = {r.name for f in files for r in load_rules(f)}
     assert set(covered) == names and all(v == {"firing", "resolved"} for v in covered.values())
     assert Path(DEFAULT_RULES).exists()
 

@@ -14,8 +14,8 @@ from agent.alerts.engine import AlertEngine
 from agent.alerts.rules import load_rules
 from agent.bus import SampleBus
 from agent.collector import Context
-from agent.config import DEFAULT_RULES
 from agent.model import Accumulator, Sample
+from agent.registry import default_registry
 from collectors.efficiency import EfficiencyCollector, window_offset
 from collectors.gpu import GpuCollector, GpuOptions
 from collectors.host import HostCollector, HostOptions
@@ -208,7 +208,8 @@ def test_gpus_and_rapl_alone_are_a_partial_node_and_no_balance(node):
 def test_components_above_the_meter_fire_the_default_rule(node):
     n = node(outlet=False)
     n.set_bmc(psu_w=1000, chassis_w=1000)  # a BMC under-reading: GPUs + CPU measure 1150 W
-    engine = AlertEngine([r for r in load_rules(DEFAULT_RULES) if r.name.startswith("Energy")], None)
+    rules = [r for f in default_registry().rule_files() for r in load_rules(f)]
+    engine = AlertEngine([r for r in rules if r.name.startswith("Energy")], None)
     states = []
     for k in range(8 + 40):
         out = n.step(k)

@@ -117,15 +117,16 @@ def render(template: str, labels: dict[str, str], value: float | None) -> str:
     return _TEMPLATE.sub(sub, template)
 
 
-def config_rules(config: Config) -> list[CompiledRule]:
-    """The compiled rules of the configuration: the default pack unless switched off, then every file in
-    alerts.rules (relative to the config file's folder), less alerts.disable."""
+def config_rules(config: Config, defaults: list[Path] | None = None) -> list[CompiledRule]:
+    """The compiled rules of the configuration: the default pack unless switched off (`defaults`: the agent's
+    own file and every installed collector's, Registry.rule_files), then every file in alerts.rules (relative
+    to the config file's folder), less alerts.disable."""
     if not config.settings.alerts.enabled:
         return []
     base = config.source.parent if config.source else Path.cwd()
     files = [f if f.is_absolute() else base / f for f in config.settings.alerts.rules]
     if config.settings.alerts.default_rules:
-        files.insert(0, DEFAULT_RULES)
+        files[:0] = defaults if defaults is not None else [DEFAULT_RULES]
     out, names = [], set()
     disabled = set(config.settings.alerts.disable)
     receivers = {r.name for r in config.settings.alerts.receivers}

@@ -94,8 +94,9 @@ def _series(text: str) -> tuple[str, str, dict[str, str]]:
     return sel.measurement, sel.field, {t: v for t, _, v in sel.matchers}
 
 
-def run_tests(path: Path) -> list[str]:
-    """Failures, as messages (empty: all passed). A malformed file raises ConfigError."""
+def run_tests(path: Path, defaults: list[Path] | None = None) -> list[str]:
+    """Failures, as messages (empty: all passed). A malformed file raises ConfigError. `defaults`: the files of
+    the default pack that "default" stands for (Registry.rule_files)."""
     data, positions = load_yaml(path)
     try:
         tf = TestFile.model_validate(data)
@@ -103,7 +104,8 @@ def run_tests(path: Path) -> list[str]:
         raise ConfigError(validation_messages(e, TestFile, (), positions, str(path))) from None
     rules = []
     for f in tf.rule_files:
-        rules += load_rules(DEFAULT_RULES if f == "default" else (path.parent / f))
+        for rf in (defaults or [DEFAULT_RULES]) if f == "default" else [path.parent / f]:
+            rules += load_rules(rf)
     failures = []
     t0 = 1_700_000_000.0
     for case in tf.tests:

@@ -132,8 +132,9 @@ def fleet_alerts(args, config: Config) -> int:
 
 def cmd_rules_test(args) -> int:
     from ..alerts.testing import run_tests
+    from ..registry import default_registry
 
-    failures = run_tests(Path(args.file))
+    failures = run_tests(Path(args.file), default_registry().rule_files())
     for f in failures:
         print(f, file=sys.stderr)
     if failures:
@@ -148,10 +149,10 @@ def cmd_rules(args) -> int:
     from ..alerts.rules import load_rules
     from ..registry import default_registry
 
-    cat = default_registry().catalogue()
-    from ..config import DEFAULT_RULES
-
-    rules = load_rules(DEFAULT_RULES if args.file == "default" else Path(args.file))  # ConfigError: exit 78
+    registry = default_registry()
+    cat = registry.catalogue()
+    files = registry.rule_files() if args.file == "default" else [Path(args.file)]
+    rules = [r for f in files for r in load_rules(f)]  # ConfigError: exit 78
     problems = []
     for r in rules:
         for node in (r.expr, r.clear):

@@ -12,8 +12,9 @@ def cmd_config(args) -> int:
     config = load(args)
     if args.action == "check":
         from ..alerts.rules import config_rules
+        from ..registry import default_registry
 
-        rules = config_rules(config)  # a bad rule file is a configuration error too
+        rules = config_rules(config, default_registry().rule_files())  # a bad rule file is a configuration error
         src = config.source or "built-in defaults (no configuration file)"
         print(f"{src}: OK, {len(config.instances)} collector instances: "
               + ", ".join(f"{i.name}({i.interval:g}s)" for i in config.instances)
