@@ -302,3 +302,19 @@ def test_gpus_command_rows():
 ])
 def test_parse_cgroup(line, want):
     assert parse_cgroup(line) == want
+
+
+def test_a_state_file_from_before_the_ledger_in_millijoules_is_read_as_joules(tmp_path):
+    """The GPU energy state used to keep NVML's raw millijoules; after an upgrade the counter goes on from where
+    it was, in joules, rather than taking the unit change for a reset (a jump of the whole counter x 1000)."""
+    import json
+
+    nvml = fleet("H100-SXM")
+    g = nvml.gpus[0]
+    g.p["fields"][83] = 9_876_543_210  # mJ
+    (tmp_path / "gpu-energy.json").write_text(json.dumps(
+        {g.uuid: {"last": 9_876_000_000, "offset": 5_000_000, "resets": 1, "at": 1.0, "boot": None}}))
+    col = make(nvml, tmp_path)
+    f = gpu_fields(cycle(col, 10**9))
+    assert f["energy_joules_total"] == pytest.approx(9_876_543.21 + 5_000.0) and f["energy_resets_total"] == 1
+    col.close()

@@ -25,7 +25,19 @@ def max_watts(limits_mw: list[int | None], module: bool) -> float:
 
 
 class EnergyTracker(EnergyCounters):
+    def __init__(self, path, boot_id: str | None = None) -> None:
+        super().__init__(path, boot_id)
+        for st in self.state.values():
+            # a state file from before the shared ledger kept NVML's raw millijoules: now joules, like every
+            # energy counter; converted once, or the first reading after an upgrade would look like a reset
+            if st.get("unit") != "J":
+                for k in ("last", "offset", "pending"):
+                    if isinstance(st.get(k), (int, float)):
+                        st[k] = st[k] / 1000.0
+                st["unit"] = "J"
+
     def update(self, key: str, raw_mj: int, now: float, limit_watts: float) -> tuple[float | None, str | None]:
         """(monotonic joules or None this time, event: reset, glitch, pending, refused or None)."""
         u = self.reading(key, raw_mj / 1000.0, now, max_watts=limit_watts, resets_on_boot=True)
+        self.state.get(key, {})["unit"] = "J"
         return u.value, u.event
