@@ -349,3 +349,29 @@ def test_an_output_gets_the_catalogue_and_a_figure_it_does_not_declare_is_refuse
     with pytest.raises(RuntimeError, match="output probe reports figures not declared in agent/selfmetrics.py: "
                                            "surprise_total"):
         Agent(cfg, tmp_path / "b", registry)
+
+
+def test_every_collector_that_reads_the_bus_declares_what_it_reads():
+    """A collector's bus reads are ordered only if declared: each measurement a built-in collector reads from
+    the bus belongs to a collector it lists in `consumes`."""
+    import ast
+    import inspect
+
+    from agent.registry import default_registry
+
+    reg = default_registry()
+    owner = {m.measurement: kind for kind in reg.names() if reg.get(kind).cls is not None
+             for m in reg.get(kind).cls.METRICS}
+    missing = []
+    for kind in reg.names():
+        cls = reg.get(kind).cls
+        if cls is None:
+            continue
+        src = inspect.getsource(inspect.getmodule(cls))
+        for node in ast.walk(ast.parse(src)):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "latest"
+                    and node.args and isinstance(node.args[0], ast.Constant)):
+                read = node.args[0].value
+                if owner.get(read) not in (None, kind) and owner[read] not in cls.consumes:
+                    missing.append((kind, read, owner[read]))
+    assert missing == []
