@@ -1,4 +1,4 @@
-"""A failure logged once per cause and its recovery once (house style 9: state changes, not repeats)."""
+"""A failure logged once per cause and its recovery once: a log says what changed, not every repeat."""
 
 from __future__ import annotations
 

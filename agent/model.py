@@ -1,8 +1,8 @@
 """Data model: samples, the metric catalogue and the per-run accumulator.
 
 A *sample* is one InfluxDB point: measurement, tags, fields, one timestamp in ns.
-Every field a collector emits is declared first in the catalogue (house style 4):
-the catalogue is the single source for the README table, the dashboards' lint and
+Every field a collector emits is declared first in the catalogue, so that one source says what a
+field means: the catalogue is the single source for the README table, the dashboards' lint and
 the test that checks what is emitted.
 """
 
@@ -36,7 +36,7 @@ class Kind(StrEnum):
     INFO = "info"  # a string or enum value that describes state
 
 
-# Unit -> the suffix a field name must carry (house style 8). Unitless values
+# Unit -> the suffix a field name must carry, so a query shows the unit it reads. Unitless values
 # (load averages, enum codes) use "1"; booleans "bool"; strings "info".
 UNIT_SUFFIXES: dict[str, tuple[str, ...]] = {
     "bytes": ("_bytes",),

@@ -1,4 +1,4 @@
-"""Runs one collector instance: deadline, catch-all, accounting (house style 3).
+"""Runs one collector instance: deadline, catch-all, accounting, so that one collector's failure stays its own.
 
 A synchronous ``collect`` runs in a fresh daemon thread, so blocking reads never touch
 the event loop and a hung collector can be abandoned: its late samples are refused by
@@ -84,7 +84,7 @@ class InstanceRunner:
         return self.state in ("ok", "not_present")
 
     def _set_state(self, state: str, error: str | None) -> None:
-        # Log state changes, not repeats (house style 9).
+        # Log state changes, not repeats: a failing collector says so once, not every interval.
         if state != self.state or (state == "error" and error != self.last_error):
             if state == "ok" and self.state in ("error", "timeout"):
                 log.info("collector %s: recovered", self.name)

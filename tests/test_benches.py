@@ -1,4 +1,4 @@
-"""Every bench at a tiny size, so that none can rot unseen (issue 15): each must run to its end and print the
+"""Every bench at a tiny size, so that none can rot unseen: each must run to its end and print the
 figures it is for, side by side with its peer tool where the peer is installed (tests/install-deps test)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Declare before you emit (house style 4) and names that carry their units (8)."""
+"""Every emitted field is declared before it is emitted, and names carry their units."""
 
 import asyncio
 import re

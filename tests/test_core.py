@@ -1,4 +1,4 @@
-"""The core's seams (issue 15): one publish path, so the agent's own metrics reach the alert engine."""
+"""The core's seams: one publish path, so the agent's own metrics reach the alert engine."""
 
 from __future__ import annotations
 

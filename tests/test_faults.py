@@ -1,6 +1,6 @@
-"""Reliability under faults (issue 13): one regression test per defect found by the adversarial run.
+"""Reliability under faults: one regression test per defect found by an adversarial run.
 
-Each test names its item. They use real servers or small hostile servers on loopback.
+Each test is named after the behaviour it checks. They use real servers or small hostile servers on loopback.
 """
 
 from __future__ import annotations
@@ -73,10 +73,10 @@ def reply(h, status: int, body: bytes) -> None:
     h.wfile.write(body)
 
 
-# --- 4: non-finite alert values ---------------------------------------------------------------
+# --- non-finite alert values ---------------------------------------------------------------
 
 
-def test_4_rules_with_non_finite_values_neither_fire_nor_write_nan(tmp_path):
+def test_rules_with_non_finite_values_neither_fire_nor_write_nan(tmp_path):
     from agent.alerts.engine import AlertEngine
     from agent.alerts.rules import load_rules
     from agent.model import to_line_protocol
@@ -100,10 +100,10 @@ def test_4_rules_with_non_finite_values_neither_fire_nor_write_nan(tmp_path):
     assert "nan" not in text and "inf" not in text
 
 
-# --- 5: one +Inf scrape must not poison a counter ----------------------------------------------
+# --- one +Inf scrape must not poison a counter ----------------------------------------------
 
 
-def test_5_non_finite_counter_readings_are_refused_and_never_stored(tmp_path):
+def test_non_finite_counter_readings_are_refused_and_never_stored(tmp_path):
     from collectors.common.counters import MonotonicCounters
 
     path = tmp_path / "c.json"
@@ -122,7 +122,7 @@ def test_5_non_finite_counter_readings_are_refused_and_never_stored(tmp_path):
     assert c2.update("good", 8.0) == (11.0, None)
 
 
-def test_5_inference_counter_survives_an_inf_scrape(tmp_path):
+def test_inference_counter_survives_an_inf_scrape(tmp_path):
     from collectors.inference import InferenceCollector, InferenceOptions
 
     pages = ["vllm:prompt_tokens_total{model_name=\"m\"} 100\nvllm:generation_tokens_total{model_name=\"m\"} 50\n",
@@ -147,10 +147,10 @@ def test_5_inference_counter_survives_an_inf_scrape(tmp_path):
     assert "Infinity" not in (tmp_path / "inference-counters.json").read_text()
 
 
-# --- 8: a tag value ending in a backslash --------------------------------------------------------
+# --- a tag value ending in a backslash --------------------------------------------------------
 
 
-def test_8_trailing_backslash_in_tags_keeps_the_line_valid(influxd):
+def test_trailing_backslash_in_tags_keeps_the_line_valid(influxd):
     from .lp_parser import parse_line
     from .test_influxdb import new_db
 
@@ -170,10 +170,10 @@ def test_8_trailing_backslash_in_tags_keeps_the_line_valid(influxd):
     assert (row["model"], row["port"], row["outlet_name"], row["running_requests"]) == ("x", "8000", "A", 1.0)
 
 
-# --- 10: one bad SNMP device takes down all devices ----------------------------------------------
+# --- one bad SNMP device takes down all devices ----------------------------------------------
 
 
-def test_10_bad_v3_credentials_are_config_errors(tmp_path):
+def test_bad_v3_credentials_are_config_errors(tmp_path):
     (tmp_path / "short").write_text("abc\n")
     p = write(tmp_path, f"""
         collectors:
@@ -189,7 +189,7 @@ def test_10_bad_v3_credentials_are_config_errors(tmp_path):
     assert "collectors.snmp.devices[1]" in err and "needs v3_auth_proto" in err
 
 
-def test_10_each_snmp_device_fails_alone_within_the_collector_deadline(snmpsim):
+def test_each_snmp_device_fails_alone_within_the_collector_deadline(snmpsim):
     """A device whose credentials make pysnmp raise, and one that never finishes its walk (silent, with a
     device deadline of 12 s), next to a good PDU: the run ends before its 3 s deadline with the good
     device's readings and the facility totals, and each bad device's row says why."""
@@ -225,10 +225,10 @@ def test_10_each_snmp_device_fails_alone_within_the_collector_deadline(snmpsim):
     assert any(s.measurement == "facility" for s in published)
 
 
-# --- 11: a catastrophic regex in a rule ---------------------------------------------------------
+# --- a catastrophic regex in a rule ---------------------------------------------------------
 
 
-def test_11_label_regexes_run_in_linear_time_and_re2_errors_name_the_rule(tmp_path):
+def test_label_regexes_run_in_linear_time_and_re2_errors_name_the_rule(tmp_path):
     from agent.alerts.engine import AlertEngine
     from agent.alerts.rules import load_rules
 
@@ -259,7 +259,7 @@ def test_11_label_regexes_run_in_linear_time_and_re2_errors_name_the_rule(tmp_pa
     assert f"{bad}:6" in str(e.value) and "Backref" in str(e.value) and "RE2" in str(e.value)
 
 
-# --- 12: config check accepts what run crashes on -----------------------------------------------
+# --- config check accepts what run crashes on -----------------------------------------------
 
 
 @pytest.mark.parametrize("snippet, key, expect", [
@@ -288,17 +288,17 @@ def test_11_label_regexes_run_in_linear_time_and_re2_errors_name_the_rule(tmp_pa
     ("alerts: {receivers: [{name: r, url: 'http://a:b@127.0.0.1:1'}]}", "alerts.receivers[0].url",
      "credentials in the URL"),
 ])
-def test_12_config_check_refuses_what_run_would_crash_on(tmp_path, capsys, snippet, key, expect):
+def test_config_check_refuses_what_run_would_crash_on(tmp_path, capsys, snippet, key, expect):
     p = write(tmp_path, snippet + "\n")
     assert main(["config", "check", "-c", str(p)]) == 78
     err = capsys.readouterr().err
     assert f"{p}:1: {key}" in err and expect in err, err
 
 
-# --- 18: credentials inside a URL -------------------------------------------------------------------
+# --- credentials inside a URL -------------------------------------------------------------------
 
 
-def test_18_credentials_in_urls_are_refused_and_never_echoed(tmp_path, capsys):
+def test_credentials_in_urls_are_refused_and_never_echoed(tmp_path, capsys):
     p = write(tmp_path, "outputs: {influxdb: [{api: v1, database: d, url: 'http://agent:s3cr3t@127.0.0.1:8086'}]}\n")
     for argv in (["config", "check", "-c", str(p)], ["config", "show", "-c", str(p)], ["run", "--once", "-c", str(p)]):
         assert main(argv) == 78
@@ -309,7 +309,7 @@ def test_18_credentials_in_urls_are_refused_and_never_echoed(tmp_path, capsys):
     assert rc == 2 and "credentials in the URL" in out.err and "s3cr3t" not in out.err + out.out
 
 
-# --- 13: a YAML alias bomb ----------------------------------------------------------------------
+# --- a YAML alias bomb ----------------------------------------------------------------------
 
 
 BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
@@ -317,7 +317,7 @@ BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
 
 
 @pytest.mark.parametrize("kind", ["config", "rules"])
-def test_13_alias_bomb_exits_78_fast(tmp_path, capsys, kind):
+def test_alias_bomb_exits_78_fast(tmp_path, capsys, kind):
     if kind == "config":
         p = write(tmp_path, "agent:\n  hostname: x\ntags:\n  extra:\n    " + BOMB.replace("\n", "\n    "))
         argv = ["config", "check", "-c", str(p)]
@@ -330,7 +330,7 @@ def test_13_alias_bomb_exits_78_fast(tmp_path, capsys, kind):
     assert "expands to more than" in capsys.readouterr().err
 
 
-def test_13_recursive_alias_is_a_config_error(tmp_path, capsys):
+def test_recursive_alias_is_a_config_error(tmp_path, capsys):
     p = write(tmp_path, "tags: &t\n  extra: *t\n")
     assert main(["config", "check", "-c", str(p)]) == 78
 
@@ -374,10 +374,10 @@ def small_fs(tmp_path):
         subprocess.run(["umount", "-l", str(d)], capture_output=True)
 
 
-# --- 1: corrupt state files, an unusable state directory ------------------------------------------
+# --- corrupt state files, an unusable state directory ------------------------------------------
 
 
-def test_1_corrupt_buffer_and_alert_store_are_set_aside_and_the_agent_collects(tmp_path, influxd):
+def test_corrupt_buffer_and_alert_store_are_set_aside_and_the_agent_collects(tmp_path, influxd):
     from agent.outputs.buffer import DiskBuffer
 
     from .test_influxdb import new_db
@@ -413,7 +413,7 @@ def test_1_corrupt_buffer_and_alert_store_are_set_aside_and_the_agent_collects(t
     assert r.returncode == 0 and "moved aside" not in r.stderr
 
 
-def test_1_counter_state_garbage_is_set_aside(tmp_path):
+def test_counter_state_garbage_is_set_aside(tmp_path):
     from collectors.common.counters import MonotonicCounters
 
     p = tmp_path / "snmp-counters.json"
@@ -423,7 +423,7 @@ def test_1_counter_state_garbage_is_set_aside(tmp_path):
     assert list(tmp_path.glob("snmp-counters.json.corrupt-*"))
 
 
-def test_1_read_only_or_full_state_dir_exits_78_naming_path_and_cause(tmp_path, small_fs):
+def test_read_only_or_full_state_dir_exits_78_naming_path_and_cause(tmp_path, small_fs):
     ro = small_fs("ro", ro=True)
     r = agent_cmd("run", "--once", "-c", str(minimal_config(tmp_path)), "--state-dir", str(ro / "state"))
     assert r.returncode == 78, r.stderr
@@ -436,10 +436,10 @@ def test_1_read_only_or_full_state_dir_exits_78_naming_path_and_cause(tmp_path, 
     assert r.returncode == 78 and "no space left on device" in r.stderr and "Traceback" not in r.stderr
 
 
-# --- 2: two agents on one state directory ----------------------------------------------------------
+# --- two agents on one state directory ----------------------------------------------------------
 
 
-def test_2_second_agent_on_a_state_dir_is_refused_naming_the_pid(tmp_path):
+def test_second_agent_on_a_state_dir_is_refused_naming_the_pid(tmp_path):
     state = tmp_path / "state"
     cfg = minimal_config(tmp_path)
     first = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(cfg), "--state-dir", str(state)],
@@ -465,10 +465,10 @@ def test_2_second_agent_on_a_state_dir_is_refused_naming_the_pid(tmp_path):
     assert agent_cmd("run", "--once", "-c", str(cfg), "--state-dir", str(state)).returncode == 0
 
 
-# --- 3: a server rejecting every point ----------------------------------------------------------
+# --- a server rejecting every point ----------------------------------------------------------
 
 
-def test_3_rejected_points_are_not_written_and_make_the_output_unhealthy(tmp_path):
+def test_rejected_points_are_not_written_and_make_the_output_unhealthy(tmp_path):
     from agent.config import build_config
     from agent.scheduler import Agent
 
@@ -494,11 +494,11 @@ def test_3_rejected_points_are_not_written_and_make_the_output_unhealthy(tmp_pat
     assert "OutputRejectingPoints" in rules
 
 
-# --- 9: a hung collector at startup -------------------------------------------------------------
+# --- a hung collector at startup -------------------------------------------------------------
 
 
 @pytest.mark.services  # 20 s of a running agent: the full tier
-def test_9_a_hung_first_run_holds_back_nobody(state_dir):
+def test_a_hung_first_run_holds_back_nobody(state_dir):
     from . import plugins
     from .test_runner import make_agent
 
@@ -518,11 +518,11 @@ def test_9_a_hung_first_run_holds_back_nobody(state_dir):
     assert len(plugins.RUNS["quick"]) >= 3
 
 
-# --- 14: tracebacks instead of messages --------------------------------------------------------
+# --- tracebacks instead of messages --------------------------------------------------------
 
 
 @pytest.mark.parametrize("content", [b"", b'{"pid": 12', b"\x00\xff", b"[1, 2]", b'{"pid": 1, "collectors": 5}'])
-def test_14_status_with_a_bad_status_file_exits_3_with_a_message(tmp_path, content):
+def test_status_with_a_bad_status_file_exits_3_with_a_message(tmp_path, content):
     state = tmp_path / "state"
     state.mkdir()
     (state / "status.json").write_bytes(content)
@@ -531,7 +531,7 @@ def test_14_status_with_a_bad_status_file_exits_3_with_a_message(tmp_path, conte
     assert "Traceback" not in r.stderr and "status.json" in r.stdout
 
 
-def test_14_query_and_alerts_refuse_bad_arguments_and_corrupt_stores(tmp_path):
+def test_query_and_alerts_refuse_bad_arguments_and_corrupt_stores(tmp_path):
     state = tmp_path / "state"
     cfg = minimal_config(tmp_path)
     assert agent_cmd("run", "--once", "-c", str(cfg), "--state-dir", str(state)).returncode == 0
@@ -557,12 +557,12 @@ def test_14_query_and_alerts_refuse_bad_arguments_and_corrupt_stores(tmp_path):
     (["127.0.0.1", "--timeout", "0"], "out of range"),
     (["[::1"], "expected [IPV6]:PORT"),
 ])
-def test_14_snmp_probe_argument_errors(argv, expect):
+def test_snmp_probe_argument_errors(argv, expect):
     r = agent_cmd("snmp", "probe", *argv)
     assert r.returncode == 2 and expect in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
-def test_14_snmp_probe_takes_bracketed_ipv6():
+def test_snmp_probe_takes_bracketed_ipv6():
     from collectors.snmp.cli import parse_target
 
     from .services import free_port_udp
@@ -575,10 +575,10 @@ def test_14_snmp_probe_takes_bracketed_ipv6():
     assert r.returncode == 1 and f"::1:{port}" in r.stderr and "no response" in r.stderr, r.stderr
 
 
-# --- 15: status of a dead agent --------------------------------------------------------------------
+# --- status of a dead agent --------------------------------------------------------------------
 
 
-def test_15_status_of_a_reused_pid_or_a_stale_file_is_not_running(tmp_path):
+def test_status_of_a_reused_pid_or_a_stale_file_is_not_running(tmp_path):
     state = tmp_path / "state"
     cfg = minimal_config(tmp_path)
     assert agent_cmd("run", "--once", "-c", str(cfg), "--state-dir", str(state)).returncode == 0
@@ -601,7 +601,7 @@ def test_15_status_of_a_reused_pid_or_a_stale_file_is_not_running(tmp_path):
         sleeper.kill()
 
 
-def test_15_status_exit_code_survives_a_closed_pipe(tmp_path):
+def test_status_exit_code_survives_a_closed_pipe(tmp_path):
     state = tmp_path / "state"
     cfg = minimal_config(tmp_path)
     assert agent_cmd("run", "--once", "-c", str(cfg), "--state-dir", str(state)).returncode == 0
@@ -613,10 +613,10 @@ def test_15_status_exit_code_survives_a_closed_pipe(tmp_path):
         assert "Traceback" not in r.stderr
 
 
-# --- 16: the disk fills up mid-run -------------------------------------------------------------
+# --- the disk fills up mid-run -------------------------------------------------------------
 
 
-def test_16_disk_full_mid_run_loses_nothing_logs_once_and_exits_cleanly(tmp_path, small_fs, influxd, caplog):
+def test_disk_full_mid_run_loses_nothing_logs_once_and_exits_cleanly(tmp_path, small_fs, influxd, caplog):
     import logging
 
     from agent.config import build_config
@@ -668,10 +668,10 @@ def test_16_disk_full_mid_run_loses_nothing_logs_once_and_exits_cleanly(tmp_path
     assert final["outputs"]["influx"]["spool_lost_points_total"] == 0
 
 
-# --- 19: a stop while a run is in flight -----------------------------------------------------------
+# --- a stop while a run is in flight -----------------------------------------------------------
 
 
-def test_19_stop_during_a_run_logs_no_error_and_lets_it_finish(state_dir, caplog):
+def test_stop_during_a_run_logs_no_error_and_lets_it_finish(state_dir, caplog):
     """A scheduled run in flight when the agent stops: APScheduler cancels its jobs at shutdown, which
     logged an ERROR with a CancelledError traceback and cut the run short."""
     import logging
@@ -736,7 +736,7 @@ def endpoint_rows(samples):
     return {s.tags["endpoint"]: s.fields for s in samples if s.measurement == "inference_endpoint"}
 
 
-def test_6_a_slow_drip_page_is_cut_at_its_deadline_and_never_delays_another(tmp_path, caplog):
+def test_a_slow_drip_page_is_cut_at_its_deadline_and_never_delays_another(tmp_path, caplog):
     srv_d, url_d = hostile_server(drip)
     srv_g, url_g = hostile_server(good)
     col = inference_collector(tmp_path, {"drip": url_d + "/metrics", "good": url_g + "/metrics"})
@@ -760,7 +760,7 @@ def test_6_a_slow_drip_page_is_cut_at_its_deadline_and_never_delays_another(tmp_
     assert "complete" in caplog.text and "within 1 s" in caplog.text
 
 
-def test_7_an_oversized_page_is_an_error_never_a_partial_parse(tmp_path, caplog):
+def test_an_oversized_page_is_an_error_never_a_partial_parse(tmp_path, caplog):
     from collectors.inference import MAX_PAGE
 
     tail = b'vllm:prompt_tokens_total{model_name="m"} 123456789\n'
@@ -790,7 +790,7 @@ def test_7_an_oversized_page_is_an_error_never_a_partial_parse(tmp_path, caplog)
     assert not [s for s in samples if s.measurement == "inference"]  # nothing from a cut page
 
 
-def test_17_redirects_to_another_host_are_refused(tmp_path):
+def test_redirects_to_another_host_are_refused(tmp_path):
     srv_g, url_g = hostile_server(good)
 
     def redirect(h, code, location):
@@ -809,7 +809,7 @@ def test_17_redirects_to_another_host_are_refused(tmp_path):
     assert tokens == {"same"}
 
 
-def test_15_status_by_another_user_without_access_to_the_lock_goes_by_the_pid(tmp_path, monkeypatch):
+def test_status_by_another_user_without_access_to_the_lock_goes_by_the_pid(tmp_path, monkeypatch):
     from agent import state
 
     st_dir = tmp_path / "state"

@@ -1,4 +1,4 @@
-"""The `file` output (issue 15), tested like the InfluxDB output: the real agent writing through it, a crash
+"""The `file` output, tested like the InfluxDB output: the real agent writing through it, a crash
 mid-write, rotation, a full disk reported in status and nothing lost."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""bench/gpu-smoke must fail when it compared nothing (issue 14, item 13): run against stand-in nvidia-smi
+"""bench/gpu-smoke must fail when it compared nothing : run against stand-in nvidia-smi
 programs that behave as the real one does on a broken or GPU-less machine."""
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ def test_batch_with_one_bad_line_lands_all_the_others(influxd, tmp_path):
     assert len(out.buffer) == 0  # and handled: not pending
 
 
-def test_401_keeps_everything_and_status_says_why(tmp_path):
+def test_http_401_keeps_everything_and_status_says_why(tmp_path):
     server = Influxd(tmp_path / "authd", auth=True).start()
     try:
         # InfluxDB 1.x enforces auth once an admin exists
@@ -268,7 +268,7 @@ def scripted():
     srv.shutdown()
 
 
-def test_429_and_503_keep_points_and_honour_retry_after(scripted, tmp_path):
+def test_http_429_and_503_keep_points_and_honour_retry_after(scripted, tmp_path):
     Scripted.script = [(429, {"Retry-After": "1"}), (503, {}), (204, {})]
     os.environ["AIF_TEST_TOKEN"] = "tok"
     try:
@@ -286,7 +286,7 @@ def test_429_and_503_keep_points_and_honour_retry_after(scripted, tmp_path):
     assert h1["Authorization"] == "Token tok"
 
 
-def test_413_splits_the_batch(scripted, tmp_path):
+def test_http_413_splits_the_batch(scripted, tmp_path):
     Scripted.script = [("too-large", {})] * 50
     out = make_output(tmp_path, scripted, batch_size=5000)
     out.append(gpu_samples(10))  # 80 lines: split until <= 10 lines per request

@@ -1,4 +1,4 @@
-"""The import contract (issue 15): layers import downwards only, no cycles (function-level imports count),
+"""The import contract: layers import downwards only, no cycles (function-level imports count),
 no importing another module's underscore names. An AST walk of agent/ and collectors/, so it needs nothing
 installed and sees the imports that run only when a function is called."""
 

@@ -1,4 +1,4 @@
-"""Measurement truth (issue 14): the inference adapters against what the servers' own metrics code prints.
+"""Measurement truth: the inference adapters against what the servers' own metrics code prints.
 
 Each page below is derived from the named server's source as cited; values are the test's own.
 """
@@ -10,7 +10,7 @@ from collectors.inference.mapping import parse
 from .test_inference import page
 
 
-def test_14_trtllm_undefined_model_label_takes_the_configured_model():
+def test_trtllm_undefined_model_label_takes_the_configured_model():
     # tensorrt_llm/serve/openai_server.py labels every series model_name="undefined" (hard-coded)
     text = page("trtllm").replace('model_name="llama-3.1-70b"', 'model_name="undefined"')
     kind, (r,) = parse(text, "auto", "llama-3.1-70b-instruct")
@@ -21,7 +21,7 @@ def test_14_trtllm_undefined_model_label_takes_the_configured_model():
     assert parse(empty, "auto", "m")[1][0].model == "m"
 
 
-def test_15_vllm_without_inter_token_latency_falls_back_to_time_per_output_token():
+def test_vllm_without_inter_token_latency_falls_back_to_time_per_output_token():
     # vLLM <= 0.10 and the V0 engine (vllm/engine/metrics.py) have vllm:time_per_output_token_seconds only
     text = page("vllm").replace("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds")
     _, (r,) = parse(text)
@@ -32,7 +32,7 @@ def test_15_vllm_without_inter_token_latency_falls_back_to_time_per_output_token
     assert r.model == "meta-llama/Llama-3.1-8B-Instruct" and r.prompt_tokens == 1000.0
 
 
-def test_16_a_server_before_its_first_request_is_up_without_token_fields():
+def test_a_server_before_its_first_request_is_up_without_token_fields():
     # SGLang creates its token counters on the first request (python/sglang/srt/metrics/collector.py); its
     # gauges are there from the start
     fresh = ("# HELP sglang:num_running_reqs The number of running requests.\n"
@@ -62,7 +62,7 @@ def _wait_drained(nvml):
     time.sleep(0.1)
 
 
-def test_1_double_bit_ecc_events_are_counted_as_ecc_not_as_xids():
+def test_double_bit_ecc_events_are_counted_as_ecc_not_as_xids():
     from .test_gpu import cycle, fleet, gpu_fields, make
 
     nvml = fleet("H100-SXM", "H100-SXM")
@@ -80,7 +80,7 @@ def test_1_double_bit_ecc_events_are_counted_as_ecc_not_as_xids():
     assert f["xid_errors_total"] == 1 and f["last_xid"] == 48
 
 
-def test_3_xid_watcher_survives_gpu_is_lost_and_is_rearmed_after_recovery():
+def test_xid_watcher_survives_gpu_is_lost_and_is_rearmed_after_recovery():
     from collectors.gpu.errors import NvmlGpuLost
 
     from .test_gpu import cycle, fleet, gpu_fields, make
@@ -125,7 +125,7 @@ def _gpu_with_boot(tmp_path, nvml, boot: str):
                         Context("gpu", proc_root=proc, state_dir=tmp_path), nvml=nvml)
 
 
-def test_4_energy_state_is_saved_every_collection_and_a_reset_while_down_is_caught(tmp_path):
+def test_energy_state_is_saved_every_collection_and_a_reset_while_down_is_caught(tmp_path):
     import json
 
     from .test_gpu import cycle, fleet, gpu_fields
@@ -158,7 +158,7 @@ def test_4_energy_state_is_saved_every_collection_and_a_reset_while_down_is_caug
     assert e4 - e3 == 2_600_000.0
 
 
-def test_5_refused_readings_are_asked_again_when_mig_changes_and_periodically(monkeypatch):
+def test_refused_readings_are_asked_again_when_mig_changes_and_periodically(monkeypatch):
     from collectors.gpu.reader import GpuReader
 
     from .fakes.nvml import FakeGpu, FakeNvml
@@ -183,7 +183,7 @@ def test_5_refused_readings_are_asked_again_when_mig_changes_and_periodically(mo
     col.close()
 
 
-def test_2_a_gpu_refusing_its_handle_is_left_out_not_the_node():
+def test_a_gpu_refusing_its_handle_is_left_out_not_the_node():
     import time
 
     from collectors.gpu.errors import NvmlError, NvmlNoPermission
@@ -205,7 +205,7 @@ def test_2_a_gpu_refusing_its_handle_is_left_out_not_the_node():
     col.close()
 
 
-def test_6_gpm_is_sampled_once_per_gpu_instance_per_cycle():
+def test_gpm_is_sampled_once_per_gpu_instance_per_cycle():
     import time
 
     from .fakes.nvml import FakeGpu, FakeNvml
@@ -224,7 +224,7 @@ def test_6_gpm_is_sampled_once_per_gpu_instance_per_cycle():
     assert nvml.calls["gpm:1"] == 2  # one sample per cycle, not one per compute instance
 
 
-def test_9_a_driver_upgraded_under_the_agent_makes_it_exit_75_for_a_restart(state_dir, caplog):
+def test_a_driver_upgraded_under_the_agent_makes_it_exit_75_for_a_restart(state_dir, caplog):
     """After a driver upgrade (module reloaded) nvmlInit fails with LIB_RM_VERSION_MISMATCH for good in the
     running process: the agent stops cleanly with 75 (systemd restarts it: Restart=on-failure), instead of
     failing every cycle. A process where NVML never worked is not restarted (a new one would fail alike)."""
@@ -280,7 +280,7 @@ class TestGpu(_GpuCollector):
         super().__init__(options, ctx, nvml=TestGpu.nvml)
 
 
-def test_10_clocks_event_reasons_fall_back_to_the_throttle_reasons_call_on_older_drivers():
+def test_clocks_event_reasons_fall_back_to_the_throttle_reasons_call_on_older_drivers():
     """The adapter over a stand-in of pynvml: an older driver lacks nvmlDeviceGetCurrentClocksEventReasons
     (NVML_ERROR_FUNCTION_NOT_FOUND, 13); the deprecated throttle-reasons call answers."""
     import types
@@ -309,9 +309,9 @@ def test_10_clocks_event_reasons_fall_back_to_the_throttle_reasons_call_on_older
         nv.clocks_event_reasons("h")
 
 
-def test_17_llamacpp_rounded_counters_refuse_windows_they_cannot_resolve(caplog):
-    """llama.cpp's server prints its counters with 6 significant digits (as found reading its metrics code for
-    issue 14): 12,345,678 tokens read back as 12,345,700, as %g gives them here."""
+def test_llamacpp_rounded_counters_refuse_windows_they_cannot_resolve(caplog):
+    """llama.cpp's server prints its counters with 6 significant digits (as found reading its metrics
+    code): 12,345,678 tokens read back as 12,345,700, as %g gives them here."""
     import pytest
 
     from agent.bus import SampleBus
@@ -344,7 +344,7 @@ def test_17_llamacpp_rounded_counters_refuse_windows_they_cannot_resolve(caplog)
     assert wide[("node", "")]["tokens_per_joule"] == pytest.approx(want, rel=0.01)
 
 
-def test_19_request_and_latency_semantics_of_sglang_and_trtllm():
+def test_request_and_latency_semantics_of_sglang_and_trtllm():
     # SGLang (python/sglang/srt/metrics/collector.py): num_requests_total counts every finished request,
     # num_aborted_requests_total the aborted ones among them
     text = page("sglang") + ('# HELP sglang:num_aborted_requests_total Number of requests aborted.\n'
@@ -376,7 +376,7 @@ def _field_array(entries):
     return pynvml, arr
 
 
-def test_7_mistyped_field_values_are_read_as_written_and_impossible_ones_dropped(caplog):
+def test_mistyped_field_values_are_read_as_written_and_impossible_ones_dropped(caplog):
     from types import SimpleNamespace
 
     from collectors.gpu.nvml import Nvml
@@ -410,7 +410,7 @@ def test_7_mistyped_field_values_are_read_as_written_and_impossible_ones_dropped
     assert "cannot have" in caplog.text
 
 
-def test_8_pcie_byte_counters_pass_only_when_64_bits_wide_and_throughput_is_read(caplog):
+def test_pcie_byte_counters_pass_only_when_64_bits_wide_and_throughput_is_read(caplog):
     """nvml.h: NVML_FI_DEV_PCIE_COUNT_TX/RX_BYTES "can be wrapped", width not given. A 32-bit counter wraps
     every 68 ms at Gen5 x16: it is never passed on; one that shows a value past 2^32 is."""
     from tests.fakes.nvml import fleet
@@ -436,7 +436,7 @@ def test_8_pcie_byte_counters_pass_only_when_64_bits_wide_and_throughput_is_read
     assert gpu_fields(cycle(col, 3), 1)["pcie_rx_bytes_total"] == 2**32 + 5
 
 
-def test_10_grace_power_and_energy_by_scope_gpu_first_module_as_fallback(tmp_path):
+def test_grace_power_and_energy_by_scope_gpu_first_module_as_fallback(tmp_path):
     """NVML answers Grace Hopper's power and energy per scope (fields 186/185/191, scopeId GPU 0 / MODULE 1):
     the GPU's where NVML has them, else the module's, tagged scope; a module's energy (GPU + Grace CPU)
     is never added to a host CPU meter."""
@@ -475,7 +475,7 @@ def test_10_grace_power_and_energy_by_scope_gpu_first_module_as_fallback(tmp_pat
     assert [s.tags["energy_source"] for s in out if s.tags.get("scope") == "node"] == ["gpu_module"]
 
 
-def test_12_the_fake_refuses_what_real_nvml_refuses_a_service_user(caplog):
+def test_the_fake_refuses_what_real_nvml_refuses_a_service_user(caplog):
     """As a non-root user, a MIG-enabled GPU's parent handle answers NO_PERMISSION for memory and processes
     (the MIG devices' own memory is readable); nvmlInit answers NO_PERMISSION when /dev/nvidia* cannot be
     opened. The first degrades that GPU's fields; the second is an error that says what to fix."""
@@ -545,7 +545,7 @@ def _version_page(name: str) -> str:
     return text
 
 
-def test_22_each_claimed_server_version_reads_right_from_its_page_shape():
+def test_each_claimed_server_version_reads_right_from_its_page_shape():
     import pytest
 
     for name, (kind, model, prompt, gen, running, waiting, kv, requests) in VERSIONS.items():
@@ -566,13 +566,13 @@ def test_22_each_claimed_server_version_reads_right_from_its_page_shape():
     assert r.itl_sum is None  # one observation per request: not per token
 
 
-def test_19_sglang_gauges_of_all_schedulers_count_each_dp_group_once():
+def test_sglang_gauges_of_all_schedulers_count_each_dp_group_once():
     _, (r,) = parse(_version_page("sglang-0.5-all-schedulers"))
     assert (r.running, r.waiting) == (12.0, 3.0)  # tp ranks 0,1 repeat DP group 0's 7 and 2; ranks 2,3 group 1's
     assert r.requests == {"finished": 20500.0, "abort": 12.0}
 
 
-def test_20_kv_usage_running_waiting_and_failures_where_the_servers_have_them(tmp_path):
+def test_kv_usage_running_waiting_and_failures_where_the_servers_have_them(tmp_path):
     from http.server import BaseHTTPRequestHandler
     from urllib.parse import parse_qs, urlsplit
 
@@ -619,7 +619,7 @@ def test_20_kv_usage_running_waiting_and_failures_where_the_servers_have_them(tm
     assert rows["qwen3-8b"].tags["endpoint"] != rows["gemma-3-4b"].tags["endpoint"]
 
 
-def test_18_discovery_probes_every_page_with_auto_and_scrapes_one_page_per_port(monkeypatch):
+def test_discovery_probes_every_page_with_auto_and_scrapes_one_page_per_port(monkeypatch):
     from http.server import BaseHTTPRequestHandler
 
     import pytest
@@ -685,7 +685,7 @@ def test_18_discovery_probes_every_page_with_auto_and_scrapes_one_page_per_port(
                                               {"url": "http://127.0.0.1:9001/metrics", "name": "a"}])
 
 
-def test_14_older_trtllm_serve_builds_are_read_and_what_they_lack_is_said_once(tmp_path, caplog):
+def test_older_trtllm_serve_builds_are_read_and_what_they_lack_is_said_once(tmp_path, caplog):
     """trtllm-serve without the trtllm_ prefix (older builds: same names, label engine_type="trtllm") or without
     a generation-token counter; a page without its series at all: return_perf_metrics is off."""
     import pytest
