@@ -223,28 +223,25 @@ class OutputsBase(Strict):
 
     @model_validator(mode="after")
     def _unique(self):
-        # an output's name keys its status row and its buffer file: unique across every output
-        names = []
+        # an output's name keys its status row and its buffer file: unique across every output; and two
+        # outputs writing one file would interleave and rotate each other's lines
+        enabled = []
         for kind in type(self).model_fields:
             section = getattr(self, kind)
-            for o in section if isinstance(section, list) else [section]:
-                if o.enabled:
-                    names.append(getattr(o, "name", kind))  # a single output (local) is named by its kind
+            enabled += [(kind, o) for o in (section if isinstance(section, list) else [section]) if o.enabled]
+        names = [getattr(o, "name", kind) for kind, o in enabled]  # a single output (local) is named by its kind
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"output names must be unique; repeated: {', '.join(sorted(dup))}")
-        # two outputs writing one file would interleave and rotate each other's lines
         paths: dict[str, str] = {}
-        for kind in type(self).model_fields:
-            section = getattr(self, kind)
-            for o in section if isinstance(section, list) else [section]:
-                path = getattr(o, "path", None) if o.enabled else None
-                if path and kind != "local":
-                    key = os.path.realpath(os.path.expanduser(str(path)))
-                    if key in paths:
-                        raise ValueError(f"outputs {paths[key]!r} and {getattr(o, 'name', kind)!r} write the same "
-                                         f"file {path}: expected a path of its own for each")
-                    paths[key] = getattr(o, "name", kind)
+        for (kind, o), name in zip(enabled, names):
+            path = getattr(o, "path", None)
+            if path and kind != "local":
+                key = os.path.realpath(os.path.expanduser(str(path)))
+                if key in paths:
+                    raise ValueError(f"outputs {paths[key]!r} and {name!r} write the same file {path}: expected a "
+                                     "path of its own for each")
+                paths[key] = name
         return self
 
 

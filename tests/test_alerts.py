@@ -9,6 +9,7 @@ from agent.alerts.expr import ExprError, evaluate, parse
 from agent.alerts.rules import config_rules, load_rules
 from agent.config import ConfigError
 from agent.model import Sample
+from agent.registry import default_registry
 
 from .services import serve_http
 
@@ -311,7 +312,7 @@ tests:
         alertname: GpuHot
         exp_alerts: [{labels: {gpu: "0"}, state: firing}]
 """)
-    (msg,) = run_tests(tmp_path / "t.yaml")
+    (msg,) = run_tests(tmp_path / "t.yaml", default_registry().rule_files())
     assert "GpuHot at 10s" in msg and "pending" in msg
 
 
@@ -468,5 +469,5 @@ def test_rule_naming_an_unknown_receiver_is_a_config_error(tmp_path):
     cfg = build_config({"alerts": {"rules": [str(tmp_path / "r.yaml")], "default_rules": False}}, {}, None,
                        default_registry())
     with pytest.raises(ConfigError) as e:
-        config_rules(cfg)
+        config_rules(cfg, default_registry().rule_files())
     assert "rule GpuHot: notify names unknown receivers: pager" in str(e.value)

@@ -490,7 +490,7 @@ def test_rejected_points_are_not_written_and_make_the_output_unhealthy(tmp_path)
     assert out["rejected_points_total"] > 0 and out["written_samples_total"] == 0
     assert out["state"] == "rejecting" and "rejected" in out["last_error"]
     assert st["healthy"] is False
-    rules = {r.name for r in config_rules(cfg)}
+    rules = {r.name for r in config_rules(cfg, default_registry().rule_files())}
     assert "OutputRejectingPoints" in rules
 
 

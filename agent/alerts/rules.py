@@ -23,7 +23,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 
-from agent.config import DEFAULT_RULES, Config, ConfigError, Duration, Strict, load_yaml, validation_messages
+from agent.config import Config, ConfigError, Duration, Strict, load_yaml, validation_messages
 
 from .expr import ExprError, Node, parse
 
@@ -117,7 +117,7 @@ def render(template: str, labels: dict[str, str], value: float | None) -> str:
     return _TEMPLATE.sub(sub, template)
 
 
-def config_rules(config: Config, defaults: list[Path] | None = None) -> list[CompiledRule]:
+def config_rules(config: Config, defaults: list[Path]) -> list[CompiledRule]:
     """The compiled rules of the configuration: the default pack unless switched off (`defaults`: the agent's
     own file and every installed collector's, Registry.rule_files), then every file in alerts.rules (relative
     to the config file's folder), less alerts.disable."""
@@ -126,7 +126,7 @@ def config_rules(config: Config, defaults: list[Path] | None = None) -> list[Com
     base = config.source.parent if config.source else Path.cwd()
     files = [f if f.is_absolute() else base / f for f in config.settings.alerts.rules]
     if config.settings.alerts.default_rules:
-        files[:0] = defaults if defaults is not None else [DEFAULT_RULES]
+        files[:0] = defaults
     out, names = [], set()
     disabled = set(config.settings.alerts.disable)
     receivers = {r.name for r in config.settings.alerts.receivers}

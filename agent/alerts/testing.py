@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError
 
-from agent.config import DEFAULT_RULES, ConfigError, Duration, Strict, load_yaml, validation_messages
+from agent.config import ConfigError, Duration, Strict, load_yaml, validation_messages
 from agent.model import Sample
 
 from .engine import AlertEngine
@@ -94,7 +94,7 @@ def _series(text: str) -> tuple[str, str, dict[str, str]]:
     return sel.measurement, sel.field, {t: v for t, _, v in sel.matchers}
 
 
-def run_tests(path: Path, defaults: list[Path] | None = None) -> list[str]:
+def run_tests(path: Path, defaults: list[Path]) -> list[str]:
     """Failures, as messages (empty: all passed). A malformed file raises ConfigError. `defaults`: the files of
     the default pack that "default" stands for (Registry.rule_files)."""
     data, positions = load_yaml(path)
@@ -104,7 +104,7 @@ def run_tests(path: Path, defaults: list[Path] | None = None) -> list[str]:
         raise ConfigError(validation_messages(e, TestFile, (), positions, str(path))) from None
     rules = []
     for f in tf.rule_files:
-        for rf in (defaults or [DEFAULT_RULES]) if f == "default" else [path.parent / f]:
+        for rf in defaults if f == "default" else [path.parent / f]:
             rules += load_rules(rf)
     failures = []
     t0 = 1_700_000_000.0

@@ -50,3 +50,8 @@ def compile_any(patterns: list[str] | tuple[str, ...]) -> re.Pattern | None:
 
 def matches(rx: re.Pattern | None, value: str) -> bool:
     return bool(rx and rx.fullmatch(value))
+
+
+def boot_id(proc_root: Path | str) -> str | None:
+    """This boot's id (a counter state saved under another one was reset by a reboot since), None if unknown."""
+    return read_text(Path(proc_root) / "sys/kernel/random/boot_id") or None

@@ -85,7 +85,8 @@ class EnergyCounters(MonotonicCounters):
             return self._refuse(key, f"negative ({raw:g} J)")
         st = self.state.get(key)
         if st is None:
-            self.state[key] = {"last": float(raw), "offset": 0.0, "resets": 0, "at": now, "boot": self.boot_id}
+            self.state[key] = {"last": float(raw), "offset": 0.0, "resets": 0, "at": now, "boot": self.boot_id,
+                               "unit": "J"}
             self._restored.discard(key)
             return Update(float(raw))
         restored = key in self._restored
@@ -131,20 +132,14 @@ class EnergyCounters(MonotonicCounters):
         low = min(st.get("pending", raw), raw)
         st["pending"], st["pending_n"] = float(low), st.get("pending_n", 0) + 1
         near_zero = NEAR_ZERO * st["last"]
-        if low <= near_zero and raw <= near_zero:
-            if raw > low:
-                # restarted near zero and counting again: a reset; all of raw is energy since it
-                self._reset(st, float(raw))
-                st["at"], st["boot"] = now, self.boot_id
-                self.save()
-                return Update(raw + st["offset"], "reset")
-        elif st["pending_n"] >= CONFIRM_DIP and low <= near_zero and raw > low:
-            # restarted and already counted past the near-zero band: a reset, three readings in
+        if low <= near_zero and raw > low and (raw <= near_zero or st["pending_n"] >= CONFIRM_DIP):
+            # restarted near zero and counting again (still near zero, or three readings in): a reset; all of
+            # raw is energy since it
             self._reset(st, float(raw))
             st["at"], st["boot"] = now, self.boot_id
             self.save()
             return Update(raw + st["offset"], "reset")
-        elif st["pending_n"] >= CONFIRM_DIP and low > near_zero:
+        if st["pending_n"] >= CONFIRM_DIP and low > near_zero:
             # down by less than a restart and staying down: the counter was re-based (a swapped module, a
             # partial reset); it goes on from where it was, counting only what it moved since
             st["offset"] += st["last"] - low
@@ -195,7 +190,6 @@ class Series:
     gaps: deque = field(default_factory=lambda: deque(maxlen=8))  # recent sampling intervals (ns)
     quantum: float | None = None  # learnt step (J): 0 fine, a kWh quantum, None not known yet
     declared: bool = False  # the source declares its resolution (NVML mJ, RAPL uJ): nothing to learn
-    segments: int = 1  # a decrease or a gap starts a new segment: no window spans it
 
     def add(self, ts: int, value: float) -> bool:
         if self.ts and ts <= self.ts[-1]:
@@ -213,9 +207,9 @@ class Series:
         return True
 
     def restart(self) -> None:
+        """A decrease or a gap: what came before is dropped, so that no window spans it."""
         self.ts.clear()
         self.values.clear()
-        self.segments += 1
 
     @property
     def newest(self) -> int | None:
@@ -322,13 +316,6 @@ class Ledger:
             return False, f"newest reading {age / 1e9:.0f} s old (interval {iv / 1e9:.3g} s)"
         return True, ""
 
-    def covered(self, keys: list[tuple]) -> int | None:
-        """The newest instant every one of these series covers."""
-        newest = [self.series[k].newest if k in self.series else None for k in keys]
-        if not keys or any(n is None for n in newest):
-            return None
-        return min(newest)
-
     def delta(self, key: tuple, t0: int, t1: int) -> Delta:
         """Joules of one series over [t0, t1]: interpolated at both ends, refused where the history does not
         cover the window or the counter's steps are too coarse for it."""
@@ -345,15 +332,6 @@ class Ledger:
             return Delta(None, f"counter moves in {s.quantum / 3.6e6:g} kWh steps: too coarse for "
                                f"{(t1 - t0) / 1e9:g} s")
         return Delta(d)
-
-    def deltas(self, keys: list[tuple], t0: int, t1: int) -> tuple[dict[tuple, float] | None, str]:
-        out = {}
-        for k in keys:
-            d = self.delta(k, t0, t1)
-            if d.joules is None:
-                return None, f"{'/'.join(map(str, k[1:])) or k[0]}: {d.why}"
-            out[k] = d.joules
-        return out, ""
 
 
 @dataclass
@@ -389,11 +367,11 @@ def current(ledger: Ledger, meter: Meter, now: int) -> tuple[int | None, str]:
         return None, "nothing to read"
     ends = []
     for alts in meter.parts:
-        fresh = [(ledger.series[k].newest, k) for k in alts if ledger.fresh(k, now)[0]]
+        fresh = [ledger.series[k].newest for k in alts if ledger.fresh(k, now)[0]]
         if not fresh:
             why = ledger.fresh(alts[0], now)[1] if alts else "nothing to read"
             return None, f"{_name(alts[0]) if alts else meter.name}: {why}"
-        ends.append(max(fresh)[0])
+        ends.append(max(fresh))
     return min(ends), ""
 
 
@@ -403,8 +381,9 @@ def measure(ledger: Ledger, meter: Meter, t0: int, t1: int, now: int | None = No
     for alts in meter.parts:
         why = "no readings"
         for k in alts:
-            if now is not None and not ledger.fresh(k, now)[0]:
-                why = ledger.fresh(k, now)[1]
+            ok, stale = (True, "") if now is None else ledger.fresh(k, now)
+            if not ok:
+                why = stale
                 continue
             d = ledger.delta(k, t0, t1)
             if d.joules is not None:
@@ -458,7 +437,7 @@ def choose(ledger: Ledger, meters: list[Meter], components: Meter | None, now: i
         comp = measure(ledger, components, r.t0, r.t1, now)[0] if components.parts else None
         if out.checked is None:
             out.checked, out.components = r, comp
-        if comp is not None and r.joules >= 0 and comp.joules > r.joules * (1 + tolerance):
+        if comp is not None and comp.joules > r.joules * (1 + tolerance):
             out.notes.append(f"{m.name}: the components measure {comp.watts:.0f} W, above its {r.watts:.0f} W")
             continue
         out.chosen = r

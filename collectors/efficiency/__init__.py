@@ -306,7 +306,7 @@ class EfficiencyCollector(Collector):
     def _components(self, now: int) -> Meter:
         """GPUs + CPU packages, current ones only: a lost GPU leaves the sum (said in the note), never stops it.
         No CPU where a GPU's energy is its Grace module's (it holds it)."""
-        keys = [k for k in self.ledger.keys("gpu")]
+        keys = self.ledger.keys("gpu")
         if not self.module_gpus:
             keys += self.ledger.keys("rapl")
         live, lost = [], []
@@ -331,7 +331,7 @@ class EfficiencyCollector(Collector):
                 out.append(components)
         return out
 
-    def _choose(self, acc: Accumulator) -> tuple[Choice, Meter, list[Meter]]:
+    def _choose(self, acc: Accumulator) -> tuple[Choice, list[Meter]]:
         components = self._components(acc.ts)
         meters = self._meters(components)
         window = int(self.options.window * 1e9)
@@ -352,7 +352,7 @@ class EfficiencyCollector(Collector):
                          ": partial, GPUs and CPUs only" if choice.chosen.meter.partial else "",
                          f"; passed over: {choice.note}" if choice.note else "")
             self._meter, self._meter_note = name, passed
-        return choice, components, meters
+        return choice, meters
 
     def _node_meter_row(self, acc: Accumulator, choice: Choice) -> bool:
         r = choice.chosen
@@ -365,12 +365,12 @@ class EfficiencyCollector(Collector):
                 {"meter": r.meter.name, "meter_source": r.meter.source, "partial": str(r.meter.partial).lower()})
         return True
 
-    def _balance(self, acc: Accumulator, choice: Choice) -> bool:
+    def _balance(self, acc: Accumulator, choice: Choice) -> None:
         """The first current meter against the components over its window: a contradicted meter is still
         reported here (components_exceed_meter, the default rule), while the node scope moves on."""
         r, comp = choice.checked, choice.components
         if r is None or comp is None or r.meter.name == "components" or r.joules <= 0:
-            return False
+            return
         seconds = (r.t1 - r.t0) / 1e9
         gpu = sum(self.ledger.delta(k, r.t0, r.t1).joules or 0.0 for k in comp.keys if k[0] == "gpu")
         cpu_keys = [k for k in comp.keys if k[0] == "rapl"]
@@ -381,7 +381,6 @@ class EfficiencyCollector(Collector):
                       residual_in_band=lo <= 100.0 * (r.joules - comp.joules) / r.joules <= hi,
                       meter_note=choice.note or None)
         acc.add("energy_balance", fields, {"scope": "node", "meter": r.meter.name, "meter_source": r.meter.source})
-        return True
 
     def _balance_fields(self, meter: float, components: float, seconds: float) -> dict:
         """A meter's energy over a window against the sum of what it feeds (a node's GPUs and CPUs, a rack's
@@ -396,18 +395,17 @@ class EfficiencyCollector(Collector):
         return fields
 
     def _publish_windows(self, acc: Accumulator, series: dict[tuple, dict], choice: Choice,
-                         meters: list[Meter]) -> bool:
+                         meters: list[Meter]) -> None:
         """node_window rows for every grid window the node's meter now covers, each written once, stamped with
         its end plus this node's offset in that window (window_offset). A window is measured by the chosen
         meter, else by the next current meter in the order that covers it (never by a stale one)."""
         if choice.chosen is None:
-            return False
+            return
         host = acc.global_tags.get("host", "")
         grid = self.windows.grid
         usable = meters[meters.index(choice.chosen.meter):] if choice.chosen.meter in meters else [choice.chosen.meter]
         tok = [("tok", *k, f) for k in series for f in ("prompt_tokens_total", "generation_tokens_total")
                if ("tok", *k, f) in self.ledger]
-        wrote = False
         for e in self.windows.due(choice.chosen.t1):
             for m in usable:
                 r, _ = measure(self.ledger, m, e - grid, e, acc.ts)
@@ -427,8 +425,6 @@ class EfficiencyCollector(Collector):
                                     "partial": int(r.meter.partial)}, {"meter": r.meter.name},
                     ts=e + window_offset(host, e), without=("host",))
             self.windows.done(e)
-            wrote = True
-        return wrote
 
     def collect(self, acc: Accumulator) -> None:
         bus = self.ctx.bus
@@ -437,7 +433,7 @@ class EfficiencyCollector(Collector):
         series = self._ingest(bus)
         if self.fleet is not None:
             self._fleet(acc, bus)
-        choice, components, meters = self._choose(acc)
+        choice, meters = self._choose(acc)
         metered = self._node_meter_row(acc, choice)
         self._balance(acc, choice)
         self._publish_windows(acc, series, choice, meters)
@@ -469,7 +465,7 @@ class EfficiencyCollector(Collector):
             for f in ("total_energy_joules_total", "it_energy_joules_total"):
                 if f in s.fields:
                     self.ledger.counter(("facility", f), s.ts, s.fields[f])
-        keys = [k for k in self.ledger.series if k[0] in ("rack", "facility") and k in self.ledger]
+        keys = [k for k in self.ledger.keys() if k[0] in ("rack", "facility")]
         if not keys:
             return
         window = int(self.options.fleet_window * 1e9)

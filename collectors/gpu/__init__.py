@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 from pydantic import Field
 
 from agent.collector import Collector, NotPresent, RestartRequired
 from agent.config import CollectorOptions, PositiveDuration
 from agent.model import Accumulator
-from collectors.common import read_text
+from collectors.common import boot_id
 
 from .energy import EnergyTracker
 from .errors import NvmlError, NvmlNeedsReinit, NvmlNoPermission, NvmlNotPresent
@@ -48,7 +47,7 @@ class GpuCollector(Collector):
         self.reader = GpuReader(nvml, ctx.proc_root, options.processes, options.max_processes,
                                 options.xid_events, options.lost_retry)
         self.energy = EnergyTracker(ctx.state_dir / "gpu-energy.json" if ctx.state_dir else None,
-                                    boot_id=read_text(Path(ctx.proc_root) / "sys/kernel/random/boot_id") or None)
+                                    boot_id=boot_id(ctx.proc_root))
         self.xids = XidCounter()
         self._absent: tuple[float, str] | None = None  # (when, why) NVML was last found missing
         self._init_mismatch = 0  # nvmlInit failures in a row with a library/driver mismatch

@@ -39,5 +39,4 @@ class EnergyTracker(EnergyCounters):
     def update(self, key: str, raw_mj: int, now: float, limit_watts: float) -> tuple[float | None, str | None]:
         """(monotonic joules or None this time, event: reset, glitch, pending, refused or None)."""
         u = self.reading(key, raw_mj / 1000.0, now, max_watts=limit_watts, resets_on_boot=True)
-        self.state.get(key, {})["unit"] = "J"
         return u.value, u.event

@@ -3,14 +3,12 @@ processes, hwmon temperatures and the CPU packages' RAPL energy."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field
 
 from agent.collector import Collector
 from agent.config import CollectorOptions
 from agent.model import Accumulator
-from collectors.common import read_text
+from collectors.common import boot_id
 from collectors.common.energy import EnergyCounters
 
 from .mapping import map_host, map_rapl
@@ -35,8 +33,7 @@ class HostCollector(Collector):
         self.previous: dict[str, dict[str, float]] = {}
         # RAPL restarts at power-on: the boot id tells a reboot while the agent was down from a wrap
         self.energy = EnergyCounters(ctx.state_dir / "rapl-counters.json" if ctx.state_dir else None,
-                                     boot_id=read_text(Path(ctx.proc_root) / "sys/kernel/random/boot_id")
-                                     or None)
+                                     boot_id=boot_id(ctx.proc_root))
 
     def collect(self, acc: Accumulator) -> None:
         reading = self.reader.read()

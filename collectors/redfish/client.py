@@ -212,6 +212,7 @@ class RedfishClient:
         import urllib3
 
         now = time.monotonic()
+        # one request never takes more than a few of its timeouts, even under a probe's long deadline
         end = now + self.timeout if deadline is None else min(deadline, now + self.timeout * 4)
         left = min(self.timeout, end - now)
         if left <= 0:
@@ -230,10 +231,11 @@ class RedfishClient:
             whole = False
             try:
                 length = r.headers.get("Content-Length")
-                if length and length.isdigit() and int(length) > self.max_answer:
-                    raise AnswerTooLarge(f"{path}: an answer of {int(length)} bytes refused (more than "
+                size = int(length) if length and length.isdigit() else None
+                if size is not None and size > self.max_answer:
+                    raise AnswerTooLarge(f"{path}: an answer of {size} bytes refused (more than "
                                          f"max_answer_size, {self.max_answer})")
-                if length and length.isdigit():
+                if size is not None:
                     data = r.read()  # its size is known and allowed; the watchdog bounds the time
                 else:  # chunked: counted as it comes, refused once past the cap
                     chunks, size = [], 0
@@ -289,6 +291,14 @@ class RedfishClient:
         raise RedfishError(f"{path}: HTTP 503: the BMC is not ready"
                            + (f" (it asks to retry after {wait:g} s)" if wait is not None else ""))
 
+    def _answer(self, path: str, deadline: float | None) -> Answer:
+        """A GET's answer; a 503 whose Retry-After fits the deadline is waited out once."""
+        for _ in range(2):
+            r = self._waited(self._request("GET", path, deadline=deadline), path, deadline)
+            if r is not None:
+                return r
+        raise RedfishError(f"{path}: HTTP 503: the BMC is not ready")
+
     def get(self, path: str, deadline: float | None = None) -> dict:
         """The JSON object at path. A session the BMC no longer knows (401: a reboot, an idle timeout) is
         replaced once: the old one deleted where the BMC still takes it, a new login, the GET again."""
@@ -296,17 +306,11 @@ class RedfishClient:
             raise RedfishError(f"{path}: not asked yet: the BMC answered 503 with a Retry-After that has not "
                                "passed")
         self.login(deadline)
-        for _ in range(2):
-            r = self._waited(self._request("GET", path, deadline=deadline), path, deadline)
-            if r is not None:
-                break
-        else:
-            raise RedfishError(f"{path}: HTTP 503: the BMC is not ready")
+        r = self._answer(path, deadline)
         if r.status == 401 and self.token is not None:
             self.logout()  # the BMC may still hold it: give the slot back where it lets us
             self.login(deadline)
-            r = self._waited(self._request("GET", path, deadline=deadline), path, deadline) or \
-                self._request("GET", path, deadline=deadline)
+            r = self._answer(path, deadline)
         if r.status == 401:
             raise AuthError(f"{path}: HTTP 401: the BMC refused the credentials"
                             + ("" if self.auth.user else " (none were configured)"))

@@ -22,6 +22,7 @@ from .model import (
     dedupe,
     inactive,
     map_resource,
+    number,
     sensor_kind,
     topology,
 )
@@ -115,8 +116,10 @@ def _cooling_units(client: RedfishClient, root: dict, deadline: float, chassis_f
     return out
 
 
-def _number(v) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else None
+def _capacity(v) -> float | None:
+    """A stated capacity (watts) that can bound readings: a positive number, else none."""
+    n = number(v)
+    return n if n is not None and n > 0 else None
 
 
 def _power_shelves(client: RedfishClient, root: dict, deadline: float, chassis_filter) -> list[tuple[Resource, dict]]:
@@ -220,7 +223,7 @@ def discover(client: RedfishClient, models: Models, deadline: float, chassis_fil
                     plan.skipped.append(f"{psu.get('@odata.id')}: {state}")
                 elif metrics and (doc := _optional(client.get, metrics, deadline)) is not None:
                     polled.append((Resource("psu_metrics", metrics, ch, name,
-                                            limit_watts=_number(psu.get("PowerCapacityWatts"))), doc))
+                                            limit_watts=_capacity(psu.get("PowerCapacityWatts"))), doc))
             if any(r.kind == "psu_metrics" for r, _ in polled):
                 used.append("PowerSubsystem")
         tsub = _link(cdoc, "ThermalSubsystem")
@@ -243,7 +246,7 @@ def discover(client: RedfishClient, models: Models, deadline: float, chassis_fil
             polled += _detectors(client, leaks, ch, deadline)
             used.append("LeakDetectors")
 
-        limit = _number((sub or {}).get("CapacityWatts")) if psub else None
+        limit = _capacity((sub or {}).get("CapacityWatts")) if psub else None
         for res, _ in polled:
             if res.limit_watts is None and res.kind != "psu_metrics":
                 res.limit_watts = limit

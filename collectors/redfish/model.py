@@ -121,17 +121,19 @@ def topology(models: Models, chassis_docs: list[dict], system_docs: list[dict]) 
         outer = [u for u in named if not any(a in named for a in ancestors(u))]
         if outer and outer[0] not in nodes:
             nodes.append(outer[0])
+    enclosures = {a for n in nodes for a in ancestors(n)}
     out = []
     for u, d in by_uri.items():
         named = chassis_of(models, d)
         ups = ancestors(u)
         pid = by_uri[parent[u]].get("Id") if u in parent else None
+        inside = next((a for a in ups if a in nodes), None)
         if u in nodes:
             role, why = "node", "named by its ComputerSystem (Links.Chassis)"
-        elif any(a in nodes for a in ups):
+        elif inside is not None:
             role = named.role if named.role in COMPONENT_ROLES else "component"
-            why = f"inside the node's chassis {by_uri[next(a for a in ups if a in nodes)].get('Id')}"
-        elif any(u in ancestors(n) for n in nodes):
+            why = f"inside the node's chassis {by_uri[inside].get('Id')}"
+        elif u in enclosures:
             role, why = "enclosure", "contains the node's chassis"
         elif nodes:
             role = named.role if named.role != "node" else "other"
@@ -153,7 +155,7 @@ def _get(doc, path: str):
     return doc
 
 
-def _number(v) -> float | None:
+def number(v) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         return None  # Redfish sends null for a reading it does not have now
     # always a float: one BMC writes 39 where another writes 39.5, and a field's type must never change
@@ -217,7 +219,7 @@ def map_resource(models: Models, res: Resource, doc: dict, skipped: list[str] | 
     for rule in models.resources.get(res.kind, ()):
         m = rule["measurement"]
         if "path" in rule:
-            v = _number(_get(doc, rule["path"]))
+            v = number(_get(doc, rule["path"]))
             if v is None:
                 continue
             who = rule.get("sensor")
@@ -242,7 +244,7 @@ def map_resource(models: Models, res: Resource, doc: dict, skipped: list[str] | 
                 skipped.append(f"{res.uri} {name}: {state}")
                 continue
             for path, fname in rule["fields"].items():
-                v = _number(_get(e, path))
+                v = number(_get(e, path))
                 if v is None:
                     continue
                 if "units" in rule:
@@ -276,7 +278,7 @@ def map_sensor(models: Models, chassis: Chassis, doc: dict) -> list[Reading]:
     kind = sensor_kind(models, doc)
     if kind is None:
         return []
-    v = _number(doc.get("Reading"))
+    v = number(doc.get("Reading"))
     if v is None:
         return []
     name = str(doc.get("Id") or doc.get("Name") or doc.get("@odata.id", "?").rsplit("/", 1)[-1])
@@ -289,7 +291,7 @@ def map_sensor(models: Models, chassis: Chassis, doc: dict) -> list[Reading]:
     tags = _tags(models, chassis, m, scope, name)
     uri = doc.get("@odata.id", "")
     out = [Reading(m, tags, kind["field"], _scaled(v, kind.get("scale")), uri, uri, "sensor")]
-    rpm = _number(doc.get("SpeedRPM"))
+    rpm = number(doc.get("SpeedRPM"))
     if kind["field"] == "fan_speed_percent" and rpm is not None:
         out.append(Reading(m, tags, "fan_speed_rpm", rpm, uri, uri, "sensor"))
     return out
