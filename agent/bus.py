@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 class SampleBus:
     def __init__(self, max_series: int = 100_000, expire_intervals: float = 3.0) -> None:
         self._latest: dict[str, dict[tuple, Sample]] = {}
-        self._expires: dict[tuple[str, tuple], int] = {}  # series -> ts (ns) after which it is gone
+        self._life: dict[str, int] = {}  # measurement -> how long (ns) its series live unrefreshed
         self._lock = threading.Lock()
         self.max_series = max_series
         self.expire_intervals = expire_intervals
@@ -38,8 +38,13 @@ class SampleBus:
         """A collection's samples; `interval` (seconds) is its collector's, for expiry (None: never expire)."""
         life = int(interval * self.expire_intervals * 1e9) if interval else None
         with self._lock:
+            measurement = None
             for s in samples:
-                by = self._latest.setdefault(s.measurement, {})
+                if s.measurement != measurement:  # samples come grouped by measurement: one lookup a group
+                    measurement = s.measurement
+                    by = self._latest.setdefault(measurement, {})
+                    if life is not None:
+                        self._life[measurement] = life
                 key = tuple(sorted(s.tags.items()))
                 old = by.get(key)
                 if old is None:
@@ -56,20 +61,22 @@ class SampleBus:
                     by[key] = s if s.ts > old.ts else Sample(s.measurement, s.tags, {**old.fields, **s.fields}, s.ts)
                 else:
                     continue
-                if life is not None:
-                    self._expires[(s.measurement, key)] = s.ts + life
-                self._newest = max(self._newest, s.ts)
-            if self._expires and self._newest - self._swept > 1e9:  # at most a sweep a second of sample time
+                if s.ts > self._newest:
+                    self._newest = s.ts
+            if self._life and self._newest - self._swept > 1e9:  # at most a sweep a second of sample time
                 self._sweep(self._newest)
 
     def _sweep(self, now: int) -> None:
+        """Series older than their measurement's life: dropped (each series's own newest time, so nothing is
+        kept per series beyond the sample itself)."""
         self._swept = now
-        gone = [k for k, t in self._expires.items() if t < now]
-        for measurement, key in gone:
-            del self._expires[(measurement, key)]
-            if self._latest.get(measurement, {}).pop(key, None) is not None:
-                self._count -= 1
-                self.expired += 1
+        for measurement, life in self._life.items():
+            by = self._latest.get(measurement, {})
+            gone = [k for k, s in by.items() if s.ts + life < now]
+            for k in gone:
+                del by[k]
+            self._count -= len(gone)
+            self.expired += len(gone)
 
     def latest(self, measurement: str, max_age: float | None = None, now: int | None = None) -> list[Sample]:
         """The newest sample of each series of `measurement`; with `max_age` (seconds), only those at most that

@@ -181,8 +181,11 @@ class Accumulator:
         for k, v in fields.items():
             if v is None:
                 continue
-            if type(v) is float and math.isfinite(v) and k and k[-1] != "\\":
-                clean[k] = v  # the common case, without a call
+            t = type(v)
+            if k and k[-1] != "\\" and (
+                    (t is float and math.isfinite(v)) or (t is int and INT64[0] <= v <= INT64[1]) or t is bool
+                    or (t is str and v.isascii())):
+                clean[k] = v  # the common cases, without a call: this runs for every field of every sample
                 continue
             v, why = valid_field(k, v)
             if why is not None:
@@ -203,7 +206,8 @@ class Accumulator:
         if tags:
             for k, v in tags.items():
                 if v is not None and v != "":
-                    all_tags[k] = utf8(str(v))
+                    v = str(v)
+                    all_tags[k] = v if v.isascii() else utf8(v)
         key = (measurement, tuple(sorted(all_tags.items())), ts)
         with self._lock:
             if self._closed:

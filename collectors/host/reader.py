@@ -163,10 +163,16 @@ def read_hwmon(sys_root: Path) -> list[Temperature]:
 
 def read_rapl(sys_root: Path) -> list[RaplZone]:
     """CPU package energy from /sys/class/powercap (intel-rapl:N, which AMD's driver names the same way)."""
+    root = sys_root / "class" / "powercap"
+    try:  # scandir, not glob: read every cycle, and most machines without RAPL have no such folder at all
+        names = sorted(e.name for e in os.scandir(root) if e.name.startswith("intel-rapl:"))
+    except OSError:
+        return []
     out = []
-    for zone in sorted((sys_root / "class" / "powercap").glob("intel-rapl:*")):
-        if zone.name.count(":") != 1:
+    for name in names:
+        if name.count(":") != 1:
             continue  # subzones (core, dram) are inside the package figure
+        zone = root / name
         uj = read_int(zone / "energy_uj")
         if uj is None:
             continue  # energy_uj is root-only on recent kernels: no RAPL, not an error
