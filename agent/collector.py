@@ -47,8 +47,8 @@ class Collector:
     Options: ClassVar[type[CollectorOptions]] = CollectorOptions
     METRICS: ClassVar[tuple[Metric, ...]] = ()
     default_enabled: ClassVar[bool] = True
-    # The collector kinds whose samples it reads from the agent's sample bus (efficiency: gpu, inference, snmp):
-    # it runs after them, in the daemon's first runs and in `aifactory collect` alike (agent.runner.stages).
+    # The measurements (families) it reads from the agent's sample bus (facility: pdu, ups): every run of it
+    # comes after the runs of the same tick of the collectors that declare them (agent.runner.stages).
     consumes: ClassVar[tuple[str, ...]] = ()
     # "module:function" adding this collector's own commands to `aifactory` (see agent/cli/common.py)
     cli: ClassVar[str | None] = None

@@ -74,6 +74,7 @@ class Metric:
     unit: str
     description: str
     tags: tuple[str, ...] = ()
+    family: str = ""  # a measurement family's declaration (collectors/common/families.py): shared by its emitters
 
     def __post_init__(self) -> None:
         if self.unit not in UNIT_SUFFIXES:
@@ -85,16 +86,25 @@ class Catalogue:
     """All declared metrics, keyed by (measurement, field)."""
 
     metrics: dict[tuple[str, str], Metric] = field(default_factory=dict)
-    owners: dict[tuple[str, str], str] = field(default_factory=dict)
+    owners: dict[tuple[str, str], str] = field(default_factory=dict)  # the first to declare
+    producers: dict[str, set[str]] = field(default_factory=dict)  # measurement -> every owner declaring it
 
     def declare(self, owner: str, metrics: Iterable[Metric]) -> None:
+        """A metric has one owner, except a family's: any number of owners may declare it, each with the
+        family's own declaration (same kind, unit, description and tag keys), never a variant of it."""
         for m in metrics:
             key = (m.measurement, m.field)
             prev = self.owners.get(key)
             if prev is not None and prev != owner:
-                raise ValueError(f"metric {key} declared by both {prev} and {owner}")
-            self.metrics[key] = m
-            self.owners[key] = owner
+                if not m.family:
+                    raise ValueError(f"metric {key} declared by both {prev} and {owner}")
+                if self.metrics[key] != m:
+                    raise ValueError(f"metric {key} of family {m.family}: {owner} declares it otherwise than "
+                                     f"{prev} (a family's fields are declared once, in the family)")
+            else:
+                self.metrics[key] = m
+                self.owners[key] = owner
+            self.producers.setdefault(m.measurement, set()).add(owner)
 
     def get(self, measurement: str, field_name: str) -> Metric | None:
         return self.metrics.get((measurement, field_name))

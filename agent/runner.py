@@ -237,16 +237,24 @@ class InstanceRunner:
                 log.warning("collector %s: close failed: %s", self.name, e)
 
 
+def producers(runner: InstanceRunner, runners: list[InstanceRunner]) -> list[InstanceRunner]:
+    """The runners whose collectors declare a measurement (a family) this runner's collector consumes."""
+    needs = set(runner.collector.consumes) if runner.collector is not None else set()
+    if not needs:
+        return []
+    return [p for p in runners if p is not runner and p.collector is not None and p.cfg.kind != runner.cfg.kind
+            and needs.intersection(m.measurement for m in p.collector.METRICS)]
+
+
 def stages(runners: list[InstanceRunner]) -> list[list[InstanceRunner]]:
-    """Runners in the order their inputs need: a collector that consumes others' samples comes after every
-    instance of the kinds it consumes. One ordering for the daemon's first runs and for `aifactory collect`."""
+    """Runners in the order their inputs need: a collector that consumes a measurement (a family) comes after
+    every instance of the collectors that declare it. One ordering for the daemon's first runs and for
+    `aifactory collect`; the daemon's later runs wait for the same producers every tick."""
     from graphlib import CycleError, TopologicalSorter
 
-    kinds = {r.cfg.kind for r in runners}
     graph = TopologicalSorter()
     for r in runners:
-        needs = getattr(r.collector, "consumes", ()) if r.collector is not None else ()
-        graph.add(r.cfg.kind, *[k for k in needs if k in kinds and k != r.cfg.kind])
+        graph.add(r.cfg.kind, *{p.cfg.kind for p in producers(r, runners)})
     try:
         graph.prepare()
     except CycleError as e:

@@ -24,7 +24,7 @@ from .logonce import Latch
 from .model import Accumulator
 from .pipeline import Pipeline
 from .registry import Registry, default_registry
-from .runner import InstanceRunner, as_publish, grid_ts, stages
+from .runner import InstanceRunner, as_publish, grid_ts, producers, stages
 from .sdnotify import Notifier as SdNotifier
 from .selfmetrics import OUTPUT_FIELDS, STATUS_ONLY, ProcessStats
 from .state import set_aside_files, write_status
@@ -101,6 +101,7 @@ class Agent:
             self.alerts = AlertEngine(rules, AlertStore(state_dir / "alerts.db"), notifier, al.default_receivers)
         self.bus = SampleBus()
         self.runners = build_runners(config, self.registry, self._publish, state_dir, bus=self.bus)
+        self._producers: dict[str, list[InstanceRunner]] = {}  # runner -> the runners it waits for each tick
         self.process = ProcessStats()
         self.sd = SdNotifier()
         self.started_at = time.time()
@@ -203,10 +204,11 @@ class Agent:
         """A collector that consumes others' samples runs after their run of the same tick: it starts half a
         second after them (per stage) and, where one is still running (a slow BMC), waits for it up to half its
         own interval, so it never reads the previous tick's values while the current ones are on their way."""
-        needs = set(runner.collector.consumes) if runner.collector is not None else set()
-        producers = [p for p in self.runners if p is not runner and p.cfg.kind in needs]
+        before = self._producers.get(runner.name)
+        if before is None:
+            before = self._producers[runner.name] = producers(runner, self.runners)
         end = time.monotonic() + min(runner.cfg.interval / 2, 10.0)
-        while any(p.running for p in producers) and time.monotonic() < end:
+        while any(p.running for p in before) and time.monotonic() < end:
             await asyncio.sleep(0.02)
 
     async def _self_metrics_job(self) -> None:

@@ -10,4 +10,5 @@ REGISTRY: dict[str, str] = {
     "efficiency": "collectors.efficiency:EfficiencyCollector",
     "redfish": "collectors.redfish:RedfishCollector",
     "ipmi": "collectors.ipmi:IpmiCollector",
+    "facility": "collectors.facility:FacilityCollector",
 }

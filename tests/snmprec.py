@@ -59,8 +59,9 @@ def detect(profiles: dict, data: dict):
     the recording answering its probe walks."""
     import asyncio
 
+    from collectors.common.profile import norm_oid
     from collectors.snmp import detect_profile
-    from collectors.snmp.profile import candidates, norm_oid
+    from collectors.snmp.match import candidates
 
     async def answers(probe: str) -> bool:
         pre = norm_oid(probe)
@@ -72,7 +73,7 @@ def detect(profiles: dict, data: dict):
 
 def coverage(profiles: dict, recording: Path) -> dict:
     """What the agent reads from one recording: device, profile, readings, the key fields it misses."""
-    from collectors.snmp.evaluate import evaluate
+    from collectors.common.profile.evaluate import evaluate
 
     data = load(recording)
     p = detect(profiles, data)

@@ -284,7 +284,7 @@ def test_every_default_rule_fires_and_resolves_in_its_rule_test():
 
     files = default_registry().rule_files()
     # each collector's rules beside it: gathered from their folders, not kept in a core file
-    assert {f.parent.name for f in files[1:]} >= {"gpu", "snmp", "redfish", "efficiency", "storage", "network"}
+    assert {f.parent.name for f in files[1:]} >= {"gpu", "snmp", "facility", "efficiency", "storage", "network"}
     tests = DEFAULT_RULES.with_name("default_rules.test.yaml")
     assert run_tests(tests, files) == []
     covered = {}

@@ -88,7 +88,7 @@ def test_generated_tables_are_current_and_complete():
     assert all(not line.endswith("|  |") for line in rows), [line for line in rows if line.endswith("|  |")]
     snmp = (ROOT / "docs" / "snmp.md").read_text()
     table = snmp.split("<!-- profiles:start -->\n", 1)[1].split("<!-- profiles:end -->", 1)[0]
-    from collectors.snmp.profile import load_profiles
+    from collectors.snmp.match import load_profiles
 
     profiles = load_profiles()
     assert len(table.splitlines()) == 2 + len(profiles)

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 
 from agent.collector import Collector
+from agent.model import Kind, Metric
 
 from .services import serve_http
 from .test_cli_e2e import ROOT, agent_env, cli
@@ -161,25 +162,31 @@ def test_what_the_core_counts_it_reports(tmp_path, caplog):
     assert odd and odd[-1].fields["invalid_values_total"] >= 1
 
 
-def test_one_ordering_from_declared_consumers():
-    """`consumes` orders the daemon's first runs and `aifactory collect` alike; a cycle is refused."""
+def test_one_ordering_from_the_families_collectors_consume():
+    """`consumes` names measurements (families): a consumer comes after every collector declaring one of them,
+    in the daemon's first runs and `aifactory collect` alike; a family with several producers waits for all of
+    them; a cycle is refused."""
     from types import SimpleNamespace
 
-    from agent.runner import stages
+    from agent.runner import producers, stages
 
-    def runner(kind, consumes=()):
-        return SimpleNamespace(cfg=SimpleNamespace(kind=kind), collector=SimpleNamespace(consumes=consumes))
+    def runner(kind, emits=(), consumes=()):
+        metrics = tuple(Metric(m, "x", Kind.GAUGE, "1", "x") for m in emits)
+        return SimpleNamespace(cfg=SimpleNamespace(kind=kind), collector=SimpleNamespace(consumes=consumes,
+                                                                                         METRICS=metrics))
 
-    gpu, inf, snmp = runner("gpu"), runner("inference"), runner("snmp")
-    eff = runner("efficiency", ("gpu", "inference", "snmp"))
-    report = runner("report", ("efficiency",))
-    order = stages([report, eff, gpu, inf, snmp])
-    assert [sorted(r.cfg.kind for r in s) for s in order] == [["gpu", "inference", "snmp"], ["efficiency"],
-                                                              ["report"]]
-    # consuming a kind that is not configured is no dependency
+    gpu, inf = runner("gpu", ("gpu",)), runner("inference", ("inference",))
+    snmp, modbus = runner("snmp", ("pdu", "snmp_device")), runner("modbus", ("pdu", "ups"))
+    fac = runner("facility", ("facility",), ("pdu", "ups"))
+    eff = runner("efficiency", ("efficiency",), ("gpu", "inference", "facility"))
+    order = stages([eff, fac, gpu, inf, snmp, modbus])
+    assert [sorted(r.cfg.kind for r in s) for s in order] == [["gpu", "inference", "modbus", "snmp"], ["facility"],
+                                                              ["efficiency"]]
+    assert sorted(p.cfg.kind for p in producers(fac, [eff, fac, gpu, inf, snmp, modbus])) == ["modbus", "snmp"]
+    # consuming a family nobody configured emits is no dependency
     assert [[r.cfg.kind for r in s] for s in stages([eff])] == [["efficiency"]]
     with pytest.raises(ValueError, match="cycle"):
-        stages([runner("a", ("b",)), runner("b", ("a",))])
+        stages([runner("a", ("a",), ("b",)), runner("b", ("b",), ("a",))])
 
 
 def test_a_rule_is_evaluated_when_its_series_come_not_on_every_collection(tmp_path):
@@ -353,7 +360,7 @@ def test_an_output_gets_the_catalogue_and_a_figure_it_does_not_declare_is_refuse
 
 def test_every_collector_that_reads_the_bus_declares_what_it_reads():
     """A collector's bus reads are ordered only if declared: each measurement a built-in collector reads from
-    the bus belongs to a collector it lists in `consumes`."""
+    the bus, another collector's, is one it lists in `consumes`."""
     import ast
     import inspect
 
@@ -372,6 +379,6 @@ def test_every_collector_that_reads_the_bus_declares_what_it_reads():
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "latest"
                     and node.args and isinstance(node.args[0], ast.Constant)):
                 read = node.args[0].value
-                if owner.get(read) not in (None, kind) and owner[read] not in cls.consumes:
+                if owner.get(read) not in (None, kind) and read not in cls.consumes:
                     missing.append((kind, read, owner[read]))
     assert missing == []

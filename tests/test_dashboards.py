@@ -122,14 +122,14 @@ def scenario(now_ns: int, site: str = "fra1") -> tuple[list[Sample], dict]:
                                                    "scope": "cpu_package"}, {"energy_joules_total": 1000 + cpu_w * t},
                                    ts))
             # the node's own BMC (redfish): its PSU input, the node meter the efficiency collector picks
-            step.append(Sample("redfish_power", {**base, "target": f"{h}-bmc", "chassis": "1U", "chassis_role": "node",
+            step.append(Sample("bmc_power", {**base, "target": f"{h}-bmc", "chassis": "1U", "chassis_role": "node",
                                                  "source": "redfish", "scope": "psu_input", "component": "PSU1"},
                                {"power_watts": facts["node_w"]}, ts))
-            step.append(Sample("redfish_power", {**base, "target": f"{h}-bmc", "chassis": "1U", "chassis_role": "node",
+            step.append(Sample("bmc_power", {**base, "target": f"{h}-bmc", "chassis": "1U", "chassis_role": "node",
                                                  "source": "redfish", "scope": "chassis", "component": "chassis"},
                                {"power_watts": facts["node_w"] - 40}, ts))
             if site == "ams1":  # these BMCs also answer DCMI (a rolling average, lower than the PSU input here)
-                step.append(Sample("ipmi_power", {**base, "target": f"{h}-bmc", "source": "dcmi", "scope": "chassis",
+                step.append(Sample("bmc_power", {**base, "target": f"{h}-bmc", "source": "dcmi", "scope": "chassis",
                                                   "component": "dcmi"},
                                    {"power_watts": facts["node_w"] - 60, "measuring": True}, ts))
             step.append(Sample("inference", {**base, "endpoint": "vllm", "server": "vllm", "model": "llama",
@@ -160,11 +160,12 @@ def scenario(now_ns: int, site: str = "fra1") -> tuple[list[Sample], dict]:
             "it_energy_joules_total": facts["it_w"] * t, "total_energy_joules_total": facts["total_w"] * t,
             "pue": facts["total_w"] / facts["it_w"], "pue_energy": facts["total_w"] / facts["it_w"]}, ts))
         cdu = {**poller, "target": "cdu-1", "chassis": "CDU", "chassis_role": "cooling_unit"}
-        step.append(Sample("redfish_leak", {**cdu, "detector": "Moisture", "detector_type": "Moisture"},
+        step.append(Sample("leak", {**cdu, "detector": "Moisture", "detector_type": "Moisture"},
                            {"leak_detected": site == "ams1" and i > 55, "state": "OK"}, ts))
-        step.append(Sample("redfish_coolant", {**cdu, "connector": "secondary rack loop"},
-                           {"flow_litres_per_minute": 42.0 + facts["hot"], "supply_temperature_celsius": 30.0,
-                            "return_temperature_celsius": 40.0 + facts["hot"]}, ts))
+        step.append(Sample("cooling", {**cdu, "connector": "secondary rack loop"},
+                           {"coolant_flow_litres_per_minute": 42.0 + facts["hot"],
+                            "coolant_supply_temperature_celsius": 30.0,
+                            "coolant_return_temperature_celsius": 40.0 + facts["hot"]}, ts))
         for h in hosts:
             buses[h].observe([s for s in step if s.tags.get("host") == h])
         for h, col in eff.items():

@@ -292,7 +292,7 @@ def test_the_meter_is_the_chassis_the_system_names_never_a_sum_of_chassis(node):
     assert (m.tags["meter"], m.fields["power_watts"]) == ("chassis", pytest.approx(figure))
     assert m.fields["energy_joules"] == pytest.approx(figure * 60)
     assert balance(out).fields["meter_watts"] == pytest.approx(figure)
-    trays = [s for s in n.last if s.measurement == "redfish_power" and s.tags["chassis"].startswith("Tray")]
+    trays = [s for s in n.last if s.measurement == "bmc_power" and s.tags["chassis"].startswith("Tray")]
     assert trays and {s.tags["chassis_role"] for s in trays} == {"other"}
 
 
@@ -320,9 +320,9 @@ def test_a_gpu_board_inside_the_node_is_a_component_not_added_to_the_meter(node)
     out = n.run()
     m = meter(out)
     assert (m.tags["meter"], m.fields["power_watts"]) == ("chassis", pytest.approx(3000))
-    board = [s for s in n.last if s.measurement == "redfish_power" and s.tags["chassis"] == "GPUBoard"]
+    board = [s for s in n.last if s.measurement == "bmc_power" and s.tags["chassis"] == "GPUBoard"]
     assert [(s.tags["chassis_role"], s.tags["scope"]) for s in board] == [("component", "component")]
-    one_u = [s for s in n.last if s.measurement == "redfish_power" and s.tags["chassis"] == "1U"]
+    one_u = [s for s in n.last if s.measurement == "bmc_power" and s.tags["chassis"] == "1U"]
     assert {s.tags["chassis_role"] for s in one_u} == {"node"}  # "HGX" in its Model does not move its PSUs
 
 
@@ -338,7 +338,7 @@ def test_a_sensor_of_an_unlisted_context_is_a_component_never_the_chassis_meter(
     m = meter(out)
     # the VoltageRegulator counter (300 W) used to outrank EnvironmentMetrics' 3000 W
     assert (m.tags["meter"], m.fields["power_watts"]) == ("chassis", pytest.approx(3000))
-    scopes = {s.tags["component"]: s.tags["scope"] for s in n.last if s.measurement == "redfish_power"}
+    scopes = {s.tags["component"]: s.tags["scope"] for s in n.last if s.measurement == "bmc_power"}
     assert scopes["VR1Energy"] == "component"
     # a PowerSupply sensor that says neither Input nor Output is not taken as an input
     from collectors.redfish.model import load_models, sensor_scope
@@ -390,7 +390,7 @@ def test_two_energy_properties_of_one_resource_are_not_one_counter(node):
     seen = []
     for k in range(8):
         out = n.step(k)
-        (env,) = [s for s in n.last if s.measurement == "redfish_power" and s.tags["component"] == "chassis"]
+        (env,) = [s for s in n.last if s.measurement == "bmc_power" and s.tags["component"] == "chassis"]
         seen.append(env.fields["energy_joules_total"])
     assert seen == [5e9 + 2000 * 10 * k for k in range(8)]  # the joule counter, never mixed with the kWh one
     m = meter(out)
@@ -498,7 +498,7 @@ def test_a_counter_that_dips_reads_zero_once_or_reads_garbage_moves_by_its_energ
     values, watts = [], []
     for k in range(24):
         out = n.step(k)
-        env = [s for s in n.last if s.measurement == "redfish_power" and s.tags["component"] == "chassis"]
+        env = [s for s in n.last if s.measurement == "bmc_power" and s.tags["component"] == "chassis"]
         values.append(env[0].fields.get("energy_joules_total"))
         if k >= 7:
             watts.append(round(meter(out).fields["power_watts"], 6))

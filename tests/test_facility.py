@@ -2,20 +2,16 @@
 
 import pytest
 
+from agent.model import Sample
 from collectors.common.counters import MonotonicCounters
-from collectors.snmp.evaluate import Reading
-from collectors.snmp.facility import Facility, device_totals
+from collectors.facility import Facility, device_totals
 
 S = 10**9
 
 
 def pdu(scope, power=None, energy=None, **tags):
-    out = []
-    if power is not None:
-        out.append(Reading("pdu", {"scope": scope, **tags}, "power_watts", power, "watts"))
-    if energy is not None:
-        out.append(Reading("pdu", {"scope": scope, **tags}, "energy_joules_total", energy, "joules"))
-    return out
+    fields = {k: v for k, v in (("power_watts", power), ("energy_joules_total", energy)) if v is not None}
+    return [Sample("pdu", {"scope": scope, **tags}, fields, 0)]
 
 
 def test_device_totals_prefer_the_top_level_reading():
@@ -25,8 +21,8 @@ def test_device_totals_prefer_the_top_level_reading():
     assert t.power_watts == 900 and t.energy_joules == 1e9  # outlets and phases are not added on top
     t = device_totals("it", pdu("phase", 300, 5.0, phase="1") + pdu("phase", 600, 7.0, phase="2"))
     assert t.power_watts == 900 and t.energy_joules == 12.0
-    ups = [Reading("ups", {"scope": "input", "line": "1"}, "input_power_watts", 1200.0, "watts"),
-           Reading("ups", {"scope": "output", "line": "1"}, "output_power_watts", 1000.0, "watts")]
+    ups = [Sample("ups", {"scope": "input", "line": "1"}, {"input_power_watts": 1200.0}, 0),
+           Sample("ups", {"scope": "output", "line": "1"}, {"output_power_watts": 1000.0}, 0)]
     assert device_totals("facility_total", ups).power_watts == 1200.0
     assert device_totals("it", ups).power_watts == 1000.0
 

@@ -100,15 +100,15 @@ def test_dcmi_and_sdr_over_rmcp_plus(vbmc):
             assert m is not None and set(s.tags) <= set(m.tags) | {"host"}, (s.measurement, f, s.tags)
     t = pick(samples, "ipmi_target", target="node7-bmc").fields
     assert t["up"] is True and t["dcmi"] is True and "error" not in t and t["readings"] == 6
-    dcmi = pick(samples, "ipmi_power", source="dcmi")
+    dcmi = pick(samples, "bmc_power", source="dcmi")
     assert dcmi.tags["scope"] == "chassis" and dcmi.tags["node"] == "node7" and dcmi.tags["rack"] == "r3"
     p = STATE["power"]
     assert dcmi.fields == {"measuring": True, "power_watts": p["current"], "power_min_watts": p["min"],
                            "power_max_watts": p["max"], "power_average_watts": p["average"],
                            "power_window_seconds": p["period_ms"] / 1000}
     # SDR values come back through the record's linear conversion (M, R exponent) as the spec defines it
-    assert pick(samples, "ipmi_power", component="Pwr Consumption").fields == {"power_watts": 1230.0}
-    psu = pick(samples, "ipmi_power", component="PSU1 PIN")
+    assert pick(samples, "bmc_power", component="Pwr Consumption").fields == {"power_watts": 1230.0}
+    psu = pick(samples, "bmc_power", component="PSU1 PIN")
     assert psu.tags["source"] == "ipmi_sdr" and psu.tags["scope"] == "psu_input" and psu.fields["power_watts"] == 640
     assert pick(samples, "ipmi_sensor", sensor="Inlet Temp").fields == {"temperature_celsius": 24.0, "healthy": True}
     assert pick(samples, "ipmi_sensor", sensor="Fan1").fields["fan_speed_rpm"] == 9000
@@ -135,11 +135,11 @@ def test_wrong_password_no_bmc_and_no_dcmi_each_stay_with_their_target(vbmc, tmp
     only = pick(samples, "ipmi_target", target="sdr-only").fields
     assert only["up"] is True and only["dcmi"] is False and "error" not in only
     assert not [s for s in samples if s.tags.get("target") == "sdr-only" and s.tags.get("source") == "dcmi"]
-    assert pick(samples, "ipmi_power", target="sdr-only", component="Pwr Consumption").fields["power_watts"] == 1230
+    assert pick(samples, "bmc_power", target="sdr-only", component="Pwr Consumption").fields["power_watts"] == 1230
     # the next poll reads new values on the kept session
     good.set({**STATE, "power": {**STATE["power"], "current": 1500}})
     again = run(col)
-    assert pick(again, "ipmi_power", target="good", source="dcmi").fields["power_watts"] == 1500
+    assert pick(again, "bmc_power", target="good", source="dcmi").fields["power_watts"] == 1500
     col.close()
 
 
@@ -152,7 +152,7 @@ def test_probe_json(vbmc, capsys):
                  "--password-file", str(bmc.password_file), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     r = next(r for r in out["readings"] if r["field"] == "power_watts" and r["tags"]["source"] == "dcmi")
-    assert r == {"measurement": "ipmi_power", "tags": {"source": "dcmi", "scope": "chassis", "component": "dcmi"},
+    assert r == {"measurement": "bmc_power", "tags": {"source": "dcmi", "scope": "chassis", "component": "dcmi"},
                  "field": "power_watts", "value": 1234, "unit": "watts", "source": "DCMI Get Power Reading"}
     assert out["dcmi"] is True and out["error"] is None
 
@@ -232,7 +232,7 @@ def test_without_dcmi_the_node_meter_is_the_total_power_sensor_not_the_first_in_
         eff.collect(acc)
         out = acc.close()
     col.close()
-    scopes = {s.tags["component"]: s.tags["scope"] for s in samples if s.measurement == "ipmi_power"}
+    scopes = {s.tags["component"]: s.tags["scope"] for s in samples if s.measurement == "bmc_power"}
     assert scopes == {"FAN_Power": "fan", "Total_Power": "chassis"}  # the non-linear one left out
     assert pick(samples, "ipmi_sensor", sensor="Inlet Temp").fields["temperature_celsius"] == 24.0
     target = pick(samples, "ipmi_target", target="bmc").fields

@@ -90,21 +90,21 @@ def test_new_model_bmc_over_tls_values_from_the_mockup(sushy, tls):
     assert target["up"] is True and "error" not in target and target["chassis"] == 1
     assert "EnvironmentMetrics" in target["model"] and "Power (legacy)" not in target["model"]
     env = doc("rackmount", "Chassis/1U/EnvironmentMetrics")
-    chassis = one(samples, "redfish_power", chassis="1U", scope="chassis", component="chassis")
+    chassis = one(samples, "bmc_power", chassis="1U", scope="chassis", component="chassis")
     assert chassis == {"power_watts": env["PowerWatts"]["Reading"]}
     psu = doc("rackmount", "Chassis/1U/PowerSubsystem/PowerSupplies/Bay1/Metrics")
-    psu_in = one(samples, "redfish_power", component="Bay1", scope="psu_input")
+    psu_in = one(samples, "bmc_power", component="Bay1", scope="psu_input")
     assert psu_in["power_watts"] == psu["InputPowerWatts"]["Reading"]
     assert psu_in["energy_joules_total"] == psu["EnergykWh"]["Reading"] * 3.6e6
-    assert one(samples, "redfish_power", component="Bay1", scope="psu_output")["power_watts"] == \
+    assert one(samples, "bmc_power", component="Bay1", scope="psu_output")["power_watts"] == \
         psu["OutputPowerWatts"]["Reading"]
     total_energy = doc("rackmount", "Chassis/1U/Sensors/TotalEnergy")
-    assert one(samples, "redfish_power", component="TotalEnergy")["energy_joules_total"] == \
+    assert one(samples, "bmc_power", component="TotalEnergy")["energy_joules_total"] == \
         total_energy["Reading"] * 3.6e6
     dimm = doc("rackmount", "Chassis/1U/Sensors/DIMM1Temp")
     assert one(samples, "redfish_sensor", sensor="DIMM1Temp") == {"temperature_celsius": dimm["Reading"]}
     # every power series says where it came from, and the placement tags of the target ride along
-    for s in series(samples, "redfish_power"):
+    for s in series(samples, "bmc_power"):
         assert s.tags["source"] == "redfish" and s.tags["scope"] and s.tags["node"] == "gpu-node-1"
         assert s.tags["rack"] == "r12" and s.tags["target"] == "bmc1"
     # a reading shown by two resources (EnvironmentMetrics and ThermalMetrics both cite CPU1Temp) comes once
@@ -113,7 +113,7 @@ def test_new_model_bmc_over_tls_values_from_the_mockup(sushy, tls):
     # voltages and currents only where asked (electrical: true)
     assert not [s for s in series(samples, "redfish_sensor") if "voltage_volts" in s.fields]
     # PS2's sensors read null (the supply is off): absent, not zero
-    assert not series(samples, "redfish_power", component="PS2InputPower")
+    assert not series(samples, "bmc_power", component="PS2InputPower")
 
 
 def test_legacy_only_bmc(sushy, tls):
@@ -122,7 +122,7 @@ def test_legacy_only_bmc(sushy, tls):
     declared(samples)
     power = doc("legacy-only", "Chassis/MultiBladeEncl/Power")
     outputs = {s.tags["component"]: s.fields["power_watts"]
-               for s in series(samples, "redfish_power", chassis="MultiBladeEncl", scope="psu_output")}
+               for s in series(samples, "bmc_power", chassis="MultiBladeEncl", scope="psu_output")}
     assert outputs == {p["Name"]: p["LastPowerOutputWatts"] for p in power["PowerSupplies"]} and len(outputs) == 2
     thermal = doc("legacy-only", "Chassis/Blade1/Thermal")
     t0 = thermal["Temperatures"][0]
@@ -139,7 +139,7 @@ def test_gpu_baseboard_chassis_are_tagged_and_scoped_as_gpus(sushy, tls):
     srv = sushy("gpu-baseboard")
     samples = run([{"name": "hgx", "url": srv.url, "ca_file": str(tls[0])}])
     declared(samples)
-    gpus = series(samples, "redfish_power", chassis_role="gpu")
+    gpus = series(samples, "bmc_power", chassis_role="gpu")
     assert sorted(s.tags["chassis"] for s in gpus) == ["HGX_GPU_SXM_1", "HGX_GPU_SXM_2"]
     for s in gpus:
         env = doc("gpu-baseboard", f"Chassis/{s.tags['chassis']}/EnvironmentMetrics")
@@ -147,7 +147,7 @@ def test_gpu_baseboard_chassis_are_tagged_and_scoped_as_gpus(sushy, tls):
         assert s.fields == {"power_watts": env["PowerWatts"]["Reading"],
                             "energy_joules_total": env["EnergyJoules"]["Reading"]}
     # the node's own chassis keeps scope chassis; this BMC has no legacy model at all
-    assert one(samples, "redfish_power", chassis="1U", component="chassis")["power_watts"] == 374
+    assert one(samples, "bmc_power", chassis="1U", component="chassis")["power_watts"] == 374
     assert "legacy" not in one(samples, "redfish_target", target="hgx")["model"]
 
 
@@ -156,16 +156,16 @@ def test_cdu_and_pdu(sushy, tls):
     samples = run([{"name": "cdu", "url": cdu.url, "ca_file": str(tls[0])},
                    {"name": "pdu", "url": pdu.url, "ca_file": str(tls[0]), "electrical": True}])
     declared(samples)
-    leaks = {s.tags["detector"]: s.fields for s in series(samples, "redfish_leak", target="cdu")}
+    leaks = {s.tags["detector"]: s.fields for s in series(samples, "leak", target="cdu")}
     assert leaks == {"Moisture": {"leak_detected": False, "state": "OK"},
                      "Overflow": {"leak_detected": False, "state": "OK"}}
     # the CDU's coolant connectors (ThermalEquipment) name supply and return; the chassis sensors they cite
     # (PrimaryFlow, PrimaryHeatLoad, ...) are not polled a second time
     conn = doc("cooling-unit", "ThermalEquipment/CDUs/1/PrimaryCoolantConnectors/1")
-    primary = one(samples, "redfish_coolant", target="cdu", connector="primary " + conn["Name"])
-    assert primary["flow_litres_per_minute"] == conn["FlowLitersPerMinute"]["Reading"]
-    assert primary["supply_temperature_celsius"] == conn["SupplyTemperatureCelsius"]["Reading"]
-    assert primary["return_temperature_celsius"] == conn["ReturnTemperatureCelsius"]["Reading"]
+    primary = one(samples, "cooling", target="cdu", connector="primary " + conn["Name"])
+    assert primary["coolant_flow_litres_per_minute"] == conn["FlowLitersPerMinute"]["Reading"]
+    assert primary["coolant_supply_temperature_celsius"] == conn["SupplyTemperatureCelsius"]["Reading"]
+    assert primary["coolant_return_temperature_celsius"] == conn["ReturnTemperatureCelsius"]["Reading"]
     assert primary["heat_removed_watts"] == conn["HeatRemovedkW"]["Reading"] * 1000
     assert not series(samples, "redfish_sensor", sensor="PrimaryFlow")
     assert not series(samples, "redfish_sensor", sensor="PrimaryHeatLoad")
@@ -177,12 +177,12 @@ def test_cdu_and_pdu(sushy, tls):
     assert one(samples, "redfish_sensor", target="cdu", sensor="chassis")["temperature_celsius"] == \
         secondary_return["Reading"]
     main = doc("pdu", "Chassis/PDU/Sensors/ACMainPower")
-    assert one(samples, "redfish_power", chassis="PDU", component="ACMainPower") == {"power_watts": main["Reading"]}
-    assert series(samples, "redfish_power", chassis="PDU", component="ACMainPower")[0].tags["scope"] == "rack"
+    assert one(samples, "bmc_power", chassis="PDU", component="ACMainPower") == {"power_watts": main["Reading"]}
+    assert series(samples, "bmc_power", chassis="PDU", component="ACMainPower")[0].tags["scope"] == "rack"
     # an outlet's kWh sensor (labelled "kW" in DMTF's mockup: ReadingType decides) is an outlet energy counter
     volts = doc("pdu", "Chassis/PDU/Sensors/VoltageA1")
     assert one(samples, "redfish_sensor", chassis="PDU", sensor="VoltageA1") == {"voltage_volts": volts["Reading"]}
-    outlets = [s for s in series(samples, "redfish_power", target="pdu", scope="outlet") if "energy_joules_total"
+    outlets = [s for s in series(samples, "bmc_power", target="pdu", scope="outlet") if "energy_joules_total"
                in s.fields]
     assert outlets
     for s in outlets:
@@ -196,7 +196,7 @@ def test_tls_verification_is_on_by_default(sushy, tls):
     strict = one(samples, "redfish_target", target="strict")
     assert strict["up"] is False and "TLS" in strict["error"] and "ca_file" in strict["error"]
     assert one(samples, "redfish_target", target="trusting")["up"] is True
-    assert not series(samples, "redfish_power", target="strict") and series(samples, "redfish_power",
+    assert not series(samples, "bmc_power", target="strict") and series(samples, "bmc_power",
                                                                                target="trusting")
 
 
@@ -221,8 +221,8 @@ def test_sessions_wrong_password_and_logout(tls, tmp_path):
             assert bad["up"] is False and "refused the credentials" in bad["error"]
             assert "guess" not in json.dumps([s.fields for s in samples])
         assert state.logins == 1  # one session for "good", kept across polls
-        assert one(second, "redfish_power", target="good", component="chassis") == \
-            one(second, "redfish_power", target="basic", component="chassis")
+        assert one(second, "bmc_power", target="good", component="chassis") == \
+            one(second, "bmc_power", target="basic", component="chassis")
         state.expire()  # the BMC rebooted or timed the session out: a new login, no lost poll
         third = run([], collector=col)
         assert one(third, "redfish_target", target="good")["up"] is True and state.logins == 2
@@ -246,10 +246,10 @@ def test_a_slow_bmc_costs_its_own_deadline_only(tls, tmp_path):
         slow.delay = 2.0  # now every answer comes after the slow target's deadline
         samples = run([], collector=col)
         assert one(samples, "redfish_target", target="fast")["up"] is True
-        assert series(samples, "redfish_power", target="fast")
+        assert series(samples, "bmc_power", target="fast")
         s = one(samples, "redfish_target", target="slow")
         assert s["up"] is False and "within" in s["error"]
-        assert not series(samples, "redfish_power", target="slow")
+        assert not series(samples, "bmc_power", target="slow")
         slow.delay = 0.0
         col.close()
     finally:
@@ -265,13 +265,13 @@ def test_a_resource_that_disappears(sushy, tls, tmp_path):
         col = RedfishCollector(RedfishOptions(targets=[{"name": "b", "url": srv.url, "ca_file": str(tls[0])}]),
                                Context("redfish", timeout=20.0))
         before = run([], collector=col)
-        assert series(before, "redfish_power", component="Bay1")
+        assert series(before, "bmc_power", component="Bay1")
         shutil.rmtree(folder / "Chassis/1U/PowerSubsystem/PowerSupplies/Bay1/Metrics")  # a supply pulled
         during = run([], collector=col)
         t = one(during, "redfish_target", target="b")
         assert t["up"] is True and t["missing_resources"] == 1 and "Bay1/Metrics" in t["error"]
-        assert series(during, "redfish_power", component="chassis")  # the rest of the poll is kept
-        assert not series(during, "redfish_power", component="Bay1")
+        assert series(during, "bmc_power", component="chassis")  # the rest of the poll is kept
+        assert not series(during, "bmc_power", component="Bay1")
         after = run([], collector=col)  # walked again: the plan no longer has it
         t = one(after, "redfish_target", target="b")
         assert t["missing_resources"] == 0 and "error" not in t
@@ -303,15 +303,15 @@ def test_a_reset_energy_counter_that_stays_down_is_kept_monotonic(tls, tmp_path)
     try:
         col = RedfishCollector(RedfishOptions(targets=[{"name": "b", "url": srv.url, "ca_file": str(tls[0])}]),
                                Context("redfish", state_dir=tmp_path, timeout=20.0))
-        before = one(run([], collector=col), "redfish_power", component="Bay1", scope="psu_input")
+        before = one(run([], collector=col), "bmc_power", component="Bay1", scope="psu_input")
         m = json.loads(metrics.read_text())
         m["EnergykWh"]["Reading"] = 2  # someone ran PowerSupplyMetrics.ResetMetrics
         metrics.write_text(json.dumps(m))
-        held = one(run([], collector=col), "redfish_power", component="Bay1", scope="psu_input")
+        held = one(run([], collector=col), "bmc_power", component="Bay1", scope="psu_input")
         assert "energy_joules_total" not in held  # one reading near zero is not a reset yet
         m["EnergykWh"]["Reading"] = 3  # and it stays there: a reset
         metrics.write_text(json.dumps(m))
-        after = one(run([], collector=col), "redfish_power", component="Bay1", scope="psu_input")
+        after = one(run([], collector=col), "bmc_power", component="Bay1", scope="psu_input")
         assert after["energy_joules_total"] == before["energy_joules_total"] + 3 * 3.6e6
         col.close()
         assert (tmp_path / "redfish-counters.json").exists()  # offsets survive a restart
@@ -326,7 +326,7 @@ def test_probe_json(sushy, tls, capsys):
     assert main(["redfish", "probe", srv.url, "--ca-file", str(tls[0]), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     r = next(r for r in out["readings"] if r["field"] == "power_watts" and r["tags"]["component"] == "chassis")
-    assert r == {"measurement": "redfish_power", "tags": r["tags"], "field": "power_watts", "value": 374,
+    assert r == {"measurement": "bmc_power", "tags": r["tags"], "field": "power_watts", "value": 374,
                  "unit": "watts", "source": "/redfish/v1/Chassis/1U/EnvironmentMetrics"}
     assert r["tags"]["source"] == "redfish" and r["tags"]["scope"] == "chassis"
     assert main(["redfish", "probe", srv.url]) == 1  # no CA given: verification fails, said plainly
@@ -357,7 +357,7 @@ def test_a_power_shelf_under_power_equipment_gives_its_power_and_energy(sushy, t
     samples = run([{"name": "shelf", "url": srv.url, "ca_file": str(tls[0]), "rack": "r42"}])
     declared(samples)
     m = doc("power-shelf", "PowerEquipment/PowerShelves/1/Metrics")
-    shelf = one(samples, "redfish_power", chassis="PowerShelf", scope="rack")
+    shelf = one(samples, "bmc_power", chassis="PowerShelf", scope="rack")
     assert shelf["power_watts"] == m["PowerWatts"]["Reading"]
     assert shelf["energy_joules_total"] == m["EnergykWh"]["Reading"] * 3.6e6
     assert "PowerEquipment PowerShelves" in one(samples, "redfish_target", target="shelf")["model"]
@@ -384,7 +384,7 @@ def test_a_session_refused_after_a_reboot_logs_in_again_on_the_next_poll(tls, tm
         time.sleep(1.1)  # what the BMC asked for
         back = run([], collector=col)
         assert one(back, "redfish_target", target="bmc")["up"] is True and state.logins == 2
-        assert series(back, "redfish_power", target="bmc")  # without waiting for the hourly rediscovery
+        assert series(back, "bmc_power", target="bmc")  # without waiting for the hourly rediscovery
         col.close()
         assert state.logouts == 1
     finally:
@@ -402,10 +402,10 @@ def test_a_403_on_one_resource_leaves_that_resource_out_and_keeps_the_session(tl
         samples = run([], collector=col)
         t = one(samples, "redfish_target", target="bmc")
         assert t["up"] is True and t["skipped_resources"] >= 1
-        assert not series(samples, "redfish_power", component="chassis") and series(samples, "redfish_power")
+        assert not series(samples, "bmc_power", component="chassis") and series(samples, "bmc_power")
         state.forbid = set()
         samples = run([], collector=col)
-        assert series(samples, "redfish_power", component="chassis") and state.logins == 1
+        assert series(samples, "bmc_power", component="chassis") and state.logins == 1
         col.close()
     finally:
         srv.shutdown()
@@ -431,7 +431,7 @@ def test_a_dripping_answer_is_cut_at_the_deadline_and_a_huge_or_deep_one_refused
         samples = run([], collector=col)
         t = one(samples, "redfish_target", target="bmc")
         assert t["up"] is True and t["skipped_resources"] >= 2  # each refused whole, the others read
-        assert series(samples, "redfish_power", scope="psu_input")
+        assert series(samples, "bmc_power", scope="psu_input")
         col.close()
     finally:
         srv.shutdown()

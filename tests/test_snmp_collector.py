@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from agent.bus import SampleBus
 from agent.collector import Context
 from agent.model import Accumulator
+from collectors.facility import FacilityCollector, FacilityOptions
 from collectors.snmp import SnmpCollector, SnmpOptions
 
 from .services import free_port_udp
@@ -66,7 +68,12 @@ def test_devices_polled_with_auto_profiles_and_a_dead_one_does_not_hurt(snmpsim)
                               "readings": 0, "error": status["dead"]["error"]}
     assert "no response from" in status["dead"]["error"]
     assert status["wrongcomm"]["up"] is False
-    (fac,) = [s for s in samples if s.measurement == "facility"]
+    # the facility collector, run after it on the same bus, sums the devices by role
+    bus = SampleBus()
+    bus.observe(samples, 10.0)
+    acc = Accumulator(1, {"host": "poller1"})
+    FacilityCollector(FacilityOptions(), Context("facility", bus=bus)).collect(acc)
+    (fac,) = acc.close()
     assert fac.fields["it_power_watts"] == 270.0  # the rack PDU (role it); the UPS is facility_total
     assert fac.fields["it_energy_joules_total"] == 19677 * 360000.0
     # the dead devices cost their own timeout, concurrently: the healthy ones did not wait for them
@@ -144,9 +151,9 @@ def test_large_outlet_table(snmpsim):
 
 def test_lean_v2c_path_equals_pysnmp_on_every_recording(snmpsim):
     """The hand-written v2c codec returns exactly what pysnmp returns, for every profile's OIDs."""
+    from collectors.common.profile.plan import required_oids
     from collectors.snmp.client import Credentials, SnmpClient
-    from collectors.snmp.plan import required_oids
-    from collectors.snmp.profile import load_profiles
+    from collectors.snmp.match import load_profiles
 
     profiles = load_profiles()
 

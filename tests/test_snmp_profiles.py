@@ -6,9 +6,10 @@ import random
 
 import pytest
 
-from collectors.snmp.evaluate import evaluate
-from collectors.snmp.plan import required_oids
-from collectors.snmp.profile import FieldSpec, field_catalogue, load_profiles, match_profile
+from collectors.common.profile import FieldSpec, field_catalogue
+from collectors.common.profile.evaluate import evaluate
+from collectors.common.profile.plan import required_oids
+from collectors.snmp.match import load_profiles, match_profile
 
 from .conftest import FIXTURES
 from .snmprec import load
@@ -90,7 +91,7 @@ def test_entity_sensor_scale_and_precision():
 @pytest.mark.parametrize("raw,scale,precision,status,want", [
     (2345, 9, 1, 1, 234.5), (12, 10, 0, 1, 12000.0), (1500, 8, 0, 1, 1.5), (99, 9, 0, 2, None), (7, 9, -2, 1, 7.0)])
 def test_entity_sensor_math(raw, scale, precision, status, want):
-    from collectors.snmp.convert import convert
+    from collectors.common.profile.convert import convert
     assert convert(FieldSpec(field="x", entity_sensor=True), raw, ent=(scale, precision, status)) == want
 
 
@@ -409,7 +410,7 @@ def test_vertiv_energy_wrap_stays_monotonic(tmp_path):
 
 
 def test_candidates_best_first_and_standard_mibs_last():
-    from collectors.snmp.profile import candidates
+    from collectors.snmp.match import candidates
 
     names = [p.name for p in candidates(PROFILES, "1.3.6.1.4.1.318.1.3.4.6", "APC Web/SNMP Management Card")]
     assert names[0] == "apc-rpdu2" and names[-2:] == ["entity-sensor", "ups-mib"] or names[-2:] == [
@@ -472,7 +473,7 @@ def test_devices_known_by_what_they_answer_not_their_sysobjectid():
     import asyncio
 
     from collectors.snmp import detect_profile
-    from collectors.snmp.profile import candidates
+    from collectors.snmp.match import candidates
 
     for fixture, name in (("chatsworth-pdu", "chatsworth-pdu"), ("dantherm-freecooling", "dantherm-freecooling")):
         data = load(FIXTURES / "snmp" / f"{fixture}.snmprec")
@@ -507,7 +508,7 @@ def test_rows_not_fitted_and_absent_probes_are_left_out():
     (["1"], 2, ""), (["1", "x"], 2, ""),
 ])
 def test_string_in_a_row_index(parts, pos, want):
-    from collectors.snmp.evaluate import index_text
+    from collectors.common.profile.evaluate import index_text
 
     assert index_text(parts, pos) == want
 
@@ -518,7 +519,7 @@ def test_a_geist_v3_monitor_is_not_read_as_an_empty_vertiv_pdu():
     import asyncio
 
     from collectors.snmp import detect_profile
-    from collectors.snmp.profile import candidates
+    from collectors.snmp.match import candidates
 
     data = load(FIXTURES / "snmp" / "vertiv-pdu.snmprec")
     found = candidates(PROFILES, str(data["1.3.6.1.2.1.1.2.0"]), str(data.get("1.3.6.1.2.1.1.1.0", "")))

@@ -154,17 +154,18 @@ def power_cooling() -> Dashboard:
             '"rack"', legend="$tag_site $tag_rack")], unit="none", thresholds=[(None, "green"), (1, "orange")],
               description="their rest of node is left out of their tokens per joule (tag partial=true)"),
         Panel("Leak detectors", "state-timeline", [Query(
-            f'SELECT last("leak_detected") FROM "redfish_leak" {F} {T}, "target", "chassis", "detector" '
+            f'SELECT last("leak_detected") FROM "leak" {F} {T}, "target", "chassis", "detector" '
             'fill(previous)', legend="$tag_target $tag_chassis $tag_detector")], unit="bool", w=24,
               thresholds=[(None, "green"), (1, "red")]),
         Panel("Coolant flow", "timeseries", [Query(
-            f'SELECT mean("flow_litres_per_minute") FROM "redfish_coolant" {F} {T}, "target", "connector" '
+            f'SELECT mean("coolant_flow_litres_per_minute") FROM "cooling" {F} {T}, "target", "connector" '
             'fill(none)', legend="$tag_target $tag_connector")], unit="flowlpm",
               description="per coolant connector of each CDU (Redfish ThermalEquipment)"),
         Panel("Coolant supply and return", "timeseries", [
-            Query(f'SELECT mean("{f}") FROM "redfish_coolant" {F} {T}, "target", "connector" fill(none)',
+            Query(f'SELECT mean("{f}") FROM "cooling" {F} {T}, "target", "connector" fill(none)',
                   legend=f"{name} $tag_target $tag_connector")
-            for f, name in (("supply_temperature_celsius", "supply"), ("return_temperature_celsius", "return"))],
+            for f, name in (("coolant_supply_temperature_celsius", "supply"),
+                            ("coolant_return_temperature_celsius", "return"))],
               unit="celsius"),
     ], _vars()[:3])
 
@@ -247,13 +248,15 @@ def node_energy() -> Dashboard:
               unit="percent", thresholds=[(None, "red"), (0, "orange"), (5, "green"), (45, "orange")],
               description="below 0: the components measure more than the meter, one of them is wrong"),
         Panel("Meters of one node against each other", "timeseries", [
-            Query(f'SELECT sum("p") FROM (SELECT mean("power_watts") AS p FROM "redfish_power" {FH} '
-                  f'AND "scope" = \'psu_input\' AND "chassis_role" = \'node\' {T}, "host", "target", "component") '
+            Query(f'SELECT sum("p") FROM (SELECT mean("power_watts") AS p FROM "bmc_power" {FH} '
+                  f'AND "source" = \'redfish\' AND "scope" = \'psu_input\' AND "chassis_role" = \'node\' '
+                  f'{T}, "host", "target", "component") '
                   f'WHERE $timeFilter {T}, "host", "target" fill(none)', legend="BMC PSU input $tag_host"),
-            Query(f'SELECT mean("power_watts") FROM "redfish_power" {FH} AND "scope" = \'chassis\' '
-                  f'AND "chassis_role" = \'node\' AND "component" = \'chassis\' {T}, "host", "target" fill(none)',
+            Query(f'SELECT mean("power_watts") FROM "bmc_power" {FH} AND "source" = \'redfish\' '
+                  f'AND "scope" = \'chassis\' AND "chassis_role" = \'node\' AND "component" = \'chassis\' '
+                  f'{T}, "host", "target" fill(none)',
                   legend="BMC chassis $tag_host"),
-            Query(f'SELECT mean("power_watts") FROM "ipmi_power" {FH} AND "source" = \'dcmi\' {T}, "host", '
+            Query(f'SELECT mean("power_watts") FROM "bmc_power" {FH} AND "source" = \'dcmi\' {T}, "host", '
                   '"target" fill(none)', legend="DCMI $tag_host"),
             Query(node.format(f="components_watts"), legend="GPUs + CPUs $tag_host")], unit="watt", w=24,
               description="each source says its scope: PSU input is the wall, chassis is the BMC's own figure, "

@@ -105,6 +105,10 @@ METRICS = (
 )
 
 
+# bmc_power's `source` -> the BMC interface it was read through (the node meter's name says which)
+BMC_TRANSPORT = {"redfish": "redfish", "dcmi": "ipmi", "ipmi_sdr": "ipmi"}
+
+
 class NodeEnergySource(Strict):
     """Energy counters of the series that meter this node, summed (two PSUs on two outlets, say)."""
 
@@ -198,7 +202,8 @@ class EfficiencyCollector(Collector):
     kind = "efficiency"
     Options = EfficiencyOptions
     METRICS = METRICS
-    consumes = ("gpu", "host", "inference", "snmp", "redfish", "ipmi")  # counters and power from the bus
+    # counters and power from the bus: GPUs, RAPL, tokens, the node's BMC, PDU outlets and racks, the facility
+    consumes = ("gpu", "host_energy", "inference", "bmc_power", "pdu", "facility")
 
     def __init__(self, options: EfficiencyOptions, ctx) -> None:
         super().__init__(options, ctx)
@@ -214,6 +219,8 @@ class EfficiencyCollector(Collector):
         self._meter_note: tuple = ()  # the meters passed over, as last logged
         self.meter_changes = 0
         self._fleet_t1: int | None = None  # the end of the last fleet window computed
+        if options.node_energy is not None and options.node_energy.measurement not in self.consumes:
+            self.consumes = (*self.consumes, options.node_energy.measurement)
 
     # --- what the bus holds ------------------------------------------------------------------------------
 
@@ -256,48 +263,47 @@ class EfficiencyCollector(Collector):
         Each reading is a part with two alternatives: the BMC's energy counter, then its power integrated. Only
         the chassis the BMC's topology names as the node's (chassis_role node) counts; a poller's BMC of another
         node (tag node) does not."""
-        parts: dict[tuple, dict[tuple, list[tuple]]] = {}  # (meter, measurement) -> component -> alternatives
+        parts: dict[tuple, dict[tuple, list[tuple]]] = {}  # (meter, transport) -> component -> alternatives
         chassis_ids: dict[str, set] = {}
-        for measurement in ("redfish_power", "ipmi_power"):
-            for s in bus.latest(measurement):
-                scope = s.tags.get("scope")
-                if scope not in ("psu_input", "chassis") or s.tags.get("chassis_role", "node") != "node":
-                    continue
-                if s.tags.get("node") and s.tags.get("node") != s.tags.get("host"):
-                    continue
-                base = ("bmc", measurement, s.tags.get("target", ""), s.tags.get("chassis", ""),
-                        s.tags.get("component", ""), scope)
-                alts = []
-                if "energy_joules_total" in s.fields:
-                    self.ledger.counter((*base, "counter"), s.ts, s.fields["energy_joules_total"])
-                    alts.append((*base, "counter"))
-                if "power_watts" in s.fields:
-                    self.ledger.power((*base, "power"), s.ts, s.fields["power_watts"])
-                    alts.append((*base, "power"))
-                if alts:
-                    parts.setdefault((scope, measurement), {})[base] = alts
-                    chassis_ids.setdefault(measurement, set()).add((base[2], base[3]))
+        for s in bus.latest("bmc_power"):
+            scope = s.tags.get("scope")
+            if scope not in ("psu_input", "chassis") or s.tags.get("chassis_role", "node") != "node":
+                continue
+            if s.tags.get("node") and s.tags.get("node") != s.tags.get("host"):
+                continue
+            transport = BMC_TRANSPORT.get(s.tags.get("source", ""), "ipmi")
+            base = ("bmc", transport, s.tags.get("target", ""), s.tags.get("chassis", ""),
+                    s.tags.get("component", ""), scope)
+            alts = []
+            if "energy_joules_total" in s.fields:
+                self.ledger.counter((*base, "counter"), s.ts, s.fields["energy_joules_total"])
+                alts.append((*base, "counter"))
+            if "power_watts" in s.fields:
+                self.ledger.power((*base, "power"), s.ts, s.fields["power_watts"])
+                alts.append((*base, "power"))
+            if alts:
+                parts.setdefault((scope, transport), {})[base] = alts
+                chassis_ids.setdefault(transport, set()).add((base[2], base[3]))
         self.bmc = {}
         for name in ("psu_input", "chassis"):
-            for measurement in ("redfish_power", "ipmi_power"):  # redfish first; never both for one meter
-                found = parts.get((name, measurement))
+            for transport in ("redfish", "ipmi"):  # redfish first; never both for one meter
+                found = parts.get((name, transport))
                 if not found:
                     continue
-                if len(chassis_ids[measurement]) > 1:
-                    told = (name, measurement, tuple(sorted(chassis_ids[measurement])))
+                if len(chassis_ids[transport]) > 1:
+                    told = (name, transport, tuple(sorted(chassis_ids[transport])))
                     if told not in self._told:
                         self._told.add(told)
                         log.warning("efficiency: %d node chassis on this node's BMCs (%s): not summed; name the "
-                                    "node's chassis in the redfish target's `chassis`", len(chassis_ids[measurement]),
-                                    ", ".join("/".join(c) for c in sorted(chassis_ids[measurement])))
+                                    "node's chassis in the redfish target's `chassis`", len(chassis_ids[transport]),
+                                    ", ".join("/".join(c) for c in sorted(chassis_ids[transport])))
                     continue
-                source = "redfish" if measurement == "redfish_power" else "ipmi"
                 if name == "psu_input":
-                    meter = Meter(name, source, [found[b] for b in sorted(found)])
+                    meter = Meter(name, transport, [found[b] for b in sorted(found)])
                 else:
                     # one chassis reading: the chassis-wide one first (EnvironmentMetrics, DCMI), counter first
                     order = sorted(found, key=lambda b: (b[4] not in ("chassis", "dcmi"), b[4]))
-                    meter = Meter(name, source, [[k for b in order for k in found[b]]])
+                    meter = Meter(name, transport, [[k for b in order for k in found[b]]])
                 self.bmc[name] = meter
                 break
 

@@ -192,7 +192,7 @@ class InferenceCollector(Collector):
     kind = "inference"
     Options = InferenceOptions
     METRICS = METRICS
-    consumes = ("gpu",)  # gpu_process: which GPUs a server's processes use (its `gpus` tag)
+    consumes = ("gpu_process",)  # gpu_process: which GPUs a server's processes use (its `gpus` tag)
 
     def __init__(self, options: InferenceOptions, ctx) -> None:
         super().__init__(options, ctx)

@@ -17,6 +17,7 @@ from agent.collector import Collector, NotPresent
 from agent.config import CollectorOptions, Host, PositiveDuration, SecretFile, Strict
 from agent.model import Accumulator, Kind, Metric
 from agent.secrets import read_secret
+from collectors.common.families import family_metrics
 
 from .mapping import map_dcmi, map_sdr
 from .reader import DcmiPower, IpmiError, IpmiReader, SdrReading
@@ -24,23 +25,13 @@ from .reader import DcmiPower, IpmiError, IpmiReader, SdrReading
 log = logging.getLogger(__name__)
 
 TARGET_TAGS = ("host", "target", "node", "site", "room", "row", "rack")
-POWER_TAGS = TARGET_TAGS + ("source", "scope", "component")
 SENSOR_TAGS = TARGET_TAGS + ("sensor", "sensor_type")
 
 
 def _metrics() -> tuple[Metric, ...]:
     g = Kind.GAUGE
-    p = POWER_TAGS
     return (
-        Metric("ipmi_power", "power_watts", g, "watts", "power: DCMI's current reading (source dcmi, scope "
-               "chassis), or an SDR sensor in watts (source ipmi_sdr, scope from its name)", p),
-        Metric("ipmi_power", "power_average_watts", g, "watts", "DCMI average over power_window_seconds (the BMC's "
-               "rolling statistics period)", p),
-        Metric("ipmi_power", "power_min_watts", g, "watts", "DCMI minimum over the statistics period", p),
-        Metric("ipmi_power", "power_max_watts", g, "watts", "DCMI maximum over the statistics period", p),
-        Metric("ipmi_power", "power_window_seconds", g, "seconds", "DCMI statistics reporting period", p),
-        Metric("ipmi_power", "measuring", g, "bool", "DCMI power measurement active (false: the figures are not "
-               "measured and are left out)", p),
+        *family_metrics("bmc_power"),
         Metric("ipmi_sensor", "temperature_celsius", g, "celsius", "SDR temperature sensor", SENSOR_TAGS),
         Metric("ipmi_sensor", "fan_speed_rpm", g, "rpm", "SDR fan sensor", SENSOR_TAGS),
         Metric("ipmi_sensor", "voltage_volts", g, "volts", "SDR voltage sensor", SENSOR_TAGS),

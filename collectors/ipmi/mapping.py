@@ -32,7 +32,7 @@ def map_dcmi(p: DcmiPower, acc: Accumulator, tags: dict[str, str]) -> None:
     if p.active:  # an inactive reading is zeros, not a measurement
         fields.update(power_watts=p.current_watts, power_min_watts=p.min_watts, power_max_watts=p.max_watts,
                       power_average_watts=p.average_watts, power_window_seconds=p.period_seconds)
-    acc.add("ipmi_power", fields, {**tags, "source": "dcmi", "scope": "chassis", "component": "dcmi"})
+    acc.add("bmc_power", fields, {**tags, "source": "dcmi", "scope": "chassis", "component": "dcmi"})
 
 
 def map_sdr(readings: list[SdrReading], acc: Accumulator, tags: dict[str, str]) -> int:
@@ -43,7 +43,7 @@ def map_sdr(readings: list[SdrReading], acc: Accumulator, tags: dict[str, str]) 
         if r.value is None:
             continue  # "reading unavailable" (a PSU slot empty, a sensor not scanning): absent, not zero
         if r.units == "W":
-            acc.add("ipmi_power", {"power_watts": r.value},
+            acc.add("bmc_power", {"power_watts": r.value},
                     {**tags, "source": "ipmi_sdr", "scope": power_scope(r.name), "component": r.name})
         elif r.units in units:
             acc.add("ipmi_sensor", {units[r.units]: r.value, "healthy": r.health == 0},

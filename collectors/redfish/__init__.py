@@ -22,6 +22,7 @@ from agent.config import CollectorOptions, HttpUrl, PositiveDuration, SecretFile
 from agent.model import Accumulator, Kind, Metric
 from agent.secrets import read_secret
 from collectors.common.energy import LIMIT_HEADROOM, EnergyCounters
+from collectors.common.families import family_metrics
 
 from .client import MAX_ANSWER, Auth, RedfishClient, RedfishError
 from .discover import Plan, PollResult, Remembering, discover, poll
@@ -34,22 +35,13 @@ TARGET_TAGS = ("host", "target", "node", "site", "room", "row", "rack")
 # PowerSubsystem's CapacityWatts): above any rack, far below a garbage 1e308.
 DEVICE_LIMIT_WATTS = 1e6
 CHASSIS_TAGS = TARGET_TAGS + ("chassis", "chassis_role")
-POWER_TAGS = CHASSIS_TAGS + ("source", "scope", "component")
 
 
 def _metrics() -> tuple[Metric, ...]:
-    p, s = POWER_TAGS, CHASSIS_TAGS + ("sensor",)
-    g, c = Kind.GAUGE, Kind.COUNTER
+    s = CHASSIS_TAGS + ("sensor",)
+    g = Kind.GAUGE
     return (
-        Metric("redfish_power", "power_watts", g, "watts", "power the resource reports (scope: chassis, psu_input, "
-               "psu_output, gpu, gpu_module, gpu_baseboard, cpu_package, dram, outlet, rack)", p),
-        Metric("redfish_power", "energy_joules_total", c, "joules", "energy counter (EnergyJoules, or EnergykWh "
-               "x 3.6e6: 3.6 MJ steps), kept monotonic across resets", p),
-        Metric("redfish_power", "power_average_watts", g, "watts", "legacy PowerMetrics average over "
-               "power_window_seconds (the BMC's rolling window)", p),
-        Metric("redfish_power", "power_min_watts", g, "watts", "legacy PowerMetrics minimum over the window", p),
-        Metric("redfish_power", "power_max_watts", g, "watts", "legacy PowerMetrics maximum over the window", p),
-        Metric("redfish_power", "power_window_seconds", g, "seconds", "the window of the legacy PowerMetrics", p),
+        *family_metrics("bmc_power", "cooling", "leak"),
         Metric("redfish_sensor", "temperature_celsius", g, "celsius", "temperature", s),
         Metric("redfish_sensor", "fan_speed_percent", g, "percent", "fan or pump speed, percent of its maximum", s),
         Metric("redfish_sensor", "fan_speed_rpm", g, "rpm", "fan speed", s),
@@ -61,19 +53,6 @@ def _metrics() -> tuple[Metric, ...]:
         Metric("redfish_sensor", "current_amperes", g, "amperes", "current", s),
         Metric("redfish_sensor", "frequency_hertz", g, "hertz", "AC frequency", s),
         Metric("redfish_sensor", "pump_speed_percent", g, "percent", "coolant pump speed, percent of its maximum", s),
-        *(Metric("redfish_coolant", f, g, unit, d, CHASSIS_TAGS + ("connector",)) for f, unit, d in (
-            ("flow_litres_per_minute", "litres_per_minute", "coolant flow through the connector"),
-            ("supply_temperature_celsius", "celsius", "coolant supply temperature"),
-            ("return_temperature_celsius", "celsius", "coolant return temperature"),
-            ("delta_temperature_celsius", "celsius", "return - supply temperature"),
-            ("supply_pressure_kilopascals", "kilopascals", "coolant supply pressure"),
-            ("return_pressure_kilopascals", "kilopascals", "coolant return pressure"),
-            ("delta_pressure_kilopascals", "kilopascals", "supply - return pressure"),
-            ("heat_removed_watts", "watts", "heat the loop removes (HeatRemovedkW x 1000)"))),
-        Metric("redfish_leak", "leak_detected", g, "bool", "the leak detector's state is not OK",
-               CHASSIS_TAGS + ("detector", "detector_type")),
-        Metric("redfish_leak", "state", Kind.INFO, "info", "the detector's state (OK, Warning, Critical)",
-               CHASSIS_TAGS + ("detector", "detector_type")),
         Metric("redfish_target", "up", g, "bool", "the service answered this poll", TARGET_TAGS),
         Metric("redfish_target", "poll_duration_seconds", g, "seconds", "wall time of the poll", TARGET_TAGS),
         Metric("redfish_target", "requests", g, "requests", "HTTP requests of the poll", TARGET_TAGS),
@@ -261,7 +240,7 @@ class RedfishCollector(Collector):
                 if u.value is None:
                     continue
                 value = u.value
-            elif r.measurement == "redfish_power" and r.field.startswith("power_") and r.field.endswith("_watts"):
+            elif r.measurement == "bmc_power" and r.field.startswith("power_") and r.field.endswith("_watts"):
                 if value < 0 or value > limit * LIMIT_HEADROOM:
                     refused.append((f"{what} {r.field}", f"{value!r}: outside 0..{limit:g} W x {LIMIT_HEADROOM:g}"))
                     continue

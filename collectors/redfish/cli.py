@@ -109,7 +109,7 @@ def node_meter(readings) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for r in readings:
         scope = r.tags.get("scope")
-        if r.measurement != "redfish_power" or r.tags.get("chassis_role") != "node" or scope not in (
+        if r.measurement != "bmc_power" or r.tags.get("chassis_role") != "node" or scope not in (
                 "psu_input", "chassis") or r.field not in ("power_watts", "energy_joules_total"):
             continue
         out.setdefault(scope, []).append({"chassis": r.tags.get("chassis"), "component": r.tags.get("component"),

@@ -251,7 +251,7 @@ def discover(client: RedfishClient, models: Models, deadline: float, chassis_fil
             if res.limit_watts is None and res.kind != "psu_metrics":
                 res.limit_watts = limit
         readings = [r for res, doc in polled for r in map_resource(models, res, doc)]
-        has_power = any(r.measurement == "redfish_power" for r in readings)
+        has_power = any(r.measurement == "bmc_power" for r in readings)
         if not has_power and (legacy := _link(cdoc, "Power")):
             if (doc := _optional(client.get, legacy, deadline)) is not None:
                 polled.append((Resource("legacy_power", legacy, ch), doc))

@@ -175,9 +175,9 @@ def _scope(models: Models, chassis: Chassis, rule_scope: str | None) -> str:
 
 def _tags(models: Models, chassis: Chassis, measurement: str, scope: str | None, component: str) -> dict:
     t = chassis.tags()
-    if measurement == "redfish_power":
+    if measurement == "bmc_power":
         t.update(source=SOURCE, scope=_scope(models, chassis, scope), component=component)
-    elif measurement == "redfish_coolant":
+    elif measurement == "cooling":
         t["connector"] = component
     else:
         t["sensor"] = component
@@ -224,7 +224,7 @@ def map_resource(models: Models, res: Resource, doc: dict, skipped: list[str] | 
                 continue
             who = rule.get("sensor")
             component = own if who in (None, "self", "psu") else who
-            if m == "redfish_power" and rule.get("scope") == "chassis":
+            if m == "bmc_power" and rule.get("scope") == "chassis":
                 component = "chassis"
             tags = _tags(models, res.chassis, m, rule.get("scope"), component)
             parent = rule["path"].rsplit(".", 1)[0]
@@ -284,7 +284,7 @@ def map_sensor(models: Models, chassis: Chassis, doc: dict) -> list[Reading]:
     name = str(doc.get("Id") or doc.get("Name") or doc.get("@odata.id", "?").rsplit("/", 1)[-1])
     m = kind["measurement"]
     scope = None
-    if m == "redfish_power":
+    if m == "bmc_power":
         scope = sensor_scope(models, doc)
         if scope in PSU_SCOPES:
             name = psu_of(doc, name)
@@ -325,8 +325,8 @@ def map_leak(res: Resource, doc: dict) -> list[Reading]:
         return []
     tags = {**res.chassis.tags(), "detector": str(doc.get("Id") or res.name),
             "detector_type": str(doc.get("LeakDetectorType") or "unknown")}
-    return [Reading("redfish_leak", tags, "leak_detected", state != "OK", res.uri),
-            Reading("redfish_leak", tags, "state", state, res.uri)]
+    return [Reading("leak", tags, "leak_detected", state != "OK", res.uri),
+            Reading("leak", tags, "state", state, res.uri)]
 
 
 def data_sources(doc) -> set[str]:

@@ -19,27 +19,22 @@ from agent.config import CollectorOptions, Host, PositiveDuration, SecretFile, S
 from agent.model import Accumulator, Kind, Metric
 from agent.secrets import read_secret
 from collectors.common.energy import EnergyCounters
+from collectors.common.families import FACILITY_FAMILIES, family_metrics
+from collectors.common.profile import Profile, norm_oid
+from collectors.common.profile.evaluate import evaluate
+from collectors.common.profile.plan import plan_of
+from collectors.common.profile.samples import DeviceCounters, rows
 
 from .client import SYS_DESCR, SYS_OBJECT_ID, Credentials, DeviceError
-from .evaluate import evaluate
-from .facility import Facility, device_totals
-from .plan import plan_of
-from .profile import Profile, candidates, field_catalogue, load_profiles, norm_oid
+from .match import candidates, load_profiles
 
 log = logging.getLogger(__name__)
-# An energy counter moving faster than this is garbage (1e308, a wrong scale): above any campus's draw.
-FACILITY_LIMIT_WATTS = 1e9
 
 DEVICE_TAGS = ("host", "device", "role", "site", "room", "row", "rack", "vendor", "profile")
-ROW_TAGS = ("source", "scope", "pdu", "phase", "bank", "outlet", "outlet_name", "inlet", "inlet_name", "line", "sensor",
-            "unit", "pue_kind")
-
-POWER_MEASUREMENTS = ("pdu", "ups", "cooling")  # their power and energy readings carry source=snmp_<measurement>
 
 
 def _metrics() -> tuple[Metric, ...]:
-    out = [Metric(m, f, Kind(d.kind), d.unit, d.description, DEVICE_TAGS + ROW_TAGS)
-           for (m, f), d in field_catalogue().items()]
+    out = list(family_metrics(*FACILITY_FAMILIES))  # any facility family a profile fills
     out += [
         Metric("snmp_device", "up", Kind.GAUGE, "bool", "the device answered this poll", DEVICE_TAGS),
         Metric("snmp_device", "poll_duration_seconds", Kind.GAUGE, "seconds", "wall time of the poll", DEVICE_TAGS),
@@ -119,7 +114,15 @@ class DeviceOptions(Strict):
 class SnmpOptions(CollectorOptions):
     devices: list[DeviceOptions] = Field(default_factory=list)
     max_in_flight: int = Field(32, ge=1, description="devices polled at the same time")
-    pue_window: PositiveDuration = Field(900.0, description="window of the energy-based PUE")
+    pue_window: PositiveDuration | None = Field(
+        None, description="deprecated, read by nobody: PUE is the facility collector's (collectors.facility."
+                          "pue_window); accepted for one release so that existing configurations still load")
+
+    @model_validator(mode="after")
+    def _moved(self):
+        if self.pue_window is not None:
+            log.warning("collectors.snmp.pue_window is deprecated and ignored: set collectors.facility.pue_window")
+        return self
 
     def unique_keys(self) -> list[tuple[tuple, str, str]]:
         return [(("devices", i, "name"), t.name, "its counters and series") for i, t in enumerate(self.devices)]
@@ -221,9 +224,8 @@ class SnmpCollector(Collector):
         self.profiles = load_profiles()
         self.devices = [Device(d, d.credentials(f"collectors.snmp.devices[{d.name}]")) for d in options.devices]
         self.client = None
-        self.counters = EnergyCounters(ctx.state_dir / "snmp-counters.json" if ctx.state_dir else None)
-        self.facility = Facility(options.pue_window)
-        self.counter_fields = {k for k, d in field_catalogue().items() if d.kind == "counter"}
+        self.counters = DeviceCounters(
+            EnergyCounters(ctx.state_dir / "snmp-counters.json" if ctx.state_dir else None), "snmp")
 
     async def collect(self, acc: Accumulator) -> None:
         if not self.devices:
@@ -233,37 +235,13 @@ class SnmpCollector(Collector):
 
             self.client = SnmpClient()
             self.slots = asyncio.Semaphore(self.options.max_in_flight)
-        # Every device finishes (answer, error or its own deadline) before the run's deadline, so the
-        # facility totals are always computed from the devices that did answer.
+        # Every device finishes (answer, error or its own deadline) before the run's deadline, so the samples
+        # of the devices that did answer always leave (the facility collector sums them).
         end = time.monotonic() + (self.ctx.timeout or 1e9) * 0.9
-        results = await asyncio.gather(*(self._one(d, acc, end) for d in self.devices))
-        totals = {d.opts.name: device_totals(d.opts.role, readings)
-                  for d, readings in zip(self.devices, results) if readings}
+        await asyncio.gather(*(self._one(d, acc, end) for d in self.devices))
         self.counters.save()  # before the samples leave: an emitted value is never ahead of the saved state
-        facility = self.facility.compute(acc.ts, totals)
-        if facility is not None:
-            fields, tags = facility
-            acc.add("facility", fields, {**tags, "source": "meter", "scope": "facility"})
 
-    def _monotonic(self, dev: Device, r) -> None:
-        """Resettable and wrapping counters (kWh that an operator can zero) stay monotonic."""
-        if (r.measurement, r.field) not in self.counter_fields:
-            return
-        # Keyed by device and row, not by the device's placement tags, which an operator may edit.
-        placement = dev.opts.tags().keys() | {"profile"}
-        key = f"{dev.opts.name}|{r.measurement}|{r.field}|" + ",".join(
-            f"{k}={v}" for k, v in sorted(r.tags.items()) if k not in placement)
-        energy = r.field.endswith("joules_total")
-        u = self.counters.reading(key, r.value, time.time(), wrap_at=r.wrap_at,
-                                  max_watts=FACILITY_LIMIT_WATTS if energy else None)
-        r.value = u.value  # None while a drop is confirmed or a reading is refused: left out of the sample
-        if u.event in ("wrap", "reset"):
-            log.warning("snmp device %s: %s %s counter %s; kept monotonic", dev.opts.name, r.measurement, r.field,
-                        "wrapped" if u.event == "wrap" else "was reset")
-        elif u.event == "refused":
-            log.warning("snmp device %s: %s %s reading refused: %s", dev.opts.name, r.measurement, r.field, u.reason)
-
-    async def _one(self, dev: Device, acc: Accumulator, end: float) -> list:
+    async def _one(self, dev: Device, acc: Accumulator, end: float) -> None:
         tags = dev.opts.tags()
         t0 = time.perf_counter()
         try:
@@ -279,18 +257,11 @@ class SnmpCollector(Collector):
                 except TimeoutError:
                     raise TimeoutError(f"no complete answer within {deadline:.3g} s") from None
             readings = evaluate(profile, data, {**tags, "profile": profile.name})
-            rows: dict[tuple, tuple[str, dict, dict]] = {}  # one sample per row: a row's readings share tags
+            placement = tags.keys() | {"profile"}
+            now = time.time()
             for r in readings:
-                self._monotonic(dev, r)
-                if r.value is None:
-                    continue
-                row = rows.get((r.measurement, id(r.tags)))
-                if row is None:
-                    row = rows[(r.measurement, id(r.tags))] = (r.measurement, {}, r.tags)
-                row[1][r.field] = r.value
-            for measurement, fields, rtags in rows.values():
-                if measurement in POWER_MEASUREMENTS:
-                    rtags = {**rtags, "source": f"snmp_{measurement}"}  # provenance of every power reading
+                self.counters.keep(dev.opts.name, placement, r, now)
+            for measurement, fields, rtags in rows(readings, "snmp"):
                 acc.add(measurement, fields, rtags)
             ok, error = True, None
             readings = [r for r in readings if r.value is not None]
@@ -319,7 +290,6 @@ class SnmpCollector(Collector):
         dtags = {**tags, "profile": dev.profile.name if dev.profile else "unknown"}
         acc.add("snmp_device", {"up": ok, "state": state, "poll_duration_seconds": round(time.perf_counter() - t0, 6),
                                 "readings": len(readings), "error": error}, dtags)
-        return readings
 
     def close(self) -> None:
         if self.client is not None:

@@ -62,11 +62,11 @@ def add_parser(sub, common) -> None:
 
 def cmd_probe(args) -> int:
     from agent.cli.common import options_or_exit, setup_logging, table
+    from collectors.common.profile.evaluate import evaluate
 
     from . import Device, DeviceOptions, missing_objects, poll_device
     from .client import SYS_OBJECT_ID, DeviceError, SnmpClient
-    from .evaluate import evaluate
-    from .profile import load_profiles
+    from .match import load_profiles
 
     setup_logging(args.log_level or "warning")
     host, port = args.target

@@ -1,12 +1,14 @@
-"""Raw SNMP values to output values, per a profile's field (scale, digits, sentinels, enums, ENTITY-SENSOR)."""
+"""Raw values to output values, per a profile's field: register words, bit fields, scale, digits, sentinels,
+enums, ENTITY-SENSOR-MIB scaling."""
 
 from __future__ import annotations
 
 import math
 import re
+import struct
 from typing import Any, NamedTuple
 
-from .profile import FieldSpec
+from . import WORD_TYPES, FieldSpec
 
 
 def as_number(v: Any) -> float | int | None:
@@ -38,11 +40,30 @@ class EntitySensor(NamedTuple):
     status: Any
 
 
+def words(f: FieldSpec, raw: Any) -> Any:
+    """A typed value from the 16-bit words a register transport read; None if they do not make one."""
+    if not isinstance(raw, (list, tuple)):
+        return raw  # already a value (the transport decoded it)
+    count, fmt = WORD_TYPES[f.type]
+    if len(raw) != count or not all(type(w) is int and 0 <= w <= 0xFFFF for w in raw):
+        return None
+    ordered = raw if f.word_order == "big" else raw[::-1]
+    return struct.unpack(">" + fmt, b"".join(w.to_bytes(2, "big") for w in ordered))[0]
+
+
 def convert(f: FieldSpec, raw: Any, digits: Any = None, ent: EntitySensor | None = None):
     """One raw value to its output value, or None when it is 'not available' or malformed."""
+    if f.type is not None:
+        raw = words(f, raw)
     n = raw if type(raw) is int else as_number(raw)
     if n is None:
         return None
+    if f.bit is not None:
+        if n != int(n) or n < 0:
+            return None  # a bit field is read from an unsigned integer
+        n = (int(n) >> f.bit) & ((1 << f.bits) - 1)
+        if f.bits == 1 and f.enum is None and f.map is None:
+            return bool(n)
     if f.enum is not None or f.map is not None:
         if n != int(n):
             return None  # an enum is an integer; anything else is malformed

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from . import Profile, field_catalogue, norm_oid
 from .convert import EntitySensor, adjust, as_number, convert, text
 from .plan import plan_of
-from .profile import Profile, field_catalogue, norm_oid
 
 
 @dataclass

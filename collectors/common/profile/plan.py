@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, NamedTuple
 
-from .profile import GroupSpec, Profile, field_catalogue, norm_oid
+from . import GroupSpec, Profile, field_catalogue, norm_oid
 
 
 class Location(NamedTuple):

@@ -1,24 +1,33 @@
-"""Declarative SNMP device profiles (YAML in collectors/snmp/profiles/): their schema, loading and matching.
+"""The profile engine: declarative device profiles (YAML) of any transport, their schema and loading.
 
-Vendor knowledge is data: a profile names the OIDs, how rows are tagged, how raw integers
-are scaled to W, J, V, A, VA, C, %RH, which values mean "unsupported", and which
-sysObjectIDs it serves. What to poll is planned in plan.py, raw values converted in convert.py, and
-``evaluate.evaluate`` maps polled values to readings (pure).
+Vendor knowledge is data: a profile names the objects to read (an SNMP OID, a Modbus register, a property
+path: whatever its transport fetches), how rows are tagged, how raw values are decoded (register types, bit
+fields) and scaled to W, J, V, A, VA, C, %RH, which values mean "unsupported", which counters wrap, and the
+measurement family each group of fields fills (collectors/common/families.yaml). The transport only fetches:
+it hands ``evaluate.evaluate`` a {object: raw value} dict and gets readings back. What to fetch is planned in
+plan.py, raw values converted in convert.py. How a transport picks a device's profile (`match`) is its own:
+the engine keeps that section as data and the transport validates it.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-PROFILE_DIR = Path(__file__).parent / "profiles"
-FIELDS_FILE = Path(__file__).parent / "fields.yaml"
+from collectors.common.families import FieldDecl, families, field_catalogue
+
+__all__ = ["FieldDecl", "FieldSpec", "GroupSpec", "Profile", "ProfileError", "TagSpec", "field_catalogue",
+           "load_profiles", "norm_oid"]
+
+# Register types a transport may hand over as 16-bit words (Modbus): their size in words and struct format.
+WORD_TYPES: dict[str, tuple[int, str]] = {
+    "int16": (1, "h"), "uint16": (1, "H"), "int32": (2, "i"), "uint32": (2, "I"), "int64": (4, "q"),
+    "uint64": (4, "Q"), "float32": (2, "f"), "float64": (4, "d"),
+}
 
 
 class _Strict(BaseModel):
@@ -29,10 +38,14 @@ def norm_oid(oid: str) -> str:
     return oid.strip().lstrip(".")
 
 
+# A profile names the object it reads `oid` (SNMP's profiles) or `object` (any transport).
+OBJECT = AliasChoices("oid", "object")
+
+
 class FallbackSpec(_Strict):
     """Another object carrying the same reading (an older MIB's), read when the field's own gives nothing."""
 
-    oid: str = Field(..., description="scalar OID with .0")
+    oid: str = Field(..., validation_alias=OBJECT, description="scalar object (an SNMP OID with .0)")
     scale: float = Field(1.0, description="multiply the raw value")
     sentinels: list[int] = Field(default_factory=list, description="raw values meaning 'not available'")
     minimum: float | None = Field(None, description="raw values below are 'not available'")
@@ -41,11 +54,15 @@ class FallbackSpec(_Strict):
     map: None = None
     decimal_digits: None = None
     entity_sensor: bool = False
+    type: None = None
+    bit: None = None
 
 
 class FieldSpec(_Strict):
     field: str
-    oid: str | None = Field(None, description="scalar: full OID with .0; table: the column OID")
+    oid: str | None = Field(None, validation_alias=OBJECT,
+                            description="the object read: scalar, its full name (an OID with .0, a register); "
+                                        "table, the column's")
     column: int | None = Field(None, description="table: column number under the table's entry OID")
     scale: float = Field(1.0, description="multiply the raw value (units conversion included)")
     decimal_digits: str | int | None = Field(None, description="column (number or OID) holding decimal digits")
@@ -63,6 +80,13 @@ class FieldSpec(_Strict):
         None, description="{column: values}: the value is in degrees F when that column holds one of them")
     absolute: bool = Field(False, description="drop the sign (power factor reported negative for capacitive)")
     fahrenheit: bool = Field(False, description="the scaled value is in degrees F: converted to C")
+    type: Literal["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"] | None = Field(
+        None, description="the raw value is 16-bit words (Modbus registers) holding this type")
+    word_order: Literal["big", "little"] = Field("big", description="of a multi-word type: most significant "
+                                                                    "word first (big) or last")
+    bit: int | None = Field(None, ge=0, le=63, description="a bit field: the value is bits `bit` .. "
+                                                          "`bit + bits - 1` of the raw integer")
+    bits: int = Field(1, ge=1, le=64, description="width of the bit field (1: a flag, read as a bool)")
     fallback: list[FallbackSpec] = Field(
         default_factory=list, description="objects tried in order when this one gives no valid value (e.g. an "
                                           "older MIB's scalar); in a table, they stand for its row when it has one")
@@ -82,7 +106,7 @@ class TagSpec(_Strict):
 
 
 class GroupSpec(_Strict):
-    measurement: Literal["pdu", "ups", "cooling", "environment"]
+    measurement: str = Field(..., description="the measurement family the group fills (families.yaml)")
     table: str | None = Field(None, description="the table entry OID; None for scalars")
     tags: list[TagSpec] = Field(default_factory=list)
     static_tags: dict[str, str] = Field(default_factory=dict)
@@ -93,6 +117,13 @@ class GroupSpec(_Strict):
     row_match: dict[int, str] | None = Field(
         None, description="{column: regex}: keep rows whose text columns all match; named groups become tags "
                           "(tables that describe each row in text: APC coolingUnit, Rittal CMC)")
+
+    @field_validator("measurement")
+    @classmethod
+    def _family(cls, v: str) -> str:
+        if v not in families():
+            raise ValueError(f"{v!r} is not a measurement family (families.yaml: {', '.join(sorted(families()))})")
+        return v
 
     @model_validator(mode="after")
     def _check(self):
@@ -119,22 +150,13 @@ class GroupSpec(_Strict):
         return f"{norm_oid(self.table)}.{spec.column}"
 
 
-class Match(_Strict):
-    sys_object_id: list[str] = Field(default_factory=list, description="prefixes; the longest match wins")
-    sys_descr: str | None = Field(None, description="regular expression, for auto-detection fallback")
-    probe: str | None = Field(None, description="an object (or subtree) the device answers only if this profile "
-                                                "is its: asked once when the profile is a candidate")
-    standard: bool = Field(False, description="a standard MIB, tried (by its probe) on devices no vendor "
-                                              "profile matches")
-
-
 class Profile(_Strict):
     name: str
     description: str = ""
     devices: str = ""  # the devices it serves, for the table in docs/snmp.md (generated)
     checked_against: str = ""  # the recordings it was checked against (fixtures in tests/fixtures/snmp)
     extends: list[str] = Field(default_factory=list)
-    match: Match = Field(default_factory=Match)
+    match: Any = Field(None, description="how the transport recognises the device (its own schema)")
     device_tags: dict[str, str] = Field(default_factory=dict)
     groups: list[GroupSpec] = Field(default_factory=list)
 
@@ -143,31 +165,15 @@ class ProfileError(Exception):
     pass
 
 
-@dataclass(frozen=True)
-class FieldDecl:
-    """A field of collectors/snmp/fields.yaml: what every profile may emit."""
-
-    kind: str  # gauge | counter | info
-    unit: str
-    description: str
-
-
-@lru_cache(maxsize=1)
-def field_catalogue() -> dict[tuple[str, str], FieldDecl]:
-    data = yaml.safe_load(FIELDS_FILE.read_text())
-    out = {}
-    for meas, fields in data.items():
-        for name, (kind, unit, desc) in fields.items():
-            out[(meas, name)] = FieldDecl(kind, str(unit), desc)
-    return out
-
-
-def load_profiles(directory: Path = PROFILE_DIR) -> dict[str, Profile]:
-    """Every profile in the directory, with `extends` resolved (parents' groups first)."""
+def load_profiles(directory: Path, match: type[BaseModel] | None = None) -> dict[str, Profile]:
+    """Every profile in the directory, with `extends` resolved (parents' groups first); `match`, the
+    transport's model of the `match` section, validates it."""
     raw: dict[str, Profile] = {}
     for path in sorted(directory.glob("*.yaml")):
         try:
             p = Profile.model_validate(yaml.safe_load(path.read_text()))
+            if match is not None:
+                p.match = match.model_validate(p.match or {})
         except (ValidationError, yaml.YAMLError) as e:
             raise ProfileError(f"{path}: {e}") from None
         if p.name in raw:
@@ -194,47 +200,11 @@ def load_profiles(directory: Path = PROFILE_DIR) -> dict[str, Profile]:
         for g in out.groups:
             for f in g.fields:
                 if (g.measurement, f.field) not in cat:
-                    raise ProfileError(f"profile {name}: {g.measurement}.{f.field} is not in fields.yaml")
+                    raise ProfileError(f"profile {name}: {g.measurement}.{f.field} is not a field of family "
+                                       f"{g.measurement} (families.yaml)")
         resolved[name] = out
         return out
 
     for n in raw:
         resolve(n)
     return resolved
-
-
-def candidates(profiles: dict[str, Profile], sys_object_id: str, sys_descr: str = "") -> list[Profile]:
-    """Every profile that could serve the device, best first: sysObjectID matches (longest prefix first), then
-    sysDescr matches, then the standard MIBs. Those with a probe are kept only if the device answers it
-    (detect_profile asks); the first without a probe ends the search."""
-    oid = norm_oid(sys_object_id)
-    by_oid: list[tuple[int, Profile]] = []
-    for p in profiles.values():
-        best = max((len(norm_oid(pre)) for pre in p.match.sys_object_id
-                    if oid == norm_oid(pre) or oid.startswith(norm_oid(pre) + ".")), default=-1)
-        if best >= 0:
-            by_oid.append((best, p))
-    out = [p for _, p in sorted(by_oid, key=lambda x: -x[0])]
-    out += [p for p in profiles.values() if p not in out and p.match.sys_descr
-            and re.search(p.match.sys_descr, sys_descr or "")]
-    out += [p for p in profiles.values() if p not in out and p.match.standard and p.match.probe]
-    return out
-
-
-def match_profile(profiles: dict[str, Profile], sys_object_id: str, sys_descr: str = "") -> Profile | None:
-    """The profile whose sysObjectID prefix is the longest match; then sysDescr patterns (no probing)."""
-    oid = norm_oid(sys_object_id)
-    best, best_len = None, -1
-    for p in profiles.values():
-        for prefix in p.match.sys_object_id:
-            pre = norm_oid(prefix)
-            if (oid == pre or oid.startswith(pre + ".")) and len(pre) > best_len:
-                best, best_len = p, len(pre)
-    if best is not None:
-        return best
-    for p in profiles.values():
-        if p.match.sys_descr and re.search(p.match.sys_descr, sys_descr or ""):
-            return p
-    return None
-
-

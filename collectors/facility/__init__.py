@@ -1,0 +1,161 @@
+"""Facility power, energy and PUE from the facility families on the bus, whatever transport fed them.
+
+PUE = total facility energy / IT equipment energy, over the same period (The Green Grid, ISO/IEC 30134-2).
+Each device's configuration gives it a role, carried as tag `role` on its rows: ``it`` (power into IT
+equipment: rack PDUs, the UPS output feeding IT), ``cooling`` (power into cooling), ``facility_total`` (the
+utility meter or UPS input) or ``other``. Any collector emitting the `pdu` and `ups` families (SNMP, Modbus,
+a test's transport) takes part; this collector runs after them every tick (`consumes`) and writes
+measurement ``facility``:
+
+- instant: ``pue`` = total_power / it_power (tag ``pue_kind=total``); without a facility_total device but with
+  cooling, the partial PUE (it + cooling) / it (``pue_kind=partial``), which understates the true PUE by the
+  losses it does not see;
+- over a window (default 15 min) from energy counter deltas: ``pue_energy`` = Δtotal_energy / Δit_energy, the
+  definition proper; never from one sampled power reading.
+
+A device's power is its top-level reading: a PDU's device total, else the sum of its inlets, else of its phases
+(never outlets on top, which would count twice); a UPS's output (role it) or input (role facility_total).
+Counters of a device that missed a sweep keep their last value in the sums, so the facility counters stay
+monotonic.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from pydantic import Field
+
+from agent.collector import Collector, NotPresent
+from agent.config import CollectorOptions, PositiveDuration
+from agent.model import Accumulator, Kind, Metric, Sample
+
+ROLES = ("it", "cooling", "facility_total")
+_SCOPES = ("device", "inlet", "phase")
+
+_G, _C = Kind.GAUGE, Kind.COUNTER
+_TAGS = ("source", "scope", "pue_kind")
+METRICS = tuple(Metric("facility", f, kind, unit, desc, _TAGS) for f, kind, unit, desc in (
+    ("it_power_watts", _G, "watts", "power into IT equipment (devices with role it)"),
+    ("cooling_power_watts", _G, "watts", "power into cooling (devices with role cooling)"),
+    ("total_power_watts", _G, "watts", "total facility power (devices with role facility_total)"),
+    ("it_energy_joules_total", _C, "joules", "IT energy, sum of the IT devices' monotonic counters"),
+    ("cooling_energy_joules_total", _C, "joules", "cooling energy"),
+    ("total_energy_joules_total", _C, "joules", "total facility energy"),
+    ("pue", _G, "1", "instant PUE: total / IT power (pue_kind=partial: (IT + cooling) / IT)"),
+    ("pue_energy", _G, "1", "PUE over the window from energy counter deltas: Δtotal / ΔIT"),
+    ("pue_window_seconds", _G, "seconds", "the window pue_energy covers"),
+    ("devices", _G, "count", "devices with a role whose rows are current on the bus"),
+))
+
+
+@dataclass
+class DeviceTotals:
+    role: str
+    power_watts: float | None = None
+    energy_joules: float | None = None
+
+
+def device_totals(role: str, rows: list[Sample]) -> DeviceTotals:
+    """One device's power and energy from its rows of the pdu and ups families."""
+    t = DeviceTotals(role)
+    pdu = [r for r in rows if r.measurement == "pdu"]
+    for scope in _SCOPES:
+        at = [r for r in pdu if r.tags.get("scope") == scope]
+        power = [r.fields["power_watts"] for r in at if _number(r.fields.get("power_watts"))]
+        if power and t.power_watts is None:
+            t.power_watts = float(sum(power))
+        energy = [r.fields["energy_joules_total"] for r in at if _number(r.fields.get("energy_joules_total"))]
+        if energy and t.energy_joules is None:
+            t.energy_joules = float(sum(energy))
+    if t.power_watts is None:
+        ups = [r for r in rows if r.measurement == "ups"]
+        first = ("input_power_watts", "output_power_watts") if role == "facility_total" else (
+            "output_power_watts", "input_power_watts")
+        for name in first:
+            vals = [r.fields[name] for r in ups if _number(r.fields.get(name))]
+            if vals:
+                t.power_watts = float(sum(vals))
+                break
+    return t
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+class Facility:
+    def __init__(self, window_s: float = 900.0) -> None:
+        self.window_ns = int(window_s * 1e9)
+        self.last_energy: dict[str, tuple[str, float]] = {}  # device -> (role, joules)
+        self.history: deque[tuple[int, float, float]] = deque()
+
+    def compute(self, ts: int, devices: dict[str, DeviceTotals]) -> tuple[dict, dict] | None:
+        power: dict[str, float] = {}
+        for name, d in devices.items():
+            if d.power_watts is not None:
+                power[d.role] = power.get(d.role, 0.0) + d.power_watts
+            if d.energy_joules is not None:
+                self.last_energy[name] = (d.role, d.energy_joules)
+        energy: dict[str, float] = {}
+        for role, joules in self.last_energy.values():
+            energy[role] = energy.get(role, 0.0) + joules
+        it, cooling, total = power.get("it"), power.get("cooling"), power.get("facility_total")
+        if it is None and total is None and cooling is None:
+            return None
+        f: dict = {"it_power_watts": it, "cooling_power_watts": cooling, "total_power_watts": total,
+                   "it_energy_joules_total": energy.get("it"), "cooling_energy_joules_total": energy.get("cooling"),
+                   "total_energy_joules_total": energy.get("facility_total")}
+        kind = "total"
+        if it and total is not None:
+            f["pue"] = round(total / it, 4)
+        elif it and cooling is not None:
+            f["pue"] = round((it + cooling) / it, 4)
+            kind = "partial"
+        e_it, e_total = energy.get("it"), energy.get("facility_total")
+        if kind == "partial" and e_it is not None and energy.get("cooling") is not None:
+            e_total = e_it + energy["cooling"]
+        if e_it is not None and e_total is not None:
+            if not self.history or ts > self.history[-1][0]:
+                self.history.append((ts, e_it, e_total))
+            while len(self.history) > 1 and self.history[1][0] <= ts - self.window_ns:
+                self.history.popleft()
+            t0, it0, tot0 = self.history[0]
+            if t0 < ts and e_it - it0 > 0:
+                f["pue_energy"] = round((e_total - tot0) / (e_it - it0), 4)
+                f["pue_window_seconds"] = (ts - t0) / 1e9
+        return f, {"pue_kind": kind}
+
+
+class FacilityOptions(CollectorOptions):
+    pue_window: PositiveDuration = Field(900.0, description="window of the energy-based PUE")
+
+
+class FacilityCollector(Collector):
+    kind = "facility"
+    Options = FacilityOptions
+    METRICS = METRICS
+    consumes = ("pdu", "ups")  # the families whose rows carry a device's role
+
+    def __init__(self, options: FacilityOptions, ctx) -> None:
+        super().__init__(options, ctx)
+        self.facility = Facility(options.pue_window)
+
+    def collect(self, acc: Accumulator) -> None:
+        bus = self.ctx.bus
+        by_device: dict[tuple, list[Sample]] = {}
+        for family in self.consumes:
+            for s in bus.latest(family) if bus is not None else ():
+                role = s.tags.get("role")
+                if role in ROLES:
+                    # one device per name and transport: a PDU and a UPS may share a name across transports
+                    name = s.tags.get("device") or s.tags.get("target") or ""
+                    by_device.setdefault((name, s.tags.get("source", "").split("_")[0], role), []).append(s)
+        if not by_device and not self.facility.last_energy:
+            raise NotPresent("no facility device with a role (it, cooling, facility_total) reports on this agent")
+        totals = {"|".join(k): device_totals(k[2], rows) for k, rows in by_device.items()}
+        out = self.facility.compute(acc.ts, totals)
+        if out is not None:
+            fields, tags = out
+            fields["devices"] = len(by_device)
+            acc.add("facility", fields, {**tags, "source": "meter", "scope": "facility"})
