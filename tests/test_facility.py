@@ -4,7 +4,8 @@ import pytest
 
 from agent.model import Sample
 from collectors.common.counters import MonotonicCounters
-from collectors.facility import Facility, device_totals
+from collectors.common.rollup import device_totals
+from collectors.facility import Facility
 
 S = 10**9
 

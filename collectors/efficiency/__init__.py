@@ -38,6 +38,7 @@ from agent.config import CollectorOptions, PositiveDuration, Strict
 from agent.influxql import QueryError
 from agent.model import Accumulator, Kind, Metric
 from collectors.common.energy import Choice, GridWindows, Ledger, Meter, choose, measure, share
+from collectors.common.rollup import rack_energy
 
 from .fleet import FleetOptions, FleetTokens, RackSums
 
@@ -451,22 +452,9 @@ class EfficiencyCollector(Collector):
     def _fleet(self, acc: Accumulator, bus) -> None:
         """Rack scope: the rack's tokens per joule of its IT PDUs; facility scope: all tokens per joule of
         the facility's total energy (or, with no facility_total meter, of its IT energy: tag energy_source)."""
-        racks: dict[str, dict[str, float]] = {}  # rack -> device -> energy
-        for s in bus.latest("pdu"):
-            rack, dev, scope = s.tags.get("rack"), s.tags.get("device"), s.tags.get("scope")
-            e = s.fields.get("energy_joules_total")
-            if not rack or not dev or s.tags.get("role") != "it" or not isinstance(e, (int, float)):
-                continue
-            # a device's top-level meter: its total, else its inlets (summed), never both
-            rank = {"device": 0, "inlet": 1}.get(scope or "", 9)
-            cur = racks.setdefault(rack, {}).get(dev)
-            if cur is None or rank < cur[0]:
-                racks[rack][dev] = (rank, float(e), s.ts, {s.tags.get("inlet", "")})
-            elif rank == cur[0] and rank == 1 and s.tags.get("inlet", "") not in cur[3]:
-                racks[rack][dev] = (rank, cur[1] + float(e), max(cur[2], s.ts), cur[3] | {s.tags.get("inlet", "")})
-        for rack, devs in racks.items():
-            ts = min(v[2] for v in devs.values())
-            self.ledger.counter(("rack", rack), ts, sum(v[1] for v in devs.values()))
+        # each IT device's top-level meter (its total, else its inlets, else its phases), summed per rack
+        for rack, (energy, ts) in rack_energy(bus.latest("pdu")).items():
+            self.ledger.counter(("rack", rack), ts, energy)
         for s in bus.latest("facility"):
             for f in ("total_energy_joules_total", "it_energy_joules_total"):
                 if f in s.fields:

@@ -22,16 +22,15 @@ monotonic.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 
 from pydantic import Field
 
 from agent.collector import Collector, NotPresent
 from agent.config import CollectorOptions, PositiveDuration
 from agent.model import Accumulator, Kind, Metric, Sample
+from collectors.common.rollup import DeviceTotals, device_name, device_totals
 
 ROLES = ("it", "cooling", "facility_total")
-_SCOPES = ("device", "inlet", "phase")
 
 _G, _C = Kind.GAUGE, Kind.COUNTER
 _TAGS = ("source", "scope", "pue_kind")
@@ -47,41 +46,6 @@ METRICS = tuple(Metric("facility", f, kind, unit, desc, _TAGS) for f, kind, unit
     ("pue_window_seconds", _G, "seconds", "the window pue_energy covers"),
     ("devices", _G, "count", "devices with a role whose rows are current on the bus"),
 ))
-
-
-@dataclass
-class DeviceTotals:
-    role: str
-    power_watts: float | None = None
-    energy_joules: float | None = None
-
-
-def device_totals(role: str, rows: list[Sample]) -> DeviceTotals:
-    """One device's power and energy from its rows of the pdu and ups families."""
-    t = DeviceTotals(role)
-    pdu = [r for r in rows if r.measurement == "pdu"]
-    for scope in _SCOPES:
-        at = [r for r in pdu if r.tags.get("scope") == scope]
-        power = [r.fields["power_watts"] for r in at if _number(r.fields.get("power_watts"))]
-        if power and t.power_watts is None:
-            t.power_watts = float(sum(power))
-        energy = [r.fields["energy_joules_total"] for r in at if _number(r.fields.get("energy_joules_total"))]
-        if energy and t.energy_joules is None:
-            t.energy_joules = float(sum(energy))
-    if t.power_watts is None:
-        ups = [r for r in rows if r.measurement == "ups"]
-        first = ("input_power_watts", "output_power_watts") if role == "facility_total" else (
-            "output_power_watts", "input_power_watts")
-        for name in first:
-            vals = [r.fields[name] for r in ups if _number(r.fields.get(name))]
-            if vals:
-                t.power_watts = float(sum(vals))
-                break
-    return t
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 class Facility:
@@ -143,17 +107,15 @@ class FacilityCollector(Collector):
 
     def collect(self, acc: Accumulator) -> None:
         bus = self.ctx.bus
-        by_device: dict[tuple, list[Sample]] = {}
+        by_device: dict[tuple[str, str], list[Sample]] = {}
         for family in self.consumes:
             for s in bus.latest(family) if bus is not None else ():
                 role = s.tags.get("role")
                 if role in ROLES:
-                    # one device per name and transport: a PDU and a UPS may share a name across transports
-                    name = s.tags.get("device") or s.tags.get("target") or ""
-                    by_device.setdefault((name, s.tags.get("source", "").split("_")[0], role), []).append(s)
+                    by_device.setdefault((device_name(s), role), []).append(s)
         if not by_device and not self.facility.last_energy:
             raise NotPresent("no facility device with a role (it, cooling, facility_total) reports on this agent")
-        totals = {"|".join(k): device_totals(k[2], rows) for k, rows in by_device.items()}
+        totals = {f"{name}|{role}": device_totals(role, rows) for (name, role), rows in by_device.items()}
         out = self.facility.compute(acc.ts, totals)
         if out is not None:
             fields, tags = out

@@ -72,7 +72,8 @@ class FieldSpec(_Strict):
     enum: dict[int, str] | None = Field(None, description="raw value -> text (info fields)")
     map: dict[int, Any] | None = Field(None, description="raw value -> value; unmapped values use `default`")
     default: Any = None
-    wrap_at: int | None = Field(None, description="counter that wraps to 0 after this raw value")
+    wrap_at: int | None = Field(None, description="the raw value at which a counter starts again from 0: 2^32 "
+                                                  "for a 32-bit register, else the cap the device documents")
     divisor: int | str | None = Field(None, description="column (number or OID) whose value divides (APC coolingUnit)")
     signed_factor: int | str | None = Field(
         None, description="column whose value multiplies, or divides when negative (Rittal CMC III: -100 = /100)")

@@ -89,7 +89,7 @@ def evaluate(profile: Profile, data: dict[str, Any], device_tags: dict[str, str]
                     v, origin = _fallback(f, data)
                 if v is not None:
                     out.append(Reading(g.measurement, tags, f.field, v, cat[(g.measurement, f.field)].unit,
-                                       origin=origin))
+                                       f.wrap_at * f.scale if f.wrap_at else None, origin))
             continue
         fspecs, mspecs, tspecs, fltspecs, has_ent = static  # a TablePlan
         cols = [(f, columns(oid), unit, columns(doid) if doid else None, wrap,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, NamedTuple
 
-from . import GroupSpec, Profile, field_catalogue, norm_oid
+from . import WORD_TYPES, GroupSpec, Profile, field_catalogue, norm_oid
 
 
 class Location(NamedTuple):
@@ -67,6 +67,19 @@ def required_oids(profile: Profile) -> tuple[list[str], list[str]]:
         if not any(o == k or o.startswith(k + ".") for k in kept):
             kept.append(o)
     return list(dict.fromkeys(scalars)), kept
+
+
+def object_words(profile: Profile) -> dict[str, int]:
+    """Each scalar object of a register profile and how many 16-bit words its type takes (1 without a type): what a
+    register transport reads."""
+    out: dict[str, int] = {}
+    for g in profile.groups:
+        for f in g.fields:
+            if g.table is None and f.oid:
+                out[norm_oid(f.oid)] = max(out.get(norm_oid(f.oid), 1), WORD_TYPES[f.type][0] if f.type else 1)
+            for fb in f.fallback:
+                out.setdefault(norm_oid(fb.oid), 1)
+    return out
 
 
 def digits_oid(g: GroupSpec, spec: str | int) -> str:
