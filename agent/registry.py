@@ -80,6 +80,24 @@ class Registry:
                 out.append(f)
         return out
 
+    def sections(self) -> list:
+        """The dashboard panels of every loaded collector: SECTIONS of panels.py beside its module, so that adding
+        a collector brings its panels with it. A panels module that fails to import costs its panels, said."""
+        import importlib
+        import sys
+
+        out: list = []
+        for spec in self.specs.values():
+            module = sys.modules.get(spec.cls.__module__) if spec.cls is not None else None
+            if module is None or not module.__file__ or not Path(module.__file__).with_name("panels.py").is_file():
+                continue
+            package = module.__name__ if module.__file__.endswith("__init__.py") else module.__name__.rpartition(".")[0]
+            try:
+                out += list(importlib.import_module(f"{package}.panels").SECTIONS)
+            except Exception as e:
+                log.error("collector %s: its dashboard panels are left out: %s: %s", spec.name, type(e).__name__, e)
+        return out
+
     def get(self, name: str) -> Spec:
         return self.specs[name]
 

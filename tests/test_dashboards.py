@@ -12,7 +12,7 @@ import pytest
 
 from agent.bus import SampleBus
 from agent.collector import Context, NotPresent
-from agent.dashboards import BOARDS, OUT, render
+from agent.dashboards import OUT, dashboards, render
 from agent.model import Accumulator, Sample, to_line_protocol
 from agent.registry import default_registry
 from collectors.efficiency import EfficiencyCollector
@@ -20,12 +20,13 @@ from collectors.efficiency import EfficiencyCollector
 from .services import serve_http
 
 CAT = default_registry().catalogue()
+BOARDS = dashboards(default_registry().sections())  # the core's frames with every collector's panels
 NS = 1_000_000_000
 
 
 @pytest.mark.parametrize("name", sorted(BOARDS))
 def test_board_is_valid_grafana_json(name):
-    d = json.loads(render(name))
+    d = json.loads(render(BOARDS[name]))
     assert d["schemaVersion"] >= 36 and d["uid"].startswith("aifactory-") and d["title"]
     ids = [p["id"] for p in d["panels"]]
     assert len(ids) == len(set(ids))
@@ -46,16 +47,16 @@ def test_board_is_valid_grafana_json(name):
 
 
 def test_uids_unique_and_committed_json_equals_a_fresh_build():
-    uids = [json.loads(render(n))["uid"] for n in BOARDS]
+    uids = [json.loads(render(b))["uid"] for b in BOARDS.values()]
     assert len(uids) == len(set(uids))
     for n in BOARDS:
         committed = (OUT / f"aifactory-{n}.json").read_text()
-        assert committed == render(n), f"dashboards/aifactory-{n}.json is stale: run aifactory dashboards build"
+        assert committed == render(BOARDS[n]), f"dashboards/aifactory-{n}.json is stale: run aifactory dashboards build"
 
 
 def test_dashboards_use_only_catalogue_names():
-    for n, make in BOARDS.items():
-        for p in make().panels():
+    for n, board in BOARDS.items():
+        for p in board.panels():
             for q in p.queries:
                 pairs = q.measurements_fields()
                 assert pairs, (n, p.title, q.influxql)
@@ -229,7 +230,7 @@ def run(influxd, q: str, selected: dict | None = None, db: str = "dash", at: flo
 @pytest.mark.parametrize("name", sorted(BOARDS))
 def test_every_panel_query_returns_data(loaded, name):
     influxd, _ = loaded
-    for p in BOARDS[name]().panels():
+    for p in BOARDS[name].panels():
         for q in p.queries:
             series = run(influxd, q.influxql)
             values = [v for s in series for row in s["values"] for v in row[1:] if v is not None]
@@ -245,8 +246,7 @@ def test_every_panel_honours_the_selected_site_rack_and_host(loaded, db):
     selected = SUBSETS[db][0]
     at = time.time() + 60
     compared = 0
-    for name, make in BOARDS.items():
-        board = make()
+    for name, board in BOARDS.items():
         if not set(selected) <= {v.name for v in board.variables}:
             continue  # e.g. no host variable on the power and cooling board: a host is not selectable there
         for p in board.panels():
@@ -261,7 +261,7 @@ def test_every_panel_honours_the_selected_site_rack_and_host(loaded, db):
 @pytest.mark.parametrize("site", sorted(SITES))
 def test_pue_of_the_selected_site(loaded, site):
     influxd, _ = loaded
-    panels = {p.title: p for p in BOARDS["efficiency"]().panels()}
+    panels = {p.title: p for p in BOARDS["efficiency"].panels()}
     facts = SITES[site]
     for title in ("PUE, last 24 h (energy)", "PUE, last 7 d (energy)"):
         series = run(influxd, panels[title].queries[0].influxql, {"site": site})
@@ -271,7 +271,7 @@ def test_pue_of_the_selected_site(loaded, site):
 
 def test_pue_and_tokens_per_joule_panels_equal_the_scenario(loaded):
     influxd, facts = loaded
-    board = BOARDS["efficiency"]()
+    board = BOARDS["efficiency"]
     panels = {p.title: p for p in board.panels()}
 
     def first(title, idx=0):
@@ -291,7 +291,7 @@ def test_pue_and_tokens_per_joule_panels_equal_the_scenario(loaded):
 
 def test_where_the_node_watts_go_equals_the_scenario(loaded):
     influxd, facts = loaded
-    panels = {p.title: p for p in BOARDS["node-energy"]().panels()}
+    panels = {p.title: p for p in BOARDS["node-energy"].panels()}
 
     def values(title, idx):
         series = run(influxd, panels[title].queries[idx].influxql, {"site": "fra1", "host": "n1"})
@@ -386,7 +386,7 @@ def test_push_creates_the_folder_once_and_overwrites_by_uid(tmp_path):
         for _ in range(2):  # idempotent: the second push overwrites, creates nothing new
             r = push("token")
             assert r.returncode == 0, r.stderr
-        assert set(g.dashboards) == {json.loads(render(n))["uid"] for n in BOARDS}
+        assert set(g.dashboards) == {json.loads(render(b))["uid"] for b in BOARDS.values()}
         assert list(g.folders) == ["aifactory"] and [c for c in g.calls if c == ("POST", "/api/folders")] == [
             ("POST", "/api/folders")]
         assert "aifactory-efficiency: " + g.url + "/d/aifactory-efficiency/x" in r.stdout
@@ -402,9 +402,9 @@ def test_each_board_renders_to_png_from_real_query_results(loaded, tmp_path):
     from agent.dashboards.render import render_board
 
     influxd, _ = loaded
-    for name, make in BOARDS.items():
+    for name, board in BOARDS.items():
         path = tmp_path / f"{name}.png"
-        render_board(make(), lambda q: run(influxd, q), path)
+        render_board(board, lambda q: run(influxd, q), path)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
 
 

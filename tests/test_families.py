@@ -160,10 +160,9 @@ def test_a_register_meter_on_a_new_transport_feeds_pue_and_the_rack_scope(tmp_pa
 def test_a_register_counter_that_wraps_stays_monotonic_through_the_ledger(tmp_path):
     """The profile's wrap_at on a 32-bit Wh register: the engine hands the cap to the ledger's counters, which
     keep the energy counting on across the wrap and save it before the samples leave."""
-    from tests.fakes.regmeter import RegisterMeterCollector, RegisterMeterOptions
-
     from agent.collector import Context
     from agent.model import Accumulator
+    from tests.fakes.regmeter import RegisterMeterCollector, RegisterMeterOptions
 
     img = tmp_path / "m.json"
     opts = RegisterMeterOptions(devices=[{"name": "m", "image": str(img), "role": "it", "rack": "r1"}])

@@ -178,15 +178,21 @@ def test_cdu_and_pdu(sushy, tls):
         secondary_return["Reading"]
     main = doc("pdu", "Chassis/PDU/Sensors/ACMainPower")
     assert one(samples, "bmc_power", chassis="PDU", component="ACMainPower") == {"power_watts": main["Reading"]}
-    assert series(samples, "bmc_power", chassis="PDU", component="ACMainPower")[0].tags["scope"] == "rack"
+    # a rack PDU's summary (PowerEquipment RackPDUs Metrics) and outlets are the pdu family's, as an SNMP PDU's;
+    # the PDUPower Sensor the summary cites is that value again, not read a second time
+    summary = doc("pdu", "PowerEquipment/RackPDUs/1/Metrics")
+    assert one(samples, "pdu", chassis="PDU", scope="device") == {
+        "power_watts": summary["PowerWatts"]["Reading"], "energy_joules_total": summary["EnergykWh"]["Reading"] * 3.6e6}
+    total = series(samples, "pdu", chassis="PDU", scope="device")[0].tags
+    assert total["device"] == "pdu/PDU" and total["source"] == "redfish_pdu" and "component" not in total
+    assert not series(samples, "bmc_power", chassis="PDU", component="PDUPower")
     # an outlet's kWh sensor (labelled "kW" in DMTF's mockup: ReadingType decides) is an outlet energy counter
     volts = doc("pdu", "Chassis/PDU/Sensors/VoltageA1")
     assert one(samples, "redfish_sensor", chassis="PDU", sensor="VoltageA1") == {"voltage_volts": volts["Reading"]}
-    outlets = [s for s in series(samples, "bmc_power", target="pdu", scope="outlet") if "energy_joules_total"
-               in s.fields]
-    assert outlets
+    outlets = [s for s in series(samples, "pdu", target="pdu", scope="outlet") if "energy_joules_total" in s.fields]
+    assert outlets and not series(samples, "bmc_power", target="pdu", scope="outlet")
     for s in outlets:
-        raw = doc("pdu", f"Chassis/{s.tags['chassis']}/Sensors/{s.tags['component']}")
+        raw = doc("pdu", f"Chassis/{s.tags['chassis']}/Sensors/{s.tags['outlet']}")
         assert s.fields["energy_joules_total"] == raw["Reading"] * 3.6e6
 
 
@@ -352,14 +358,30 @@ def test_probe_shows_the_chassis_tree_it_understood_and_the_node_meter(sushy, tl
     assert [p["value"] for p in out["node_meter"]["chassis"]] == [figure]
 
 
-def test_a_power_shelf_under_power_equipment_gives_its_power_and_energy(sushy, tls):
+def test_a_power_shelf_under_power_equipment_is_a_pdu_that_pue_and_its_rack_read(sushy, tls):
+    """A power shelf's own power and energy are the pdu family's (its role and rack from the target), so the
+    facility collector and the rack scope take it as they take an SNMP PDU."""
+    from agent.bus import SampleBus
+    from agent.collector import Context
+    from agent.model import Accumulator
+    from collectors.common.rollup import rack_energy
+    from collectors.facility import FacilityCollector, FacilityOptions
+
     srv = sushy("power-shelf")
-    samples = run([{"name": "shelf", "url": srv.url, "ca_file": str(tls[0]), "rack": "r42"}])
+    samples = run([{"name": "shelf", "url": srv.url, "ca_file": str(tls[0]), "rack": "r42", "role": "it"}])
     declared(samples)
     m = doc("power-shelf", "PowerEquipment/PowerShelves/1/Metrics")
-    shelf = one(samples, "bmc_power", chassis="PowerShelf", scope="rack")
+    shelf = one(samples, "pdu", chassis="PowerShelf", scope="device")
     assert shelf["power_watts"] == m["PowerWatts"]["Reading"]
     assert shelf["energy_joules_total"] == m["EnergykWh"]["Reading"] * 3.6e6
+    bus = SampleBus()
+    bus.observe(samples, 10.0)
+    assert {rack: e for rack, (e, _) in rack_energy(bus.latest("pdu")).items()} == {
+        "r42": m["EnergykWh"]["Reading"] * 3.6e6}
+    acc = Accumulator(samples[0].ts)
+    FacilityCollector(FacilityOptions(), Context("facility", bus=bus)).collect(acc)
+    (fac,) = acc.close()
+    assert fac.fields["it_power_watts"] == m["PowerWatts"]["Reading"]
     assert "PowerEquipment PowerShelves" in one(samples, "redfish_target", target="shelf")["model"]
 
 

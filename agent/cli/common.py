@@ -45,6 +45,19 @@ def table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def reading(measurement: str, tags: dict, field: str, value, unit: str, source: str) -> dict:
+    """One reading as every probe command shows it (`--json` and the table alike)."""
+    return {"measurement": measurement, "tags": tags, "field": field, "value": value, "unit": unit,
+            "source": source}
+
+
+def readings_table(readings: list[dict], source: str = "SOURCE") -> str:
+    """The probe commands' table of readings: measurement, tags, field, value, unit and where it came from."""
+    rows = [[r["measurement"], ",".join(f"{k}={v}" for k, v in sorted(r["tags"].items())), r["field"], r["value"],
+             r["unit"], r["source"]] for r in readings]
+    return table(["MEASUREMENT", "TAGS", "FIELD", "VALUE", "UNIT", source], rows)
+
+
 def add_login_args(p: argparse.ArgumentParser) -> None:
     """--user, and the file or environment variable that holds the password: a password never goes in argv."""
     p.add_argument("--user")

@@ -11,9 +11,11 @@ from .common import EX_FAIL, EX_OK, EX_USAGE
 
 def cmd_dashboards(args) -> int:
     from ..dashboards import OUT, build, push
+    from ..registry import default_registry
 
+    sections = default_registry().sections()  # the installed collectors' panels
     if args.dash_command == "build":
-        for path in build(Path(args.out) if args.out else OUT):
+        for path in build(sections, Path(args.out) if args.out else OUT):
             print(path)
         return EX_OK
     from ..secrets import read_secret
@@ -27,7 +29,7 @@ def cmd_dashboards(args) -> int:
         print("aifactory: dashboards push needs --token-file (a Grafana service account token)", file=sys.stderr)
         return EX_USAGE
     try:
-        for uid, url in push(args.url, token, args.folder, verify=not args.insecure):
+        for uid, url in push(args.url, token, sections, args.folder, verify=not args.insecure):
             print(f"{uid}: {url}")
     except RuntimeError as e:
         print(f"aifactory: {e}", file=sys.stderr)

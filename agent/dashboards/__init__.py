@@ -1,31 +1,41 @@
-"""Grafana dashboards as code: `aifactory dashboards build` writes dashboards/*.json from boards.py."""
+"""Grafana dashboards as code: `aifactory dashboards build` writes dashboards/*.json from boards.py and the
+collectors' sections (collectors/NAME/panels.py, gathered by the registry and handed in)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 from .boards import BOARDS
+from .model import Dashboard, Section
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 OUT = ROOT / "dashboards"
 
 
-def render(name: str) -> str:
-    return json.dumps(BOARDS[name]().to_json(), indent=2, sort_keys=True) + "\n"
+def dashboards(sections: Iterable[Section] = ()) -> dict[str, Dashboard]:
+    """Every board, with the panels the collectors' sections give it."""
+    sections = tuple(sections)
+    return {name: make(sections) for name, make in BOARDS.items()}
 
 
-def build(out: Path = OUT) -> list[Path]:
+def render(board: Dashboard) -> str:
+    return json.dumps(board.to_json(), indent=2, sort_keys=True) + "\n"
+
+
+def build(sections: Iterable[Section], out: Path = OUT) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in BOARDS:
+    for name, board in dashboards(sections).items():
         path = out / f"aifactory-{name}.json"
-        path.write_text(render(name))
+        path.write_text(render(board))
         written.append(path)
     return written
 
 
-def push(url: str, token: str, folder: str = "AI factory", verify: bool = True) -> list[tuple[str, str]]:
+def push(url: str, token: str, sections: Iterable[Section], folder: str = "AI factory",
+         verify: bool = True) -> list[tuple[str, str]]:
     """Create or overwrite every board in Grafana by uid (idempotent), in `folder` (created if missing),
     through Grafana's HTTP API (GET and POST /api/folders, POST /api/dashboards/db) on urllib3, the HTTP
     library the agent already uses: grafana-client 5 would bring urllib3-future in urllib3's place and change
@@ -66,8 +76,8 @@ def push(url: str, token: str, folder: str = "AI factory", verify: bool = True) 
     existing = [f for f in call("GET", "/api/folders") or () if isinstance(f, dict) and f.get("title") == folder]
     folder_uid = existing[0]["uid"] if existing else call("POST", "/api/folders",
                                                           {"title": folder, "uid": "aifactory"})["uid"]
-    for name in BOARDS:
-        board = BOARDS[name]().to_json()
+    for made in dashboards(sections).values():
+        board = made.to_json()
         r = call("POST", "/api/dashboards/db", {"dashboard": board, "folderUid": folder_uid, "overwrite": True,
                                                  "message": "aifactory dashboards push"})
         out.append((board["uid"], base + ((r or {}).get("url") or f"/d/{board['uid']}")))

@@ -16,6 +16,19 @@ DS = {"type": "influxdb", "uid": "${datasource}"}
 
 PanelType = Literal["timeseries", "stat", "gauge", "table", "bargauge", "state-timeline"]
 
+# The WHERE and GROUP BY clauses every panel shares: Grafana's time filter and the board's variables.
+F = 'WHERE $timeFilter AND "site" =~ /^$site$/ AND "cluster" =~ /^$cluster$/ AND "rack" =~ /^$rack$/'
+FH = F + ' AND "host" =~ /^$host$/'
+FG = FH + ' AND "gpu" =~ /^$gpu$/'
+T = "GROUP BY time($__interval)"
+
+
+def rate_sum(meas: str, field: str, where: str, by: str = "") -> str:
+    """Sum over series of a counter's per-second rate, each series' rate taken first."""
+    inner = (f'SELECT non_negative_derivative(last("{field}"), 1s) AS r FROM "{meas}" {where} '
+             f"{T}, *")
+    return f'SELECT sum("r") FROM ({inner}) WHERE $timeFilter {T}{", " + by if by else ""} fill(none)'
+
 
 @dataclass
 class Query:
@@ -70,6 +83,16 @@ class Constant:
     name: str
     label: str
     default: str
+
+
+@dataclass(frozen=True)
+class Section:
+    """Panels a collector adds to a board (its folder's panels.py, SECTIONS): placed by `order` among the
+    board's sections, lower first, so a board reads in the same order whichever collectors are installed."""
+
+    board: str
+    order: int
+    panels: tuple[Panel | Row, ...]
 
 
 @dataclass

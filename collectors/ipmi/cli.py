@@ -21,7 +21,7 @@ def add_parser(sub, common) -> None:
 
 
 def cmd_probe(args) -> int:
-    from agent.cli.common import options_or_exit, setup_logging, table
+    from agent.cli.common import options_or_exit, reading, readings_table, setup_logging
     from agent.model import Accumulator
 
     from . import IpmiCollector, Target, TargetOptions, poll_target
@@ -61,9 +61,8 @@ def cmd_probe(args) -> int:
     for s in acc.close():
         source = s.tags.get("source") or "ipmi_sdr"
         for field, value in s.fields.items():
-            readings.append({"measurement": s.measurement, "tags": s.tags, "field": field, "value": value,
-                             "unit": units.get((s.measurement, field), ""),
-                             "source": "DCMI Get Power Reading" if source == "dcmi" else "SDR"})
+            readings.append(reading(s.measurement, s.tags, field, value, units.get((s.measurement, field), ""),
+                                    "DCMI Get Power Reading" if source == "dcmi" else "SDR"))
     if args.json:
         json.dump({"host": args.host, "dcmi": power is not None, "readings": readings, "error": error},
                   sys.stdout, indent=1)
@@ -71,7 +70,5 @@ def cmd_probe(args) -> int:
         return 0
     if error:
         print(f"aifactory: {where}: {error} (readings below were read before it)", file=sys.stderr)
-    rows = [[r["measurement"], ",".join(f"{k}={v}" for k, v in sorted(r["tags"].items())), r["field"], r["value"],
-             r["unit"], r["source"]] for r in readings]
-    print(table(["MEASUREMENT", "TAGS", "FIELD", "VALUE", "UNIT", "SOURCE"], rows))
+    print(readings_table(readings))
     return 0

@@ -26,7 +26,7 @@ from collectors.common.families import family_metrics
 
 from .client import MAX_ANSWER, Auth, RedfishClient, RedfishError
 from .discover import Plan, PollResult, Remembering, discover, poll
-from .model import Reading, load_models
+from .model import Reading, family_of, load_models
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def _metrics() -> tuple[Metric, ...]:
     s = CHASSIS_TAGS + ("sensor",)
     g = Kind.GAUGE
     return (
-        *family_metrics("bmc_power", "cooling", "leak"),
+        *family_metrics("bmc_power", "pdu", "cooling", "leak"),
         Metric("redfish_sensor", "temperature_celsius", g, "celsius", "temperature", s),
         Metric("redfish_sensor", "fan_speed_percent", g, "percent", "fan or pump speed, percent of its maximum", s),
         Metric("redfish_sensor", "fan_speed_rpm", g, "rpm", "fan speed", s),
@@ -91,6 +91,9 @@ class TargetOptions(Strict):
     electrical: bool = Field(False, description="also poll voltage, current and frequency sensors (PDUs, power "
                                                 "shelves; one request each where the service has no $expand)")
     node: str | None = Field(None, description="the node this BMC meters (tag `node`), on a facility poller")
+    role: Literal["it", "cooling", "facility_total", "other"] | None = Field(
+        None, description="for PUE, what a rack PDU or power shelf service meters (tag `role` of its pdu rows): "
+                          "IT load, cooling, the facility total")
     site: str | None = Field(None, description="tag `site`")
     room: str | None = Field(None, description="tag `room`")
     row: str | None = Field(None, description="tag `row`")
@@ -244,10 +247,11 @@ class RedfishCollector(Collector):
                 if value < 0 or value > limit * LIMIT_HEADROOM:
                     refused.append((f"{what} {r.field}", f"{value!r}: outside 0..{limit:g} W x {LIMIT_HEADROOM:g}"))
                     continue
-            k = (r.measurement, tuple(sorted(r.tags.items())))
+            measurement, rtags = family_of(r, t.opts.name, t.opts.role)
+            k = (measurement, tuple(sorted(rtags.items())))
             row = rows.get(k)
             if row is None:
-                row = rows[k] = (r.measurement, {}, {**tags, **r.tags})
+                row = rows[k] = (measurement, {}, {**tags, **rtags})
             row[1][r.field] = value
         for measurement, fields, rtags in rows.values():
             acc.add(measurement, fields, rtags)

@@ -25,12 +25,12 @@ def add_parser(sub, common) -> None:
 
 
 def cmd_probe(args) -> int:
-    from agent.cli.common import options_or_exit, setup_logging, table
+    from agent.cli.common import options_or_exit, reading, readings_table, setup_logging
 
     from . import RedfishCollector, TargetOptions
     from .client import RedfishClient, RedfishError
     from .discover import discover, poll
-    from .model import load_models
+    from .model import family_of, load_models
 
     setup_logging(args.log_level or "warning")
     def build():
@@ -57,8 +57,11 @@ def cmd_probe(args) -> int:
     if result.error:
         print(f"aifactory: {opts.url}: {result.error}", file=sys.stderr)
         return 1
-    readings = [{"measurement": r.measurement, "tags": r.tags, "field": r.field, "value": r.value,
-                 "unit": units.get((r.measurement, r.field), ""), "source": r.source_uri} for r in result.readings]
+    readings = []
+    for r in result.readings:
+        measurement, tags = family_of(r, opts.name, None)  # as the collector emits it
+        readings.append(reading(measurement, tags, r.field, r.value, units.get((measurement, r.field), ""),
+                                r.source_uri))
     tree = [{"id": c.id, "role": c.role, "parent": c.parent, "why": c.why, "uri": c.uri} for c in plan.chassis]
     meter = node_meter(result.readings)
     if args.json:
@@ -80,9 +83,7 @@ def cmd_probe(args) -> int:
         print(f"skipped (not live): {x}")
     for chassis, used in plan.models.items():
         print(f"chassis {chassis}: {', '.join(used) or 'nothing readable'}")
-    rows = [[r["measurement"], ",".join(f"{k}={v}" for k, v in sorted(r["tags"].items())), r["field"], r["value"],
-             r["unit"], r["source"]] for r in readings]
-    print(table(["MEASUREMENT", "TAGS", "FIELD", "VALUE", "UNIT", "RESOURCE"], rows))
+    print(readings_table(readings, "RESOURCE"))
     return 0
 
 

@@ -122,24 +122,30 @@ def _capacity(v) -> float | None:
     return n if n is not None and n > 0 else None
 
 
+# PowerEquipment's collections of power distribution units: (collection, chassis role, type, id prefix)
+POWER_EQUIPMENT = (("PowerShelves", "power_shelf", "PowerShelf", "powershelf"),
+                   ("RackPDUs", "pdu", "RackPDU", "rackpdu"))
+
+
 def _power_shelves(client: RedfishClient, root: dict, deadline: float, chassis_filter) -> list[tuple[Resource, dict]]:
-    """PowerEquipment's power shelves (PowerDistribution, EquipmentType PowerShelf): each shelf's Metrics (its
-    input power and energy), under the chassis it links to, scope rack."""
+    """PowerEquipment's power shelves and rack PDUs (PowerDistribution): each unit's Metrics (its power and energy,
+    the unit's summary), under the chassis it links to."""
     pe = _link(root, "PowerEquipment")
     pdoc = _optional(client.get, pe, deadline) if pe else None
-    shelves = _link(pdoc, "PowerShelves") if pdoc else None
     out: list[tuple[Resource, dict]] = []
-    for shelf in (_optional(_members, client, shelves, deadline) or ()) if shelves else ():
-        linked = [c.get("@odata.id", "") for c in (shelf.get("Links") or {}).get("Chassis") or ()
-                  if isinstance(c, dict)]
-        cid = linked[0].rstrip("/").rsplit("/", 1)[-1] if linked else f"powershelf-{shelf.get('Id')}"
-        ch = Chassis(cid, linked[0] if linked else shelf.get("@odata.id", ""), "power_shelf", "PowerShelf",
-                     why="a PowerEquipment power shelf")
-        if chassis_filter is not None and not chassis_filter(ch):
-            continue
-        metrics = _link(shelf, "Metrics")
-        if metrics and (doc := _optional(client.get, metrics, deadline)) is not None:
-            out.append((Resource("distribution_metrics", metrics, ch, str(shelf.get("Id") or cid)), doc))
+    for collection, role, kind, prefix in POWER_EQUIPMENT:
+        units = _link(pdoc, collection) if pdoc else None
+        for unit in (_optional(_members, client, units, deadline) or ()) if units else ():
+            linked = [c.get("@odata.id", "") for c in (unit.get("Links") or {}).get("Chassis") or ()
+                      if isinstance(c, dict)]
+            cid = linked[0].rstrip("/").rsplit("/", 1)[-1] if linked else f"{prefix}-{unit.get('Id')}"
+            ch = Chassis(cid, linked[0] if linked else unit.get("@odata.id", ""), role, kind,
+                         why=f"a PowerEquipment {kind}")
+            if chassis_filter is not None and not chassis_filter(ch):
+                continue
+            metrics = _link(unit, "Metrics")
+            if metrics and (doc := _optional(client.get, metrics, deadline)) is not None:
+                out.append((Resource("distribution_metrics", metrics, ch, str(unit.get("Id") or cid)), doc))
     return out
 
 
@@ -190,7 +196,8 @@ def discover(client: RedfishClient, models: Models, deadline: float, chassis_fil
         label = {"pump": "ThermalEquipment Pumps", "coolant_connector": "ThermalEquipment CoolantConnectors",
                  "leak_detector": "ThermalEquipment LeakDetection",
                  "environment_metrics": "ThermalEquipment EnvironmentMetrics",
-                 "distribution_metrics": "PowerEquipment PowerShelves"}[res.kind]
+                 "distribution_metrics": "PowerEquipment " + next(
+                     (c for c, _, kind, _ in POWER_EQUIPMENT if kind == res.chassis.type), "")}[res.kind]
         if label not in kinds:
             kinds.append(label)
     chassis_docs = _members(client, coll, deadline)

@@ -12,6 +12,12 @@ from pathlib import Path
 import yaml
 
 SOURCE = "redfish"
+# A rack PDU's or power shelf's own readings are facility readings: the unit's summary (its PowerEquipment
+# PowerDistributionMetrics) and its outlets go to the pdu family (scope device, outlet), where PUE and the rack
+# scope read every transport's PDUs alike. Other chassis-wide sensors of a PDU (outlet groups, a "PDU power"
+# sensor beside the summary) stay bmc_power: taken for the unit's total, they would count it twice.
+FACILITY_ROLES = frozenset({"pdu", "power_shelf"})
+PDU_FIELDS = frozenset({"power_watts", "energy_joules_total"})
 
 
 @dataclass(frozen=True)
@@ -353,7 +359,10 @@ def dedupe(readings: list[Reading]) -> list[Reading]:
     (EnvironmentMetrics and ThermalMetrics both naming CPU1Temp) is kept from the first, the newest model. Where
     no DataSourceUri says so, by what it measures: one value per series and field (EnergyJoules and EnergykWh of
     one resource: the first, the joules); and a PowerSupply Sensor of a chassis whose power supplies already
-    give that quantity (their Metrics, or legacy PowerSupplies) is the same supply read twice: left out."""
+    give that quantity (their Metrics, or legacy PowerSupplies) is the same supply read twice: left out. A power
+    distribution unit's summary (PowerDistributionMetrics) goes first: its total is the pdu family's, the Sensor
+    it cites only the same value again."""
+    readings = sorted(readings, key=lambda r: r.origin != "distribution_metrics")  # stable: the rest keep order
     seen: set[tuple] = set()
     psu_fields = {(r.tags.get("chassis"), r.field) for r in readings
                   if r.origin != "sensor" and r.tags.get("scope") in PSU_SCOPES}
@@ -373,3 +382,20 @@ def dedupe(readings: list[Reading]) -> list[Reading]:
         seen.add(key)
         out.append(r)
     return out
+
+
+def family_of(r: Reading, target: str, role: str | None) -> tuple[str, dict[str, str]]:
+    """Where a reading goes: a PDU's or power shelf's summary and outlets to the pdu family (tag device: the
+    target and chassis; role: the target's, for PUE), everything else as mapped."""
+    measurement, tags = r.measurement, r.tags
+    scope = "device" if r.origin == "distribution_metrics" else "outlet" if tags.get("scope") == "outlet" else None
+    if (measurement != "bmc_power" or scope is None or r.field not in PDU_FIELDS
+            or tags.get("chassis_role") not in FACILITY_ROLES):
+        return measurement, tags
+    out = {k: v for k, v in tags.items() if k != "component"}
+    out.update(scope=scope, source=f"{SOURCE}_pdu", device=f"{target}/{tags.get('chassis', '')}")
+    if scope == "outlet":
+        out["outlet"] = tags.get("component", "")
+    if role:
+        out["role"] = role
+    return "pdu", out

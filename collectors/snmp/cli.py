@@ -61,7 +61,7 @@ def add_parser(sub, common) -> None:
 
 
 def cmd_probe(args) -> int:
-    from agent.cli.common import options_or_exit, setup_logging, table
+    from agent.cli.common import options_or_exit, reading, readings_table, setup_logging
     from collectors.common.profile.evaluate import evaluate
 
     from . import Device, DeviceOptions, missing_objects, poll_device
@@ -116,7 +116,6 @@ def cmd_probe(args) -> int:
         sys.stdout.write("\n")
         return 3 if empty else 0
     print(f"{opts.host}:{opts.port}: profile {profile.name} ({profile.description}); sysObjectID {sys_oid}")
-    rows = [[r.measurement, ",".join(f"{k}={v}" for k, v in sorted(r.tags.items())), r.field, r.value, r.unit,
-             f"fallback {r.origin}" if r.origin else ""] for r in readings]
-    print(table(["MEASUREMENT", "TAGS", "FIELD", "VALUE", "UNIT", "NOTE"], rows))
+    print(readings_table([reading(r.measurement, r.tags, r.field, r.value, r.unit,
+                                  f"fallback {r.origin}" if r.origin else "") for r in readings], "NOTE"))
     return 3 if empty else 0

@@ -1,0 +1,45 @@
+"""The gpu collector's panels: the GPU node board, per GPU."""
+
+from __future__ import annotations
+
+from agent.dashboards.model import FG, Panel, Query, Section, T
+
+
+def ts(title, field, unit, **kw):
+    return Panel(title, "timeseries", [Query(f'SELECT mean("{field}") FROM "gpu" {FG} {T}, "host", "gpu" '
+                                             'fill(none)', legend="$tag_host gpu $tag_gpu")], unit=unit, **kw)
+
+
+SECTIONS = (Section("gpu-node", 10, (
+        ts("Utilization", "utilization_percent", "percent", min=0, max=100),
+        ts("Power", "power_watts", "watt"),
+        Panel("Energy per interval", "timeseries", [Query(
+            f'SELECT non_negative_difference(last("energy_joules_total")) FROM "gpu" {FG} {T}, "host", "gpu"',
+            legend="$tag_host gpu $tag_gpu")], unit="joule"),
+        ts("GPU temperature", "temperature_celsius", "celsius", thresholds=[(None, "green"), (80, "orange"),
+                                                                            (87, "red")]),
+        ts("HBM temperature", "memory_temperature_celsius", "celsius"),
+        ts("SM clock", "sm_clock_hertz", "hertz"),
+        Panel("Throttling (share of time)", "timeseries", [
+            Query(f'SELECT non_negative_derivative(last("{f}"), 1s) FROM "gpu" {FG} {T}, "host", "gpu"',
+                  legend=f"{name} $tag_host gpu $tag_gpu")
+            for f, name in (("throttle_power_cap_seconds_total", "power cap"),
+                            ("throttle_power_brake_seconds_total", "power brake"),
+                            ("throttle_hw_thermal_seconds_total", "HW thermal"),
+                            ("throttle_sw_thermal_seconds_total", "SW thermal"))], unit="percentunit", max=1),
+        Panel("Throttle reasons now active", "state-timeline", [
+            Query(f'SELECT last("{f}") FROM "gpu" {FG} {T}, "host", "gpu" fill(previous)',
+                  legend=f"{name} $tag_host gpu $tag_gpu")
+            for f, name in (("throttle_power_cap", "power cap"), ("throttle_power_brake", "power brake"),
+                            ("throttle_hw_slowdown", "HW slowdown"), ("throttle_thermal", "thermal"))],
+              unit="bool", w=24),
+        Panel("XID and ECC errors", "timeseries", [
+            Query(f'SELECT non_negative_difference(last("{f}")) FROM "gpu" {FG} {T}, "host", "gpu"',
+                  legend=f"{name} $tag_host gpu $tag_gpu")
+            for f, name in (("xid_errors_total", "XID"), ("ecc_uncorrected_volatile_total", "ECC uncorrected"))],
+              unit="short"),
+        Panel("Processes by GPU memory", "table", [Query(
+            f'SELECT last("memory_used_bytes") AS "memory", last("sm_utilization_percent") AS "sm" '
+            f'FROM "gpu_process" {FG} GROUP BY "host", "gpu", "pid", "process", "container", "slurm_job", "pod"',
+            table=True)], unit="bytes", w=24),
+)),)
