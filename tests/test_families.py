@@ -98,6 +98,28 @@ def test_register_words_and_bit_fields_decode_per_the_field(spec, raw, expected)
     assert convert(FieldSpec(field="x", oid="hr:0", **spec), raw) == expected
 
 
+def test_a_scale_read_from_another_register_multiplies_by_its_power_of_ten(tmp_path):
+    """SunSpec-style scale factors: W_SF in its own int16 register; an exponent out of range or absent leaves the
+    value out rather than misread."""
+    from collectors.common.profile.evaluate import evaluate
+
+    (tmp_path / "p.yaml").write_text(
+        "name: p\ngroups:\n  - measurement: pdu\n    static_tags: {scope: device}\n    fields:\n"
+        "      - {field: power_watts, object: 'hr:0', type: int16, scale_exponent: 'hr:1'}\n")
+    profile = load_profiles(tmp_path)["p"]
+
+    def power(data):
+        return [r.value for r in evaluate(profile, data) if r.field == "power_watts"]
+
+    assert power({"hr:0": [12345], "hr:1": [0xFFFF]}) == [1234.5]  # -1: tenths
+    assert power({"hr:0": [12], "hr:1": [2]}) == [1200.0]
+    assert power({"hr:0": [12], "hr:1": [0x8000]}) == []  # -32768: SunSpec's "not implemented"
+    assert power({"hr:0": [12]}) == []
+    with pytest.raises(ValueError, match="scale_exponent reads a scalar"):
+        GroupSpec(measurement="pdu", table="1.2", fields=[{"field": "power_watts", "column": 3,
+                                                           "scale_exponent": "1.5.0"}])
+
+
 # --- a device on a new transport, end to end -------------------------------------------------------------------
 
 

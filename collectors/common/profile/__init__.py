@@ -56,6 +56,7 @@ class FallbackSpec(_Strict):
     entity_sensor: bool = False
     type: None = None
     bit: None = None
+    scale_exponent: None = None
 
 
 class FieldSpec(_Strict):
@@ -88,6 +89,9 @@ class FieldSpec(_Strict):
     bit: int | None = Field(None, ge=0, le=63, description="a bit field: the value is bits `bit` .. "
                                                           "`bit + bits - 1` of the raw integer")
     bits: int = Field(1, ge=1, le=64, description="width of the bit field (1: a flag, read as a bool)")
+    scale_exponent: str | None = Field(
+        None, description="scalar: an object holding a power of ten the value is multiplied by (SunSpec's scale-"
+                          "factor registers, an int16: -1 means tenths); outside -10..10 the value is not available")
     fallback: list[FallbackSpec] = Field(
         default_factory=list, description="objects tried in order when this one gives no valid value (e.g. an "
                                           "older MIB's scalar); in a table, they stand for its row when it has one")
@@ -133,6 +137,9 @@ class GroupSpec(_Strict):
                 raise ValueError(f"scalar field {f.field} needs oid")
             if self.table is not None and f.oid is None and f.column is None:
                 raise ValueError(f"table field {f.field} needs column or oid")
+            if self.table is not None and f.scale_exponent:
+                raise ValueError(f"table field {f.field}: scale_exponent reads a scalar object (use decimal_digits "
+                                 "for a column)")
             if self.table is None and f.extra_columns():
                 raise ValueError(f"scalar field {f.field}: divisor/signed_factor/fahrenheit_if need a table")
         for col, rx in (self.row_match or {}).items():

@@ -51,6 +51,16 @@ def words(f: FieldSpec, raw: Any) -> Any:
     return struct.unpack(">" + fmt, b"".join(w.to_bytes(2, "big") for w in ordered))[0]
 
 
+def exponent(raw: Any) -> int | None:
+    """A power-of-ten exponent read from another object: one register word is an int16 (SunSpec sunssf)."""
+    if isinstance(raw, (list, tuple)):
+        if len(raw) != 1 or type(raw[0]) is not int or not 0 <= raw[0] <= 0xFFFF:
+            return None
+        raw = raw[0] - 0x10000 if raw[0] >= 0x8000 else raw[0]
+    n = as_number(raw)
+    return int(n) if n is not None and n == int(n) and -10 <= n <= 10 else None
+
+
 def convert(f: FieldSpec, raw: Any, digits: Any = None, ent: EntitySensor | None = None):
     """One raw value to its output value, or None when it is 'not available' or malformed."""
     if f.type is not None:

@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Any
 
 from . import Profile, field_catalogue, norm_oid
-from .convert import EntitySensor, adjust, as_number, convert, text
+from .convert import EntitySensor, adjust, as_number, convert, exponent, text
 from .plan import plan_of
 
 
@@ -84,6 +84,9 @@ def evaluate(profile: Profile, data: dict[str, Any], device_tags: dict[str, str]
             for f in g.fields:
                 raw = data.get(norm_oid(f.oid))
                 v = convert(f, raw) if raw is not None else None
+                if v is not None and f.scale_exponent:
+                    e = exponent(data.get(norm_oid(f.scale_exponent)))
+                    v = None if e is None or isinstance(v, (bool, str)) else round(v * 10.0 ** e, 6)
                 origin = None
                 if v is None and f.fallback:
                     v, origin = _fallback(f, data)

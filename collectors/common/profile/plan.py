@@ -46,6 +46,7 @@ def required_oids(profile: Profile) -> tuple[list[str], list[str]]:
         scalars += [norm_oid(fb.oid) for f in g.fields for fb in f.fallback]
         if g.table is None:
             scalars += [norm_oid(f.oid) for f in g.fields]
+            scalars += [norm_oid(f.scale_exponent) for f in g.fields if f.scale_exponent]
             continue
         table = norm_oid(g.table)
         walks.append(table)
@@ -77,8 +78,8 @@ def object_words(profile: Profile) -> dict[str, int]:
         for f in g.fields:
             if g.table is None and f.oid:
                 out[norm_oid(f.oid)] = max(out.get(norm_oid(f.oid), 1), WORD_TYPES[f.type][0] if f.type else 1)
-            for fb in f.fallback:
-                out.setdefault(norm_oid(fb.oid), 1)
+            for extra in [fb.oid for fb in f.fallback] + ([f.scale_exponent] if f.scale_exponent else []):
+                out.setdefault(norm_oid(extra), 1)
     return out
 
 
