@@ -3,7 +3,7 @@ import textwrap
 import pytest
 
 from agent.cli import main
-from agent.config import ConfigError, load_config
+from agent.config import ConfigError, build_config, load_config
 from agent.registry import default_registry
 
 
@@ -170,3 +170,15 @@ def test_documented_example_config_is_valid():
 def test_names_that_key_state_and_paths_an_output_writes_are_unique(tmp_path, text, expected):
     """Two BMCs under one name shared their counters (a phantom 5 MW); two file outputs on one path interleave."""
     assert expected in error_of(write(tmp_path, text))
+
+
+def test_a_moved_option_still_loads_for_one_release_and_says_where_it_went(caplog):
+    """collectors.snmp.pue_window moved to the facility collector: an existing configuration keeps loading."""
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    cfg = build_config({"collectors": {"snmp": {"pue_window": "30m"}, "facility": {"pue_window": "1h"}}}, {}, None,
+                       default_registry())
+    inst = {i.kind: i for i in cfg.instances}
+    assert inst["facility"].options.pue_window == 3600.0
+    assert any("collectors.facility.pue_window" in r.getMessage() for r in caplog.records)
