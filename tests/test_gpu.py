@@ -12,7 +12,6 @@ from agent.registry import default_registry
 from collectors.gpu import GpuCollector, GpuOptions
 from collectors.gpu.cli import gpu_rows
 from collectors.gpu.errors import NvmlNeedsReinit
-from collectors.gpu.reader import parse_cgroup
 
 from .conftest import TREES
 from .fakes.nvml import FakeGpu, FakeNvml, fleet
@@ -290,18 +289,6 @@ def test_gpus_command_rows():
     assert [r["index"] for r in rows] == [0, 1]
     assert rows[0]["throttle_reasons"] == ["power_cap", "power_brake"]
     assert rows[0]["power_watts"] == 655.21 and rows[1]["energy_joules_total"] is None
-
-
-@pytest.mark.parametrize("line,want", [
-    ("0::/system.slice/slurmstepd.scope/job_77/step_batch/user/task_0", ("", "77", "")),
-    ("11:memory:/slurm/uid_1000/job_4242/step_0", ("", "4242", "")),
-    ("0::/kubepods/besteffort/pod3f1e2d3c-1111-2222-3333-444455556666/"
-     "abcdefabcdefabcdefabcdefabcdefabcdefabcdefabcdefabcdefabcdefabcd",
-     ("abcdefabcdef", "", "3f1e2d3c-1111-2222-3333-444455556666")),
-    ("0::/user.slice/user-1000.slice/session-3.scope", ("", "", "")),
-])
-def test_parse_cgroup(line, want):
-    assert parse_cgroup(line) == want
 
 
 def test_a_state_file_from_before_the_ledger_in_millijoules_is_read_as_joules(tmp_path):

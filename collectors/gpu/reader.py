@@ -10,12 +10,13 @@
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from collectors.common.cgroups import owner_of
 
 from .errors import (
     NvmlError,
@@ -128,28 +129,6 @@ class GpuState:
 
 # --- who runs on the GPU: container, Slurm job, Kubernetes pod ------------------------------
 
-_POD = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
-_CONTAINER = re.compile(r"(?:docker|cri-containerd|crio|containerd|libpod)[-/:]?([0-9a-f]{64})"
-                        r"|/([0-9a-f]{64})(?:\.scope)?$")
-_SLURM = re.compile(r"/job_(\d+)(?:/|$)")
-
-
-def parse_cgroup(text: str) -> tuple[str, str, str]:
-    """(container id (12 chars), Slurm job id, Kubernetes pod uid) from /proc/PID/cgroup."""
-    container = job = pod = ""
-    for line in text.splitlines():
-        path = line.split(":", 2)[-1]
-        m = _POD.search(path)
-        if m and not pod:
-            pod = m.group(1).replace("_", "-")
-        m = _CONTAINER.search(path)
-        if m and not container:
-            container = (m.group(1) or m.group(2))[:12]
-        m = _SLURM.search(path)
-        if m and not job:
-            job = m.group(1)
-    return container, job, pod
-
 
 def describe_process(proc_root: Path, p: Proc) -> None:
     base = proc_root / str(p.pid)
@@ -157,10 +136,9 @@ def describe_process(proc_root: Path, p: Proc) -> None:
         p.name = (base / "comm").read_text().strip()
     except OSError:
         p.name = ""
-    try:
-        p.container, p.slurm_job, p.pod = parse_cgroup((base / "cgroup").read_text())
-    except OSError:
-        pass
+    owner = owner_of(proc_root, p.pid)
+    if owner is not None:
+        p.container, p.slurm_job, p.pod = owner.container, owner.job_id, owner.pod_uid
 
 
 # nvml.h: nvmlEventTypeDoubleBitEccError 0x2, nvmlEventTypeXidCriticalError 0x8; eventData is set for XID
