@@ -10,5 +10,6 @@ REGISTRY: dict[str, str] = {
     "efficiency": "collectors.efficiency:EfficiencyCollector",
     "redfish": "collectors.redfish:RedfishCollector",
     "ipmi": "collectors.ipmi:IpmiCollector",
+    "jobs": "collectors.jobs:JobsCollector",
     "facility": "collectors.facility:FacilityCollector",
 }

@@ -25,7 +25,7 @@ def test_defaults_without_file(monkeypatch, tmp_path):
     cfg = load_config(None, default_registry())
     assert cfg.source is None
     assert {i.kind for i in cfg.instances} == {"host", "storage", "network", "gpu", "inference", "efficiency",
-                                               "facility"}
+                                               "facility", "jobs"}
     assert all(i.interval == 10.0 and i.timeout == 10.0 for i in cfg.instances)
     assert cfg.settings.outputs.local.retention == 7 * 86400
 
@@ -50,7 +50,7 @@ def test_full_config(tmp_path):
     assert cfg.global_tags() == {"host": "gpu-a01", "site": "fra1", "cluster": "c1", "rack": "r12", "role": "gpu",
                                  "pod": "p3"}
     inst = {i.name: i for i in cfg.instances}
-    assert set(inst) == {"host", "storage", "gpu", "inference", "efficiency", "facility"}
+    assert set(inst) == {"host", "storage", "gpu", "inference", "efficiency", "facility", "jobs"}
     assert (inst["host"].interval, inst["host"].timeout) == (5.0, 2.0)
     assert (inst["storage"].interval, inst["storage"].timeout) == (15.0, 15.0)
     assert cfg.settings.agent.jitter == 0.5
@@ -77,7 +77,7 @@ def test_several_instances_of_one_collector(tmp_path):
      ":4: collectors.host.per_cpu: Input should be a valid boolean"),
     ("collectors:\n  gpus: {}\n",
      ":2: collectors.gpus: unknown collector; expected one of: efficiency, facility, gpu, host, inference, ipmi, "
-     "network, redfish, snmp, storage"),
+     "jobs, network, redfish, snmp, storage"),
     ("collectors:\n  storage:\n    smart: sometimes\n", ":3: collectors.storage.smart: Input should be 'auto', 'on'"),
     ("collectors:\n  host:\n    timeout: 20s\n", ":3: collectors.host.timeout: must not exceed the interval (10s)"),
     ("collectors:\n  network:\n    - {name: a}\n    - {name: a}\n", "collectors.network[1].name: instance name 'a'"),
@@ -153,7 +153,7 @@ def test_documented_example_config_is_valid():
                       default_registry())
     assert cfg.global_tags()["rack"] == "r12"
     assert {i.name for i in cfg.instances} == {"host", "storage", "network", "gpu", "inference", "efficiency",
-                                               "facility"}
+                                               "facility", "jobs"}
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -25,7 +25,7 @@ def test_soak_smoke(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     doc = json.loads(out.read_text())
     assert set(doc["collections"]) == {"host", "storage", "network", "gpu", "snmp", "inference", "efficiency",
-                                       "redfish", "facility"}
+                                       "redfish", "facility", "jobs"}
     assert doc["host_points_in_influxdb"] == doc["host_collections"] >= 15
     # the healthy BMC answered every poll; the other came back after each reboot; the rotated files hold it all
     assert doc["redfish_polls_up"]["healthy"] == doc["redfish_collections"] and doc["bmc_reboots"] >= 2

@@ -1,0 +1,207 @@
+"""Energy per job: each GPU's energy, window by window, to the Slurm job, pod, container or systemd unit that holds
+or uses it, every millijoule once (collectors/common/attribution.py), kept per job across restarts.
+
+Reads the gpu collector's samples from the bus (each GPU's monotonic energy counter and the processes on it) and
+asks the schedulers who owns what: a process's owner from Slurm's `scontrol listpids` where Slurm runs (with or
+without per-job cgroups), else from its cgroup (collectors/common/cgroups.py); the GPUs a Slurm job holds from
+`scontrol show job -d` (a GPU held and idle is the job's: `held_idle`). Writes measurement `job`; the job id is
+a tag of job series only, never of GPU or host series (docs/jobs.md: the cardinality budget).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+from typing import Literal
+
+from pydantic import Field
+
+from agent.collector import Collector, NotPresent
+from agent.config import CollectorOptions, PositiveDuration
+from agent.logonce import Latch
+from agent.model import Accumulator, Kind, Metric, Sample
+from collectors.common.attribution import IDLE, Usage, attribute_gpu
+from collectors.common.cgroups import owner_of
+from collectors.common.slurm import SlurmError, SlurmJob, parse_jobs, parse_listpids, run
+
+from .book import JobBook, JobRecord
+
+log = logging.getLogger(__name__)
+
+TAGS = ("host", "job_id", "scheduler", "user", "account", "name", "partition")
+G, C = Kind.GAUGE, Kind.COUNTER
+METRICS = tuple(Metric("job", f, kind, unit, desc, TAGS) for f, kind, unit, desc in (
+    ("gpu_energy_joules_total", C, "joules", "GPU energy attributed to the job since it started (every joule of "
+                                             "each GPU to one owner; GPUs nobody holds: job_id idle)"),
+    ("gpu_seconds_total", C, "seconds", "GPU time the job held or used (a GPU for a second is one)"),
+    ("held_idle_seconds_total", C, "seconds", "GPU time the job held with none of its processes on the GPU"),
+    ("gpus", G, "count", "GPUs the job holds or uses now"),
+    ("held_idle_gpus", G, "count", "GPUs the job holds that none of its processes uses now"),
+    ("running", G, "bool", "the job runs (false: its final record, written once when it ends)"),
+))
+UNOWNED = "unowned"  # a process in no job, pod, container or unit (a login shell's)
+
+
+class JobsOptions(CollectorOptions):
+    slurm: Literal["auto", "on", "off"] = Field("auto", description="ask Slurm (scontrol) which jobs run here and "
+                                                                    "which GPUs they hold; auto: where scontrol is")
+    slurm_node: str | None = Field(None, description="Slurm's name of this node (default: the short host name)")
+    scontrol_timeout: PositiveDuration = Field(5.0, description="deadline of each scontrol call")
+    end_after: int = Field(3, ge=1, description="collections a job goes unseen before its final record")
+    keep: PositiveDuration = Field(7 * 86400.0, description="how long an ended job's record is kept")
+    price_per_kwh: float | None = Field(None, ge=0, description="electricity price, for `aifactory jobs` cost")
+    grid_g_per_kwh: float | None = Field(None, ge=0, description="grid carbon intensity (g CO2e per kWh), for "
+                                                                  "`aifactory jobs` emissions")
+
+
+class JobsCollector(Collector):
+    kind = "jobs"
+    Options = JobsOptions
+    METRICS = METRICS
+    consumes = ("gpu", "gpu_process")
+    cli = "collectors.jobs.cli:add_parser"  # `aifactory jobs`
+
+    def __init__(self, options: JobsOptions, ctx) -> None:
+        super().__init__(options, ctx)
+        self.book = JobBook(ctx.state_dir / "jobs.json" if ctx.state_dir else None, options.keep)
+        self.last: dict[str, tuple[int, int]] = {}  # GPU uuid -> (ts, energy mJ) at the last window's end
+        self.slurm_jobs: dict[str, SlurmJob] = {}  # what scontrol said of each job seen running here
+        self.node = options.slurm_node or socket.gethostname().split(".")[0]
+        self.slurm_on = options.slurm == "on" or (options.slurm == "auto" and shutil.which("scontrol") is not None)
+        self._slurm = Latch(log)
+        self.now: dict[str, list[str]] = {}
+        self.idle_now: dict[str, int] = {}
+
+    # --- who owns what -------------------------------------------------------------------------------------
+
+    def _slurm_view(self) -> dict[int, str]:
+        """pid -> Slurm job id for the processes of this node's jobs; the jobs' details (owner, GPUs held) asked
+        once per job. Slurm not answering costs the allocations of this collection, said once."""
+        if not self.slurm_on:
+            return {}
+        timeout = self.options.scontrol_timeout
+        try:
+            pids = {pid: job for pid, (job, _) in parse_listpids(run(["listpids"], timeout)).items()}
+            for job in sorted(set(pids.values()) - set(self.slurm_jobs)):
+                self.slurm_jobs.update(parse_jobs(run(["show", "job", "-d", "-o", job], timeout)))
+        except SlurmError as e:
+            self._slurm.failed(str(e), "jobs: Slurm does not answer: %s (processes are attributed by their "
+                                       "cgroups; GPUs held and idle are not seen)", e)
+            return {}
+        self._slurm.recovered("jobs: Slurm answers again")
+        running = set(pids.values())
+        for job in [j for j in self.slurm_jobs if j not in running]:
+            del self.slurm_jobs[job]  # asked again if it comes back (a requeued job)
+        return pids
+
+    def _owner(self, pid: int, slurm_pids: dict[int, str]) -> str:
+        if pid in slurm_pids:
+            return f"slurm:{slurm_pids[pid]}"
+        owner = owner_of(self.ctx.proc_root, pid)
+        return (owner.key if owner is not None else "") or UNOWNED
+
+    def _record(self, key: str, ts: int) -> JobRecord:
+        def make() -> JobRecord:
+            scheduler, _, ident = key.partition(":")
+            if key in (IDLE, UNOWNED):
+                return JobRecord(key, "none", start_ns=ts)
+            rec = JobRecord(ident, {"slurm": "slurm", "pod": "kubernetes", "container": "container",
+                                    "unit": "systemd"}.get(scheduler, scheduler), start_ns=ts)
+            job = self.slurm_jobs.get(ident) if scheduler == "slurm" else None
+            if job is not None:
+                rec.user, rec.account, rec.name, rec.partition = job.user, job.account, job.name, job.partition
+            return rec
+
+        return self.book.get(key, make)
+
+    # --- one collection ------------------------------------------------------------------------------------
+
+    def collect(self, acc: Accumulator) -> None:
+        bus = self.ctx.bus
+        gpus = {s.tags["uuid"]: s for s in (bus.latest("gpu") if bus is not None else ())
+                if "uuid" in s.tags and isinstance(s.fields.get("energy_joules_total"), (int, float))}
+        if not gpus and not self.book.jobs:
+            raise NotPresent("no GPU energy on this node (the gpu collector reports none)")
+        slurm_pids = self._slurm_view()
+        self.now: dict[str, list[str]] = {}  # owner -> GPUs it holds or uses in this collection
+        self.idle_now: dict[str, int] = {}  # owner -> GPUs it holds with none of its processes on them
+        holders: dict[str, list[str]] = {}  # GPU index -> Slurm jobs holding it here
+        for job in self.slurm_jobs.values():
+            for idx in job.gpus.get(self.node, ()):
+                holders.setdefault(str(idx), []).append(f"slurm:{job.job_id}")
+        procs: dict[str, list[Sample]] = {}
+        for p in bus.latest("gpu_process") if bus is not None else ():
+            g = gpus.get(p.tags.get("uuid", ""))
+            if g is not None and p.ts == g.ts and p.tags.get("pid", "").isdigit():  # this tick's processes only
+                procs.setdefault(g.tags["uuid"], []).append(p)
+        seen: set[str] = set()
+        for uuid, g in gpus.items():
+            index = g.tags.get("gpu", "")
+            usage = Usage(list(holders.get(index, ())))
+            for p in procs.get(uuid, ()):
+                owner = self._owner(int(p.tags["pid"]), slurm_pids)
+                sm = p.fields.get("sm_utilization_percent")
+                usage.sm[owner] = usage.sm.get(owner, 0.0) + (float(sm) if isinstance(sm, (int, float)) else 0.0)
+            seen.update(usage.holders)
+            seen.update(usage.sm)
+            self._window(uuid, g, index, usage)
+        self._close(acc, seen)
+
+    def _window(self, uuid: str, g: Sample, index: str, usage: Usage) -> None:
+        """This GPU's energy since the last window, to its owners."""
+        mj = round(float(g.fields["energy_joules_total"]) * 1000)
+        last = self.last.get(uuid)
+        self.last[uuid] = (g.ts, mj)
+        for key in set(usage.holders) | set(usage.sm):
+            rec = self._record(key, g.ts)
+            if index not in rec.gpus:
+                rec.gpus.append(index)
+            self.now.setdefault(key, []).append(index)
+            if key in usage.holders and key not in usage.sm:
+                self.idle_now[key] = self.idle_now.get(key, 0) + 1
+        if last is None or g.ts <= last[0]:
+            return  # the first reading of this GPU (or no new one): a window needs two
+        seconds = (g.ts - last[0]) / 1e9
+        delta = max(0, mj - last[1])  # the gpu collector's counter is monotonic; a new baseline never goes back
+        parts, _ = attribute_gpu(delta, usage)
+        for key, part in parts.items():
+            rec = self._record(key, g.ts)
+            rec.gpu_energy_mj += part
+            if key in usage.holders:
+                rec.gpu_seconds += seconds
+                if usage.sm.get(key) is None:
+                    rec.held_idle_seconds += seconds
+            elif key != IDLE and delta > 0:
+                rec.gpu_seconds += seconds * part / delta
+
+    def _close(self, acc: Accumulator, seen: set[str]) -> None:
+        """Records seen now run on; those unseen for end_after collections end with a final sample."""
+        ended = []
+        for key, rec in self.book.jobs.items():
+            if not rec.running or key in (IDLE, UNOWNED):
+                continue
+            if key in seen:
+                rec.unseen, rec.last_seen_ns = 0, acc.ts
+            else:
+                rec.unseen += 1
+                if rec.unseen >= self.options.end_after:
+                    rec.end_ns = rec.last_seen_ns or acc.ts
+                    ended.append(key)
+                    log.info("jobs: %s %s ended: %.1f kJ of GPU energy", rec.scheduler, rec.job_id,
+                             rec.gpu_energy_mj / 1e6)
+        self.book.prune(acc.ts)
+        self.book.save()  # before the samples leave: an emitted counter is never ahead of the saved book
+        # running records (a job unseen for fewer than end_after collections still runs), the final records of
+        # those that just ended, once, and the idle and unowned shares
+        current = {k for k, r in self.book.jobs.items() if r.running}
+        for key in sorted(current | set(ended)):
+            rec = self.book.jobs[key]
+            acc.add("job", {"gpu_energy_joules_total": rec.gpu_energy_mj / 1000.0,
+                            "gpu_seconds_total": round(rec.gpu_seconds, 3),
+                            "held_idle_seconds_total": round(rec.held_idle_seconds, 3),
+                            "gpus": len(self.now.get(key, ())), "held_idle_gpus": self.idle_now.get(key, 0),
+                            "running": rec.running},
+                    {k: v for k, v in (("job_id", rec.job_id), ("scheduler", rec.scheduler), ("user", rec.user),
+                                       ("account", rec.account), ("name", rec.name),
+                                       ("partition", rec.partition)) if v})
