@@ -478,3 +478,102 @@ def serve_bmc(mockup: Path, tls: tuple[Path, Path, Path], user: str = "monitor",
     httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd, f"https://127.0.0.1:{httpd.server_address[1]}", state
+
+
+class Slurm:
+    """A one-node Slurm 22.05 cluster (Debian's slurmctld, slurmd, munge) on loopback, everything under `root`:
+    its own munge key and socket, ports, spool and state dirs; two GPUs as GRES on existing character devices
+    (no GPU here: /dev/null and /dev/zero stand for /dev/nvidia0 and 1; ../shared/reference/real-services.md).
+    proctrack/linuxproc: no per-job cgroups, as in this container; processes map to jobs by `scontrol listpids`."""
+
+    def __init__(self, root: Path, epilog: Path | None = None, task_epilog: Path | None = None) -> None:
+        import os
+        import socket as _socket
+
+        for exe, pkg in (("munged", "munge"), ("slurmctld", "slurmctld"), ("slurmd", "slurmd"),
+                         ("scontrol", "slurm-client"), ("sbatch", "slurm-client")):
+            need(exe, pkg)
+        self.root = root
+        self.node = _socket.gethostname().split(".")[0]
+        (root / "munge").mkdir(parents=True, mode=0o700)
+        for d in ("spool", "state", "log"):
+            (root / d).mkdir()
+        key = root / "munge" / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o400)
+        self.munge_socket = root / "munge" / "munge.socket"
+        ctl, node_port = free_port(), free_port()
+        cpus = os.cpu_count() or 1
+        self.conf = root / "slurm.conf"
+        self.conf.write_text(f"""ClusterName=aftest
+SlurmctldHost={self.node}(127.0.0.1)
+SlurmctldPort={ctl}
+SlurmdPort={node_port}
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={self.munge_socket}
+SlurmUser=root
+SlurmdUser=root
+StateSaveLocation={root}/state
+SlurmdSpoolDir={root}/spool
+SlurmctldPidFile={root}/slurmctld.pid
+SlurmdPidFile={root}/slurmd.pid
+SlurmctldLogFile={root}/log/slurmctld.log
+SlurmdLogFile={root}/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=none
+ReturnToService=2
+MinJobAge=600
+GresTypes=gpu
+{f"Epilog={epilog}" if epilog else ""}
+{f"TaskEpilog={task_epilog}" if task_epilog else ""}
+NodeName={self.node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=1000 Gres=gpu:2 State=UNKNOWN
+PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
+""")
+        (root / "gres.conf").write_text(f"AutoDetect=off\nNodeName={self.node} Name=gpu File=/dev/null\n"
+                                        f"NodeName={self.node} Name=gpu File=/dev/zero\n")
+        self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> Slurm:
+        import time
+
+        r = self.root
+        subprocess.run(["munged", "--force", f"--key-file={r / 'munge' / 'munge.key'}",
+                        f"--socket={self.munge_socket}", f"--pid-file={r / 'munge' / 'munged.pid'}",
+                        f"--log-file={r / 'log' / 'munged.log'}", f"--seed-file={r / 'munge' / 'seed'}"],
+                       check=True, capture_output=True, timeout=30)
+        for exe in ("slurmctld", "slurmd"):
+            subprocess.run([exe, "-f", str(self.conf)], check=True, capture_output=True, env=self.env, timeout=30)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            out = self.scontrol("show", "node", self.node, check=False)
+            if "State=IDLE" in out:
+                return self
+            time.sleep(0.5)
+        raise RuntimeError(f"slurmd did not come up: {out}\n" + (r / "log" / "slurmctld.log").read_text()[-2000:])
+
+    def scontrol(self, *args: str, check: bool = True) -> str:
+        p = subprocess.run(["scontrol", *args], capture_output=True, text=True, env=self.env, timeout=30)
+        if check and p.returncode != 0:
+            raise RuntimeError(f"scontrol {' '.join(args)}: {p.stderr}")
+        return p.stdout + (p.stderr if not check else "")
+
+    def sbatch(self, *args: str) -> str:
+        p = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True, env=self.env,
+                           timeout=30, check=True)
+        return p.stdout.strip().split(";")[0]
+
+    def stop(self) -> None:
+        import os
+        import signal
+
+        for pidfile in ("slurmd.pid", "slurmctld.pid", "munge/munged.pid"):
+            try:
+                os.kill(int((self.root / pidfile).read_text().split()[0]), signal.SIGTERM)
+            except (OSError, ValueError):
+                pass

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from collectors.common.slurm import SlurmError, expand_hosts, gpu_indexes, pairs, parse_jobs, parse_listpids, run
+from collectors.common.slurm import (
+    SlurmError,
+    expand_hosts,
+    gpu_indexes,
+    listpids,
+    pairs,
+    parse_jobs,
+    parse_listpids,
+    run,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "slurm"
 
@@ -67,3 +76,11 @@ def test_a_missing_or_failing_scontrol_is_said_not_raised_as_anything_else(tmp_p
     fake.chmod(0o755)
     with pytest.raises(SlurmError, match="Unable to contact slurm controller"):
         run(["show", "job"], 5, env={"PATH": str(tmp_path)})
+
+
+def test_a_node_running_no_job_has_no_pids_not_an_error(tmp_path):
+    """scontrol listpids exits 1 with "No job steps exist on this node." where no job runs (Slurm 22.05)."""
+    fake = tmp_path / "scontrol"
+    fake.write_text("#!/bin/sh\necho 'No job steps exist on this node.' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    assert listpids(5, env={"PATH": str(tmp_path)}) == {}

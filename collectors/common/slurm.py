@@ -129,6 +129,20 @@ class SlurmError(Exception):
     pass
 
 
+# What scontrol listpids says (and exits 1 with) on a node that runs no job: no jobs, not a failure.
+NO_STEPS = "No job steps exist on this node"
+
+
+def listpids(timeout: float, env: dict | None = None) -> dict[int, tuple[str, str]]:
+    """This node's job processes: pid -> (job id, step id); empty where no job runs."""
+    try:
+        return parse_listpids(run(["listpids"], timeout, env))
+    except SlurmError as e:
+        if NO_STEPS in str(e):
+            return {}
+        raise
+
+
 def run(args: list[str], timeout: float, env: dict | None = None) -> str:
     """One scontrol call within its deadline; a missing binary, a refusal or a hang is a SlurmError saying so."""
     try:

@@ -23,7 +23,7 @@ from agent.logonce import Latch
 from agent.model import Accumulator, Kind, Metric, Sample
 from collectors.common.attribution import IDLE, Usage, attribute_gpu
 from collectors.common.cgroups import owner_of
-from collectors.common.slurm import SlurmError, SlurmJob, parse_jobs, parse_listpids, run
+from collectors.common.slurm import SlurmError, SlurmJob, listpids, parse_jobs, run
 
 from .book import JobBook, JobRecord
 
@@ -82,7 +82,7 @@ class JobsCollector(Collector):
             return {}
         timeout = self.options.scontrol_timeout
         try:
-            pids = {pid: job for pid, (job, _) in parse_listpids(run(["listpids"], timeout)).items()}
+            pids = {pid: job for pid, (job, _) in listpids(timeout).items()}
             for job in sorted(set(pids.values()) - set(self.slurm_jobs)):
                 self.slurm_jobs.update(parse_jobs(run(["show", "job", "-d", "-o", job], timeout)))
         except SlurmError as e:
