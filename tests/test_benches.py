@@ -30,6 +30,11 @@ def test_gpu_collect_smoke():
     assert "agent CPU per cycle" in out
 
 
+def test_job_attribution_smoke():
+    out = bench("job_attribution", "--cycles", "5", "--gpus", "2", "--procs", "3")
+    assert "jobs collector CPU per cycle" in out and "kJ attributed" in out
+
+
 def test_inference_scrape_smoke():
     out = bench("inference_scrape", "--scrapes", "5")
     assert "inference collector (GET, parse, map, samples, LP)" in out

@@ -72,6 +72,7 @@ class JobsCollector(Collector):
         self._slurm = Latch(log)
         self.now: dict[str, list[str]] = {}
         self.idle_now: dict[str, int] = {}
+        self.owners: dict[int, str] = {}  # pid -> owner read from its cgroup, while it stays on a GPU
 
     # --- who owns what -------------------------------------------------------------------------------------
 
@@ -95,11 +96,21 @@ class JobsCollector(Collector):
             del self.slurm_jobs[job]  # asked again if it comes back (a requeued job)
         return pids
 
-    def _owner(self, pid: int, slurm_pids: dict[int, str]) -> str:
+    def _owner(self, p: Sample, slurm_pids: dict[int, str]) -> str:
+        """A process's owner: its Slurm job from listpids, else what the gpu collector read from its cgroup
+        (tags slurm_job, pod, container), else its cgroup read here (a systemd unit), kept while the process
+        stays on a GPU: reading 64 cgroup files a cycle was most of the cycle (bench/job_attribution)."""
+        pid = int(p.tags["pid"])
         if pid in slurm_pids:
             return f"slurm:{slurm_pids[pid]}"
-        owner = owner_of(self.ctx.proc_root, pid)
-        return (owner.key if owner is not None else "") or UNOWNED
+        for tag, prefix in (("slurm_job", "slurm"), ("pod", "pod"), ("container", "container")):
+            if p.tags.get(tag):
+                return f"{prefix}:{p.tags[tag]}"
+        known = self.owners.get(pid)
+        if known is None:
+            owner = owner_of(self.ctx.proc_root, pid)
+            known = self.owners[pid] = (owner.key if owner is not None else "") or UNOWNED
+        return known
 
     def _record(self, key: str, ts: int) -> JobRecord:
         def make() -> JobRecord:
@@ -135,12 +146,14 @@ class JobsCollector(Collector):
             g = gpus.get(p.tags.get("uuid", ""))
             if g is not None and p.ts == g.ts and p.tags.get("pid", "").isdigit():  # this tick's processes only
                 procs.setdefault(g.tags["uuid"], []).append(p)
+        live = {int(p.tags["pid"]) for ps in procs.values() for p in ps}
+        self.owners = {pid: o for pid, o in self.owners.items() if pid in live}  # a pid gone may come back as another
         seen: set[str] = set()
         for uuid, g in gpus.items():
             index = g.tags.get("gpu", "")
             usage = Usage(list(holders.get(index, ())))
             for p in procs.get(uuid, ()):
-                owner = self._owner(int(p.tags["pid"]), slurm_pids)
+                owner = self._owner(p, slurm_pids)
                 sm = p.fields.get("sm_utilization_percent")
                 usage.sm[owner] = usage.sm.get(owner, 0.0) + (float(sm) if isinstance(sm, (int, float)) else 0.0)
             seen.update(usage.holders)
