@@ -241,3 +241,123 @@ def test_a_real_slurm_jobs_gpu_energy_is_its_own_kept_after_it_ends_and_stored_i
         slurm.scontrol("update", f"JobId={b}", "TimeLimit=0", check=False)
     finally:
         slurm.stop()
+
+
+# --- Kubernetes: the kubelet's pod-resources ------------------------------------------------------------------
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, value: bytes | str | int) -> bytes:
+    if isinstance(value, int):
+        return _varint(number << 3) + _varint(value)
+    raw = value.encode() if isinstance(value, str) else value
+    return _varint(number << 3 | 2) + _varint(len(raw)) + raw
+
+
+def encode_list(doc: dict) -> bytes:
+    """ListPodResourcesResponse in protobuf's wire format, field numbers of api.proto (v1)."""
+    out = b""
+    for pod in doc["pod_resources"]:
+        body = _field(1, pod["name"]) + _field(2, pod["namespace"])
+        for c in pod["containers"]:
+            cb = _field(1, c["name"])
+            for d in c["devices"]:
+                db = _field(1, d["resource_name"]) + b"".join(_field(2, i) for i in d["device_ids"])
+                db += _field(3, _field(1, _field(1, 0)))  # TopologyInfo {nodes: [NUMANode {ID: 0}]}
+                cb += _field(2, db)
+            if c.get("cpu_ids"):
+                packed = b"".join(_varint(x) for x in c["cpu_ids"])
+                cb += _field(3, packed)
+            body += _field(3, cb)
+        out += _field(1, body)
+    return out
+
+
+POD_DOC = json.loads((FIXTURES / "podresources" / "list.json").read_text())
+
+
+def test_pod_resources_answer_decodes_to_each_pods_gpus():
+    from collectors.common.podresources import decode_list
+
+    pods = {(p.namespace, p.name): p.devices for p in decode_list(encode_list(POD_DOC))}
+    assert pods[("inference", "llama-serve-7c9f")] == {"vllm": ["GPU-0"]}
+    assert pods[("research", "notebook-ana")] == {"jupyter": ["GPU-1"]}
+    assert pods[("batch", "mig-tenant")] == {"job": ["MIG-aaaa"]}
+    assert pods[("net", "nic-only")] == {} and pods[("kube-system", "coredns-5d78")] == {}  # no GPUs
+
+
+@pytest.mark.parametrize("garbage", [b"\x0a\x05ab", b"\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",
+                                     b"\x0f\x00"])
+def test_an_answer_that_is_not_the_message_is_refused_not_misread(garbage):
+    from collectors.common.podresources import WireError, decode_list
+
+    with pytest.raises(WireError):
+        decode_list(garbage)
+
+
+@pytest.fixture
+def kubelet(tmp_path):
+    """A gRPC server on a Unix socket answering v1.PodResourcesLister/List with the recorded answer."""
+    from concurrent import futures
+
+    import grpc
+
+    sock = tmp_path / "kubelet.sock"
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    answer = {"doc": POD_DOC}
+    handler = grpc.method_handlers_generic_handler("v1.PodResourcesLister", {
+        "List": grpc.unary_unary_rpc_method_handler(lambda req, ctx: encode_list(answer["doc"]),
+                                                    request_deserializer=lambda b: b,
+                                                    response_serializer=lambda b: b)})
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(f"unix://{sock}")
+    server.start()
+    yield sock, answer
+    server.stop(0)
+
+
+def test_pods_get_the_gpus_the_kubelet_gave_them_held_idle_and_mig_included(node, kubelet):
+    """GPU 0: the llama pod, whose process (by its cgroup's pod UID) runs on it; GPU 1: the notebook pod, held and
+    idle; GPU 2: nobody's; GPU 3: MIG, a 3g instance of the batch pod and a 1g nobody holds, by size."""
+    sock, _ = kubelet
+    proc = node["proc"]
+    (proc / "7001").mkdir()
+    shutil.copy(FIXTURES / "cgroups" / "k8s-systemd-v2.txt", proc / "7001" / "cgroup")
+    col = JobsCollector(JobsOptions(slurm="off", kubernetes="on", pod_resources_socket=str(sock)),
+                        Context("jobs", proc_root=proc, state_dir=node["tmp"] / "state", bus=SampleBus()))
+    mig = [Sample("gpu_mig", {"gpu": "3", "uuid": "GPU-3", "mig_uuid": "MIG-aaaa", "profile": "3g.71gb"}, {}, 0),
+           Sample("gpu_mig", {"gpu": "3", "uuid": "GPU-3", "mig_uuid": "MIG-bbbb", "profile": "1g.18gb"}, {}, 0)]
+    energy = {"0": 0.0, "1": 0.0, "2": 0.0, "3": 0.0}
+    for t in (0, 10, 20):
+        col.ctx.bus.observe([Sample(m.measurement, m.tags, m.fields, t * S) for m in mig], 10.0)
+        rows = tick(col, t, energy, [("0", 7001, 70.0)])
+        energy = {g: e + 7000.0 for g, e in energy.items()}
+    llama, notebook = rows["inference/llama-serve-7c9f"], rows["research/notebook-ana"]
+    assert llama.tags == {"host": "gpu-a01", "job_id": "inference/llama-serve-7c9f", "scheduler": "kubernetes",
+                          "account": "inference", "name": "llama-serve-7c9f"}
+    assert llama.fields["gpu_energy_joules_total"] == 14000.0 and llama.fields["held_idle_gpus"] == 0
+    assert notebook.fields["gpu_energy_joules_total"] == 14000.0 and notebook.fields["held_idle_gpus"] == 1
+    assert notebook.fields["held_idle_seconds_total"] == 20.0
+    # MIG by size: 3 of 7 slices the batch pod's; its 1g neighbour and the 3 unused slices nobody's
+    assert rows["batch/mig-tenant"].fields["gpu_energy_joules_total"] == pytest.approx(2 * 7000 * 3 / 7, abs=0.002)
+    assert rows["idle"].fields["gpu_energy_joules_total"] == pytest.approx(2 * 7000 * (1 + 4 / 7), abs=0.002)
+    assert "9a8b7c6d-1234-5678-9abc-def012345678" not in rows  # its UID is the llama pod: one owner, not two
+    total = sum(r.fields["gpu_energy_joules_total"] for r in rows.values())
+    assert total == pytest.approx(4 * 14000.0, abs=1e-6)
+
+
+def test_a_kubelet_that_does_not_answer_costs_the_pod_allocations_only(node, tmp_path, caplog):
+    col = JobsCollector(JobsOptions(slurm="off", kubernetes="on", pod_resources_socket=str(tmp_path / "none")),
+                        Context("jobs", proc_root=node["proc"], state_dir=tmp_path / "st", bus=SampleBus()))
+    tick(col, 0, {"1": 0.0}, [("1", 6001, 30.0)])
+    rows = tick(col, 10, {"1": 500.0}, [("1", 6001, 30.0)])
+    assert rows["7e5f4d3c2b1a"].fields["gpu_energy_joules_total"] == 500.0
+    assert sum("pod-resources does not answer" in r.getMessage() for r in caplog.records) == 1

@@ -11,6 +11,8 @@ a tag of job series only, never of GPU or host series (docs/jobs.md: the cardina
 from __future__ import annotations
 
 import logging
+import os
+import re
 import shutil
 import socket
 from typing import Literal
@@ -21,8 +23,9 @@ from agent.collector import Collector, NotPresent
 from agent.config import CollectorOptions, PositiveDuration
 from agent.logonce import Latch
 from agent.model import Accumulator, Kind, Metric, Sample
-from collectors.common.attribution import IDLE, Usage, attribute_gpu
+from collectors.common.attribution import IDLE, MIG_SLICES, Instance, Usage, attribute_gpu
 from collectors.common.cgroups import owner_of
+from collectors.common.podresources import DEFAULT_SOCKET, PodDevices, PodResourcesError, list_pods
 from collectors.common.slurm import SlurmError, SlurmJob, listpids, parse_jobs, run
 
 from .book import JobBook, JobRecord
@@ -48,6 +51,11 @@ class JobsOptions(CollectorOptions):
                                                                     "which GPUs they hold; auto: where scontrol is")
     slurm_node: str | None = Field(None, description="Slurm's name of this node (default: the short host name)")
     scontrol_timeout: PositiveDuration = Field(5.0, description="deadline of each scontrol call")
+    kubernetes: Literal["auto", "on", "off"] = Field(
+        "auto", description="ask the kubelet's pod-resources socket which GPUs each pod holds; auto: where the "
+                            "socket is (root's by default: docs/jobs.md)")
+    pod_resources_socket: str = Field(DEFAULT_SOCKET, description="the kubelet's pod-resources socket")
+    kubelet_timeout: PositiveDuration = Field(2.0, description="deadline of each pod-resources call")
     end_after: int = Field(3, ge=1, description="collections a job goes unseen before its final record")
     keep: PositiveDuration = Field(7 * 86400.0, description="how long an ended job's record is kept")
     price_per_kwh: float | None = Field(None, ge=0, description="electricity price, for `aifactory jobs` cost")
@@ -70,6 +78,10 @@ class JobsCollector(Collector):
         self.node = options.slurm_node or socket.gethostname().split(".")[0]
         self.slurm_on = options.slurm == "on" or (options.slurm == "auto" and shutil.which("scontrol") is not None)
         self._slurm = Latch(log)
+        self.k8s_on = options.kubernetes == "on" or (options.kubernetes == "auto"
+                                                     and os.path.exists(options.pod_resources_socket))
+        self._k8s = Latch(log)
+        self.pod_of_uid: dict[str, str] = {}  # pod UID (from cgroups) -> its "namespace/name" (pod-resources)
         self.now: dict[str, list[str]] = {}
         self.idle_now: dict[str, int] = {}
         self.owners: dict[int, str] = {}  # pid -> owner read from its cgroup, while it stays on a GPU
@@ -95,6 +107,19 @@ class JobsCollector(Collector):
         for job in [j for j in self.slurm_jobs if j not in running]:
             del self.slurm_jobs[job]  # asked again if it comes back (a requeued job)
         return pids
+
+    def _pods_view(self) -> list[PodDevices]:
+        """Each pod's GPU devices from the kubelet; not answering costs this collection's pod allocations."""
+        if not self.k8s_on:
+            return []
+        try:
+            pods = list_pods(self.options.pod_resources_socket, self.options.kubelet_timeout)
+        except PodResourcesError as e:
+            self._k8s.failed(str(e), "jobs: the kubelet's pod-resources does not answer: %s (pods are attributed "
+                                     "by their processes' cgroups; GPUs held and idle are not seen)", e)
+            return []
+        self._k8s.recovered("jobs: the kubelet's pod-resources answers again")
+        return pods
 
     def _owner(self, p: Sample, slurm_pids: dict[int, str]) -> str:
         """A process's owner: its Slurm job from listpids, else what the gpu collector read from its cgroup
@@ -122,6 +147,8 @@ class JobsCollector(Collector):
             job = self.slurm_jobs.get(ident) if scheduler == "slurm" else None
             if job is not None:
                 rec.user, rec.account, rec.name, rec.partition = job.user, job.account, job.name, job.partition
+            if scheduler == "pod" and "/" in ident:
+                rec.account, rec.name = ident.split("/", 1)  # namespace, pod name
             return rec
 
         return self.book.get(key, make)
@@ -137,10 +164,23 @@ class JobsCollector(Collector):
         slurm_pids = self._slurm_view()
         self.now: dict[str, list[str]] = {}  # owner -> GPUs it holds or uses in this collection
         self.idle_now: dict[str, int] = {}  # owner -> GPUs it holds with none of its processes on them
-        holders: dict[str, list[str]] = {}  # GPU index -> Slurm jobs holding it here
+        by_index = {g.tags.get("gpu", ""): uuid for uuid, g in gpus.items()}
+        migs: dict[str, Sample] = {}  # MIG device uuid -> its gpu_mig sample of this tick
+        for m in bus.latest("gpu_mig") if bus is not None else ():
+            g = gpus.get(m.tags.get("uuid", ""))
+            if g is not None and m.ts == g.ts and m.tags.get("mig_uuid"):
+                migs[m.tags["mig_uuid"]] = m
+        holders: dict[str, list[str]] = {}  # GPU or MIG device uuid -> owners the schedulers gave it to
         for job in self.slurm_jobs.values():
             for idx in job.gpus.get(self.node, ()):
-                holders.setdefault(str(idx), []).append(f"slurm:{job.job_id}")
+                if str(idx) in by_index:
+                    holders.setdefault(by_index[str(idx)], []).append(f"slurm:{job.job_id}")
+        for pod in self._pods_view():
+            key = f"pod:{pod.namespace}/{pod.name}"
+            for dev in (d for ids in pod.devices.values() for d in ids):
+                uuid = by_index.get(dev) if dev.isdigit() else dev  # deviceIDStrategy index or uuid
+                if uuid in gpus or uuid in migs:
+                    holders.setdefault(uuid, []).append(key)
         procs: dict[str, list[Sample]] = {}
         for p in bus.latest("gpu_process") if bus is not None else ():
             g = gpus.get(p.tags.get("uuid", ""))
@@ -151,42 +191,65 @@ class JobsCollector(Collector):
         seen: set[str] = set()
         for uuid, g in gpus.items():
             index = g.tags.get("gpu", "")
-            usage = Usage(list(holders.get(index, ())))
+            usage = Usage(list(holders.get(uuid, ())))
+            pods_here = [h for h in usage.holders if h.startswith("pod:")]
             for p in procs.get(uuid, ()):
                 owner = self._owner(p, slurm_pids)
+                if owner.startswith("pod:") and "/" not in owner:
+                    if len(pods_here) == 1:  # the one pod given this GPU: its processes are that pod's
+                        self.pod_of_uid[owner[4:]] = pods_here[0]
+                    owner = self.pod_of_uid.get(owner[4:], owner)
                 sm = p.fields.get("sm_utilization_percent")
                 usage.sm[owner] = usage.sm.get(owner, 0.0) + (float(sm) if isinstance(sm, (int, float)) else 0.0)
+            instances = {}
+            for mig_uuid, m in migs.items():
+                if m.tags.get("uuid") == uuid:
+                    got = re.match(r"(\d+)g\.", m.tags.get("profile", ""))
+                    act = m.fields.get("sm_utilization_percent")
+                    inst = Usage(list(holders.get(mig_uuid, ())))
+                    if isinstance(act, (int, float)) and act > 0:
+                        inst.sm = dict.fromkeys(inst.holders, float(act))  # busy: its holders use it
+                    instances[mig_uuid] = Instance(int(got.group(1)) if got else 1, inst,
+                                                   float(act) if isinstance(act, (int, float)) else None)
+            for inst in instances.values():
+                seen.update(inst.usage.holders)
             seen.update(usage.holders)
             seen.update(usage.sm)
-            self._window(uuid, g, index, usage)
+            self._window(uuid, g, index, usage, instances)
         self._close(acc, seen)
 
-    def _window(self, uuid: str, g: Sample, index: str, usage: Usage) -> None:
-        """This GPU's energy since the last window, to its owners."""
+    def _window(self, uuid: str, g: Sample, index: str, usage: Usage, instances: dict[str, Instance]) -> None:
+        """This GPU's energy since the last window, to its owners (its MIG instances' holders where it has any)."""
         mj = round(float(g.fields["energy_joules_total"]) * 1000)
         last = self.last.get(uuid)
         self.last[uuid] = (g.ts, mj)
-        for key in set(usage.holders) | set(usage.sm):
+        # (owner, its usage, the share of the GPU it holds): the GPU's holders whole, an instance's by its slices
+        held = [(h, usage, 1.0) for h in usage.holders]
+        held += [(h, i.usage, i.slices / MIG_SLICES) for i in instances.values() for h in i.usage.holders]
+        for key in {h for h, _, _ in held} | set(usage.sm):
             rec = self._record(key, g.ts)
             if index not in rec.gpus:
                 rec.gpus.append(index)
             self.now.setdefault(key, []).append(index)
-            if key in usage.holders and key not in usage.sm:
+        for key, u, _ in held:
+            if key not in u.sm:
                 self.idle_now[key] = self.idle_now.get(key, 0) + 1
         if last is None or g.ts <= last[0]:
             return  # the first reading of this GPU (or no new one): a window needs two
         seconds = (g.ts - last[0]) / 1e9
         delta = max(0, mj - last[1])  # the gpu collector's counter is monotonic; a new baseline never goes back
-        parts, _ = attribute_gpu(delta, usage)
+        parts, _ = attribute_gpu(delta, usage, instances or None)
         for key, part in parts.items():
+            self._record(key, g.ts).gpu_energy_mj += part
+        for key, u, share in held:
             rec = self._record(key, g.ts)
-            rec.gpu_energy_mj += part
-            if key in usage.holders:
-                rec.gpu_seconds += seconds
-                if usage.sm.get(key) is None:
-                    rec.held_idle_seconds += seconds
-            elif key != IDLE and delta > 0:
-                rec.gpu_seconds += seconds * part / delta
+            rec.gpu_seconds += seconds * share
+            if key not in u.sm:
+                rec.held_idle_seconds += seconds * share
+        holders = {h for h, _, _ in held}
+        for key, part in parts.items():
+            if key not in holders and key != IDLE and delta > 0:
+                self._record(key, g.ts).gpu_seconds += seconds * part / delta
 
     def _close(self, acc: Accumulator, seen: set[str]) -> None:
         """Records seen now run on; those unseen for end_after collections end with a final sample."""
