@@ -16,6 +16,7 @@ from agent.dashboards import OUT, dashboards, render
 from agent.model import Accumulator, Sample, to_line_protocol
 from agent.registry import default_registry
 from collectors.efficiency import EfficiencyCollector
+from collectors.jobs import JobsCollector, JobsOptions
 
 from .services import serve_http
 
@@ -97,6 +98,8 @@ def scenario(now_ns: int, site: str = "fra1") -> tuple[list[Sample], dict]:
     cpu_w = 100.0 if site == "ams1" else 0.0
     eff = {h: EfficiencyCollector(EfficiencyCollector.Options(window=60.0, rapl=bool(cpu_w)),
                                   Context("efficiency", bus=buses[h])) for h in hosts}
+    jobs = {h: JobsCollector(JobsOptions(slurm="off", kubernetes="off"),
+                             Context("jobs", bus=buses[h], proc_root=Path("/nonexistent"))) for h in hosts}
     for i in range(steps):
         ts = start + i * 60 * NS
         t = i * 60.0
@@ -115,9 +118,14 @@ def scenario(now_ns: int, site: str = "fra1") -> tuple[list[Sample], dict]:
                     "throttle_hw_thermal_seconds_total": 0.0, "throttle_sw_thermal_seconds_total": 0.0,
                     "throttle_power_cap": i % 10 < 3, "throttle_power_brake": False, "throttle_hw_slowdown": False,
                     "throttle_thermal": False}, ts))
-                step.append(Sample("gpu_process", {**base, "gpu": g, "pid": "4242", "process": "vllm", "container": "",
-                                                   "slurm_job": "", "pod": ""},
-                                   {"memory_used_bytes": 80e9, "sm_utilization_percent": 75.0 + facts["hot"]}, ts))
+                # a Slurm job on GPU 0 of each node (its id from the process's cgroup), a process of nobody's on 1
+                # for the first half hour, then nothing on it
+                job = f"70{hosts.index(h)}" if g == "0" else ""
+                if g == "0" or i < 30:
+                    step.append(Sample("gpu_process", {**base, "gpu": g, "uuid": f"GPU-{h}-{g}",
+                                                       "pid": "4242" if g == "0" else "4343", "process": "vllm",
+                                                       "container": "", "slurm_job": job, "pod": ""},
+                                       {"memory_used_bytes": 80e9, "sm_utilization_percent": 75.0 + facts["hot"]}, ts))
             if cpu_w:  # the host collector's RAPL counter of the node's CPU package
                 step.append(Sample("host_energy", {**base, "zone": "intel-rapl:0", "source": "rapl",
                                                    "scope": "cpu_package"}, {"energy_joules_total": 1000 + cpu_w * t},
@@ -176,6 +184,10 @@ def scenario(now_ns: int, site: str = "fra1") -> tuple[list[Sample], dict]:
             except NotPresent:
                 pass  # the first minute: nothing to meter yet
             step += [s for s in acc.close() if s.measurement in ("efficiency", "energy_balance")]
+        for h, col in jobs.items():
+            acc = Accumulator(ts, {"host": h, "site": site, "cluster": "c1", "rack": "r1" if h == hosts[0] else "r2"})
+            col.collect(acc)
+            step += acc.close()
         # the poller's rack and facility scopes, as its fleet query would give them for this scenario
         for rack in ("r1", "r2"):
             step.append(Sample("efficiency", {**poller, "scope": "rack", "rack": rack}, {
@@ -287,6 +299,24 @@ def test_pue_and_tokens_per_joule_panels_equal_the_scenario(loaded):
     assert node and all(v == pytest.approx(want, rel=0.01) for v in node)
     (per_kwh,) = first("Tokens per kWh (facility)")
     assert per_kwh == pytest.approx(2 * facts["tokens_per_min"] / (facts["total_w"] * 60) * 3.6e6, rel=0.01)
+
+
+def test_jobs_panels_equal_the_scenario(loaded):
+    """Each node's job on GPU 0 drew gpu_w for the hour; GPU 1's process, nobody's, ran for its first 29 windows,
+    then GPU 1 was nobody's: the energy by job sums the nodes' counters, nothing was held idle."""
+    influxd, facts = loaded
+    panels = {p.title: p for p in BOARDS["jobs"].panels()}
+    (q,) = panels["GPU energy by job (window)"].queries
+    by_job = {s["tags"]["job_id"]: s["values"][0] for s in run(influxd, q.influxql, {"site": "fra1"})}
+    assert set(by_job) == {"700", "701", "unowned"}
+    hour_kwh = facts["gpu_w"] * 3600 / 3.6e6
+    assert by_job["700"][1] == pytest.approx(hour_kwh, rel=1e-6) and by_job["701"][1] == pytest.approx(hour_kwh)
+    assert by_job["unowned"][1] == pytest.approx(2 * hour_kwh * 29 / 60)  # GPU 1 of both nodes, 29 minutes
+    (nobody,) = panels["Energy nobody held (window)"].queries
+    assert [v for s in run(influxd, nobody.influxql, {"site": "fra1"}) for r in s["values"] for v in r[1:]] == \
+        [pytest.approx(2 * hour_kwh * 31 / 60)]
+    (idle_q,) = panels["Held-idle GPU hours (window)"].queries
+    assert [v for s in run(influxd, idle_q.influxql, {"site": "fra1"}) for r in s["values"] for v in r[1:]] == [0]
 
 
 def test_where_the_node_watts_go_equals_the_scenario(loaded):

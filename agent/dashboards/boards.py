@@ -108,5 +108,11 @@ def alerts(sections: Iterable[Section] = ()) -> Dashboard:
         *gathered("alerts", sections)], _vars())
 
 
+def jobs(sections: Iterable[Section] = ()) -> Dashboard:
+    return Dashboard("aifactory-jobs", "AI factory: jobs",
+                     "GPU energy per Slurm job, pod, container or unit; GPUs held and idle; the energy nobody held.",
+                     gathered("jobs", sections), _vars())
+
+
 BOARDS = {"fleet": fleet, "gpu-node": gpu_node, "power-cooling": power_cooling, "efficiency": efficiency,
-          "node-energy": node_energy, "alerts": alerts}
+          "node-energy": node_energy, "jobs": jobs, "alerts": alerts}

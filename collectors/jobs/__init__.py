@@ -67,7 +67,7 @@ class JobsCollector(Collector):
     kind = "jobs"
     Options = JobsOptions
     METRICS = METRICS
-    consumes = ("gpu", "gpu_process")
+    consumes = ("gpu", "gpu_process", "gpu_mig")
     cli = "collectors.jobs.cli:add_parser"  # `aifactory jobs`
 
     def __init__(self, options: JobsOptions, ctx) -> None:
@@ -85,6 +85,7 @@ class JobsCollector(Collector):
         self.now: dict[str, list[str]] = {}
         self.idle_now: dict[str, int] = {}
         self.owners: dict[int, str] = {}  # pid -> owner read from its cgroup, while it stays on a GPU
+        self.fresh: set[str] = set()
 
     # --- who owns what -------------------------------------------------------------------------------------
 
@@ -163,6 +164,7 @@ class JobsCollector(Collector):
             raise NotPresent("no GPU energy on this node (the gpu collector reports none)")
         slurm_pids = self._slurm_view()
         self.now: dict[str, list[str]] = {}  # owner -> GPUs it holds or uses in this collection
+        self.fresh: set[str] = set()  # records that start in this collection's windows
         self.idle_now: dict[str, int] = {}  # owner -> GPUs it holds with none of its processes on them
         by_index = {g.tags.get("gpu", ""): uuid for uuid, g in gpus.items()}
         migs: dict[str, Sample] = {}  # MIG device uuid -> its gpu_mig sample of this tick
@@ -240,7 +242,13 @@ class JobsCollector(Collector):
         delta = max(0, mj - last[1])  # the gpu collector's counter is monotonic; a new baseline never goes back
         parts, _ = attribute_gpu(delta, usage, instances or None)
         for key, part in parts.items():
-            self._record(key, g.ts).gpu_energy_mj += part
+            rec = self._record(key, g.ts)
+            if rec.start_ns == g.ts and rec.gpu_energy_mj == 0 and part:
+                # an owner first met with energy in this window (GPUs that fell idle, a job between two readings):
+                # its counter starts at zero at the window's start, so increases over a range count this window
+                rec.start_ns = last[0]
+                self.fresh.add(key)
+            rec.gpu_energy_mj += part
         for key, u, share in held:
             rec = self._record(key, g.ts)
             rec.gpu_seconds += seconds * share
@@ -273,11 +281,14 @@ class JobsCollector(Collector):
         current = {k for k, r in self.book.jobs.items() if r.running}
         for key in sorted(current | set(ended)):
             rec = self.book.jobs[key]
+            tags = {k: v for k, v in (("job_id", rec.job_id), ("scheduler", rec.scheduler), ("user", rec.user),
+                                      ("account", rec.account), ("name", rec.name),
+                                      ("partition", rec.partition)) if v}
+            if key in self.fresh:
+                acc.add("job", {"gpu_energy_joules_total": 0.0, "gpu_seconds_total": 0.0,
+                                "held_idle_seconds_total": 0.0, "running": True}, tags, ts=rec.start_ns)
             acc.add("job", {"gpu_energy_joules_total": rec.gpu_energy_mj / 1000.0,
                             "gpu_seconds_total": round(rec.gpu_seconds, 3),
                             "held_idle_seconds_total": round(rec.held_idle_seconds, 3),
                             "gpus": len(self.now.get(key, ())), "held_idle_gpus": self.idle_now.get(key, 0),
-                            "running": rec.running},
-                    {k: v for k, v in (("job_id", rec.job_id), ("scheduler", rec.scheduler), ("user", rec.user),
-                                       ("account", rec.account), ("name", rec.name),
-                                       ("partition", rec.partition)) if v})
+                            "running": rec.running}, tags)
