@@ -361,3 +361,25 @@ def test_a_kubelet_that_does_not_answer_costs_the_pod_allocations_only(node, tmp
     rows = tick(col, 10, {"1": 500.0}, [("1", 6001, 30.0)])
     assert rows["7e5f4d3c2b1a"].fields["gpu_energy_joules_total"] == 500.0
     assert sum("pod-resources does not answer" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_an_inference_servers_tokens_are_the_job_whose_gpus_it_runs_on(node):
+    """A vLLM server on GPU 0 (job 77's): its tokens are the job's, and its tokens per joule; a server across
+    GPU 0 and GPU 1 (a container's) belongs to no one job and gives nobody tokens; after a restart of the server
+    its counters from zero are new tokens."""
+    col = collector(node)
+
+    def served(t, tokens, gen, gpus="0", endpoint="vllm"):
+        return Sample("inference", {"endpoint": endpoint, "server": "vllm", "model": "llama", "gpus": gpus},
+                      {"prompt_tokens_total": tokens, "generation_tokens_total": gen}, t * S)
+
+    energy = {"0": 0.0, "1": 0.0}
+    for t, (tok, gen) in enumerate(((1000, 100), (5000, 600), (9000, 1100), (200, 50))):
+        col.ctx.bus.observe([served(t * 10, tok, gen), served(t * 10, 10 * tok, tok, gpus="0,1", endpoint="big")],
+                            10.0)
+        rows = tick(col, t * 10, energy, [("0", 4101, 60.0), ("1", 6001, 30.0)])
+        energy = {g: e + 1000.0 for g, e in energy.items()}
+    j77 = rows["77"].fields
+    assert (j77["prompt_tokens_total"], j77["generation_tokens_total"]) == (8000 + 200, 1000 + 50)
+    assert j77["tokens_per_joule"] == pytest.approx((8200 + 1050) / 3000.0)
+    assert rows["7e5f4d3c2b1a"].fields["prompt_tokens_total"] == 0  # the server across two owners' GPUs

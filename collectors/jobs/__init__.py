@@ -42,6 +42,10 @@ METRICS = tuple(Metric("job", f, kind, unit, desc, TAGS) for f, kind, unit, desc
     ("gpus", G, "count", "GPUs the job holds or uses now"),
     ("held_idle_gpus", G, "count", "GPUs the job holds that none of its processes uses now"),
     ("running", G, "bool", "the job runs (false: its final record, written once when it ends)"),
+    ("prompt_tokens_total", C, "tokens", "prompt tokens of the inference servers whose GPUs are the job's alone"),
+    ("generation_tokens_total", C, "tokens", "generated tokens of those servers"),
+    ("tokens_per_joule", G, "tokens_per_joule", "the job's tokens (prompt and generated) per joule of its GPU "
+                                                 "energy, since it started"),
 ))
 UNOWNED = "unowned"  # a process in no job, pod, container or unit (a login shell's)
 
@@ -67,7 +71,7 @@ class JobsCollector(Collector):
     kind = "jobs"
     Options = JobsOptions
     METRICS = METRICS
-    consumes = ("gpu", "gpu_process", "gpu_mig")
+    consumes = ("gpu", "gpu_process", "gpu_mig", "inference")
     cli = "collectors.jobs.cli:add_parser"  # `aifactory jobs`
 
     def __init__(self, options: JobsOptions, ctx) -> None:
@@ -86,6 +90,7 @@ class JobsCollector(Collector):
         self.idle_now: dict[str, int] = {}
         self.owners: dict[int, str] = {}  # pid -> owner read from its cgroup, while it stays on a GPU
         self.fresh: set[str] = set()
+        self.tokens_last: dict[tuple, tuple[int, int]] = {}  # (endpoint, model) -> token counters last seen
 
     # --- who owns what -------------------------------------------------------------------------------------
 
@@ -218,6 +223,7 @@ class JobsCollector(Collector):
             seen.update(usage.holders)
             seen.update(usage.sm)
             self._window(uuid, g, index, usage, instances)
+        self._tokens(bus)
         self._close(acc, seen)
 
     def _window(self, uuid: str, g: Sample, index: str, usage: Usage, instances: dict[str, Instance]) -> None:
@@ -259,6 +265,32 @@ class JobsCollector(Collector):
             if key not in holders and key != IDLE and delta > 0:
                 self._record(key, g.ts).gpu_seconds += seconds * part / delta
 
+    def _tokens(self, bus) -> None:
+        """An inference server's tokens are the job's whose its GPUs all are (its `gpus` tag, from its processes):
+        the counters' increase since the last collection. A server across owners' GPUs gives nobody tokens."""
+        by_gpu: dict[str, set[str]] = {}
+        for key, gpus in self.now.items():
+            for g in gpus:
+                by_gpu.setdefault(g, set()).add(key)
+        for s in bus.latest("inference") if bus is not None else ():
+            if "outcome" in s.tags or not s.tags.get("gpus"):
+                continue
+            counts = tuple(s.fields.get(f) for f in ("prompt_tokens_total", "generation_tokens_total"))
+            if not all(isinstance(c, (int, float)) for c in counts):
+                continue
+            now = (int(counts[0]), int(counts[1]))
+            key = (s.tags.get("endpoint", ""), s.tags.get("model", ""))
+            last = self.tokens_last.get(key)
+            self.tokens_last[key] = now
+            owners = set.union(*(by_gpu.get(g, {IDLE}) for g in s.tags["gpus"].split(",")))
+            if last is None or len(owners) != 1 or owners <= {IDLE, UNOWNED}:
+                continue
+            rec = self.book.jobs.get(next(iter(owners)))
+            if rec is not None:
+                # a counter below its last value restarted from zero (the server did): what it holds is new
+                rec.prompt_tokens += now[0] - last[0] if now[0] >= last[0] else now[0]
+                rec.generation_tokens += now[1] - last[1] if now[1] >= last[1] else now[1]
+
     def _close(self, acc: Accumulator, seen: set[str]) -> None:
         """Records seen now run on; those unseen for end_after collections end with a final sample."""
         ended = []
@@ -291,4 +323,8 @@ class JobsCollector(Collector):
                             "gpu_seconds_total": round(rec.gpu_seconds, 3),
                             "held_idle_seconds_total": round(rec.held_idle_seconds, 3),
                             "gpus": len(self.now.get(key, ())), "held_idle_gpus": self.idle_now.get(key, 0),
-                            "running": rec.running}, tags)
+                            "running": rec.running,
+                            "prompt_tokens_total": rec.prompt_tokens, "generation_tokens_total": rec.generation_tokens,
+                            "tokens_per_joule": round((rec.prompt_tokens + rec.generation_tokens)
+                                                      / (rec.gpu_energy_mj / 1000), 6) if rec.gpu_energy_mj else None},
+                    tags)

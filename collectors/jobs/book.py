@@ -32,6 +32,8 @@ class JobRecord:
     gpu_energy_mj: int = 0
     gpu_seconds: float = 0.0
     held_idle_seconds: float = 0.0
+    prompt_tokens: int = 0  # tokens of the inference servers that run on its GPUs alone
+    generation_tokens: int = 0
     start_ns: int = 0
     last_seen_ns: int = 0
     end_ns: int | None = None

@@ -1,6 +1,6 @@
-"""`aifactory jobs [--running | --since 24h] [--user U] [--json]`: each job's GPU energy on this node, from the
-job book the agent keeps (STATE_DIR/jobs.json); cost and emissions from the jobs collector's price_per_kwh and
-grid_g_per_kwh. An empty table and exit 0 where no job ran."""
+"""`aifactory jobs [--running | --since 24h] [--user U] [--json]`: each job's GPU energy and tokens on this node,
+from the job book the agent keeps (STATE_DIR/jobs.json); cost and emissions from the jobs collector's
+price_per_kwh and grid_g_per_kwh. An empty table and exit 0 where no job ran."""
 
 from __future__ import annotations
 
@@ -35,6 +35,9 @@ def rows(records, now_ns: int, price_per_kwh: float | None, grid_g_per_kwh: floa
             "duration_seconds": round(seconds, 1), "gpu_energy_kwh": round(kwh, 6),
             "average_power_watts": round(r.gpu_energy_mj / 1000 / seconds, 1) if seconds > 0 else None,
             "held_idle_seconds": round(r.held_idle_seconds, 1), "gpu_seconds": round(r.gpu_seconds, 1),
+            "tokens": r.prompt_tokens + r.generation_tokens, "generation_tokens": r.generation_tokens,
+            "tokens_per_joule": round((r.prompt_tokens + r.generation_tokens) / (r.gpu_energy_mj / 1000), 4)
+            if r.gpu_energy_mj else None,
             "cost": round(kwh * price_per_kwh, 4) if price_per_kwh is not None else None,
             "emissions_g": round(kwh * grid_g_per_kwh, 1) if grid_g_per_kwh is not None else None,
         })
@@ -73,9 +76,9 @@ def cmd_jobs(args) -> int:
         return f"{s / 3600:.2f}"
 
     print(table(["JOB", "SCHEDULER", "USER", "GPUS", "START", "DURATION_H", "ENERGY_KWH", "AVG_W", "HELD_IDLE_H",
-                 "COST", "CO2E_G", "STATE"],
+                 "TOKENS", "TOKENS/J", "COST", "CO2E_G", "STATE"],
                 [[r["job_id"], r["scheduler"], r["user"], ",".join(r["gpus"]), r["start"],
                   hours(r["duration_seconds"]), f"{r['gpu_energy_kwh']:.4f}", r["average_power_watts"],
-                  hours(r["held_idle_seconds"]), r["cost"], r["emissions_g"],
+                  hours(r["held_idle_seconds"]), r["tokens"], r["tokens_per_joule"], r["cost"], r["emissions_g"],
                   "running" if r["running"] else "ended"] for r in out]))
     return 0
