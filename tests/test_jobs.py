@@ -383,3 +383,33 @@ def test_an_inference_servers_tokens_are_the_job_whose_gpus_it_runs_on(node):
     assert (j77["prompt_tokens_total"], j77["generation_tokens_total"]) == (8000 + 200, 1000 + 50)
     assert j77["tokens_per_joule"] == pytest.approx((8200 + 1050) / 3000.0)
     assert rows["7e5f4d3c2b1a"].fields["prompt_tokens_total"] == 0  # the server across two owners' GPUs
+
+
+def _stat(path: Path, pid: int, comm: str, ticks: int) -> None:
+    """A /proc/PID/stat line (proc(5)): utime (field 14) and stime (15) split the ticks."""
+    (path / str(pid)).mkdir(parents=True, exist_ok=True)
+    fields = ["S", "1", str(pid), str(pid), "0", "-1", "4194560", "100", "0", "0", "0", str(ticks // 2),
+              str(ticks - ticks // 2), "0", "0", "20", "0", "1", "0", "12345"]
+    (path / str(pid) / "stat").write_text(f"{pid} ({comm}) {' '.join(fields)}\n")
+
+
+def test_the_cpus_energy_goes_to_jobs_by_their_processes_cpu_time_and_adds_up(node):
+    """RAPL's 1000 J over a window when the machine was busy 400 ticks: job 77's processes ran 150 of them, job
+    78's 50, the container's GPU process 100; the other 100 (the kernel, daemons) and the idle draw are nobody's."""
+    proc = node["proc"]
+    col = collector(node)
+
+    def window(t, rapl_j, busy, ticks):
+        (proc / "stat").write_text(f"cpu  {busy} 0 0 99999 0 0 0 0 0 0\ncpu0 {busy} 0 0 99999 0 0 0 0 0 0\n")
+        for pid, n in ticks.items():
+            _stat(proc, pid, "python3 (worker) x", n)  # a command name with spaces and parentheses
+        col.ctx.bus.observe([Sample("host_energy", {"zone": "intel-rapl:0", "source": "rapl",
+                                                    "scope": "cpu_package"}, {"energy_joules_total": rapl_j},
+                                    t * S)], 10.0)
+        return tick(col, t, {"0": 0.0, "1": 0.0}, [("0", 4101, 50.0), ("1", 6001, 30.0)])
+
+    window(0, 5000.0, 10_000, {4101: 1000, 4123: 500, 4050: 0, 5200: 700, 6001: 300})
+    rows = window(10, 6000.0, 10_400, {4101: 1100, 4123: 550, 4050: 0, 5200: 750, 6001: 400})
+    cpu = {k: r.fields["cpu_energy_joules_total"] for k, r in rows.items()}
+    assert cpu["77"] == 375.0 and cpu["78"] == 125.0 and cpu["7e5f4d3c2b1a"] == 250.0 and cpu["idle"] == 250.0
+    assert sum(cpu.values()) == 1000.0

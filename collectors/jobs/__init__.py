@@ -23,12 +23,13 @@ from agent.collector import Collector, NotPresent
 from agent.config import CollectorOptions, PositiveDuration
 from agent.logonce import Latch
 from agent.model import Accumulator, Kind, Metric, Sample
-from collectors.common.attribution import IDLE, MIG_SLICES, Instance, Usage, attribute_gpu
+from collectors.common.attribution import IDLE, MIG_SLICES, Instance, Usage, attribute_gpu, split
 from collectors.common.cgroups import owner_of
 from collectors.common.podresources import DEFAULT_SOCKET, PodDevices, PodResourcesError, list_pods
 from collectors.common.slurm import SlurmError, SlurmJob, listpids, parse_jobs, run
 
 from .book import JobBook, JobRecord
+from .cpu import busy_ticks, process_ticks
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ G, C = Kind.GAUGE, Kind.COUNTER
 METRICS = tuple(Metric("job", f, kind, unit, desc, TAGS) for f, kind, unit, desc in (
     ("gpu_energy_joules_total", C, "joules", "GPU energy attributed to the job since it started (every joule of "
                                              "each GPU to one owner; GPUs nobody holds: job_id idle)"),
+    ("cpu_energy_joules_total", C, "joules", "CPU package energy (RAPL) attributed to the job by its processes' "
+                                             "CPU time; the rest of the CPU's energy: job_id idle"),
     ("gpu_seconds_total", C, "seconds", "GPU time the job held or used (a GPU for a second is one)"),
     ("held_idle_seconds_total", C, "seconds", "GPU time the job held with none of its processes on the GPU"),
     ("gpus", G, "count", "GPUs the job holds or uses now"),
@@ -60,6 +63,8 @@ class JobsOptions(CollectorOptions):
                             "socket is (root's by default: docs/jobs.md)")
     pod_resources_socket: str = Field(DEFAULT_SOCKET, description="the kubelet's pod-resources socket")
     kubelet_timeout: PositiveDuration = Field(2.0, description="deadline of each pod-resources call")
+    cpu: bool = Field(True, description="split the CPU packages' RAPL energy (host collector) among jobs by their "
+                                        "processes' CPU time")
     end_after: int = Field(3, ge=1, description="collections a job goes unseen before its final record")
     keep: PositiveDuration = Field(7 * 86400.0, description="how long an ended job's record is kept")
     price_per_kwh: float | None = Field(None, ge=0, description="electricity price, for `aifactory jobs` cost")
@@ -71,7 +76,7 @@ class JobsCollector(Collector):
     kind = "jobs"
     Options = JobsOptions
     METRICS = METRICS
-    consumes = ("gpu", "gpu_process", "gpu_mig", "inference")
+    consumes = ("gpu", "gpu_process", "gpu_mig", "inference", "host_energy")
     cli = "collectors.jobs.cli:add_parser"  # `aifactory jobs`
 
     def __init__(self, options: JobsOptions, ctx) -> None:
@@ -91,6 +96,8 @@ class JobsCollector(Collector):
         self.owners: dict[int, str] = {}  # pid -> owner read from its cgroup, while it stays on a GPU
         self.fresh: set[str] = set()
         self.tokens_last: dict[tuple, tuple[int, int]] = {}  # (endpoint, model) -> token counters last seen
+        self.cpu_last: tuple[int, int, int] | None = None  # (RAPL mJ, busy ticks, ts) at the last window's end
+        self.pid_ticks: dict[int, int] = {}  # pid -> its CPU ticks at the last window's end
 
     # --- who owns what -------------------------------------------------------------------------------------
 
@@ -196,6 +203,7 @@ class JobsCollector(Collector):
         live = {int(p.tags["pid"]) for ps in procs.values() for p in ps}
         self.owners = {pid: o for pid, o in self.owners.items() if pid in live}  # a pid gone may come back as another
         seen: set[str] = set()
+        pid_owner = {pid: f"slurm:{job}" for pid, job in slurm_pids.items()}  # every process of this node's jobs
         for uuid, g in gpus.items():
             index = g.tags.get("gpu", "")
             usage = Usage(list(holders.get(uuid, ())))
@@ -206,6 +214,7 @@ class JobsCollector(Collector):
                     if len(pods_here) == 1:  # the one pod given this GPU: its processes are that pod's
                         self.pod_of_uid[owner[4:]] = pods_here[0]
                     owner = self.pod_of_uid.get(owner[4:], owner)
+                pid_owner.setdefault(int(p.tags["pid"]), owner)
                 sm = p.fields.get("sm_utilization_percent")
                 usage.sm[owner] = usage.sm.get(owner, 0.0) + (float(sm) if isinstance(sm, (int, float)) else 0.0)
             instances = {}
@@ -224,6 +233,8 @@ class JobsCollector(Collector):
             seen.update(usage.sm)
             self._window(uuid, g, index, usage, instances)
         self._tokens(bus)
+        if self.options.cpu:
+            seen.update(self._cpu(bus, pid_owner, acc.ts))
         self._close(acc, seen)
 
     def _window(self, uuid: str, g: Sample, index: str, usage: Usage, instances: dict[str, Instance]) -> None:
@@ -264,6 +275,37 @@ class JobsCollector(Collector):
         for key, part in parts.items():
             if key not in holders and key != IDLE and delta > 0:
                 self._record(key, g.ts).gpu_seconds += seconds * part / delta
+
+    def _cpu(self, bus, pid_owner: dict[int, str], ts: int) -> set[str]:
+        """The CPU packages' energy since the last window, by the owners' processes' CPU time; the machine's
+        other busy time and its idle draw are nobody's (idle). Returns the owners that used CPU."""
+        zones = [s for s in (bus.latest("host_energy") if bus is not None else ())
+                 if s.tags.get("source") == "rapl" and s.tags.get("scope") == "cpu_package"
+                 and isinstance(s.fields.get("energy_joules_total"), (int, float))]
+        busy = busy_ticks(self.ctx.proc_root)
+        if not zones or busy is None:
+            return set()
+        mj = round(sum(float(z.fields["energy_joules_total"]) for z in zones) * 1000)
+        ticks = {pid: t for pid in pid_owner if (t := process_ticks(self.ctx.proc_root, pid)) is not None}
+        last, before = self.cpu_last, self.pid_ticks
+        self.cpu_last, self.pid_ticks = (mj, busy, ts), ticks
+        if last is None:
+            return set()
+        used: dict[str, float] = {}
+        for pid, t in ticks.items():  # a process seen at both ends of the window: what it ran in between
+            if pid in before and t >= before[pid]:
+                used[pid_owner[pid]] = used.get(pid_owner[pid], 0.0) + t - before[pid]
+        weights = {k: v for k, v in used.items() if v > 0}
+        weights[IDLE] = max(0.0, (busy - last[1]) - sum(weights.values()))
+        delta = max(0, mj - last[0])
+        parts = split(delta, weights) if sum(weights.values()) > 0 else {IDLE: delta}
+        for key, part in parts.items():
+            rec = self._record(key, ts)
+            if rec.start_ns == ts and rec.gpu_energy_mj == rec.cpu_energy_mj == 0 and part and last[2] < ts:
+                rec.start_ns = last[2]  # a new owner's counters start at zero at its first window's start
+                self.fresh.add(key)
+            rec.cpu_energy_mj += part
+        return {k for k in weights if k != IDLE}
 
     def _tokens(self, bus) -> None:
         """An inference server's tokens are the job's whose its GPUs all are (its `gpus` tag, from its processes):
@@ -317,9 +359,11 @@ class JobsCollector(Collector):
                                       ("account", rec.account), ("name", rec.name),
                                       ("partition", rec.partition)) if v}
             if key in self.fresh:
-                acc.add("job", {"gpu_energy_joules_total": 0.0, "gpu_seconds_total": 0.0,
-                                "held_idle_seconds_total": 0.0, "running": True}, tags, ts=rec.start_ns)
+                acc.add("job", {"gpu_energy_joules_total": 0.0, "cpu_energy_joules_total": 0.0,
+                                "gpu_seconds_total": 0.0, "held_idle_seconds_total": 0.0, "running": True}, tags,
+                        ts=rec.start_ns)
             acc.add("job", {"gpu_energy_joules_total": rec.gpu_energy_mj / 1000.0,
+                            "cpu_energy_joules_total": rec.cpu_energy_mj / 1000.0,
                             "gpu_seconds_total": round(rec.gpu_seconds, 3),
                             "held_idle_seconds_total": round(rec.held_idle_seconds, 3),
                             "gpus": len(self.now.get(key, ())), "held_idle_gpus": self.idle_now.get(key, 0),
