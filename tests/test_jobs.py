@@ -14,8 +14,10 @@ import pytest
 from agent.bus import SampleBus
 from agent.cli import main
 from agent.collector import Context, NotPresent
-from agent.model import Accumulator, Sample
+from agent.model import Accumulator, Sample, to_line_protocol
+from collectors.gpu import GpuCollector, GpuOptions
 from collectors.jobs import JobsCollector, JobsOptions
+from tests.fakes.nvml import FakeGpu, FakeNvml
 
 FIXTURES = Path(__file__).parent / "fixtures"
 S = 10**9
@@ -166,11 +168,11 @@ def test_a_node_without_gpus_has_no_jobs_to_meter(node):
 @pytest.mark.services
 def test_a_real_slurm_jobs_gpu_energy_is_its_own_kept_after_it_ends_and_stored_in_its_record(tmp_path,
                                                                                             monkeypatch):
-    """Debian's Slurm 22.05 on loopback with two GPUs as GRES: job A runs a process that the GPU samples show on
-    its GPU; job B holds the other GPU and runs nothing on it. Their GPUs' energy is theirs (B's held idle);
-    `aifactory jobs --json` shows both; when A's script ends, the TaskEpilog (docs/jobs.md) stores its energy in
-    its record while it still runs (read back with scontrol show job); its final record stays and survives a
-    restart."""
+    """Debian's Slurm 22.05 on loopback with two GPUs as GRES: job A runs a process that the fake NVML reports on
+    its GPU (the gpu collector publishes it to the bus); job B holds the other GPU and runs nothing on it. Their
+    GPUs' energy is theirs (B's held idle); `aifactory jobs --json` shows both; when A's script ends, the
+    TaskEpilog (docs/jobs.md) stores its energy in its record while it still runs (read back with scontrol show
+    job); its final record stays and survives a restart."""
     import time
 
     from collectors.common.slurm import parse_jobs, parse_listpids
@@ -205,23 +207,41 @@ def test_a_real_slurm_jobs_gpu_energy_is_its_own_kept_after_it_ends_and_stored_i
         (gpu_a,), (gpu_b,) = jobs[a].gpus[slurm.node], jobs[b].gpus[slurm.node]
         pid_a = next(pid for pid, (job, _) in pids.items() if job == a)
 
+        # the gpu collector on the fake NVML adapter: job A's process on its GPU, nothing on job B's
+        nvml = FakeNvml([FakeGpu("H200-SXM", i) for i in range(2)])
+        nvml.gpus[gpu_a].processes = [(pid_a, 40 * 2**30)]
+        nvml.gpus[gpu_a].proc_util = [(pid_a, 1, 80, 30)]
+        bus = SampleBus()
+        gpu = GpuCollector(GpuOptions(xid_events=False), Context("gpu"), nvml=nvml)
+
         def new_collector():
             return JobsCollector(JobsOptions(slurm="on", slurm_node=slurm.node, end_after=2),
-                                 Context("jobs", state_dir=state, bus=SampleBus()))
+                                 Context("jobs", state_dir=state, bus=bus))
 
         col = new_collector()
-        energy = {str(gpu_a): 0.0, str(gpu_b): 0.0}
         t = 0
+
+        def cycle():
+            acc = Accumulator(t * S, {"host": slurm.node})
+            gpu.collect(acc)
+            bus.observe(acc.close(), 10.0)
+            acc = Accumulator(t * S, {"host": slurm.node})
+            col.collect(acc)
+            for g, watts in ((gpu_a, 700), (gpu_b, 65)):  # the counters (mJ) run on over the next 10 s
+                nvml.gpus[g].p["fields"][83] += watts * 10_000
+            return {s.tags["job_id"]: s for s in acc.close() if s.measurement == "job"}
+
         for _ in range(3):
-            rows = tick(col, t, energy, [(str(gpu_a), pid_a, 80.0)])
-            energy = {str(gpu_a): energy[str(gpu_a)] + 7000.0, str(gpu_b): energy[str(gpu_b)] + 650.0}
+            rows = cycle()
             t += 10
         assert rows[a].fields["gpu_energy_joules_total"] == 14000.0 and rows[a].tags["user"] == "root"
         assert rows[b].fields["gpu_energy_joules_total"] == 1300.0 and rows[b].fields["held_idle_gpus"] == 1
+        assert rows[a].fields["held_idle_gpus"] == 0 and rows[a].fields["gpus"] == 1
         shown = {j["job_id"]: j for j in main_json(["jobs", "--json", "-c", str(cfg), "--state-dir", str(state)])}
         assert shown[a]["running"] and shown[a]["gpus"] == [str(gpu_a)] and shown[b]["held_idle_seconds"] == 20.0
 
         (tmp_path / "stop").touch()  # A's script ends: its TaskEpilog runs while the job is still RUNNING
+        nvml.gpus[gpu_a].processes, nvml.gpus[gpu_a].proc_util = [], []
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and "gpu_energy_kwh" not in slurm.scontrol("show", "job", a):
             time.sleep(0.5)
@@ -233,7 +253,7 @@ def test_a_real_slurm_jobs_gpu_energy_is_its_own_kept_after_it_ends_and_stored_i
         while a in {job for job, _ in parse_listpids(slurm.scontrol("listpids", check=False)).values()}:
             time.sleep(0.5)
         for _ in range(2):  # unseen twice: its final record
-            rows = tick(col, t, energy, [])
+            rows = cycle()
             t += 10
         assert rows[a].fields["running"] is False and rows[a].fields["gpu_energy_joules_total"] == 14000.0
         again = new_collector()  # a restart reads the book back
@@ -324,34 +344,80 @@ def kubelet(tmp_path):
     server.stop(0)
 
 
-def test_pods_get_the_gpus_the_kubelet_gave_them_held_idle_and_mig_included(node, kubelet):
-    """GPU 0: the llama pod, whose process (by its cgroup's pod UID) runs on it; GPU 1: the notebook pod, held and
-    idle; GPU 2: nobody's; GPU 3: MIG, a 3g instance of the batch pod and a 1g nobody holds, by size."""
-    sock, _ = kubelet
+def pods_scenario(node, sock, windows: int = 3, t0: int = 0) -> list[Sample]:
+    """GPU 0: the llama pod, whose process (by its cgroup's pod UID) runs on it; GPU 1: the notebook pod, held
+    and idle; GPU 2: nobody's; GPU 3: MIG, a 3g instance of the batch pod and a 1g nobody holds, by size. Each
+    GPU draws 700 W; one collection every 10 s. Returns every sample the jobs collector wrote."""
     proc = node["proc"]
-    (proc / "7001").mkdir()
+    (proc / "7001").mkdir(exist_ok=True)
     shutil.copy(FIXTURES / "cgroups" / "k8s-systemd-v2.txt", proc / "7001" / "cgroup")
     col = JobsCollector(JobsOptions(slurm="off", kubernetes="on", pod_resources_socket=str(sock)),
                         Context("jobs", proc_root=proc, state_dir=node["tmp"] / "state", bus=SampleBus()))
     mig = [Sample("gpu_mig", {"gpu": "3", "uuid": "GPU-3", "mig_uuid": "MIG-aaaa", "profile": "3g.71gb"}, {}, 0),
            Sample("gpu_mig", {"gpu": "3", "uuid": "GPU-3", "mig_uuid": "MIG-bbbb", "profile": "1g.18gb"}, {}, 0)]
     energy = {"0": 0.0, "1": 0.0, "2": 0.0, "3": 0.0}
-    for t in (0, 10, 20):
+    out = []
+    for k in range(windows):
+        t = t0 + 10 * k
         col.ctx.bus.observe([Sample(m.measurement, m.tags, m.fields, t * S) for m in mig], 10.0)
-        rows = tick(col, t, energy, [("0", 7001, 70.0)])
+        col.ctx.bus.observe([Sample("gpu", {"gpu": g, "uuid": f"GPU-{g}"}, {"energy_joules_total": e}, t * S)
+                             for g, e in energy.items()]
+                            + [Sample("gpu_process", {"gpu": "0", "uuid": "GPU-0", "pid": "7001"},
+                                      {"sm_utilization_percent": 70.0}, t * S)], 10.0)
+        acc = Accumulator(t * S, {"host": "gpu-a01"})
+        col.collect(acc)
+        out += acc.close()
         energy = {g: e + 7000.0 for g, e in energy.items()}
-    llama, notebook = rows["inference/llama-serve-7c9f"], rows["research/notebook-ana"]
+    return out
+
+
+def test_pods_get_the_gpus_the_kubelet_gave_them_held_idle_and_mig_included(node, kubelet):
+    sock, _ = kubelet
+    last = {s.tags["job_id"]: s for s in pods_scenario(node, sock) if s.measurement == "job"}
+    llama, notebook = last["inference/llama-serve-7c9f"], last["research/notebook-ana"]
     assert llama.tags == {"host": "gpu-a01", "job_id": "inference/llama-serve-7c9f", "scheduler": "kubernetes",
                           "account": "inference", "name": "llama-serve-7c9f"}
     assert llama.fields["gpu_energy_joules_total"] == 14000.0 and llama.fields["held_idle_gpus"] == 0
     assert notebook.fields["gpu_energy_joules_total"] == 14000.0 and notebook.fields["held_idle_gpus"] == 1
     assert notebook.fields["held_idle_seconds_total"] == 20.0
     # MIG by size: 3 of 7 slices the batch pod's; its 1g neighbour and the 3 unused slices nobody's
-    assert rows["batch/mig-tenant"].fields["gpu_energy_joules_total"] == pytest.approx(2 * 7000 * 3 / 7, abs=0.002)
-    assert rows["idle"].fields["gpu_energy_joules_total"] == pytest.approx(2 * 7000 * (1 + 4 / 7), abs=0.002)
-    assert "9a8b7c6d-1234-5678-9abc-def012345678" not in rows  # its UID is the llama pod: one owner, not two
-    total = sum(r.fields["gpu_energy_joules_total"] for r in rows.values())
+    assert last["batch/mig-tenant"].fields["gpu_energy_joules_total"] == pytest.approx(2 * 7000 * 3 / 7, abs=0.002)
+    assert last["idle"].fields["gpu_energy_joules_total"] == pytest.approx(2 * 7000 * (1 + 4 / 7), abs=0.002)
+    assert "9a8b7c6d-1234-5678-9abc-def012345678" not in last  # its UID is the llama pod: one owner, not two
+    total = sum(r.fields["gpu_energy_joules_total"] for r in last.values())
     assert total == pytest.approx(4 * 14000.0, abs=1e-6)
+
+
+@pytest.mark.services
+def test_the_jobs_board_shows_the_pods_energy_as_the_collector_counted_it(node, kubelet, influxd):
+    """The Kubernetes case written to InfluxDB 1.6.7 by the agent's own v1 client; the jobs board's queries
+    (as Grafana sends them) give each pod's energy and held-idle hours that the collector counted."""
+    import time
+
+    from agent.dashboards import dashboards
+    from agent.outputs.influxdb import InfluxOutputOptions, V1Client
+    from agent.registry import default_registry
+
+    from .test_dashboards import substitute
+
+    sock, _ = kubelet
+    start = int(time.time()) - 600
+    samples = [s for s in pods_scenario(node, sock, windows=12, t0=start) if s.measurement == "job"]
+    influxd.create_db("jobs_board")
+    client = V1Client(InfluxOutputOptions(name="i", api="v1", url=influxd.url, database="jobs_board"), None, None)
+    assert client.write(to_line_protocol(samples).encode()).status == 204
+    client.close()
+    last = {s.tags["job_id"]: s.fields for s in samples if s.ts == max(x.ts for x in samples)}
+    panels = {p.title: p for p in dashboards(default_registry().sections())["jobs"].panels()}
+    (q,) = panels["GPU energy by job (window)"].queries
+    got = {s["tags"]["job_id"]: s["values"][0] for s in influxd.query(substitute(q.influxql), "jobs_board")}
+    for job in ("inference/llama-serve-7c9f", "research/notebook-ana", "batch/mig-tenant"):
+        assert got[job][1] == pytest.approx(last[job]["gpu_energy_joules_total"] / 3.6e6, rel=1e-9), job
+    assert got["research/notebook-ana"][2] == pytest.approx(last["research/notebook-ana"]["held_idle_seconds_total"]
+                                                            / 3600)
+    (idle,) = panels["Energy nobody held (window)"].queries
+    (value,) = [v for s in influxd.query(substitute(idle.influxql), "jobs_board") for r in s["values"] for v in r[1:]]
+    assert value == pytest.approx(last["idle"]["gpu_energy_joules_total"] / 3.6e6, rel=1e-9)
 
 
 def test_a_kubelet_that_does_not_answer_costs_the_pod_allocations_only(node, tmp_path, caplog):
