@@ -459,23 +459,32 @@ def _stat(path: Path, pid: int, comm: str, ticks: int) -> None:
     (path / str(pid) / "stat").write_text(f"{pid} ({comm}) {' '.join(fields)}\n")
 
 
-def test_the_cpus_energy_goes_to_jobs_by_their_processes_cpu_time_and_adds_up(node):
+def test_the_cpus_and_the_nodes_energy_go_to_jobs_and_add_up_to_the_meter(node):
     """RAPL's 1000 J over a window when the machine was busy 400 ticks: job 77's processes ran 150 of them, job
-    78's 50, the container's GPU process 100; the other 100 (the kernel, daemons) and the idle draw are nobody's."""
+    78's 50, the container's GPU process 100; the other 100 (the kernel, daemons) and the idle draw are nobody's.
+    The rest of the node meter goes by GPU share."""
     proc = node["proc"]
     col = collector(node)
 
-    def window(t, rapl_j, busy, ticks):
+    def window(t, rapl_j, busy, ticks, gpu_j):
         (proc / "stat").write_text(f"cpu  {busy} 0 0 99999 0 0 0 0 0 0\ncpu0 {busy} 0 0 99999 0 0 0 0 0 0\n")
         for pid, n in ticks.items():
             _stat(proc, pid, "python3 (worker) x", n)  # a command name with spaces and parentheses
         col.ctx.bus.observe([Sample("host_energy", {"zone": "intel-rapl:0", "source": "rapl",
                                                     "scope": "cpu_package"}, {"energy_joules_total": rapl_j},
-                                    t * S)], 10.0)
-        return tick(col, t, {"0": 0.0, "1": 0.0}, [("0", 4101, 50.0), ("1", 6001, 30.0)])
+                                    t * S),
+                             Sample("node_meter", {"meter": "psu_input"}, {"power_watts": 2000.0}, t * S)], 10.0)
+        return tick(col, t, gpu_j, [("0", 4101, 50.0), ("1", 6001, 30.0)])
 
-    window(0, 5000.0, 10_000, {4101: 1000, 4123: 500, 4050: 0, 5200: 700, 6001: 300})
-    rows = window(10, 6000.0, 10_400, {4101: 1100, 4123: 550, 4050: 0, 5200: 750, 6001: 400})
+    window(0, 5000.0, 10_000, {4101: 1000, 4123: 500, 4050: 0, 5200: 700, 6001: 300}, {"0": 0.0, "1": 0.0})
+    rows = window(10, 6000.0, 10_400, {4101: 1100, 4123: 550, 4050: 0, 5200: 750, 6001: 400},
+                  {"0": 7000.0, "1": 4000.0})
     cpu = {k: r.fields["cpu_energy_joules_total"] for k, r in rows.items()}
     assert cpu["77"] == 375.0 and cpu["78"] == 125.0 and cpu["7e5f4d3c2b1a"] == 250.0 and cpu["idle"] == 250.0
     assert sum(cpu.values()) == 1000.0
+    # the node meter's 2000 W over the 10 s window: 20 kJ; GPUs 11 kJ and CPUs 1 kJ attributed above, the other
+    # 8 kJ (fans, NICs, PSU losses) by GPU share, 7:4
+    node = {k: r.fields["node_energy_joules_total"] for k, r in rows.items()}
+    assert node["77"] == pytest.approx(7000 + 375 + 8000 * 7 / 11, abs=0.001)
+    assert node["7e5f4d3c2b1a"] == pytest.approx(4000 + 250 + 8000 * 4 / 11, abs=0.001)
+    assert node["78"] == 125.0 and sum(node.values()) == pytest.approx(20000.0, abs=1e-9)

@@ -40,6 +40,9 @@ METRICS = tuple(Metric("job", f, kind, unit, desc, TAGS) for f, kind, unit, desc
                                              "each GPU to one owner; GPUs nobody holds: job_id idle)"),
     ("cpu_energy_joules_total", C, "joules", "CPU package energy (RAPL) attributed to the job by its processes' "
                                              "CPU time; the rest of the CPU's energy: job_id idle"),
+    ("node_energy_joules_total", C, "joules", "the job's share of the node meter: its GPU and CPU energy and, of "
+                                              "the rest of the node (fans, NICs, PSU losses), its share of the "
+                                              "GPU energy"),
     ("gpu_seconds_total", C, "seconds", "GPU time the job held or used (a GPU for a second is one)"),
     ("held_idle_seconds_total", C, "seconds", "GPU time the job held with none of its processes on the GPU"),
     ("gpus", G, "count", "GPUs the job holds or uses now"),
@@ -76,7 +79,7 @@ class JobsCollector(Collector):
     kind = "jobs"
     Options = JobsOptions
     METRICS = METRICS
-    consumes = ("gpu", "gpu_process", "gpu_mig", "inference", "host_energy")
+    consumes = ("gpu", "gpu_process", "gpu_mig", "inference", "host_energy", "node_meter")
     cli = "collectors.jobs.cli:add_parser"  # `aifactory jobs`
 
     def __init__(self, options: JobsOptions, ctx) -> None:
@@ -176,6 +179,9 @@ class JobsCollector(Collector):
             raise NotPresent("no GPU energy on this node (the gpu collector reports none)")
         slurm_pids = self._slurm_view()
         self.now: dict[str, list[str]] = {}  # owner -> GPUs it holds or uses in this collection
+        self.gpu_mj: dict[str, int] = {}  # owner -> GPU energy attributed in this collection
+        self.cpu_mj: dict[str, int] = {}  # owner -> CPU energy attributed in this collection
+        self.window_s = 0.0  # the longest GPU window closed in this collection
         self.fresh: set[str] = set()  # records that start in this collection's windows
         self.idle_now: dict[str, int] = {}  # owner -> GPUs it holds with none of its processes on them
         by_index = {g.tags.get("gpu", ""): uuid for uuid, g in gpus.items()}
@@ -235,6 +241,7 @@ class JobsCollector(Collector):
         self._tokens(bus)
         if self.options.cpu:
             seen.update(self._cpu(bus, pid_owner, acc.ts))
+        self._node(bus, acc.ts)
         self._close(acc, seen)
 
     def _window(self, uuid: str, g: Sample, index: str, usage: Usage, instances: dict[str, Instance]) -> None:
@@ -256,6 +263,7 @@ class JobsCollector(Collector):
         if last is None or g.ts <= last[0]:
             return  # the first reading of this GPU (or no new one): a window needs two
         seconds = (g.ts - last[0]) / 1e9
+        self.window_s = max(self.window_s, seconds)
         delta = max(0, mj - last[1])  # the gpu collector's counter is monotonic; a new baseline never goes back
         parts, _ = attribute_gpu(delta, usage, instances or None)
         for key, part in parts.items():
@@ -266,6 +274,7 @@ class JobsCollector(Collector):
                 rec.start_ns = last[0]
                 self.fresh.add(key)
             rec.gpu_energy_mj += part
+            self.gpu_mj[key] = self.gpu_mj.get(key, 0) + part
         for key, u, share in held:
             rec = self._record(key, g.ts)
             rec.gpu_seconds += seconds * share
@@ -305,7 +314,24 @@ class JobsCollector(Collector):
                 rec.start_ns = last[2]  # a new owner's counters start at zero at its first window's start
                 self.fresh.add(key)
             rec.cpu_energy_mj += part
+            self.cpu_mj[key] = self.cpu_mj.get(key, 0) + part
         return {k for k in weights if k != IDLE}
+
+    def _node(self, bus, ts: int) -> None:
+        """The owners' share of the whole node: their GPU and CPU energy of this collection, and the rest of the
+        node meter (its mean power over its newest window, over this collection's window) by GPU share. Without
+        a current node meter the node share is the GPU and CPU energy alone; a meter below them leaves no rest."""
+        meters = [s for s in (bus.latest("node_meter") if bus is not None else ())
+                  if isinstance(s.fields.get("power_watts"), (int, float)) and ts - s.ts <= 300 * 10**9]
+        parts = {k: self.gpu_mj.get(k, 0) + self.cpu_mj.get(k, 0) for k in self.gpu_mj.keys() | self.cpu_mj.keys()}
+        if meters and self.window_s > 0:
+            total = round(float(max(meters, key=lambda s: s.ts).fields["power_watts"]) * self.window_s * 1000)
+            rest = max(0, total - sum(parts.values()))
+            gpu = {k: float(v) for k, v in self.gpu_mj.items() if v > 0}
+            for key, part in (split(rest, gpu) if gpu else {IDLE: rest}).items():
+                parts[key] = parts.get(key, 0) + part
+        for key, part in parts.items():
+            self._record(key, ts).node_energy_mj += part
 
     def _tokens(self, bus) -> None:
         """An inference server's tokens are the job's whose its GPUs all are (its `gpus` tag, from its processes):
@@ -360,10 +386,12 @@ class JobsCollector(Collector):
                                       ("partition", rec.partition)) if v}
             if key in self.fresh:
                 acc.add("job", {"gpu_energy_joules_total": 0.0, "cpu_energy_joules_total": 0.0,
+                                "node_energy_joules_total": 0.0,
                                 "gpu_seconds_total": 0.0, "held_idle_seconds_total": 0.0, "running": True}, tags,
                         ts=rec.start_ns)
             acc.add("job", {"gpu_energy_joules_total": rec.gpu_energy_mj / 1000.0,
                             "cpu_energy_joules_total": rec.cpu_energy_mj / 1000.0,
+                            "node_energy_joules_total": rec.node_energy_mj / 1000.0,
                             "gpu_seconds_total": round(rec.gpu_seconds, 3),
                             "held_idle_seconds_total": round(rec.held_idle_seconds, 3),
                             "gpus": len(self.now.get(key, ())), "held_idle_gpus": self.idle_now.get(key, 0),

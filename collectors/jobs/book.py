@@ -31,6 +31,7 @@ class JobRecord:
     gpus: list[str] = field(default_factory=list)  # GPU indexes it held or used
     gpu_energy_mj: int = 0
     cpu_energy_mj: int = 0  # the CPU packages' energy by its processes' CPU time
+    node_energy_mj: int = 0  # its GPU and CPU energy and its GPU share of the rest of the node meter
     gpu_seconds: float = 0.0
     held_idle_seconds: float = 0.0
     prompt_tokens: int = 0  # tokens of the inference servers that run on its GPUs alone

@@ -33,7 +33,7 @@ def rows(records, now_ns: int, price_per_kwh: float | None, grid_g_per_kwh: floa
             "gpus": sorted(r.gpus, key=lambda g: (len(g), g)), "running": r.running,
             "start": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(r.start_ns / 1e9)) if r.start_ns else None,
             "duration_seconds": round(seconds, 1), "gpu_energy_kwh": round(kwh, 6),
-            "cpu_energy_kwh": round(r.cpu_energy_mj / 3.6e9, 6),
+            "cpu_energy_kwh": round(r.cpu_energy_mj / 3.6e9, 6), "node_energy_kwh": round(r.node_energy_mj / 3.6e9, 6),
             "average_power_watts": round(r.gpu_energy_mj / 1000 / seconds, 1) if seconds > 0 else None,
             "held_idle_seconds": round(r.held_idle_seconds, 1), "gpu_seconds": round(r.gpu_seconds, 1),
             "tokens": r.prompt_tokens + r.generation_tokens, "generation_tokens": r.generation_tokens,
@@ -76,11 +76,11 @@ def cmd_jobs(args) -> int:
     def hours(s: float) -> str:
         return f"{s / 3600:.2f}"
 
-    print(table(["JOB", "SCHEDULER", "USER", "GPUS", "START", "DURATION_H", "GPU_KWH", "CPU_KWH", "AVG_GPU_W",
-                 "HELD_IDLE_H",
-                 "TOKENS", "TOKENS/J", "COST", "CO2E_G", "STATE"],
+    print(table(["JOB", "SCHEDULER", "USER", "GPUS", "START", "DURATION_H", "GPU_KWH", "CPU_KWH", "NODE_KWH",
+                 "AVG_GPU_W", "HELD_IDLE_H", "TOKENS", "TOKENS/J", "COST", "CO2E_G", "STATE"],
                 [[r["job_id"], r["scheduler"], r["user"], ",".join(r["gpus"]), r["start"],
                   hours(r["duration_seconds"]), f"{r['gpu_energy_kwh']:.4f}", f"{r['cpu_energy_kwh']:.4f}",
+                  f"{r['node_energy_kwh']:.4f}",
                   r["average_power_watts"],
                   hours(r["held_idle_seconds"]), r["tokens"], r["tokens_per_joule"], r["cost"], r["emissions_g"],
                   "running" if r["running"] else "ended"] for r in out]))
