@@ -488,3 +488,35 @@ def test_the_cpus_and_the_nodes_energy_go_to_jobs_and_add_up_to_the_meter(node):
     assert node["77"] == pytest.approx(7000 + 375 + 8000 * 7 / 11, abs=0.001)
     assert node["7e5f4d3c2b1a"] == pytest.approx(4000 + 250 + 8000 * 4 / 11, abs=0.001)
     assert node["78"] == 125.0 and sum(node.values()) == pytest.approx(20000.0, abs=1e-9)
+
+
+def test_a_containers_cpu_energy_counts_all_its_processes_from_its_cgroup(node, tmp_path):
+    """The container's cgroup (cgroup v2 cpu.stat) ran 2 s of the window: all its processes, not only the one on
+    a GPU; Slurm jobs keep their processes' time (listpids lists them all)."""
+    import os
+
+    proc, sys_root = node["proc"], tmp_path / "sys"
+    hz = os.sysconf("SC_CLK_TCK")
+    scope = sys_root / "fs" / "cgroup" / "system.slice" / (
+        "docker-7e5f4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e.scope")
+    scope.mkdir(parents=True)
+    col = JobsCollector(JobsOptions(slurm="on", slurm_node="gpu-a01"),
+                        Context("jobs", proc_root=proc, sys_root=sys_root, state_dir=tmp_path / "st", bus=SampleBus()))
+
+    def window(t, rapl_j, busy, ticks, usage_s):
+        (proc / "stat").write_text(f"cpu  {busy} 0 0 99999 0 0 0 0 0 0\n")
+        for pid, n in ticks.items():
+            _stat(proc, pid, "python3", n)
+        (scope / "cpu.stat").write_text(f"usage_usec {usage_s * 1_000_000}\nuser_usec 0\nsystem_usec 0\n")
+        col.ctx.bus.observe([Sample("host_energy", {"zone": "intel-rapl:0", "source": "rapl",
+                                                    "scope": "cpu_package"}, {"energy_joules_total": rapl_j},
+                                    t * S)], 10.0)
+        return tick(col, t, {"0": 0.0, "1": 0.0}, [("0", 4101, 50.0), ("1", 6001, 30.0)])
+
+    window(0, 5000.0, 10_000, {4101: 1000, 4123: 500, 4050: 0, 5200: 700, 6001: 300}, 30)
+    rows = window(10, 6000.0, 10_000 + 4 * hz, {4101: 1000 + hz, 4123: 500 + hz // 2, 4050: 0,
+                                                 5200: 700 + hz // 2, 6001: 300 + hz}, 32)
+    cpu = {k: r.fields["cpu_energy_joules_total"] for k, r in rows.items()}
+    # busy 4 s: job 77 1.5 s, job 78 0.5 s, the container 2 s (its cgroup), nobody else
+    assert cpu["7e5f4d3c2b1a"] == 500.0 and cpu["77"] == 375.0 and cpu["78"] == 125.0
+    assert sum(cpu.values()) == 1000.0

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import socket
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -23,13 +24,14 @@ from agent.collector import Collector, NotPresent
 from agent.config import CollectorOptions, PositiveDuration
 from agent.logonce import Latch
 from agent.model import Accumulator, Kind, Metric, Sample
+from collectors.common import read_text
 from collectors.common.attribution import IDLE, MIG_SLICES, Instance, Usage, attribute_gpu, split
 from collectors.common.cgroups import owner_of
 from collectors.common.podresources import DEFAULT_SOCKET, PodDevices, PodResourcesError, list_pods
 from collectors.common.slurm import SlurmError, SlurmJob, listpids, parse_jobs, run
 
 from .book import JobBook, JobRecord
-from .cpu import busy_ticks, process_ticks
+from .cpu import busy_ticks, cgroup_usage_ticks, owner_cgroup, process_ticks
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,9 @@ class JobsCollector(Collector):
         self.tokens_last: dict[tuple, tuple[int, int]] = {}  # (endpoint, model) -> token counters last seen
         self.cpu_last: tuple[int, int, int] | None = None  # (RAPL mJ, busy ticks, ts) at the last window's end
         self.pid_ticks: dict[int, int] = {}  # pid -> its CPU ticks at the last window's end
+        self.cgroups: dict[str, tuple[str, str] | None] = {}  # owner -> the cgroup holding all its processes
+        self.cg_ticks: dict[str, int] = {}  # owner -> its cgroup's CPU ticks at the last window's end
+        self.hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
     # --- who owns what -------------------------------------------------------------------------------------
 
@@ -296,14 +301,20 @@ class JobsCollector(Collector):
             return set()
         mj = round(sum(float(z.fields["energy_joules_total"]) for z in zones) * 1000)
         ticks = {pid: t for pid in pid_owner if (t := process_ticks(self.ctx.proc_root, pid)) is not None}
-        last, before = self.cpu_last, self.pid_ticks
-        self.cpu_last, self.pid_ticks = (mj, busy, ts), ticks
+        cg_now = {owner: n for owner, where in self._owner_cgroups(pid_owner).items()
+                  if where and (n := cgroup_usage_ticks(self.ctx.sys_root, where, self.hz)) is not None}
+        last, before, cg_before = self.cpu_last, self.pid_ticks, self.cg_ticks
+        self.cpu_last, self.pid_ticks, self.cg_ticks = (mj, busy, ts), ticks, cg_now
         if last is None:
             return set()
         used: dict[str, float] = {}
         for pid, t in ticks.items():  # a process seen at both ends of the window: what it ran in between
             if pid in before and t >= before[pid]:
                 used[pid_owner[pid]] = used.get(pid_owner[pid], 0.0) + t - before[pid]
+        # a pod, container or service: its cgroup's CPU time counts all its processes, not only those on GPUs
+        for owner, now in cg_now.items():
+            if owner in cg_before and now >= cg_before[owner]:
+                used[owner] = float(now - cg_before[owner])
         weights = {k: v for k, v in used.items() if v > 0}
         weights[IDLE] = max(0.0, (busy - last[1]) - sum(weights.values()))
         delta = max(0, mj - last[0])
@@ -316,6 +327,20 @@ class JobsCollector(Collector):
             rec.cpu_energy_mj += part
             self.cpu_mj[key] = self.cpu_mj.get(key, 0) + part
         return {k for k in weights if k != IDLE}
+
+    def _owner_cgroups(self, pid_owner: dict[int, str]) -> dict[str, tuple[str, str] | None]:
+        """The cgroup of each pod, container and service owner, found once from one of its processes."""
+        scheduler = {"pod": "kubernetes", "container": "container", "unit": "systemd"}
+        out = {}
+        for pid, owner in pid_owner.items():
+            kind = scheduler.get(owner.partition(":")[0])
+            if kind is None or owner in out:
+                continue
+            if owner not in self.cgroups:
+                text = read_text(Path(self.ctx.proc_root) / str(pid) / "cgroup")
+                self.cgroups[owner] = owner_cgroup(text, kind) if text else None
+            out[owner] = self.cgroups[owner]
+        return out
 
     def _node(self, bus, ts: int) -> None:
         """The owners' share of the whole node: their GPU and CPU energy of this collection, and the rest of the
@@ -375,6 +400,7 @@ class JobsCollector(Collector):
                     log.info("jobs: %s %s ended: %.1f kJ of GPU energy", rec.scheduler, rec.job_id,
                              rec.gpu_energy_mj / 1e6)
         self.book.prune(acc.ts)
+        self.cgroups = {k: v for k, v in self.cgroups.items() if k in self.book.jobs}
         self.book.save()  # before the samples leave: an emitted counter is never ahead of the saved book
         # running records (a job unseen for fewer than end_after collections still runs), the final records of
         # those that just ended, once, and the idle and unowned shares
