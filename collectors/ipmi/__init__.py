@@ -1,13 +1,16 @@
 """IPMI collector: DCMI power readings and SDR power, temperature, fan, voltage and current sensors, from the
 node's own BMC in band (/dev/ipmi0) or from many BMCs out of band (RMCP+) on a facility poller.
 
-Each target is read in its own pool thread with its own deadline: a BMC that does not answer costs its
-deadline, never the others'. pyghmi's session is kept between polls and rebuilt after a failure.
+Targets are read one at a time (pyghmi is built for one OS thread: see PYGHMI), each within its own deadline,
+counted from its turn: a BMC that does not answer delays the others by up to pyghmi's login timeout (5 s) and
+never makes them time out; the collector's run deadline bounds the whole. pyghmi's session is kept between polls
+and rebuilt after a failure.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 
@@ -57,7 +60,8 @@ class TargetOptions(Strict):
     password: SecretStr | None = Field(None, description="prefer password_file / password_env")
     password_file: SecretFile = Field(None, description="file holding the password (or a credential name)")
     password_env: str | None = Field(None, description="environment variable holding the password")
-    deadline: PositiveDuration = Field(8.0, description="a whole poll of this target (pyghmi retries inside it)")
+    deadline: PositiveDuration = Field(8.0, description="a whole poll of this target, from its turn (targets are "
+                                                     "read one at a time; pyghmi retries inside it)")
     dcmi: bool = Field(True, description="ask DCMI Get Power Reading")
     sdr: bool = Field(True, description="read the SDR sensors (power, temperature, fans, voltage, current)")
     node: str | None = Field(None, description="the node this BMC meters (tag `node`), on a facility poller")
@@ -87,6 +91,7 @@ class Target:
     def __init__(self, opts: TargetOptions, password: str | None) -> None:
         self.opts = opts
         self.reader = IpmiReader(opts.host, opts.port, opts.user, password)
+        self.turn: float | None = None  # when its poll got pyghmi (PYGHMI), None while it waits
         self.busy = False
         self.state = "new"
         self.last_error: str | None = None
@@ -95,9 +100,25 @@ class Target:
         self.failed_told: set[str] = set()
 
 
+# pyghmi is built for one OS thread (its sessions share sockets and any waiting thread handles any session's
+# answers): polled from several threads at once, one target's failed login broke another's session or hung its
+# poll to its deadline (tests/test_ipmi.py, 2 runs in 10). Polls take turns; a BMC that does not answer holds
+# the others up to pyghmi's login timeout (5 s), which each target's deadline allows for.
+PYGHMI = threading.Lock()
+
+
 def poll_target(t: Target) -> tuple[DcmiPower | None, list[SdrReading], str | None]:
     """(DCMI reading or None, SDR readings, error). What was read before an error is kept; the sensors that
     could not be read alone are in t.failed."""
+    try:
+        with PYGHMI:
+            t.turn = time.monotonic()  # its deadline runs from here
+            return _poll_once(t)
+    finally:
+        t.busy = False
+
+
+def _poll_once(t: Target) -> tuple[DcmiPower | None, list[SdrReading], str | None]:
     power, sensors = None, []
     t.failed = {}
     try:
@@ -115,8 +136,6 @@ def poll_target(t: Target) -> tuple[DcmiPower | None, list[SdrReading], str | No
     except Exception as e:  # whatever one BMC's answers provoke stays with it
         t.reader.reset()
         return power, sensors, f"{type(e).__name__}: {e}"
-    finally:
-        t.busy = False
 
 
 class IpmiCollector(Collector):
@@ -146,19 +165,24 @@ class IpmiCollector(Collector):
             if t.busy:
                 self._report(acc, t, None, [], "previous poll still running past its deadline", 0.0)
                 continue
-            t.busy = True
+            t.busy, t.turn = True, None
             pending[self.pool.submit(poll_target, t)] = (t, time.monotonic())
+
+        def due(t: Target, submitted: float) -> float:  # a target waiting for its turn is not late yet
+            return min((t.turn or max(submitted, time.monotonic())) + t.opts.deadline, end)
+
         while pending:
-            first_end = min(min(started + t.opts.deadline, end) for t, started in pending.values())
+            first_end = min(min(due(t, started) for t, started in pending.values()), time.monotonic() + 0.25)
             done, _ = wait(pending, timeout=max(0.0, first_end - time.monotonic()), return_when="FIRST_COMPLETED")
             now = time.monotonic()
             for f in list(pending):
                 t, started = pending[f]
+                took = now - (t.turn or started)
                 if f in done:
                     power, sensors, error = f.result()
-                    self._report(acc, t, power, sensors, error, now - started)
-                elif now >= min(started + t.opts.deadline, end):
-                    self._report(acc, t, None, [], f"no complete answer within {t.opts.deadline:g} s", now - started)
+                    self._report(acc, t, power, sensors, error, took)
+                elif now >= due(t, started):
+                    self._report(acc, t, None, [], f"no complete answer within {t.opts.deadline:g} s", took)
                 else:
                     continue
                 del pending[f]

@@ -66,8 +66,7 @@ class IpmiReader:
                 if self.host is None:
                     self.cmd = command.Command()  # in band: /dev/ipmi0
                 else:
-                    self.cmd = command.Command(bmc=self.host, userid=self.user or "", password=self.password or "",
-                                               port=self.port)
+                    self.cmd = self._login(command)
             except exceptions.IpmiException as e:
                 raise IpmiError(_login_error(e, self.user, self.port)) from None
             except OSError as e:
@@ -76,6 +75,20 @@ class IpmiReader:
                                     "/dev/ipmi0)") from None
                 raise IpmiError(f"UDP port {self.port}: {e.strerror or e}") from None
         return self.cmd
+
+    def _login(self, command):
+        """A session to the BMC. pyghmi marks a failed login broken before it records why, and another thread's
+        wait on pyghmi's shared sockets can see it in between: an AttributeError ('errormsg') instead of the
+        refusal (seen with several BMCs polled at once). Asked again, the answer is the BMC's own."""
+        for attempt in range(3):
+            try:
+                return command.Command(bmc=self.host, userid=self.user or "", password=self.password or "",
+                                       port=self.port)
+            except AttributeError as e:
+                if "errormsg" not in str(e) or attempt == 2:
+                    raise IpmiError("the login failed and pyghmi gave no reason (most often a refused user or "
+                                    "password)") from None
+        raise AssertionError("unreachable")
 
     def dcmi_power(self) -> DcmiPower | None:
         """None where the BMC has no DCMI (answers the command as invalid)."""
