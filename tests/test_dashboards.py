@@ -75,6 +75,8 @@ def substitute(q: str, selected: dict[str, str] | None = None, at: float | None 
     return re.sub(r"\$(site|cluster|rack|host|gpu)\b", lambda m: re.escape(selected.get(m.group(1), "")) or ".*", q)
 
 
+EMBED_PER_MIN = 6000.0  # prompt tokens a minute of each node's small embedding server on GPU 0
+
 # Two sites at different efficiency, with the same rack names (a panel that filters by rack but not by site
 # mixes them): every figure of ams1 differs from fra1's.
 SITES = {
@@ -145,6 +147,10 @@ def scenario(now_ns: int, site: str = "fra1") -> tuple[list[Sample], dict]:
                                              "gpus": "0,1"},
                                {"prompt_tokens_total": (facts["tokens_per_min"] - facts["gen_per_min"]) * i,
                                 "generation_tokens_total": facts["gen_per_min"] * i}, ts))
+            # a small embedding server on GPU 0 alone: the job's there (GPU 1 is another owner's, then nobody's)
+            step.append(Sample("inference", {**base, "endpoint": "embed", "server": "vllm", "model": "e5",
+                                             "gpus": "0"}, {"prompt_tokens_total": EMBED_PER_MIN * i,
+                                                            "generation_tokens_total": 0.0}, ts))
             pdu_w = facts["it_w"] / 10 + 300
             step.append(Sample("pdu", {**poller, "device": f"pdu-{rack}", "rack": rack, "role": "it",
                                        "scope": "device"},
@@ -295,7 +301,7 @@ def test_pue_and_tokens_per_joule_panels_equal_the_scenario(loaded):
     # node scope: tokens of the node over the energy of its node meter (its BMC's PSU input, integrated), from the
     # agent's own efficiency collector
     node = first("Tokens per joule by scope", 1)
-    want = facts["tokens_per_min"] / (facts["node_w"] * 60)
+    want = (facts["tokens_per_min"] + EMBED_PER_MIN) / (facts["node_w"] * 60)
     assert node and all(v == pytest.approx(want, rel=0.01) for v in node)
     (per_kwh,) = first("Tokens per kWh (facility)")
     assert per_kwh == pytest.approx(2 * facts["tokens_per_min"] / (facts["total_w"] * 60) * 3.6e6, rel=0.01)
@@ -315,6 +321,11 @@ def test_jobs_panels_equal_the_scenario(loaded):
     (nobody,) = panels["Energy nobody held (window)"].queries
     assert [v for s in run(influxd, nobody.influxql, {"site": "fra1"}) for r in s["values"] for v in r[1:]] == \
         [pytest.approx(2 * hour_kwh * 31 / 60)]
+    (tpj,) = panels["Tokens per joule by job and model"].queries
+    by_model = {(s["tags"]["job_id"], s["tags"]["model"]): s["values"][-1][1]
+                for s in run(influxd, tpj.influxql, {"site": "fra1"})}
+    assert by_model == {("700", "e5"): pytest.approx(EMBED_PER_MIN / (facts["gpu_w"] * 60), abs=1e-6),
+                        ("701", "e5"): pytest.approx(EMBED_PER_MIN / (facts["gpu_w"] * 60), abs=1e-6)}
     (idle_q,) = panels["Held-idle GPU hours (window)"].queries
     assert [v for s in run(influxd, idle_q.influxql, {"site": "fra1"}) for r in s["values"] for v in r[1:]] == [0]
 

@@ -55,8 +55,9 @@ def collector(node, **opts) -> JobsCollector:
     return col
 
 
-def tick(col, t: int, energy: dict[str, float], procs: list[tuple[str, int, float]]):
-    """One collection at t seconds: each GPU's counter (J) and the processes on them (gpu, pid, SM %)."""
+def tick(col, t: int, energy: dict[str, float], procs: list[tuple[str, int, float]], keep: list | None = None):
+    """One collection at t seconds: each GPU's counter (J) and the processes on them (gpu, pid, SM %); every
+    sample written is appended to `keep`; returns the job rows by job id."""
     ts = t * S
     samples = [Sample("gpu", {"gpu": g, "uuid": f"GPU-{g}"}, {"energy_joules_total": e}, ts)
                for g, e in energy.items()]
@@ -65,7 +66,10 @@ def tick(col, t: int, energy: dict[str, float], procs: list[tuple[str, int, floa
     col.ctx.bus.observe(samples, 10.0)
     acc = Accumulator(ts, {"host": "gpu-a01"})
     col.collect(acc)
-    return {s.tags["job_id"]: s for s in acc.close() if s.measurement == "job"}
+    out = acc.close()
+    if keep is not None:
+        keep += out
+    return {s.tags["job_id"]: s for s in out if s.measurement == "job"}
 
 
 # job 77 runs on GPU 0 (its pids 4101 and 4123 from listpids); job 78 holds GPUs 2 and 3 here and runs nothing
@@ -440,15 +444,21 @@ def test_an_inference_servers_tokens_are_the_job_whose_gpus_it_runs_on(node):
                       {"prompt_tokens_total": tokens, "generation_tokens_total": gen}, t * S)
 
     energy = {"0": 0.0, "1": 0.0}
+    col_samples = []
     for t, (tok, gen) in enumerate(((1000, 100), (5000, 600), (9000, 1100), (200, 50))):
         col.ctx.bus.observe([served(t * 10, tok, gen), served(t * 10, 10 * tok, tok, gpus="0,1", endpoint="big")],
                             10.0)
-        rows = tick(col, t * 10, energy, [("0", 4101, 60.0), ("1", 6001, 30.0)])
+        rows = tick(col, t * 10, energy, [("0", 4101, 60.0), ("1", 6001, 30.0)], keep=col_samples)
         energy = {g: e + 1000.0 for g, e in energy.items()}
     j77 = rows["77"].fields
     assert (j77["prompt_tokens_total"], j77["generation_tokens_total"]) == (8000 + 200, 1000 + 50)
     assert j77["tokens_per_joule"] == pytest.approx((8200 + 1050) / 3000.0)
     assert rows["7e5f4d3c2b1a"].fields["prompt_tokens_total"] == 0  # the server across two owners' GPUs
+    # per server and model: its tokens over the energy of the GPUs it ran on, for the windows that counted them
+    (model,) = [s for s in col_samples if s.measurement == "job_model" and s.ts == 30 * S]
+    assert model.tags["job_id"] == "77" and model.tags["model"] == "llama" and model.tags["endpoint"] == "vllm"
+    assert model.fields["gpu_energy_joules_total"] == 3000.0
+    assert model.fields["tokens_per_joule"] == pytest.approx((8200 + 1050) / 3000.0)
 
 
 def _stat(path: Path, pid: int, comm: str, ticks: int) -> None:

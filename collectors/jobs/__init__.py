@@ -55,6 +55,14 @@ METRICS = tuple(Metric("job", f, kind, unit, desc, TAGS) for f, kind, unit, desc
     ("tokens_per_joule", G, "tokens_per_joule", "the job's tokens (prompt and generated) per joule of its GPU "
                                                  "energy, since it started"),
 ))
+MODEL_TAGS = TAGS + ("endpoint", "model")
+METRICS += tuple(Metric("job_model", f, kind, unit, desc, MODEL_TAGS) for f, kind, unit, desc in (
+    ("prompt_tokens_total", C, "tokens", "prompt tokens of this server and model, while on the job's GPUs"),
+    ("generation_tokens_total", C, "tokens", "generated tokens of this server and model"),
+    ("gpu_energy_joules_total", C, "joules", "the job's energy of the GPUs this server ran on, since the job first "
+                                             "saw it"),
+    ("tokens_per_joule", G, "tokens_per_joule", "its tokens (prompt and generated) per joule of that energy"),
+))
 UNOWNED = "unowned"  # a process in no job, pod, container or unit (a login shell's)
 
 
@@ -185,6 +193,7 @@ class JobsCollector(Collector):
         slurm_pids = self._slurm_view()
         self.now: dict[str, list[str]] = {}  # owner -> GPUs it holds or uses in this collection
         self.gpu_mj: dict[str, int] = {}  # owner -> GPU energy attributed in this collection
+        self.gpu_part: dict[tuple[str, str], int] = {}  # (owner, GPU index) -> its energy in this collection
         self.cpu_mj: dict[str, int] = {}  # owner -> CPU energy attributed in this collection
         self.window_s = 0.0  # the longest GPU window closed in this collection
         self.fresh: set[str] = set()  # records that start in this collection's windows
@@ -280,6 +289,7 @@ class JobsCollector(Collector):
                 self.fresh.add(key)
             rec.gpu_energy_mj += part
             self.gpu_mj[key] = self.gpu_mj.get(key, 0) + part
+            self.gpu_part[(key, index)] = self.gpu_part.get((key, index), 0) + part
         for key, u, share in held:
             rec = self._record(key, g.ts)
             rec.gpu_seconds += seconds * share
@@ -378,11 +388,18 @@ class JobsCollector(Collector):
             owners = set.union(*(by_gpu.get(g, {IDLE}) for g in s.tags["gpus"].split(",")))
             if last is None or len(owners) != 1 or owners <= {IDLE, UNOWNED}:
                 continue
-            rec = self.book.jobs.get(next(iter(owners)))
+            owner = next(iter(owners))
+            rec = self.book.jobs.get(owner)
             if rec is not None:
                 # a counter below its last value restarted from zero (the server did): what it holds is new
-                rec.prompt_tokens += now[0] - last[0] if now[0] >= last[0] else now[0]
-                rec.generation_tokens += now[1] - last[1] if now[1] >= last[1] else now[1]
+                prompt = now[0] - last[0] if now[0] >= last[0] else now[0]
+                gen = now[1] - last[1] if now[1] >= last[1] else now[1]
+                rec.prompt_tokens += prompt
+                rec.generation_tokens += gen
+                m = rec.models.setdefault(f"{key[0]}|{key[1]}", [0, 0, 0])
+                m[0] += prompt
+                m[1] += gen
+                m[2] += sum(self.gpu_part.get((owner, g), 0) for g in s.tags["gpus"].split(","))
 
     def _close(self, acc: Accumulator, seen: set[str]) -> None:
         """Records seen now run on; those unseen for end_after collections end with a final sample."""
@@ -426,3 +443,9 @@ class JobsCollector(Collector):
                             "tokens_per_joule": round((rec.prompt_tokens + rec.generation_tokens)
                                                       / (rec.gpu_energy_mj / 1000), 6) if rec.gpu_energy_mj else None},
                     tags)
+            for server, (prompt, gen, mj) in sorted(rec.models.items()):
+                endpoint, _, model = server.partition("|")
+                acc.add("job_model", {"prompt_tokens_total": prompt, "generation_tokens_total": gen,
+                                      "gpu_energy_joules_total": mj / 1000.0,
+                                      "tokens_per_joule": round((prompt + gen) / (mj / 1000), 6) if mj else None},
+                        {**tags, "endpoint": endpoint, "model": model})

@@ -36,6 +36,8 @@ class JobRecord:
     held_idle_seconds: float = 0.0
     prompt_tokens: int = 0  # tokens of the inference servers that run on its GPUs alone
     generation_tokens: int = 0
+    # per server and model ("ENDPOINT|MODEL"): [prompt tokens, generated tokens, mJ of the GPUs it ran on]
+    models: dict[str, list[int]] = field(default_factory=dict)
     start_ns: int = 0
     last_seen_ns: int = 0
     end_ns: int | None = None

@@ -28,11 +28,11 @@ SECTIONS = (Section("jobs", 10, (
         f'FROM "job" {FH} {T}, "host", "job_id") WHERE $timeFilter {T}, "job_id" fill(none)',
         legend="$tag_job_id")], unit="watt", w=24, stack=True,
           description="the rate of each job's energy counter, summed over its nodes"),
-    Panel("Tokens per joule by job", "timeseries", [Query(
-        f'SELECT last("tokens_per_joule") FROM "job" {FH} AND "job_id" != \'idle\' {T}, "host", "job_id" '
-        'fill(none)', legend="$tag_host $tag_job_id")], unit="short", decimals=3, w=12,
-          description="the tokens of the inference servers on the job's GPUs per joule of its GPU energy, since "
-                      "it started"),
+    Panel("Tokens per joule by job and model", "timeseries", [Query(
+        f'SELECT last("tokens_per_joule") FROM "job_model" {FH} {T}, "job_id", "model" fill(none)',
+        legend="$tag_job_id $tag_model")], unit="short", decimals=3, w=12,
+          description="each server and model on a job's GPUs: its tokens per joule of those GPUs' energy, since "
+                      "the job first saw it"),
     Panel("GPUs held and idle, by job", "timeseries", [Query(
         f'SELECT max("held_idle_gpus") FROM "job" {FH} {T}, "host", "job_id" fill(none)',
         legend="$tag_host $tag_job_id")], unit="none", w=12,
