@@ -235,9 +235,12 @@ def test_mig_instances_with_memory_and_utilization():
          "memory_used": 10 * 2**30, "memory_total": 40 * 2**30},
         {"uuid": "MIG-bbbb", "gpu_instance_id": 2, "compute_instance_id": 0, "profile": MIG_PROFILE,
          "memory_used": 2**30, "memory_total": 40 * 2**30}])])
-    nvml.gpus[0].processes = [(5151, 2**30)]
+    nvml.gpus[0].processes = [(5151, 2**30, 1), (6161, 2**29)]  # one in GPU instance 1, one NVML gives none
     col = make(nvml)
-    first = [s for s in cycle(col, 1) if s.measurement == "gpu_mig"]
+    out = cycle(col, 1)
+    first = [s for s in out if s.measurement == "gpu_mig"]
+    procs = {s.tags["pid"]: s.tags.get("gpu_instance") for s in out if s.measurement == "gpu_process"}
+    assert procs == {"5151": "1", "6161": None}  # the instance a process runs in, where NVML says
     assert {s.tags["mig_uuid"]: s.fields for s in first} == {
         "MIG-aaaa": {"memory_used_bytes": 10 * 2**30, "memory_total_bytes": 40 * 2**30},
         "MIG-bbbb": {"memory_used_bytes": 2**30, "memory_total_bytes": 40 * 2**30}}

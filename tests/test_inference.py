@@ -566,3 +566,24 @@ def test_a_nan_on_one_engine_keeps_the_other_engines_count_and_never_goes_back()
     first: dict = {}
     _, readings = parse(VLLM_TWO_ENGINES.format(m="m", a=100, b="NaN"), last=first)
     assert math.isnan(readings[0].prompt_tokens)  # no count to stand in yet: the model's sum is not read
+
+
+def test_a_servers_gpus_and_mig_instances_come_from_its_processes_on_the_bus(vllm, tmp_path):
+    """No `gpus` configured: the GPUs are those the gpu collector saw the server's processes on (this process
+    listens on the page's port), and the MIG instances among them as GPU:INSTANCE (the jobs collector gives a
+    server pinned to an instance to that instance's holder)."""
+    import os
+
+    from agent.bus import SampleBus
+    from agent.model import Sample
+
+    bus = SampleBus()
+    bus.observe([Sample("gpu_process", {"gpu": "3", "uuid": "GPU-3", "pid": str(os.getpid()), "gpu_instance": "1"},
+                        {"memory_used_bytes": 2**30}, T0),
+                 Sample("gpu_process", {"gpu": "5", "uuid": "GPU-5", "pid": str(os.getpid())},
+                        {"memory_used_bytes": 2**30}, T0),
+                 Sample("gpu_process", {"gpu": "0", "uuid": "GPU-0", "pid": "1"}, {"memory_used_bytes": 1}, T0)])
+    col = InferenceCollector(InferenceCollector.Options(endpoints=[{"url": vllm.url}], discover=False),
+                             Context("inference", state_dir=tmp_path, bus=bus))
+    (inf,) = [s for s in collect(col, T0) if s.measurement == "inference" and "outcome" not in s.tags]
+    assert inf.tags["gpus"] == "3,5" and inf.tags["gpu_instances"] == "3:1"

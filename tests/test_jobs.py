@@ -388,6 +388,9 @@ def test_pods_get_the_gpus_the_kubelet_gave_them_held_idle_and_mig_included(node
     assert last["batch/mig-tenant"].fields["gpu_energy_joules_total"] == pytest.approx(2 * 7000 * 3 / 7, abs=0.002)
     assert last["idle"].fields["gpu_energy_joules_total"] == pytest.approx(2 * 7000 * (1 + 4 / 7), abs=0.002)
     assert "9a8b7c6d-1234-5678-9abc-def012345678" not in last  # its UID is the llama pod: one owner, not two
+    # each says how its GPUs' energy was split
+    assert llama.fields["basis"] == "held" and last["batch/mig-tenant"].fields["basis"] == "mig_size"
+    assert last["idle"].fields["basis"] == "idle,mig_size"
     total = sum(r.fields["gpu_energy_joules_total"] for r in last.values())
     assert total == pytest.approx(4 * 14000.0, abs=1e-6)
 
@@ -530,3 +533,28 @@ def test_a_containers_cpu_energy_counts_all_its_processes_from_its_cgroup(node, 
     # busy 4 s: job 77 1.5 s, job 78 0.5 s, the container 2 s (its cgroup), nobody else
     assert cpu["7e5f4d3c2b1a"] == 500.0 and cpu["77"] == 375.0 and cpu["78"] == 125.0
     assert sum(cpu.values()) == 1000.0
+
+
+def test_a_server_pinned_to_a_mig_instance_gives_its_tokens_to_that_instances_holder(node, kubelet):
+    """A vLLM server in GPU instance 1 of GPU 3 (MIG-aaaa, the batch pod's): its tokens are the pod's; one in
+    instance 2 (MIG-bbbb, nobody's) gives nobody tokens."""
+    sock, _ = kubelet
+    col = JobsCollector(JobsOptions(slurm="off", kubernetes="on", pod_resources_socket=str(sock)),
+                        Context("jobs", proc_root=node["proc"], state_dir=node["tmp"] / "state", bus=SampleBus()))
+    mig = [("MIG-aaaa", "1", "3g.71gb"), ("MIG-bbbb", "2", "1g.18gb")]
+    for k in range(3):
+        ts = k * 10 * S
+        col.ctx.bus.observe(
+            [Sample("gpu_mig", {"gpu": "3", "uuid": "GPU-3", "mig_uuid": u, "gpu_instance": gi, "profile": pr}, {},
+                    ts) for u, gi, pr in mig]
+            + [Sample("gpu", {"gpu": "3", "uuid": "GPU-3"}, {"energy_joules_total": 7000.0 * k}, ts)]
+            + [Sample("inference", {"endpoint": ep, "server": "vllm", "model": "m", "gpus": "3",
+                                    "gpu_instances": f"3:{gi}"},
+                      {"prompt_tokens_total": 1000 * k, "generation_tokens_total": 100 * k}, ts)
+               for ep, gi in (("small", "1"), ("tiny", "2"))], 10.0)
+        acc = Accumulator(ts, {"host": "gpu-a01"})
+        col.collect(acc)
+        rows = {s.tags["job_id"]: s for s in acc.close() if s.measurement == "job"}
+    pod = rows["batch/mig-tenant"].fields
+    assert (pod["prompt_tokens_total"], pod["generation_tokens_total"]) == (2000, 200)  # only its instance's server
+    assert pod["gpu_energy_joules_total"] == pytest.approx(2 * 7000 * 3 / 7, abs=0.002)

@@ -148,7 +148,8 @@ def map_gpu(r: GpuReading, acc: Accumulator, energy: EnergyTracker, xids: XidCou
         acc.add("gpu_process", {"memory_used_bytes": p.memory_bytes, "sm_utilization_percent": p.sm_percent,
                                 "memory_utilization_percent": p.mem_percent},
                 {**tags, "pid": str(p.pid), "process": p.name, "container": p.container,
-                 "slurm_job": p.slurm_job, "pod": p.pod})
+                 "slurm_job": p.slurm_job, "pod": p.pod,
+                 "gpu_instance": "" if p.gpu_instance is None else str(p.gpu_instance)})
     for m in r.mig:
         acc.add("gpu_mig", {"memory_used_bytes": m.get("memory_used"), "memory_total_bytes": m.get("memory_total"),
                             "sm_utilization_percent": m.get("sm_utilization_percent")},

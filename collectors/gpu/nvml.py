@@ -220,9 +220,14 @@ class Nvml:
     def nvlink_active(self, h, link: int) -> bool:
         return self._call(self.n.nvmlDeviceGetNvLinkState, h, link) == 1
 
-    def processes(self, h) -> list[tuple[int, int | None]]:
-        """(pid, used GPU memory bytes or None) of compute processes."""
-        return [(p.pid, p.usedGpuMemory) for p in self._call(self.n.nvmlDeviceGetComputeRunningProcesses, h)]
+    def processes(self, h) -> list[tuple[int, int | None, int | None]]:
+        """(pid, used GPU memory bytes or None, its MIG GPU instance or None) of compute processes.
+        nvmlProcessInfo_t's gpuInstanceId is 0xFFFFFFFF outside MIG (nvml.h); older bindings have no field."""
+        out = []
+        for p in self._call(self.n.nvmlDeviceGetComputeRunningProcesses, h):
+            gi = getattr(p, "gpuInstanceId", None)
+            out.append((p.pid, p.usedGpuMemory, gi if isinstance(gi, int) and gi != 0xFFFFFFFF else None))
+        return out
 
     def process_utilization(self, h, since_us: int) -> list[tuple[int, int, int, int]]:
         """(pid, timestamp_us, sm %, memory %) samples newer than since_us; NvmlNotFound if none."""

@@ -87,6 +87,7 @@ class Proc:
     container: str = ""
     slurm_job: str = ""
     pod: str = ""
+    gpu_instance: int | None = None  # the MIG GPU instance it runs in
 
 
 @dataclass
@@ -536,7 +537,7 @@ class GpuReader:
         procs = self._call(g, "processes", self.nvml.processes, g.handle)
         if not procs:
             return
-        by_pid = {pid: Proc(pid, mem) for pid, mem in procs}
+        by_pid = {pid: Proc(pid, mem, gpu_instance=gi) for pid, mem, gi in procs}
         if not mig:  # process utilization is not supported on MIG-enabled GPUs
             samples = self._call(g, "process_utilization", self.nvml.process_utilization, g.handle, g.proc_ts_us)
             latest: dict[int, int] = {}

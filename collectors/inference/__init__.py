@@ -37,7 +37,7 @@ from .mapping import SERVERS, parse
 
 log = logging.getLogger(__name__)
 
-TAGS = ("host", "endpoint", "server", "model", "port", "gpus")
+TAGS = ("host", "endpoint", "server", "model", "port", "gpus", "gpu_instances")
 C, G = Kind.COUNTER, Kind.GAUGE
 METRICS = (
     Metric("inference", "prompt_tokens_total", C, "tokens", "prompt (input) tokens processed", TAGS),
@@ -290,9 +290,10 @@ class InferenceCollector(Collector):
         if st.discovered and not ok:
             return 0  # nothing on that default port: not present, no series
         acc.add("inference_endpoint", {"up": ok, "scrape_duration_seconds": round(took, 6)}, {"endpoint": st.name})
-        gpus = self._gpus(st)
+        gpus, instances = self._gpus(st)
         for r in readings:
-            tags = {"endpoint": st.name, "server": kind, "model": r.model, "port": str(st.port), "gpus": gpus}
+            tags = {"endpoint": st.name, "server": kind, "model": r.model, "port": str(st.port), "gpus": gpus,
+                    "gpu_instances": instances}
             fields = {}
             for name, value in (("prompt_tokens_total", r.prompt_tokens),
                                 ("generation_tokens_total", r.generation_tokens),
@@ -323,17 +324,19 @@ class InferenceCollector(Collector):
             log.info("inference endpoint %s: %s counter went back (server restart); kept monotonic", st.name, name)
         return v
 
-    def _gpus(self, st: _State) -> str:
+    def _gpus(self, st: _State) -> tuple[str, str]:
+        """(the GPU indexes its processes use, and the MIG instances among them as GPU:INSTANCE), comma-joined."""
         if st.ep.gpus is not None:
-            return ",".join(str(g) for g in sorted(st.ep.gpus))
+            return ",".join(str(g) for g in sorted(st.ep.gpus)), ""
         bus = self.ctx.bus
         host = urlsplit(st.ep.url).hostname or ""
         if bus is None or host not in ("127.0.0.1", "localhost", "::1"):
-            return ""
+            return "", ""
         pids = server_pids(st.port)
-        gpus = sorted({s.tags.get("gpu", "") for s in bus.latest("gpu_process") if s.tags.get("pid") in pids}
-                      - {""}, key=lambda g: int(g) if g.isdigit() else 0)
-        return ",".join(gpus)
+        procs = [s for s in bus.latest("gpu_process") if s.tags.get("pid") in pids and s.tags.get("gpu")]
+        gpus = sorted({s.tags["gpu"] for s in procs}, key=lambda g: int(g) if g.isdigit() else 0)
+        instances = sorted({f"{s.tags['gpu']}:{s.tags['gpu_instance']}" for s in procs if s.tags.get("gpu_instance")})
+        return ",".join(gpus), ",".join(instances)
 
 
 def server_pids(port: int) -> set[str]:

@@ -50,6 +50,8 @@ METRICS = tuple(Metric("job", f, kind, unit, desc, TAGS) for f, kind, unit, desc
     ("gpus", G, "count", "GPUs the job holds or uses now"),
     ("held_idle_gpus", G, "count", "GPUs the job holds that none of its processes uses now"),
     ("running", G, "bool", "the job runs (false: its final record, written once when it ends)"),
+    ("basis", Kind.INFO, "info", "how its GPUs' energy was split in this collection: held, sm_utilization, "
+                                 "mig_activity, mig_size (comma-joined where its GPUs differ)"),
     ("prompt_tokens_total", C, "tokens", "prompt tokens of the inference servers whose GPUs are the job's alone"),
     ("generation_tokens_total", C, "tokens", "generated tokens of those servers"),
     ("tokens_per_joule", G, "tokens_per_joule", "the job's tokens (prompt and generated) per joule of its GPU "
@@ -194,6 +196,8 @@ class JobsCollector(Collector):
         self.now: dict[str, list[str]] = {}  # owner -> GPUs it holds or uses in this collection
         self.gpu_mj: dict[str, int] = {}  # owner -> GPU energy attributed in this collection
         self.gpu_part: dict[tuple[str, str], int] = {}  # (owner, GPU index) -> its energy in this collection
+        self.instance_owners: dict[tuple[str, str], set[str]] = {}  # (GPU index, MIG GPU instance) -> holders
+        self.basis_now: dict[str, set[str]] = {}  # owner -> how its GPUs' energy was split in this collection
         self.cpu_mj: dict[str, int] = {}  # owner -> CPU energy attributed in this collection
         self.window_s = 0.0  # the longest GPU window closed in this collection
         self.fresh: set[str] = set()  # records that start in this collection's windows
@@ -247,8 +251,10 @@ class JobsCollector(Collector):
                         inst.sm = dict.fromkeys(inst.holders, float(act))  # busy: its holders use it
                     instances[mig_uuid] = Instance(int(got.group(1)) if got else 1, inst,
                                                    float(act) if isinstance(act, (int, float)) else None)
-            for inst in instances.values():
+            for mig_uuid, inst in instances.items():
                 seen.update(inst.usage.holders)
+                gi = migs[mig_uuid].tags.get("gpu_instance", "")
+                self.instance_owners[(index, gi)] = set(inst.usage.holders) or {IDLE}
             seen.update(usage.holders)
             seen.update(usage.sm)
             self._window(uuid, g, index, usage, instances)
@@ -279,8 +285,9 @@ class JobsCollector(Collector):
         seconds = (g.ts - last[0]) / 1e9
         self.window_s = max(self.window_s, seconds)
         delta = max(0, mj - last[1])  # the gpu collector's counter is monotonic; a new baseline never goes back
-        parts, _ = attribute_gpu(delta, usage, instances or None)
+        parts, basis = attribute_gpu(delta, usage, instances or None)
         for key, part in parts.items():
+            self.basis_now.setdefault(key, set()).add(basis)
             rec = self._record(key, g.ts)
             if rec.start_ns == g.ts and rec.gpu_energy_mj == 0 and part:
                 # an owner first met with energy in this window (GPUs that fell idle, a job between two readings):
@@ -369,8 +376,9 @@ class JobsCollector(Collector):
             self._record(key, ts).node_energy_mj += part
 
     def _tokens(self, bus) -> None:
-        """An inference server's tokens are the job's whose its GPUs all are (its `gpus` tag, from its processes):
-        the counters' increase since the last collection. A server across owners' GPUs gives nobody tokens."""
+        """An inference server's tokens are the job's whose its GPUs all are (its `gpus` tag, from its processes;
+        in MIG instances, `gpu_instances`: those instances' holders): the counters' increase since the last
+        collection. A server across owners' GPUs gives nobody tokens."""
         by_gpu: dict[str, set[str]] = {}
         for key, gpus in self.now.items():
             for g in gpus:
@@ -385,7 +393,11 @@ class JobsCollector(Collector):
             key = (s.tags.get("endpoint", ""), s.tags.get("model", ""))
             last = self.tokens_last.get(key)
             self.tokens_last[key] = now
-            owners = set.union(*(by_gpu.get(g, {IDLE}) for g in s.tags["gpus"].split(",")))
+            pinned = [tuple(x.split(":", 1)) for x in s.tags.get("gpu_instances", "").split(",") if ":" in x]
+            if pinned:  # a server in MIG instances: the tokens are the instances' holders'
+                owners = set.union(*(self.instance_owners.get(x, {IDLE}) for x in pinned))
+            else:
+                owners = set.union(*(by_gpu.get(g, {IDLE}) for g in s.tags["gpus"].split(",")))
             if last is None or len(owners) != 1 or owners <= {IDLE, UNOWNED}:
                 continue
             owner = next(iter(owners))
@@ -439,6 +451,7 @@ class JobsCollector(Collector):
                             "held_idle_seconds_total": round(rec.held_idle_seconds, 3),
                             "gpus": len(self.now.get(key, ())), "held_idle_gpus": self.idle_now.get(key, 0),
                             "running": rec.running,
+                            "basis": ",".join(sorted(self.basis_now.get(key, ()))) or None,
                             "prompt_tokens_total": rec.prompt_tokens, "generation_tokens_total": rec.generation_tokens,
                             "tokens_per_joule": round((rec.prompt_tokens + rec.generation_tokens)
                                                       / (rec.gpu_energy_mj / 1000), 6) if rec.gpu_energy_mj else None},

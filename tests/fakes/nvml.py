@@ -110,7 +110,7 @@ class FakeGpu:
     uuid: str = ""
     lost: bool = False
     mig: list[dict] = field(default_factory=list)
-    processes: list[tuple[int, int]] = field(default_factory=list)
+    processes: list[tuple] = field(default_factory=list)  # (pid, memory bytes[, MIG GPU instance id])
     proc_util: list[tuple[int, int, int, int]] = field(default_factory=list)
     p: dict = field(default_factory=dict)
     # nvmlDeviceGetHandleByIndex's answer for a GPU counted but refused (NO_PERMISSION outside the container's
@@ -343,9 +343,11 @@ class FakeNvml:
         return link != 17  # one link down on 18-link parts
 
     def processes(self, h):
+        """(pid, memory, GPU instance): a test's (pid, memory) is a process outside MIG (gpuInstanceId
+        0xFFFFFFFF, read as None by the adapter)."""
         g = self._sup(h, "processes")
         self._privileged(g)
-        return list(g.processes)
+        return [(p[0], p[1], p[2] if len(p) > 2 else None) for p in g.processes]
 
     def process_utilization(self, h, since_us):
         g = self._sup(h, "process_utilization")
