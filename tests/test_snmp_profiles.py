@@ -433,6 +433,9 @@ def test_fallback_to_the_legacy_object_when_rpdu2_says_not_supported():
     assert power.value == 312.0 and power.origin == "1.3.6.1.4.1.318.1.1.12.1.16.0"
     assert ("device", "apparent_power_va") not in got  # -1 with no fallback: absent, never -10 VA
     assert got[("phase", "current_amperes")].value == 2.7 and got[("phase", "current_amperes")].origin is None
+    # the phase voltage answers -1 too: rPDUIdentDeviceLinetoLineVoltage (120 V) stands for the one phase row
+    volts = got[("phase", "voltage_volts")]
+    assert volts.value == 120.0 and volts.origin == "1.3.6.1.4.1.318.1.1.12.1.15.0"
     # the rPDU2 value wins where it is valid (AP8959EU3: 27 hundredths of kW), the fallback is not read then
     data2 = load(FIXTURES / "snmp" / "apc-rpdu2.snmprec")
     dev = {(r.tags.get("scope"), r.field): r for r in evaluate(p, data2)}[("device", "power_watts")]
