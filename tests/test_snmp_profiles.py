@@ -413,10 +413,9 @@ def test_candidates_best_first_and_standard_mibs_last():
     from collectors.snmp.match import candidates
 
     names = [p.name for p in candidates(PROFILES, "1.3.6.1.4.1.318.1.3.4.6", "APC Web/SNMP Management Card")]
-    assert names[0] == "apc-rpdu2" and names[-2:] == ["entity-sensor", "ups-mib"] or names[-2:] == [
-        "ups-mib", "entity-sensor"]
+    assert names[0] == "apc-rpdu2" and set(names[-3:]) == {"eaton-xups", "entity-sensor", "ups-mib"}
     unknown = [p.name for p in candidates(PROFILES, "1.3.6.1.4.1.99999.1", "a switch")]
-    assert sorted(unknown) == ["entity-sensor", "ups-mib"]  # only the standard MIBs, each behind its probe
+    assert sorted(unknown) == ["eaton-xups", "entity-sensor", "ups-mib"]  # the standard MIBs, each behind its probe
     assert all(PROFILES[n].match.probe for n in unknown)
 
 
@@ -555,3 +554,29 @@ def test_datadog_evaluation_still_runs_on_the_recordings():
     lines = [x for x in out.splitlines() if not x.startswith(" ")]
     assert len(lines) == 5 and all("metrics answered" in x for x in lines)
     assert "chatsworth_pdu on chatsworth-pdu: 8/12 metrics answered" in out
+
+
+def test_an_eaton_ups_answering_xups_mib_alone_is_read_by_it():
+    """An Eaton/Powerware card under MGE's sysObjectID (705.1) with an empty sysDescr that answers XUPS-MIB and not
+    RFC 1628 (a fixture built from XUPS-MIB's objects): UPS-MIB, asked first, is not confirmed; XUPS-MIB is, and
+    gives the battery, input and output readings with their units."""
+    import asyncio
+
+    from collectors.snmp import detect_profile
+    from collectors.snmp.match import candidates
+
+    data = load(FIXTURES / "snmp" / "eaton-xups.snmprec")
+    found = candidates(PROFILES, str(data["1.3.6.1.2.1.1.2.0"]), data["1.3.6.1.2.1.1.1.0"])
+    assert [p.name for p in found][:1] == ["ups-mib"]  # by its sysObjectID, first; its probe finds nothing
+
+    async def answers(oid):
+        return any(k == oid or k.startswith(oid + ".") for k in data)
+
+    p = asyncio.run(detect_profile(found, answers))
+    assert p.name == "eaton-xups"
+    got = {(r.tags.get("scope"), r.field): r.value for r in evaluate(p, data)}
+    assert got[(None, "battery_runtime_seconds")] == 1860 and got[(None, "battery_charge_percent")] == 100
+    assert got[(None, "output_frequency_hertz")] == 50.0 and got[("input", "input_frequency_hertz")] == 50.0
+    assert got[(None, "output_source")] == "normal" and got[(None, "on_battery")] is False
+    assert got[("input", "input_voltage_volts")] == 230 and got[("input", "input_power_watts")] == 1150
+    assert got[("output", "output_power_watts")] == 1080 and got[(None, "output_load_percent")] == 38
