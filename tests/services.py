@@ -564,8 +564,9 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
         return p.stdout + (p.stderr if not check else "")
 
     def sbatch(self, *args: str) -> str:
-        p = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True, env=self.env,
-                           timeout=30, check=True)
+        # the job's output and working directory under the cluster's folder, never the checkout
+        p = subprocess.run(["sbatch", "--parsable", f"--chdir={self.root}", f"--output={self.root}/slurm-%j.out",
+                            *args], capture_output=True, text=True, env=self.env, timeout=30, check=True)
         return p.stdout.strip().split(";")[0]
 
     def stop(self) -> None:
