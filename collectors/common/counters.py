@@ -14,15 +14,13 @@ moved aside (agent.state.set_aside); entries that are not finite numbers are dro
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
 from agent.logonce import Latch
-from agent.state import set_aside
+from collectors.common.statefile import read_object, write_object
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +44,7 @@ class MonotonicCounters:
 
     @staticmethod
     def _load(path: Path) -> dict:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return {}
-        except (OSError, UnicodeDecodeError) as e:
-            set_aside(path, f"unreadable: {e}")
-            return {}
-        try:
-            data = json.loads(text)  # Infinity/NaN entries parse, and are dropped below
-            if not isinstance(data, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as e:
-            set_aside(path, f"not valid counter state: {e}")
-            return {}
+        data = read_object(path, "counter state")
         bad = [k for k, v in data.items() if not _valid(v)]
         for k in bad:
             del data[k]
@@ -95,13 +80,9 @@ class MonotonicCounters:
         self._saved = time.monotonic()
         if self.path is None:
             return
-        tmp = self.path.with_suffix(".tmp")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(self.state, allow_nan=False))
-            os.replace(tmp, self.path)
-        except (OSError, ValueError) as e:
-            self._save.failed(str(e), "cannot save counter state to %s: %s (kept in memory; a reset while the "
-                              "agent is down may then be missed)", self.path, e)
+        error = write_object(self.path, self.state)
+        if error is not None:
+            self._save.failed(error, "cannot save counter state to %s: %s (kept in memory; a reset while the "
+                              "agent is down may then be missed)", self.path, error)
             return
         self._save.recovered("counter state saved to %s again", self.path)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from agent.logonce import Latch
 from agent.state import set_aside
+from collectors.common.statefile import read_object, write_object
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +62,10 @@ class JobBook:
 
     @staticmethod
     def _load(path: Path) -> dict[str, JobRecord]:
+        data = read_object(path, "job book")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(data, dict):
-                raise ValueError("not a JSON object")
             return {k: JobRecord(**{f: v for f, v in rec.items() if f in FIELDS}) for k, rec in data.items()}
-        except FileNotFoundError:
-            return {}
-        except (OSError, UnicodeDecodeError, ValueError, TypeError) as e:
+        except (AttributeError, TypeError, ValueError) as e:  # records of another shape
             set_aside(path, f"not a valid job book: {e}")
             return {}
 
@@ -87,13 +83,9 @@ class JobBook:
     def save(self) -> None:
         if self.path is None:
             return
-        tmp = self.path.with_suffix(".tmp")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps({k: asdict(r) for k, r in self.jobs.items()}, allow_nan=False))
-            os.replace(tmp, self.path)
-        except (OSError, ValueError) as e:
-            self._save.failed(str(e), "cannot save the job book to %s: %s (kept in memory)", self.path, e)
+        error = write_object(self.path, {k: asdict(r) for k, r in self.jobs.items()})
+        if error is not None:
+            self._save.failed(error, "cannot save the job book to %s: %s (kept in memory)", self.path, error)
             return
         self._save.recovered("job book saved to %s again", self.path)
 
