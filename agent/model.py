@@ -51,6 +51,8 @@ UNIT_SUFFIXES: dict[str, tuple[str, ...]] = {
     "volts": ("_volts",),
     "amperes": ("_amperes",),
     "va": ("_va",),
+    "var": ("_var",),
+    "metres": ("_metres",),
     "rpm": ("_rpm",),
     "litres_per_minute": ("_litres_per_minute",),
     "kilopascals": ("_kilopascals",),

@@ -12,4 +12,5 @@ REGISTRY: dict[str, str] = {
     "ipmi": "collectors.ipmi:IpmiCollector",
     "jobs": "collectors.jobs:JobsCollector",
     "facility": "collectors.facility:FacilityCollector",
+    "modbus": "collectors.modbus:ModbusCollector",
 }

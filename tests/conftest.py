@@ -44,7 +44,7 @@ def pytest_configure(config):
 
 # Fixtures that start a real service: a test using one is in the `services` tier (make test), never in
 # make test-fast (-m "not services").
-SERVICE_FIXTURES = {"influxd", "victoria", "snmpsim"}
+SERVICE_FIXTURES = {"influxd", "victoria", "snmpsim", "modbus"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -578,3 +578,150 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
                 os.kill(int((self.root / pidfile).read_text().split()[0]), signal.SIGTERM)
             except (OSError, ValueError):
                 pass
+
+
+# --- Modbus TCP ---------------------------------------------------------------------------------------------------
+
+
+def modbus_words(kind: str, value: float, word_order: str = "big") -> list[int]:
+    """The 16-bit registers a device holds for `value` of a profile's register type (the inverse of the engine's
+    decoding): how the tests build register images from a profile's published map."""
+    import struct
+
+    from collectors.common.profile import WORD_TYPES
+
+    count, fmt = WORD_TYPES[kind]
+    raw = struct.pack(">" + fmt, value if fmt in "fd" else int(value))
+    words = list(struct.unpack(f">{count}H", raw))
+    return words if word_order == "big" else words[::-1]
+
+
+class ModbusServer:
+    """A real Modbus TCP server (pymodbus 3.16's ModbusTcpServer on its SimDevice datastore) on a free loopback
+    port, in a thread with its own event loop. `units` maps a unit id to its register image, {"hr": {address:
+    word}, "ir": {...}, "co": {address: bool}, "di": {...}}: addresses not in the image answer exception 2
+    (illegal data address), as a device does for registers it does not have; a unit not served answers exception
+    4, pymodbus' answer for an unknown id. `busy` units answer exception 6 (server device busy) to every read.
+    `images` can be changed between polls (set_register)."""
+
+    PLACEHOLDER = 65535  # pymodbus wants each of the four tables non-empty: one register nobody reads
+
+    def __init__(self, units: dict[int, dict[str, dict[int, int]]], busy: set[int] = frozenset()) -> None:
+        self.units = units
+        self.busy = set(busy)
+        self.port = free_port()
+        self.requests = 0
+        self._loop = None
+        self._server = None
+        self._thread = None
+
+    def _device(self, unit: int, image: dict[str, dict[int, int]]):
+        from pymodbus.constants import ExcCodes
+        from pymodbus.simulator import DataType, SimData, SimDevice
+
+        def blocks(table: str, bits: bool) -> list:
+            cells = image.get(table) or {self.PLACEHOLDER: False if bits else 0}
+            out, run, start = [], [], None
+            for addr in sorted(cells):
+                if run and addr == start + len(run):
+                    run.append(cells[addr])
+                    continue
+                if run:
+                    out.append((start, run))
+                run, start = [cells[addr]], addr
+            out.append((start, run))
+            kind = DataType.BITS if bits else DataType.REGISTERS
+            return [SimData(a, values=[bool(v) for v in vs] if bits else list(vs), datatype=kind) for a, vs in out]
+
+        async def action(function_code, start_address, address, count, current_registers, set_values):
+            self.requests += 1
+            if unit in self.busy:
+                return ExcCodes.DEVICE_BUSY
+            # live images: a test changes a register between polls
+            live = self.units[unit].get({1: "co", 2: "di", 3: "hr", 4: "ir"}.get(function_code, "hr"), {})
+            if function_code in (3, 4):
+                for i in range(len(current_registers)):
+                    a = start_address + i
+                    if a in live:
+                        current_registers[i] = live[a]
+            return None
+
+        return SimDevice(id=unit, simdata=(blocks("co", True), blocks("di", True), blocks("hr", False),
+                                           blocks("ir", False)), action=action)
+
+    def start(self) -> ModbusServer:
+        import asyncio
+        import logging
+        import threading
+
+        from pymodbus.server import ModbusTcpServer
+
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # an unknown unit id logs a traceback
+        devices = [self._device(u, img) for u, img in self.units.items()]
+        ready = threading.Event()
+
+        async def serve():
+            self._server = ModbusTcpServer(devices, address=("127.0.0.1", self.port))
+            ready.set()
+            await self._server.serve_forever()
+
+        def run():
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+            try:
+                self._loop.run_until_complete(serve())
+            except Exception:  # stopped
+                pass
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"Modbus server on {self.port} did not listen")
+
+    def set_register(self, unit: int, table: str, address: int, words: list[int]) -> None:
+        for i, w in enumerate(words):
+            self.units[unit][table][address + i] = w
+
+    def stop(self) -> None:
+        import asyncio
+
+        if self._loop is not None and self._server is not None:
+            asyncio.run_coroutine_threadsafe(self._server.shutdown(), self._loop).result(10)
+        if self._thread is not None:
+            self._thread.join(10)
+
+
+class SilentServer:
+    """A TCP listener that accepts and never answers: a device whose Modbus stack hung (or a gateway whose serial
+    side is dead without saying so)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list = []
+        self._t = threading.Thread(target=self._accept, daemon=True)
+        self._t.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+
+    def stop(self) -> None:
+        self.sock.close()
+        for c in self.conns:
+            c.close()

@@ -77,7 +77,7 @@ def test_several_instances_of_one_collector(tmp_path):
      ":4: collectors.host.per_cpu: Input should be a valid boolean"),
     ("collectors:\n  gpus: {}\n",
      ":2: collectors.gpus: unknown collector; expected one of: efficiency, facility, gpu, host, inference, ipmi, "
-     "jobs, network, redfish, snmp, storage"),
+     "jobs, modbus, network, redfish, snmp, storage"),
     ("collectors:\n  storage:\n    smart: sometimes\n", ":3: collectors.storage.smart: Input should be 'auto', 'on'"),
     ("collectors:\n  host:\n    timeout: 20s\n", ":3: collectors.host.timeout: must not exceed the interval (10s)"),
     ("collectors:\n  network:\n    - {name: a}\n    - {name: a}\n", "collectors.network[1].name: instance name 'a'"),

@@ -115,7 +115,7 @@ def test_a_scale_read_from_another_register_multiplies_by_its_power_of_ten(tmp_p
     assert power({"hr:0": [12], "hr:1": [2]}) == [1200.0]
     assert power({"hr:0": [12], "hr:1": [0x8000]}) == []  # -32768: SunSpec's "not implemented"
     assert power({"hr:0": [12]}) == []
-    with pytest.raises(ValueError, match="scale_exponent reads a scalar"):
+    with pytest.raises(ValueError, match="scale_exponent and scale_select read a scalar"):
         GroupSpec(measurement="pdu", table="1.2", fields=[{"field": "power_watts", "column": 3,
                                                            "scale_exponent": "1.5.0"}])
 

@@ -562,7 +562,7 @@ def test_snmp_probe_argument_errors(argv, expect):
 
 
 def test_snmp_probe_takes_bracketed_ipv6():
-    from collectors.snmp.cli import parse_target
+    from agent.cli.common import parse_target
 
     from .services import free_port_udp
 

@@ -3,13 +3,16 @@
 A collector that brings commands names a function `add_parser(sub, common)` in its `cli` attribute; that
 function adds its subparsers to `sub` (with `parents=[common]` for -c/--state-dir/--log-level) and uses these
 helpers: `load` (the configuration, exit 78 on an error), `state_dir_of`, `setup_logging`, `table`, `out`, `iso`,
-`duration_arg` and `count_arg` (argparse types), `add_login_args` (a user and where its password is, never argv).
+`duration_arg`, `count_arg` and `seconds_arg` (argparse types), `parse_target` (a probe's HOST[:PORT]),
+`add_login_args` (a user and where its password is, never argv).
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
+import math
 import os
 import sys
 from datetime import UTC, datetime
@@ -126,3 +129,36 @@ SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
 def at_least(severity: str, minimum: str) -> bool:
     """An alert's severity is `minimum` or higher (an unknown one counts as warning)."""
     return SEVERITY_ORDER.get(severity, 1) >= SEVERITY_ORDER[minimum]
+
+
+def parse_target(text: str, default_port: int = 161) -> tuple[str, int]:
+    """A probe's target: HOST, HOST:PORT, an IPv6 address, or [IPV6]:PORT."""
+    host, port = text.strip(), str(default_port)
+    if host.startswith("["):
+        end = host.find("]")
+        if end < 0 or (host[end + 1:] and not host[end + 1:].startswith(":")):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected [IPV6]:PORT")
+        host, port = host[1:end], host[end + 2:] or str(default_port)
+    elif host.count(":") == 1:
+        host, port = host.split(":")
+    elif host.count(":") > 1:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a host, HOST:PORT or [IPV6]:PORT") from None
+    if not host:
+        raise argparse.ArgumentTypeError(f"{text!r} has no host")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: the port must be a number from 1 to 65535")
+    return host, int(port)
+
+
+def seconds_arg(text: str) -> float:
+    """A probe's --timeout: seconds, 0.01 to 60."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(v) or not 0.01 <= v <= 60:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (0.01 to 60 seconds)")
+    return v

@@ -19,7 +19,7 @@ from agent.model import Kind, Metric
 
 FAMILIES_FILE = Path(__file__).with_name("families.yaml")
 # What a facility device fills, whatever its transport.
-FACILITY_FAMILIES = ("pdu", "ups", "cooling", "environment", "leak")
+FACILITY_FAMILIES = ("pdu", "meter", "ups", "cooling", "environment", "leak")
 
 
 @dataclass(frozen=True)

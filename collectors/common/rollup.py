@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from agent.model import Sample
 
 TOP_SCOPES = ("device", "inlet", "phase")
+# Families whose rows are read by scope, as a PDU's: an electricity meter has a device total and its phases.
+METERED = ("pdu", "meter")
 
 
 @dataclass
@@ -29,9 +31,9 @@ def _number(v) -> bool:
 
 
 def device_totals(role: str, rows: list[Sample]) -> DeviceTotals:
-    """One device's power and energy from its rows of the pdu and ups families."""
+    """One device's power and energy from its rows of the pdu, meter and ups families."""
     t = DeviceTotals(role)
-    pdu = [r for r in rows if r.measurement == "pdu"]
+    pdu = [r for r in rows if r.measurement in METERED]
     for scope in TOP_SCOPES:
         at = [r for r in pdu if r.tags.get("scope") == scope]
         power = [r.fields["power_watts"] for r in at if _number(r.fields.get("power_watts"))]

@@ -3,8 +3,8 @@
 PUE = total facility energy / IT equipment energy, over the same period (The Green Grid, ISO/IEC 30134-2).
 Each device's configuration gives it a role, carried as tag `role` on its rows: ``it`` (power into IT
 equipment: rack PDUs, the UPS output feeding IT), ``cooling`` (power into cooling), ``facility_total`` (the
-utility meter or UPS input) or ``other``. Any collector emitting the `pdu` and `ups` families (SNMP, Modbus,
-a test's transport) takes part; this collector runs after them every tick (`consumes`) and writes
+utility meter or UPS input) or ``other``. Any collector emitting the `pdu`, `meter` and `ups` families (SNMP,
+Modbus, Redfish, a test's transport) takes part; this collector runs after them every tick (`consumes`) and writes
 measurement ``facility``:
 
 - instant: ``pue`` = total_power / it_power (tag ``pue_kind=total``); without a facility_total device but with
@@ -99,7 +99,7 @@ class FacilityCollector(Collector):
     kind = "facility"
     Options = FacilityOptions
     METRICS = METRICS
-    consumes = ("pdu", "ups")  # the families whose rows carry a device's role
+    consumes = ("pdu", "meter", "ups")  # the families whose rows carry a device's role
 
     def __init__(self, options: FacilityOptions, ctx) -> None:
         super().__init__(options, ctx)

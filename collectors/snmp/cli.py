@@ -2,44 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import ipaddress
 import json
-import math
 import sys
 
-
-def parse_target(text: str) -> tuple[str, int]:
-    """HOST, HOST:PORT, an IPv6 address, or [IPV6]:PORT."""
-    host, port = text.strip(), "161"
-    if host.startswith("["):
-        end = host.find("]")
-        if end < 0 or (host[end + 1:] and not host[end + 1:].startswith(":")):
-            raise argparse.ArgumentTypeError(f"{text!r}: expected [IPV6]:PORT")
-        host, port = host[1:end], host[end + 2:] or "161"
-    elif host.count(":") == 1:
-        host, port = host.split(":")
-    elif host.count(":") > 1:
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a host, HOST:PORT or [IPV6]:PORT") from None
-    if not host:
-        raise argparse.ArgumentTypeError(f"{text!r} has no host")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r}: the port must be a number from 1 to 65535")
-    return host, int(port)
-
-
-def _timeout(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(v) or not 0.01 <= v <= 60:
-        raise argparse.ArgumentTypeError(f"{text} is out of range (0.01 to 60 seconds)")
-    return v
+from agent.cli.common import parse_target, seconds_arg
 
 
 def add_parser(sub, common) -> None:
@@ -55,7 +22,7 @@ def add_parser(sub, common) -> None:
     p.add_argument("--v3-priv-proto", choices=["DES", "AES", "AES128", "AES192", "AES256"])
     p.add_argument("--v3-priv-key-file")
     p.add_argument("--profile", default="auto", help="a profile name, or auto")
-    p.add_argument("--timeout", type=_timeout, default=2.0, help="seconds per try (default 2)")
+    p.add_argument("--timeout", type=seconds_arg, default=2.0, help="seconds per try (default 2)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_probe)
 

@@ -59,6 +59,14 @@ class FallbackSpec(_Strict):
     scale_exponent: None = None
 
 
+class ScaleSelect(_Strict):
+    """A factor chosen by another object's value: the unit a device reports in, set on the device (a leak panel's
+    distance in feet or metres)."""
+
+    object: str = Field(..., description="the scalar object holding the selector")
+    factors: dict[int, float] = Field(..., description="selector value -> factor; any other value: not available")
+
+
 class FieldSpec(_Strict):
     field: str
     oid: str | None = Field(None, validation_alias=OBJECT,
@@ -92,6 +100,8 @@ class FieldSpec(_Strict):
     scale_exponent: str | None = Field(
         None, description="scalar: an object holding a power of ten the value is multiplied by (SunSpec's scale-"
                           "factor registers, an int16: -1 means tenths); outside -10..10 the value is not available")
+    scale_select: ScaleSelect | None = Field(None, description="scalar: multiply by the factor another object's "
+                                                               "value selects")
     fallback: list[FallbackSpec] = Field(
         default_factory=list, description="objects tried in order when this one gives no valid value (e.g. an "
                                           "older MIB's scalar); in a table, they stand for its row when it has one")
@@ -137,9 +147,9 @@ class GroupSpec(_Strict):
                 raise ValueError(f"scalar field {f.field} needs oid")
             if self.table is not None and f.oid is None and f.column is None:
                 raise ValueError(f"table field {f.field} needs column or oid")
-            if self.table is not None and f.scale_exponent:
-                raise ValueError(f"table field {f.field}: scale_exponent reads a scalar object (use decimal_digits "
-                                 "for a column)")
+            if self.table is not None and (f.scale_exponent or f.scale_select):
+                raise ValueError(f"table field {f.field}: scale_exponent and scale_select read a scalar object "
+                                 "(use decimal_digits or signed_factor for a column)")
             if self.table is None and f.extra_columns():
                 raise ValueError(f"scalar field {f.field}: divisor/signed_factor/fahrenheit_if need a table")
         for col, rx in (self.row_match or {}).items():

@@ -45,10 +45,13 @@ def words(f: FieldSpec, raw: Any) -> Any:
     if not isinstance(raw, (list, tuple)):
         return raw  # already a value (the transport decoded it)
     count, fmt = WORD_TYPES[f.type]
+    raw = raw[:count]  # an object read wider for another field of the same address: its first words are this type
     if len(raw) != count or not all(type(w) is int and 0 <= w <= 0xFFFF for w in raw):
         return None
     ordered = raw if f.word_order == "big" else raw[::-1]
-    return struct.unpack(">" + fmt, b"".join(w.to_bytes(2, "big") for w in ordered))[0]
+    v = struct.unpack(">" + fmt, b"".join(w.to_bytes(2, "big") for w in ordered))[0]
+    # a float32 carries 7 significant digits: 50.01 Hz is stored as 50.009998..., and is 50.01
+    return float(f"{v:.7g}") if fmt == "f" and math.isfinite(v) else v
 
 
 def exponent(raw: Any) -> int | None:

@@ -33,6 +33,23 @@ def _fallback(f, data: dict[str, Any]) -> tuple[Any, str] | tuple[None, None]:
     return None, None
 
 
+def _scaled(f, v: float, data: dict[str, Any]) -> float | None:
+    """A scalar's scaling read from other objects (a SunSpec scale factor, a unit selector), and its sign."""
+    if f.scale_exponent:
+        e = exponent(data.get(norm_oid(f.scale_exponent)))
+        if e is None:
+            return None
+        v = round(v * 10.0 ** e, 6)
+    if f.scale_select:
+        sel = data.get(norm_oid(f.scale_select.object))
+        sel = as_number(sel[0] if isinstance(sel, (list, tuple)) and len(sel) == 1 else sel)
+        factor = f.scale_select.factors.get(int(sel)) if sel is not None and sel == int(sel) else None
+        if factor is None:
+            return None
+        v = round(v * factor, 6)
+    return abs(v) if f.absolute else v
+
+
 def _derived(measurement: str, tags: dict, readings: list[Reading], cat) -> list[Reading]:
     """Load against rating, for every row that reports both its current and its rated current."""
     if measurement != "pdu" or len(readings) < 2:
@@ -84,9 +101,8 @@ def evaluate(profile: Profile, data: dict[str, Any], device_tags: dict[str, str]
             for f in g.fields:
                 raw = data.get(norm_oid(f.oid))
                 v = convert(f, raw) if raw is not None else None
-                if v is not None and f.scale_exponent:
-                    e = exponent(data.get(norm_oid(f.scale_exponent)))
-                    v = None if e is None or isinstance(v, (bool, str)) else round(v * 10.0 ** e, 6)
+                if v is not None and not isinstance(v, (bool, str)):
+                    v = _scaled(f, v, data)
                 origin = None
                 if v is None and f.fallback:
                     v, origin = _fallback(f, data)

@@ -47,6 +47,7 @@ def required_oids(profile: Profile) -> tuple[list[str], list[str]]:
         if g.table is None:
             scalars += [norm_oid(f.oid) for f in g.fields]
             scalars += [norm_oid(f.scale_exponent) for f in g.fields if f.scale_exponent]
+            scalars += [norm_oid(f.scale_select.object) for f in g.fields if f.scale_select]
             continue
         table = norm_oid(g.table)
         walks.append(table)
@@ -78,7 +79,8 @@ def object_words(profile: Profile) -> dict[str, int]:
         for f in g.fields:
             if g.table is None and f.oid:
                 out[norm_oid(f.oid)] = max(out.get(norm_oid(f.oid), 1), WORD_TYPES[f.type][0] if f.type else 1)
-            for extra in [fb.oid for fb in f.fallback] + ([f.scale_exponent] if f.scale_exponent else []):
+            for extra in [fb.oid for fb in f.fallback] + ([f.scale_exponent] if f.scale_exponent else []) + (
+                    [f.scale_select.object] if f.scale_select else []):
                 out.setdefault(norm_oid(extra), 1)
     return out
 

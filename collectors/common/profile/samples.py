@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 # An energy counter moving faster than this is garbage (1e308, a wrong scale): above any campus's draw.
 FACILITY_LIMIT_WATTS = 1e9
 # Families whose power and energy readings say where they came from (`source`: TRANSPORT_FAMILY).
-POWER_FAMILIES = ("pdu", "ups", "cooling")
+POWER_FAMILIES = ("pdu", "meter", "ups", "cooling")
 
 
 class DeviceCounters:
