@@ -14,11 +14,11 @@ $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
 	  echo "Cannot create a virtual environment: install python3-venv (apt-get install -y python3-venv)." >&2; exit 1; }
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[gpu,snmp,ipmi]'
+	$(BIN)/pip install --quiet -e '.[gpu,snmp,ipmi,modbus]'
 	@touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
-	$(BIN)/pip install --quiet -e '.[gpu,snmp,ipmi,dev]'
+	$(BIN)/pip install --quiet -e '.[gpu,snmp,ipmi,modbus,dev]'
 	@touch $@
 
 venv: $(VENV)/.installed
