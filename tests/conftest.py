@@ -53,6 +53,23 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.services)
 
 
+@pytest.fixture
+def modbus():
+    """Start real Modbus TCP servers on loopback (tests.services.ModbusServer): start({unit: image}, busy=...)."""
+    from .services import ModbusServer
+
+    servers = []
+
+    def start(units, **kw) -> ModbusServer:
+        s = ModbusServer(units, **kw).start()
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
 @pytest.fixture(scope="session")
 def influxd(tmp_path_factory):
     from .services import Influxd
@@ -100,7 +117,12 @@ def snmpsim():
     # A PDU whose energy counter grows with time (snmpsim's numeric variation: +1 tenth of kWh per second).
     grow = (FIXTURES / "snmp" / "apc-rpdu2.snmprec").read_text().replace(
         "1.3.6.1.4.1.318.1.1.26.4.3.1.9.1|2|19677", "1.3.6.1.4.1.318.1.1.26.4.3.1.9.1|2:numeric|initial=19677,rate=1")
+    # An Eaton ePDU drawing 180 kW whose inlet counter grows 50 Wh a second: IT load of a PUE scenario.
+    it = (FIXTURES / "snmp" / "eaton-epdu.snmprec").read_text().replace(
+        "1.3.6.1.4.1.534.6.6.7.3.5.1.5.0.1|66|8185493",
+        "1.3.6.1.4.1.534.6.6.7.3.5.1.5.0.1|66:numeric|initial=8185493,rate=50").replace(
+        "1.3.6.1.4.1.534.6.6.7.3.5.1.4.0.1|2|1584", "1.3.6.1.4.1.534.6.6.7.3.5.1.4.0.1|2|180000")
     server = Snmpsim(FIXTURES / "snmp", extra={"apc-rpdu2-96": large_rpdu2(96), "apc-rpdu2-grow": grow,
-                                               **unknown_devices()}).start()
+                                               "eaton-epdu-it": it, **unknown_devices()}).start()
     yield server
     server.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -602,13 +603,18 @@ class ModbusServer:
     word}, "ir": {...}, "co": {address: bool}, "di": {...}}: addresses not in the image answer exception 2
     (illegal data address), as a device does for registers it does not have; a unit not served answers exception
     4, pymodbus' answer for an unknown id. `busy` units answer exception 6 (server device busy) to every read.
-    `images` can be changed between polls (set_register)."""
+    Images can be changed between polls (set_register), and `dynamic` registers are computed when asked:
+    {(unit, table, address): f(now) -> words}, a counter that grows with wall time as a real meter's does."""
 
     PLACEHOLDER = 65535  # pymodbus wants each of the four tables non-empty: one register nobody reads
 
-    def __init__(self, units: dict[int, dict[str, dict[int, int]]], busy: set[int] = frozenset()) -> None:
+    def __init__(self, units: dict[int, dict[str, dict[int, int]]], busy: set[int] = frozenset(),
+                 dynamic: dict | None = None) -> None:
         self.units = units
         self.busy = set(busy)
+        self.dynamic = dynamic or {}
+        for (unit, table, address), f in self.dynamic.items():  # present from the start, so the map has them
+            self.set_register(unit, table, address, f(time.time()))
         self.port = free_port()
         self.requests = 0
         self._loop = None
@@ -638,7 +644,12 @@ class ModbusServer:
             if unit in self.busy:
                 return ExcCodes.DEVICE_BUSY
             # live images: a test changes a register between polls
-            live = self.units[unit].get({1: "co", 2: "di", 3: "hr", 4: "ir"}.get(function_code, "hr"), {})
+            table = {1: "co", 2: "di", 3: "hr", 4: "ir"}.get(function_code, "hr")
+            now = time.time()
+            for (u, t, a), f in self.dynamic.items():
+                if u == unit and t == table:
+                    self.set_register(u, t, a, f(now))
+            live = self.units[unit].get(table, {})
             if function_code in (3, 4):
                 for i in range(len(current_registers)):
                     a = start_address + i
@@ -687,7 +698,7 @@ class ModbusServer:
 
     def set_register(self, unit: int, table: str, address: int, words: list[int]) -> None:
         for i, w in enumerate(words):
-            self.units[unit][table][address + i] = w
+            self.units[unit].setdefault(table, {})[address + i] = w
 
     def stop(self) -> None:
         import asyncio
@@ -725,3 +736,16 @@ class SilentServer:
         self.sock.close()
         for c in self.conns:
             c.close()
+
+
+# --- dashboards -----------------------------------------------------------------------------------------------
+
+
+def substitute(q: str, selected: dict[str, str] | None = None, at: float | None = None) -> str:
+    """The query as Grafana sends it: each variable is its selected value, or "All" (.*)."""
+    q = q.replace("$timeFilter", "time > now() - 2h").replace("$__interval", "1m")
+    q = q.replace("$price_per_kwh", "0.12").replace("$grid_g_per_kwh", "350")
+    selected = selected or {}
+    if at is not None:  # a fixed "now", so that two runs of a query compare equal to the nanosecond
+        q = q.replace("now()", "'" + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)) + "'")
+    return re.sub(r"\$(site|cluster|rack|host|gpu)\b", lambda m: re.escape(selected.get(m.group(1), "")) or ".*", q)

@@ -4,7 +4,6 @@ a real InfluxDB 1.6.7 loaded with an hour of a scenario written by the agent's o
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from agent.registry import default_registry
 from collectors.efficiency import EfficiencyCollector
 from collectors.jobs import JobsCollector, JobsOptions
 
-from .services import serve_http
+from .services import serve_http, substitute
 
 CAT = default_registry().catalogue()
 BOARDS = dashboards(default_registry().sections())  # the core's frames with every collector's panels
@@ -63,16 +62,6 @@ def test_dashboards_use_only_catalogue_names():
                 assert pairs, (n, p.title, q.influxql)
                 for meas, field in pairs:
                     assert CAT.get(meas, field) is not None, (n, p.title, meas, field)
-
-
-def substitute(q: str, selected: dict[str, str] | None = None, at: float | None = None) -> str:
-    """The query as Grafana sends it: each variable is its selected value, or "All" (.*)."""
-    q = q.replace("$timeFilter", "time > now() - 2h").replace("$__interval", "1m")
-    q = q.replace("$price_per_kwh", "0.12").replace("$grid_g_per_kwh", "350")
-    selected = selected or {}
-    if at is not None:  # a fixed "now", so that two runs of a query compare equal to the nanosecond
-        q = q.replace("now()", "'" + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)) + "'")
-    return re.sub(r"\$(site|cluster|rack|host|gpu)\b", lambda m: re.escape(selected.get(m.group(1), "")) or ".*", q)
 
 
 EMBED_PER_MIN = 6000.0  # prompt tokens a minute of each node's small embedding server on GPU 0
@@ -181,6 +170,15 @@ def scenario(now_ns: int, site: str = "fra1") -> tuple[list[Sample], dict]:
                            {"coolant_flow_litres_per_minute": 42.0 + facts["hot"],
                             "coolant_supply_temperature_celsius": 30.0,
                             "coolant_return_temperature_celsius": 40.0 + facts["hot"]}, ts))
+        # the utility meter and a rack CDU, read over Modbus by the poller
+        step.append(Sample("meter", {**poller, "device": "utility", "role": "facility_total", "scope": "device",
+                                     "source": "modbus_meter"},
+                           {"power_watts": facts["total_w"], "energy_joules_total": facts["total_w"] * t}, ts))
+        step.append(Sample("cooling", {**poller, "device": "cdu-2", "rack": "r2", "role": "cooling",
+                                       "connector": "secondary", "source": "modbus_cooling"},
+                           {"coolant_flow_litres_per_minute": 120.0, "coolant_supply_temperature_celsius": 32.0,
+                            "coolant_return_temperature_celsius": 40.0, "heat_removed_watts": 66560.0,
+                            "heat_removed_basis": "derived_water", "pump_speed_percent": 55.0 + facts["hot"]}, ts))
         for h in hosts:
             buses[h].observe([s for s in step if s.tags.get("host") == h])
         for h, col in eff.items():

@@ -1,5 +1,7 @@
 """PUE and energy accounting from device roles; monotonic counters across resets and wraps."""
 
+import os
+
 import pytest
 
 from agent.model import Sample
@@ -77,3 +79,74 @@ def test_monotonic_counters_reset_wrap_and_restart(tmp_path):
     c.save()
     c2 = MonotonicCounters(tmp_path / "c.json")
     assert c2.update("k", 10.0) == (180.0, "reset")  # a reset while the agent was down is caught
+
+
+# --- PUE from a utility meter, PDUs and a CDU, through the running agent into InfluxDB ------------------------------
+
+
+IT_WH_PER_S = 50  # each Eaton ePDU's inlet counter (snmpsim's numeric variation, tests/conftest.py)
+TOTAL_WH_PER_S = 130  # the utility meter: PUE 130 / (2 x 50) = 1.3
+
+
+def test_pue_from_a_modbus_utility_meter_and_snmp_pdus_on_the_facility_board(influxd, snmpsim, modbus, tmp_path):
+    """The utility meter over Modbus (a PM5300 whose Wh register grows with wall time), IT power over SNMP (two
+    ePDUs on snmpsim), cooling from a Modbus CDU: the agent polls them, the facility collector computes PUE, the
+    InfluxDB output writes it, and the efficiency board's PUE panel reads the scenario's PUE back."""
+    import subprocess
+    import sys
+    import time
+
+    from agent.dashboards import dashboards
+    from agent.registry import default_registry
+
+    from .services import modbus_words, substitute
+
+    t0 = time.time()
+    meter: dict[int, int] = {}
+    for addr, kind, v in ((3059, "float32", 2 * 180 * 1.3), (3109, "float32", 50.0)):  # kW, Hz
+        meter.update({addr + i: w for i, w in enumerate(modbus_words(kind, v))})
+    srv = modbus({1: {"hr": meter}, 2: {"hr": {0: 300, 1: 400, 2: 3000, 5: 60, 6: 0, 7: 20000, 8: 0xFFFF,
+                                                9: 0xFFFF, 10: 0}}},
+                 dynamic={(1, "hr", 3203): lambda now: modbus_words("int64", 10**9 + TOTAL_WH_PER_S * (now - t0))})
+    influxd.create_db("pue")
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(f"""
+agent: {{interval: 1s}}
+tags: {{site: lab}}
+collectors:
+  host: {{enabled: false}}
+  storage: {{enabled: false}}
+  network: {{enabled: false}}
+  inference: {{enabled: false}}
+  jobs: {{enabled: false}}
+  facility: {{pue_window: 1m}}
+  snmp:
+    devices:
+      - {{name: pdu-a, host: 127.0.0.1, port: {snmpsim.port}, community: eaton-epdu-it, role: it, rack: r1}}
+      - {{name: pdu-b, host: 127.0.0.1, port: {snmpsim.port}, community: eaton-epdu-it, role: it, rack: r2}}
+  modbus:
+    devices:
+      - {{name: utility, host: 127.0.0.1, port: {srv.port}, unit: 1, profile: schneider-pm5300,
+          role: facility_total}}
+      - {{name: cdu-1, host: 127.0.0.1, port: {srv.port}, unit: 2, profile: generic-cdu, role: cooling}}
+outputs:
+  influxdb:
+    - {{url: {influxd.url}, api: v1, database: pue, flush_interval: 1s}}
+""")
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "xdg"))
+    env.pop("AIFACTORY_CONFIG", None)
+    r = subprocess.run([sys.executable, "-m", "agent", "run", "--for", "12s", "-c", str(cfg), "--state-dir",
+                        str(tmp_path / "state")], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = influxd.query('SELECT * FROM "facility"', "pue")
+    assert rows and len(rows[0]["values"]) >= 5, r.stderr[-3000:]
+    cols = rows[0]["columns"]
+    last = dict(zip(cols, rows[0]["values"][-1]))
+    assert last["pue"] == pytest.approx(1.3, rel=0.01)  # instant: 468 kW / 2 x 180 kW
+    assert last["cooling_power_watts"] == 20000
+    assert last["pue_energy"] == pytest.approx(1.3, rel=0.01)
+    board = dashboards(default_registry().sections())["efficiency"]
+    panel = next(p for p in board.panels() if p.title == "PUE, last 24 h (energy)")
+    series = influxd.query(substitute(panel.queries[0].influxql, {"site": "lab"}), "pue")
+    (pue,) = [v for s in series for row in s["values"] for v in row[1:] if v is not None]
+    assert pue == pytest.approx(TOTAL_WH_PER_S / (2 * IT_WH_PER_S), rel=0.01)

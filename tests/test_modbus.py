@@ -20,7 +20,7 @@ from collectors.modbus import PROFILE_DIR, Device, DeviceOptions, Match, ModbusC
 from collectors.modbus.blocks import Ref, parse_object, plan_blocks, split
 from collectors.modbus.client import Connection
 
-from .services import ModbusServer, SilentServer, modbus_words
+from .services import SilentServer, modbus_words
 
 SUNSPEC_BASE = 40000
 SUNSPEC_MODEL_AT = 40070  # after "SunS" (2) and the common model 1 (2 + 66)
@@ -97,20 +97,6 @@ def rows_of(samples, measurement: str) -> dict[frozenset, dict]:
 
 def device_row(samples, name: str) -> dict:
     return next(s.fields for s in samples if s.measurement == "modbus_device" and s.tags["device"] == name)
-
-
-@pytest.fixture
-def modbus():
-    servers = []
-
-    def start(units, **kw) -> ModbusServer:
-        s = ModbusServer(units, **kw).start()
-        servers.append(s)
-        return s
-
-    yield start
-    for s in servers:
-        s.stop()
 
 
 # --- read planning and profiles (pure) -----------------------------------------------------------------------------

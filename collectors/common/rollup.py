@@ -2,7 +2,8 @@
 
 A PDU reports a device total, inlets, phases, banks and outlets at once; adding them up counts the same power
 several times. Its top-level reading is the device total, else the sum of its inlets, else of its phases (never
-outlets on top); a UPS's output (what it feeds IT), or its input for the facility_total role. The facility
+outlets on top); a UPS's output (what it feeds IT), or its input for the facility_total role; a cooling unit's
+own power (unit_power_watts) where nothing meters it. The facility
 collector (PUE by role) and the efficiency collector's rack scope (a rack's IT energy) both use it, so a rack
 and the facility never disagree on what one PDU drew, whatever transport read it.
 """
@@ -31,7 +32,7 @@ def _number(v) -> bool:
 
 
 def device_totals(role: str, rows: list[Sample]) -> DeviceTotals:
-    """One device's power and energy from its rows of the pdu, meter and ups families."""
+    """One device's power and energy from its rows of the pdu, meter, ups and cooling families."""
     t = DeviceTotals(role)
     pdu = [r for r in rows if r.measurement in METERED]
     for scope in TOP_SCOPES:
@@ -52,6 +53,11 @@ def device_totals(role: str, rows: list[Sample]) -> DeviceTotals:
             if vals:
                 t.power_watts = float(sum(vals))
                 break
+    if t.power_watts is None:  # a CDU or chiller without a meter of its own: the power it says it draws
+        vals = [r.fields["unit_power_watts"] for r in rows
+                if r.measurement == "cooling" and _number(r.fields.get("unit_power_watts"))]
+        if vals:
+            t.power_watts = float(sum(vals))
     return t
 
 

@@ -3,9 +3,9 @@
 PUE = total facility energy / IT equipment energy, over the same period (The Green Grid, ISO/IEC 30134-2).
 Each device's configuration gives it a role, carried as tag `role` on its rows: ``it`` (power into IT
 equipment: rack PDUs, the UPS output feeding IT), ``cooling`` (power into cooling), ``facility_total`` (the
-utility meter or UPS input) or ``other``. Any collector emitting the `pdu`, `meter` and `ups` families (SNMP,
-Modbus, Redfish, a test's transport) takes part; this collector runs after them every tick (`consumes`) and writes
-measurement ``facility``:
+utility meter or UPS input) or ``other``. Any collector emitting the `pdu`, `meter`, `ups` and `cooling`
+families (SNMP, Modbus, Redfish, a test's transport) takes part; this collector runs after them every tick
+(`consumes`) and writes measurement ``facility``:
 
 - instant: ``pue`` = total_power / it_power (tag ``pue_kind=total``); without a facility_total device but with
   cooling, the partial PUE (it + cooling) / it (``pue_kind=partial``), which understates the true PUE by the
@@ -13,8 +13,9 @@ measurement ``facility``:
 - over a window (default 15 min) from energy counter deltas: ``pue_energy`` = Δtotal_energy / Δit_energy, the
   definition proper; never from one sampled power reading.
 
-A device's power is its top-level reading: a PDU's device total, else the sum of its inlets, else of its phases
-(never outlets on top, which would count twice); a UPS's output (role it) or input (role facility_total).
+A device's power is its top-level reading: a PDU's or an electricity meter's device total, else the sum of its
+inlets, else of its phases (never outlets on top, which would count twice); a UPS's output (role it) or input
+(role facility_total); a CDU's or chiller's own draw (unit_power_watts) where no meter covers it.
 Counters of a device that missed a sweep keep their last value in the sums, so the facility counters stay
 monotonic.
 """
@@ -99,7 +100,7 @@ class FacilityCollector(Collector):
     kind = "facility"
     Options = FacilityOptions
     METRICS = METRICS
-    consumes = ("pdu", "meter", "ups")  # the families whose rows carry a device's role
+    consumes = ("pdu", "meter", "ups", "cooling")  # the families whose rows carry a device's role
 
     def __init__(self, options: FacilityOptions, ctx) -> None:
         super().__init__(options, ctx)

@@ -41,19 +41,32 @@ SECTIONS = (
     )),
     Section("power-cooling", 30, (
         Panel("Leak detectors", "state-timeline", [Query(
-            f'SELECT last("leak_detected") FROM "leak" {F} {T}, "target", "chassis", "detector" '
-            'fill(previous)', legend="$tag_target $tag_chassis $tag_detector")], unit="bool", w=24,
+            f'SELECT last("leak_detected") FROM "leak" {F} {T}, "target", "device", "chassis", "detector" '
+            'fill(previous)', legend="$tag_target$tag_device $tag_chassis $tag_detector")], unit="bool", w=24,
               thresholds=[(None, "green"), (1, "red")]),
         Panel("Coolant flow", "timeseries", [Query(
-            f'SELECT mean("coolant_flow_litres_per_minute") FROM "cooling" {F} {T}, "target", "connector" '
-            'fill(none)', legend="$tag_target $tag_connector")], unit="flowlpm",
-              description="per coolant connector of each CDU (Redfish ThermalEquipment)"),
+            f'SELECT mean("coolant_flow_litres_per_minute") FROM "cooling" {F} {T}, "target", "device", '
+            '"connector" fill(none)', legend="$tag_target$tag_device $tag_connector")], unit="flowlpm",
+              description="per coolant connector of each CDU (Redfish ThermalEquipment, Modbus)"),
         Panel("Coolant supply and return", "timeseries", [
-            Query(f'SELECT mean("{f}") FROM "cooling" {F} {T}, "target", "connector" fill(none)',
-                  legend=f"{name} $tag_target $tag_connector")
+            Query(f'SELECT mean("{f}") FROM "cooling" {F} {T}, "target", "device", "connector" fill(none)',
+                  legend=f"{name} $tag_target$tag_device $tag_connector")
             for f, name in (("coolant_supply_temperature_celsius", "supply"),
                             ("coolant_return_temperature_celsius", "return"))],
               unit="celsius"),
+        Panel("Heat removed by the liquid loops", "timeseries", [Query(
+            f'SELECT mean("heat_removed_watts") FROM "cooling" {F} {T}, "target", "device", "connector" '
+            'fill(none)', legend="$tag_target$tag_device $tag_connector")], unit="watt",
+              description="reported by the CDU, or flow x delta T x the coolant's heat capacity "
+                          "(cooling.heat_removed_basis)"),
+        Panel("CDU pump speed", "timeseries", [Query(
+            f'SELECT mean("pump_speed_percent") FROM "cooling" {F} {T}, "device" fill(none)',
+            legend="$tag_device")], unit="percent", min=0, max=100),
+        Panel("Electricity meters", "timeseries", [Query(
+            f'SELECT mean("power_watts") FROM "meter" {F} AND "scope" = \'device\' {T}, "role", "device" '
+            'fill(none)', legend="$tag_role $tag_device")], unit="watt",
+              description="utility, switchboard and sub-meters (Modbus, ...) by what they meter: facility_total, "
+                          "it, cooling"),
     )),
     Section("efficiency", 10, (
         Panel("PUE, last 24 h (energy)", "stat", [Query(
