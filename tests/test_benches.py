@@ -46,6 +46,13 @@ def test_snmp_sweep_smoke():
     assert "aifactory, v2c through the lean codec" in out and "sweep within 1 s" in out
 
 
+@pytest.mark.services
+def test_modbus_sweep_smoke():
+    out = bench("modbus_sweep", "--devices", "4", "--sweeps", "1", "--units", "2")
+    assert "aifactory, 4 ports, one device each" in out and "2 gateways x 2 unit ids" in out
+    assert "sweep of 4 devices within 1 s with no timeouts: met" in out
+
+
 def test_bmc_sweep_smoke():
     out = bench("bmc_sweep", "--bmcs", "3", "--sweeps", "1")
     assert "poll sweeps:" in out and "0 timeouts or errors" in out and "target: a sweep of 3 BMCs" in out
