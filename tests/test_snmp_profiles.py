@@ -18,9 +18,23 @@ PROFILES = load_profiles()
 
 
 def readings(fixture: str, profile: str | None = None):
+    """The profile the collector would choose for the recording (sysObjectID, sysDescr, then the probes it
+    answers) and its readings."""
+    import asyncio
+
+    from collectors.common.profile import norm_oid
+    from collectors.snmp import detect_profile
+    from collectors.snmp.match import candidates
+
     data = load(FIXTURES / "snmp" / f"{fixture}.snmprec")
     sys_oid, sys_descr = data["1.3.6.1.2.1.1.2.0"], data.get("1.3.6.1.2.1.1.1.0", "")
-    p = PROFILES[profile] if profile else match_profile(PROFILES, sys_oid, sys_descr)
+
+    async def answers(oid):
+        oid = norm_oid(oid)
+        return any(k == oid or k.startswith(oid + ".") for k in data)
+
+    p = PROFILES[profile] if profile else asyncio.run(
+        detect_profile(candidates(PROFILES, str(sys_oid), str(sys_descr)), answers))
     assert p is not None
     return p.name, {(r.measurement, tuple(sorted(r.tags.items())), r.field): (r.value, r.unit)
                     for r in evaluate(p, data)}
@@ -413,9 +427,10 @@ def test_candidates_best_first_and_standard_mibs_last():
     from collectors.snmp.match import candidates
 
     names = [p.name for p in candidates(PROFILES, "1.3.6.1.4.1.318.1.3.4.6", "APC Web/SNMP Management Card")]
-    assert names[0] == "apc-rpdu2" and set(names[-3:]) == {"eaton-xups", "entity-sensor", "ups-mib"}
+    assert names[0] == "apc-rpdu2" and set(names[-4:]) == {"eaton-xups", "entity-sensor", "geist-v4", "ups-mib"}
     unknown = [p.name for p in candidates(PROFILES, "1.3.6.1.4.1.99999.1", "a switch")]
-    assert sorted(unknown) == ["eaton-xups", "entity-sensor", "ups-mib"]  # the standard MIBs, each behind its probe
+    # the standard MIBs (and monitors known only by what they answer), each behind its probe
+    assert sorted(unknown) == ["eaton-xups", "entity-sensor", "geist-v4", "ups-mib"]
     assert all(PROFILES[n].match.probe for n in unknown)
 
 
@@ -580,3 +595,68 @@ def test_an_eaton_ups_answering_xups_mib_alone_is_read_by_it():
     assert got[(None, "output_source")] == "normal" and got[(None, "on_battery")] is False
     assert got[("input", "input_voltage_volts")] == 230 and got[("input", "input_power_watts")] == 1150
     assert got[("output", "output_power_watts")] == 1080 and got[(None, "output_load_percent")] == 38
+
+
+def test_a_geist_watchdog_on_v4_firmware_is_found_by_what_it_answers():
+    """A Watchdog 100 on GEIST-V4-MIB under net-snmp's sysObjectID (a fixture built from the MIB's objects): no
+    vendor profile matches, the V4 climate table answers, and its readings come in degrees C whatever unit the
+    device is set to; a probe marked unavailable is left out."""
+    import asyncio
+
+    from collectors.snmp import detect_profile
+    from collectors.snmp.match import candidates
+
+    data = load(FIXTURES / "snmp" / "geist-v4.snmprec")
+    found = candidates(PROFILES, str(data["1.3.6.1.2.1.1.2.0"]), data["1.3.6.1.2.1.1.1.0"])
+
+    async def answers(oid):
+        return any(k == oid or k.startswith(oid + ".") for k in data)
+
+    p = asyncio.run(detect_profile(found, answers))
+    assert p.name == "geist-v4"
+    got = {(r.tags.get("sensor"), r.field): r.value for r in evaluate(p, data)}
+    assert got == {("WD100 climate", "temperature_celsius"): 23.4, ("WD100 climate", "humidity_percent"): 41,
+                   ("WD100 climate", "dew_point_celsius"): 9.6, ("Rack C12 top", "temperature_celsius"): 28.1,
+                   ("Rack C12 bottom", "temperature_celsius"): 19.9}
+    # the same unit set to Fahrenheit (temperatureUnits 0): tenths of degrees F, read as C
+    data["1.3.6.1.4.1.21239.5.1.1.7.0"] = 0
+    data["1.3.6.1.4.1.21239.5.1.4.1.5.1"] = 826  # 82.6 F
+    f = {(r.tags.get("sensor"), r.field): r.value for r in evaluate(p, data)}
+    assert f[("Rack C12 top", "temperature_celsius")] == 28.111111
+    # a Geist V4 under Geist's own sysObjectID goes to it before the Vertiv PDU profile it shares 21239.5 with
+    assert asyncio.run(detect_profile(candidates(PROFILES, "1.3.6.1.4.1.21239.5.1", ""), answers)).name == "geist-v4"
+
+
+def test_a_tripp_lite_transfer_switch_is_read_as_one_not_as_an_empty_pdu():
+    """A Tripp Lite ATS under the PowerAlert sysObjectID the PDUs share (a fixture built from TRIPPLITE-PRODUCTS'
+    tlpAts objects; it also answers tlpPduIdent, as the card does for every device type): the tlpAts probe picks
+    the ATS profile, which gives both sources, the one in use, redundancy and the output."""
+    import asyncio
+
+    from collectors.snmp import detect_profile
+    from collectors.snmp.match import candidates
+
+    data = load(FIXTURES / "snmp" / "tripplite-ats.snmprec")
+
+    def answers_of(d):
+        async def answers(oid):
+            return any(k == oid or k.startswith(oid + ".") for k in d)
+        return answers
+
+    found = candidates(PROFILES, str(data["1.3.6.1.2.1.1.2.0"]), data["1.3.6.1.2.1.1.1.0"])
+    p = asyncio.run(detect_profile(found, answers_of(data)))
+    assert p.name == "tripplite-ats"
+    rows = {}
+    for r in evaluate(p, data):
+        rows.setdefault((r.tags.get("scope"), r.tags.get("inlet"), r.tags.get("phase")), {})[r.field] = r.value
+    assert rows[("device", None, None)] == {"selected_source": "sourceA", "source_redundant": True,
+                                            "power_watts": 1840}
+    assert rows[("inlet", "sourceA", "1")] == {"frequency_hertz": 60.0, "voltage_volts": 208.1,
+                                               "current_amperes": 8.84}
+    assert rows[("inlet", "sourceB", "1")] == {"frequency_hertz": 60.0, "voltage_volts": 207.9,
+                                               "current_amperes": 0.0}
+    assert rows[("phase", None, "1")] == {"voltage_volts": 208.0, "current_amperes": 8.85, "power_watts": 1840,
+                                          "power_factor": 0.98, "frequency_hertz": 60.0}
+    # the Tripp Lite PDU recording still goes to the PDU profile: it answers no tlpAts
+    pdu = load(FIXTURES / "snmp" / "tripplite-pdu.snmprec")
+    assert asyncio.run(detect_profile(found, answers_of(pdu))).name == "tripplite-pdu"

@@ -38,6 +38,12 @@ def norm_oid(oid: str) -> str:
     return oid.strip().lstrip(".")
 
 
+def is_scalar(ref: int | str) -> bool:
+    """A reference to another object that is a scalar (an OID ending .0): read once and applied to every row, as
+    a device-wide unit setting is (GEIST-V4-MIB temperatureUnits)."""
+    return isinstance(ref, str) and norm_oid(ref).endswith(".0")
+
+
 # A profile names the object it reads `oid` (SNMP's profiles) or `object` (any transport).
 OBJECT = AliasChoices("oid", "object")
 
@@ -86,8 +92,9 @@ class FieldSpec(_Strict):
     divisor: int | str | None = Field(None, description="column (number or OID) whose value divides (APC coolingUnit)")
     signed_factor: int | str | None = Field(
         None, description="column whose value multiplies, or divides when negative (Rittal CMC III: -100 = /100)")
-    fahrenheit_if: dict[int, list[int]] | None = Field(
-        None, description="{column: values}: the value is in degrees F when that column holds one of them")
+    fahrenheit_if: dict[int | str, list[int]] | None = Field(
+        None, description="{column or scalar OID: values}: the value is in degrees F when that column (or the "
+                          "device-wide scalar) holds one of them")
     absolute: bool = Field(False, description="drop the sign (power factor reported negative for capacitive)")
     fahrenheit: bool = Field(False, description="the scaled value is in degrees F: converted to C")
     type: Literal["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"] | None = Field(

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from . import Profile, field_catalogue, norm_oid
+from . import Profile, field_catalogue, is_scalar, norm_oid
 from .convert import EntitySensor, adjust, as_number, convert, exponent, text
 from .plan import plan_of
 
@@ -31,6 +31,16 @@ def _fallback(f, data: dict[str, Any]) -> tuple[Any, str] | tuple[None, None]:
         if v is not None:
             return v, oid
     return None, None
+
+
+class _Everywhere:
+    """A scalar standing for a column: the same value in every row."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def get(self, _idx: str, default: Any = None) -> Any:
+        return default if self.value is None else self.value
 
 
 def _scaled(f, v: float, data: dict[str, Any]) -> float | None:
@@ -112,7 +122,8 @@ def evaluate(profile: Profile, data: dict[str, Any], device_tags: dict[str, str]
             continue
         fspecs, mspecs, tspecs, fltspecs, has_ent = static  # a TablePlan
         cols = [(f, columns(oid), unit, columns(doid) if doid else None, wrap,
-                 {c: columns(eoid) for c, eoid in extra}) for f, oid, unit, doid, wrap, extra in fspecs]
+                 {c: _Everywhere(data.get(eoid)) if is_scalar(c) else columns(eoid) for c, eoid in extra})
+                for f, oid, unit, doid, wrap, extra in fspecs]
         matchers = [(columns(oid), rx) for oid, rx in mspecs]
         rows = sorted({i for c in cols for i in c[1]}, key=index_key)
         single = len(rows) == 1  # a table's fallback scalars stand for its row only when it has one

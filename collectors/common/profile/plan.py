@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, NamedTuple
 
-from . import WORD_TYPES, GroupSpec, Profile, field_catalogue, norm_oid
+from . import WORD_TYPES, GroupSpec, Profile, field_catalogue, is_scalar, norm_oid
 
 
 class Location(NamedTuple):
@@ -58,7 +58,8 @@ def required_oids(profile: Profile) -> tuple[list[str], list[str]]:
                 walks.append(digits_oid(g, f.decimal_digits))
             if f.entity_sensor:
                 walks.append("1.3.6.1.2.1.99.1.1.1")
-            walks += [g.extra_oid(c) for c in f.extra_columns()]
+            walks += [g.extra_oid(c) for c in f.extra_columns() if not is_scalar(c)]
+            scalars += [norm_oid(c) for c in f.extra_columns() if is_scalar(c)]
         for t in g.tags:
             if t.oid:
                 walks.append(norm_oid(t.oid))
@@ -106,7 +107,7 @@ class WalkPlan:
             cols.update(digits_oid(g, f.decimal_digits) for f in g.fields if f.decimal_digits is not None)
             cols.update(f"{norm_oid(g.table)}.{c}" for c in (g.filter or {}))
             cols.update(f"{norm_oid(g.table)}.{c}" for c in (g.row_match or {}))
-            cols.update(g.extra_oid(c) for f in g.fields for c in f.extra_columns())
+            cols.update(g.extra_oid(c) for f in g.fields for c in f.extra_columns() if not is_scalar(c))
             if any(f.entity_sensor for f in g.fields):
                 cols.update(f"1.3.6.1.2.1.99.1.1.1.{c}" for c in (2, 3, 5))
         self.prefixes = sorted((c + "." for c in cols), key=len, reverse=True)

@@ -55,15 +55,21 @@ class DeviceCounters:
 
 
 def rows(readings: list[Reading], transport: str) -> list[tuple[str, dict, dict]]:
-    """(measurement, fields, tags) per row: a row's readings share one tags dict. Power families' rows carry
-    `source` TRANSPORT_FAMILY (snmp_pdu, modbus_ups), the provenance of every power reading."""
+    """(measurement, fields, tags) per row: readings with the same tags are one row (a row's readings share one
+    tags dict; two groups of one profile may fill one row, a transfer switch's sources and its total). Power
+    families' rows carry `source` TRANSPORT_FAMILY (snmp_pdu, modbus_ups), the provenance of every power
+    reading."""
     out: dict[tuple, tuple[str, dict, dict]] = {}
+    keys: dict[int, tuple] = {}  # tags dict -> its row: two groups of a profile may describe one row
     for r in readings:
         if r.value is None:
             continue
-        row = out.get((r.measurement, id(r.tags)))
+        key = keys.get(id(r.tags))
+        if key is None:
+            key = keys[id(r.tags)] = (r.measurement, tuple(sorted(r.tags.items())))
+        row = out.get(key)
         if row is None:
             tags = {**r.tags, "source": f"{transport}_{r.measurement}"} if r.measurement in POWER_FAMILIES else r.tags
-            row = out[(r.measurement, id(r.tags))] = (r.measurement, {}, tags)
+            row = out[key] = (r.measurement, {}, tags)
         row[1][r.field] = r.value
     return list(out.values())
