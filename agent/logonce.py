@@ -10,9 +10,9 @@ class Latch:
         self.log = logger
         self.error: str | None = None  # the cause while failing, None while well
 
-    def failed(self, cause: str, msg: str, *args) -> None:
+    def failed(self, cause: str, msg: str, *args, level: int = logging.ERROR) -> None:
         if cause != self.error:
-            self.log.error(msg, *args)
+            self.log.log(level, msg, *args)
         self.error = cause
 
     def recovered(self, msg: str, *args) -> None:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agent.collector import Collector, NotPresent
 from agent.config import CollectorOptions, Host, PositiveDuration, Strict
+from agent.logonce import Latch
 from agent.model import Accumulator, Kind, Metric
 from collectors.common.coolant import complete
 from collectors.common.energy import EnergyCounters
@@ -164,8 +165,7 @@ class Device:
         self.absent: dict[str, int] = {}  # object -> polls until asked again
         self.refused: set[tuple] = set()  # blocks the device refused whole: read object by object
         self._blocks: list[Block] | None = None
-        self.state = "new"
-        self.last_error: str | None = None
+        self.latch = Latch(log)  # a failure logged once per cause, the recovery once
 
     def blocks(self) -> list[Block]:
         if self._blocks is None:
@@ -310,14 +310,12 @@ class ModbusCollector(Collector):
         except Exception as e:  # anything one device (or the library on its answers) raises stays with it
             ok, error, readings = False, f"{type(e).__name__}: {e}", []
         state = "down" if not ok else ("empty" if error else "up")
-        if state != dev.state or error != dev.last_error:
-            if state == "up":
-                log.info("modbus device %s (%s:%d unit %d): polling with profile %s", o.name, o.host, o.port, o.unit,
-                         dev.profile.name)
-            else:
-                (log.warning if state == "empty" else log.error)(
-                    "modbus device %s (%s:%d unit %d): %s", o.name, o.host, o.port, o.unit, error)
-        dev.state, dev.last_error = state, error
+        if error is None:
+            dev.latch.recovered("modbus device %s (%s:%d unit %d): read again with profile %s", o.name, o.host,
+                                o.port, o.unit, dev.profile.name)
+        else:
+            dev.latch.failed(error, "modbus device %s (%s:%d unit %d): %s", o.name, o.host, o.port, o.unit, error,
+                             level=logging.WARNING if state == "empty" else logging.ERROR)
         acc.add("modbus_device", {
             "up": ok, "state": state, "error": error, "poll_duration_seconds": round(time.perf_counter() - t0, 6),
             "readings": len(readings), "sent_requests": conn.requests - before, "exceptions": len(poll.exceptions),
