@@ -58,6 +58,15 @@ AGENT_METRICS: tuple[Metric, ...] = (
     _m("file_reopens_total", C, "count", "times the file output found its file deleted or moved away "
        "(logrotate) and opened its path again", _OUT),
     _m("auth_failing", G, "bool", "the server answers 401/403: points are kept, nothing is delivered", _OUT),
+    _m("scrapes_total", C, "count", "scrapes the /metrics endpoint answered", _OUT),
+    _m("scrape_cpu_seconds_total", C, "seconds", "CPU time the /metrics endpoint spent answering scrapes", _OUT),
+    _m("exposed_series", G, "count", "series on the /metrics page", _OUT),
+    _m("expired_series_total", C, "count", "series that left the /metrics page for not being refreshed", _OUT),
+    _m("refused_series_total", C, "count", "new series the /metrics page refused past max_series", _OUT),
+    _m("label_limit_series_total", C, "count", "series left off the /metrics page for carrying more than "
+       "max_labels labels", _OUT),
+    _m("unauthorized_requests_total", C, "requests", "requests to the /metrics endpoint refused for want of valid "
+       "credentials", _OUT),
     _m("cpu_seconds_total", C, "seconds", "CPU time (user+system) of the agent process", _PROC),
     _m("memory_rss_bytes", G, "bytes", "resident set size of the agent process", _PROC),
     _m("threads", G, "count", "threads of the agent process", _PROC),

@@ -10,4 +10,5 @@ REGISTRY: dict[str, str] = {
     "local": "agent.outputs.local:LocalOutput",
     "influxdb": "agent.outputs.influxdb:InfluxOutput",
     "file": "agent.outputs.file:FileOutput",
+    "prometheus": "agent.outputs.prometheus:PrometheusEndpoint",
 }
