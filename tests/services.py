@@ -158,6 +158,49 @@ class VictoriaMetrics:
             return [json.loads(line) for line in r.read().decode().splitlines() if line]
 
 
+class Prometheus:
+    """Debian's prometheus (2.42) on 127.0.0.1 with a temporary config and TSDB: scraping the targets handed in,
+    and (remote_write_receiver) accepting remote write at /api/v1/write."""
+
+    def __init__(self, root: Path, scrape: list[str] = (), interval: str = "1s",
+                 remote_write_receiver: bool = False) -> None:
+        self.exe = need("prometheus", "prometheus")
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.scrape = list(scrape)
+        self.interval = interval
+        self.receiver = remote_write_receiver
+        self.proc = None
+
+    def start(self) -> Prometheus:
+        self.root.mkdir(parents=True, exist_ok=True)
+        cfg = {"global": {"scrape_interval": self.interval, "evaluation_interval": self.interval},
+               "scrape_configs": [{"job_name": "aifactory", "static_configs": [{"targets": self.scrape}]}]
+               if self.scrape else []}
+        (self.root / "prometheus.yml").write_text(json.dumps(cfg))
+        args = [self.exe, f"--config.file={self.root / 'prometheus.yml'}", f"--storage.tsdb.path={self.root / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"]
+        if self.receiver:
+            args.append("--web.enable-remote-write-receiver")
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(self.root / "log", "ab"))
+        _wait_http(self.url + "/-/ready", (200,), proc=self.proc, timeout=30)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(15)
+
+    def query(self, q: str, at: float | None = None) -> list[dict]:
+        """An instant query's result vector: [{"metric": {...}, "value": [ts, "v"]}]."""
+        args = {"query": q, **({"time": str(at)} if at is not None else {})}
+        with urllib.request.urlopen(f"{self.url}/api/v1/query?{urllib.parse.urlencode(args)}", timeout=30) as r:
+            doc = json.loads(r.read())
+        assert doc["status"] == "success", doc
+        return doc["data"]["result"]
+
+
 def snmpsim_venv(root: Path) -> Path:
     """As root, snmpsim runs as nobody, who must reach its interpreter: not inside a checkout that may sit
     in a 0700 folder (see tests/install-deps)."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import urllib.request
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 
@@ -213,3 +215,146 @@ def test_the_endpoint_is_off_until_configured():
     assert on.settings.outputs.prometheus.enabled
     off = build_config({"outputs": {"prometheus": {"listen": "127.0.0.1:9999", "enabled": False}}}, {}, None, reg)
     assert not off.settings.outputs.prometheus.enabled
+
+
+# --- a running agent with every collector on recorded trees and fakes ------------------------------------------
+
+
+def fleet_agent(tmp_path, snmpsim, modbus, port: int, extra_outputs: dict | None = None):
+    """An in-process agent at 1 s with every collector fed: 2 fake H200s with processes, snmpsim PDUs and a UPS,
+    a vLLM page, a Redfish BMC (DMTF mockup), a Modbus meter, CDU and leak panel, and the /metrics endpoint
+    with per-process and per-job series."""
+    from agent.config import build_config
+    from agent.registry import Registry
+    from agent.scheduler import Agent
+    from collectors import REGISTRY
+
+    from .fakes.nvml import fleet
+    from .services import serve_bmc, serve_http, tls_pair
+    from .test_measurement import TestGpu
+    from .test_modbus import profile_image
+
+    nvml = fleet("H200-SXM", "H200-SXM")
+    for g in nvml.gpus:
+        g.processes = [(4000 + g.index, 40 * 2**30)]
+    TestGpu.nvml = nvml
+    page = (Path(__file__).parent / "fixtures" / "inference" / "vllm.txt").read_text()
+
+    class Vllm(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = page.replace("{PROMPT}", "3000").replace("{GEN}", "1000").encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    httpd, url = serve_http(Vllm)
+    tls = tls_pair(tmp_path / "tls")
+    bmc_srv, bmc_url, _ = serve_bmc(Path(__file__).parent / "fixtures" / "redfish" / "rackmount", tls)
+    (tmp_path / "bmc-pw").write_text("s3cret\n")
+    meter, _ = profile_image("schneider-pm5300")
+    cdu = {"hr": {0: 300, 1: 400, 2: 3000, 3: 2000, 4: 1500, 5: 60, 6: 0, 7: 20000, 8: 0xFFFF, 9: 0xFFFF, 10: 0}}
+    srv = modbus({1: meter, 2: cdu, 3: {"ir": {0: 1, 1: 14, 2: 0}}})
+    registry = Registry({**REGISTRY, "gpu": "tests.test_measurement:TestGpu"})
+    snmp = [{"name": "pdu-a", "host": "127.0.0.1", "port": snmpsim.port, "community": "apc-rpdu2", "role": "it"},
+            {"name": "ups-1", "host": "127.0.0.1", "port": snmpsim.port, "community": "apc-smt750",
+             "role": "facility_total"}]
+    mb = [{"name": "meter", "host": "127.0.0.1", "port": srv.port, "unit": 1, "profile": "schneider-pm5300"},
+          {"name": "cdu", "host": "127.0.0.1", "port": srv.port, "unit": 2, "profile": "generic-cdu",
+           "role": "cooling"},
+          {"name": "leaks", "host": "127.0.0.1", "port": srv.port, "unit": 3, "profile": "rle-ld5000"}]
+    cfg = build_config({
+        "agent": {"hostname": "n1", "interval": 1.0},
+        "tags": {"site": "lab", "rack": "r1"},
+        "collectors": {"storage": {"smart": "off"}, "gpu": {"xid_events": False}, "snmp": {"devices": snmp},
+                       "modbus": {"devices": mb}, "efficiency": {"rapl": False},
+                       "jobs": {"slurm": "off", "kubernetes": "off"},
+                       "redfish": {"targets": [{"name": "bmc", "url": bmc_url, "user": "monitor",
+                                                "password_file": str(tmp_path / "bmc-pw"), "ca_file": str(tls[0])}]},
+                       "inference": {"discover": False, "endpoints": [{"url": url + "/metrics", "gpus": [0, 1]}]}},
+        "outputs": {"local": {"enabled": False},
+                    "prometheus": {"listen": f"127.0.0.1:{port}", "include": ["processes", "jobs"]},
+                    **(extra_outputs or {})}}, {}, None, registry)
+    return Agent(cfg, tmp_path / "state", registry), (httpd, bmc_srv)
+
+
+def run_and_scrape(agent, port: int, seconds: float, at: float) -> tuple[str, str]:
+    import asyncio
+
+    async def go():
+        task = asyncio.create_task(agent.run(duration=seconds))
+        await asyncio.sleep(at)
+        text = await asyncio.to_thread(scrape, f"http://127.0.0.1:{port}/metrics")
+        om = await asyncio.to_thread(scrape, f"http://127.0.0.1:{port}/metrics", "application/openmetrics-text")
+        await task
+        return text[2], om[2]
+
+    return asyncio.run(go())
+
+
+@pytest.mark.services
+def test_promtool_passes_a_scrape_of_an_agent_running_every_collector(tmp_path, snmpsim, modbus):
+    import shutil
+    import subprocess
+
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    from .services import free_port, need
+
+    promtool = need("promtool", "prometheus")
+    port = free_port()
+    agent, servers = fleet_agent(tmp_path, snmpsim, modbus, port)
+    try:
+        text, om = run_and_scrape(agent, port, 6.0, 4.5)
+    finally:
+        for s in servers:
+            s.shutdown()
+    r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    fams = {f.name: f for f in text_string_to_metric_families(om)}
+    prefixes = {n.split("_")[1] for n in fams}
+    for m in ("gpu", "host", "storage", "network", "pdu", "ups", "meter", "cooling", "leak", "bmc", "inference",
+              "agent", "modbus", "snmp", "redfish"):
+        assert m in prefixes, (m, sorted(prefixes))
+    assert "aifactory_gpu_process_memory_used_bytes" in fams  # asked for
+    assert fams["aifactory_gpu_energy_joules"].type == "counter"
+    series = sum(len(f.samples) for f in fams.values())
+    assert series == sum(1 for line in text.splitlines() if line and not line.startswith("#")) > 300
+    assert max(len(s.labels) for f in fams.values() for s in f.samples) < 30
+    assert shutil.which("promtool")
+
+
+@pytest.mark.services
+def test_a_real_prometheus_scrapes_the_agent_and_reads_back_what_it_served(tmp_path, snmpsim, modbus):
+    import time
+
+    from .services import Prometheus, free_port
+
+    port = free_port()
+    prom = Prometheus(tmp_path / "prom", scrape=[f"127.0.0.1:{port}"]).start()
+    agent, servers = fleet_agent(tmp_path, snmpsim, modbus, port)
+    try:
+        text, _ = run_and_scrape(agent, port, 8.0, 7.0)
+        time.sleep(1.5)  # one more scrape interval for the last scrape to be queryable
+        served = {}
+        for line in text.splitlines():
+            if line.startswith(("aifactory_host_cpus", "aifactory_meter_power_watts", "aifactory_gpu_power_watts")):
+                served[line.rsplit(" ", 1)[0]] = float(line.rsplit(" ", 1)[1])
+        assert len(served) >= 4
+        for q, want_n in (("aifactory_host_cpus", 1), ("aifactory_gpu_power_watts", 2),
+                          ("aifactory_meter_power_watts", None)):
+            res = prom.query(f"last_over_time({q}[30s])")
+            assert res and (want_n is None or len(res) == want_n), (q, res)
+            for r in res:
+                labels = {k: v for k, v in r["metric"].items() if k not in ("__name__", "job", "instance")}
+                key = q + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+                assert float(r["value"][1]) == pytest.approx(served[key]), key
+        up = prom.query('up{job="aifactory"}')
+        assert up and up[0]["value"][1] == "1"
+    finally:
+        for s in servers:
+            s.shutdown()
+        prom.stop()
