@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import base64
 import gzip
-import http.client
 import logging
-import ssl
-import time
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote, urlencode, urlsplit
@@ -31,11 +28,10 @@ from ..config import Duration, HttpUrl, OutputOptions, PositiveDuration, SecretF
 from ..model import Sample, to_line
 from ..secrets import read_secret
 from .buffer import DiskBuffer
+from .http import Poster, Response, retry_after
 from .running import OK, Result, RunningOutput, TransportError, Writer
 
 log = logging.getLogger(__name__)
-
-RETRY_AFTER_MAX = 600.0
 
 
 class InfluxOutputOptions(OutputOptions):
@@ -80,50 +76,15 @@ class InfluxOutputOptions(OutputOptions):
         return self
 
 
-class Response:
-    __slots__ = ("status", "body", "retry_after")
-
-    def __init__(self, status: int, body: str = "", retry_after: float | None = None) -> None:
-        self.status = status
-        self.body = body
-        self.retry_after = retry_after
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return min(RETRY_AFTER_MAX, max(0.0, float(value)))
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return min(RETRY_AFTER_MAX, max(0.0, parsedate_to_datetime(value).timestamp() - time.time()))
-        except (TypeError, ValueError):
-            return None
-
-
-def _ssl_context(opts: InfluxOutputOptions) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(opts.tls_ca_file) if opts.tls_ca_file else None)
-    if not opts.tls_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-class V1Client:
+class V1Client(Poster):
     """POST /write?db=&rp=&precision=ns over one keep-alive connection."""
 
     def __init__(self, opts: InfluxOutputOptions, token: str | None, password: str | None) -> None:
-        u = urlsplit(opts.url)
-        self.https = u.scheme == "https"
-        self.host = u.hostname or "localhost"
-        self.port = u.port or (443 if self.https else 80)
+        super().__init__(opts.url, opts.timeout, opts.tls_verify, opts.tls_ca_file)
         q = {"db": opts.database, "precision": "ns"}
         if opts.retention_policy:
             q["rp"] = opts.retention_policy
-        self.path = (u.path.rstrip("/") or "") + "/write?" + urlencode(q, quote_via=quote)
-        self.timeout = opts.timeout
+        self.path = (urlsplit(opts.url).path.rstrip("/") or "") + "/write?" + urlencode(q, quote_via=quote)
         self.gzip = opts.gzip
         self.headers = {"Content-Type": "text/plain; charset=utf-8"}
         if token:
@@ -133,34 +94,11 @@ class V1Client:
             self.headers["Authorization"] = f"Basic {cred}"
         if self.gzip:
             self.headers["Content-Encoding"] = "gzip"
-        self.ctx = _ssl_context(opts) if self.https else None
-        self.conn: http.client.HTTPConnection | None = None
-
-    def _connect(self) -> http.client.HTTPConnection:
-        if self.conn is None:
-            if self.https:
-                self.conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.ctx)
-            else:
-                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        return self.conn
 
     def write(self, body: bytes, compressed: bool = False) -> Response:
         if self.gzip and not compressed:
             body = gzip.compress(body, compresslevel=1)
-        try:
-            conn = self._connect()
-            conn.request("POST", self.path, body=body, headers=self.headers)
-            r = conn.getresponse()
-            text = r.read().decode("utf-8", "replace")
-            return Response(r.status, text.strip(), _retry_after(r.getheader("Retry-After")))
-        except (OSError, http.client.HTTPException) as e:
-            self.close()
-            raise TransportError(f"{type(e).__name__}: {e}") from None
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+        return self.post(self.path, body, self.headers)
 
 
 class V2Client:
@@ -186,7 +124,7 @@ class V2Client:
         except ApiException as e:
             headers = e.headers or {}
             return Response(int(e.status or 0), str(e.body or e.reason or "").strip(),
-                            _retry_after(headers.get("Retry-After")))
+                            retry_after(headers.get("Retry-After")))
         except Exception as e:  # urllib3 connection errors, timeouts
             raise TransportError(f"{type(e).__name__}: {e}") from None
 
