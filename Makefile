@@ -14,11 +14,11 @@ $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
 	  echo "Cannot create a virtual environment: install python3-venv (apt-get install -y python3-venv)." >&2; exit 1; }
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[gpu,snmp,ipmi,modbus]'
+	$(BIN)/pip install --quiet -e '.[gpu,snmp,ipmi,modbus,prometheus]'
 	@touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
-	$(BIN)/pip install --quiet -e '.[gpu,snmp,ipmi,modbus,dev]'
+	$(BIN)/pip install --quiet -e '.[gpu,snmp,ipmi,modbus,prometheus,dev]'
 	@touch $@
 
 venv: $(VENV)/.installed

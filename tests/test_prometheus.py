@@ -358,3 +358,118 @@ def test_a_real_prometheus_scrapes_the_agent_and_reads_back_what_it_served(tmp_p
         for s in servers:
             s.shutdown()
         prom.stop()
+
+
+# --- remote write ----------------------------------------------------------------------------------------------
+
+
+def decode_body(body: bytes) -> list[tuple[dict, list[tuple[float, int]]]]:
+    import cramjam
+
+    from agent.outputs.remote_write import write_request
+
+    wr = write_request().FromString(bytes(cramjam.snappy.decompress_raw(body)))
+    return [({lb.name: lb.value for lb in ts.labels}, [(s.value, s.timestamp) for s in ts.samples])
+            for ts in wr.timeseries]
+
+
+def receiver(answers: list[int]):
+    """A remote-write receiver on loopback answering the given statuses in turn (then 204): every request's
+    headers and decoded series kept."""
+    from .services import serve_http
+
+    got: list[dict] = []
+
+    class H(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            status = answers.pop(0) if answers else 204
+            got.append({"headers": dict(self.headers), "series": decode_body(body), "status": status})
+            self.send_response(status)
+            if status == 429:
+                self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv, url = serve_http(H)
+    return srv, url, got
+
+
+def rw_output(tmp_path, url, **kw):
+    from agent.outputs.remote_write import RemoteWriteOptions, RemoteWriteOutput
+
+    opts = RemoteWriteOptions(url=url + "/api/v1/write", flush_interval=0.05, retry_max=0.2, **kw)
+    out = RemoteWriteOutput(opts, tmp_path, CAT)
+    out.start()
+    return out
+
+
+def drain(out, deadline: float = 20.0) -> bool:
+    """Wait until the output's buffer is empty (retries included): flush() alone gives up while it retries."""
+    import time
+
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if out.stats()["buffer_points"] == 0 and out.flush(0.5):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_remote_write_sends_snappy_protobuf_with_the_specs_headers_and_names(tmp_path):
+    srv, url, got = receiver([])
+    out = rw_output(tmp_path, url)
+    try:
+        out.append([gpu(1_700_000_000_123_456_789), gpu(1_700_000_001_000_000_000)])
+        assert out.flush(10)
+    finally:
+        out.stop(2)
+        srv.shutdown()
+    h = got[0]["headers"]
+    assert h["Content-Encoding"] == "snappy" and h["Content-Type"] == "application/x-protobuf"
+    assert h["X-Prometheus-Remote-Write-Version"] == "0.1.0" and h["User-Agent"].startswith("aifactory-agent/")
+    series = [s for r in got for s in r["series"]]
+    by: dict[tuple, list[int]] = {}
+    for lbl, samples in series:
+        for v, ts in samples:
+            by.setdefault((lbl["__name__"], v), []).append(ts)
+    assert by[("aifactory_gpu_power_watts", 612.5)] == [1_700_000_000_123, 1_700_000_001_000]  # ms
+    assert ("aifactory_gpu_utilization_ratio", 0.87) in by
+    info = [lbl for lbl, _ in series if lbl["__name__"] == "aifactory_gpu_compute_mode_info"]
+    assert info and info[0]["compute_mode"] == "Default" and info[0]["gpu"] == "0"
+    assert all(list(lbl) == sorted(lbl) for lbl, _ in series)  # labels sorted by name, as the spec asks
+
+
+def test_remote_write_retries_5xx_and_429_and_drops_what_a_4xx_refuses(tmp_path):
+    srv, url, got = receiver([503, 429, 204, 400, 400])
+    out = rw_output(tmp_path, url, batch_size=1)
+    try:
+        out.append([gpu(1 * S, "0")])
+        assert drain(out)
+        out.append([gpu(2 * S, "1")])  # refused twice: a batch of one is dropped, counted
+        assert drain(out)
+        st = out.stats()
+    finally:
+        out.stop(2)
+        srv.shutdown()
+    assert [r["status"] for r in got][:4] == [503, 429, 204, 400]
+    delivered = [r for r in got if r["status"] == 204]
+    assert delivered and {lbl["gpu"] for r in delivered for lbl, _ in r["series"]} == {"0"}
+    assert st["rejected_points_total"] == 1 and st["buffer_points"] == 0
+
+
+def test_remote_write_keeps_each_series_in_time_order_across_a_retry(tmp_path):
+    srv, url, got = receiver([500, 500])
+    out = rw_output(tmp_path, url, batch_size=2)
+    try:
+        out.append([gpu(t * S) for t in range(1, 7)])
+        assert drain(out)
+    finally:
+        out.stop(2)
+        srv.shutdown()
+    seen = [ts for r in got if r["status"] == 204 for lbl, samples in r["series"]
+            if lbl["__name__"] == "aifactory_gpu_power_watts" for _, ts in samples]
+    assert seen == sorted(seen) == [t * 1000 for t in range(1, 7)]

@@ -11,4 +11,5 @@ REGISTRY: dict[str, str] = {
     "influxdb": "agent.outputs.influxdb:InfluxOutput",
     "file": "agent.outputs.file:FileOutput",
     "prometheus": "agent.outputs.prometheus:PrometheusEndpoint",
+    "remote_write": "agent.outputs.remote_write:RemoteWriteOutput",
 }
