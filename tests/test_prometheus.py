@@ -473,3 +473,110 @@ def test_remote_write_keeps_each_series_in_time_order_across_a_retry(tmp_path):
     seen = [ts for r in got if r["status"] == 204 for lbl, samples in r["series"]
             if lbl["__name__"] == "aifactory_gpu_power_watts" for _, ts in samples]
     assert seen == sorted(seen) == [t * 1000 for t in range(1, 7)]
+
+
+def collected(path: Path, measurement: str, field: str) -> dict[tuple, list[tuple[int, float]]]:
+    """What the agent collected, from its file output (JSON lines): series (sorted tags) -> [(ms, value)]."""
+    out: dict[tuple, list[tuple[int, float]]] = {}
+    for f in sorted(path.parent.glob(path.name + "*")):
+        for line in f.read_text().splitlines():
+            d = json.loads(line)
+            if d["measurement"] == measurement and field in d["fields"]:
+                v = d["fields"][field]
+                key = tuple(sorted((k, v2) for k, v2 in d["tags"].items() if v2 != ""))
+                out.setdefault(key, []).append((d["timestamp_ns"] // 1_000_000, float(v)))
+    return out
+
+
+def host_agent(tmp_path, outputs: dict):
+    from agent.config import build_config
+    from agent.registry import default_registry as reg
+    from agent.scheduler import Agent
+
+    cfg = build_config({"agent": {"hostname": "n1", "interval": 1.0},
+                        "collectors": {"storage": {"enabled": False}, "network": {"enabled": False},
+                                       "gpu": {"enabled": False}, "inference": {"enabled": False},
+                                       "efficiency": {"enabled": False}, "jobs": {"enabled": False}},
+                        "outputs": {"local": {"enabled": False},
+                                    "file": [{"name": "truth", "path": str(tmp_path / "truth.jsonl"), "format": "json",
+                                              "flush_interval": 0.2}],
+                                    **outputs}}, {}, None, reg())
+    return Agent(cfg, tmp_path / "state", reg())
+
+
+def prometheus_samples(prom, name: str, end: float) -> dict[tuple, list[tuple[int, float]]]:
+    res = prom.query(f"{name}[10m]", at=end)
+    return {tuple(sorted((k, v) for k, v in r["metric"].items() if k != "__name__")):
+            [(int(round(float(t) * 1000)), float(v)) for t, v in r["values"]] for r in res}
+
+
+@pytest.mark.services
+def test_remote_write_into_prometheus_and_victoriametrics_reads_back_what_was_collected(tmp_path, victoria):
+    import asyncio
+    import time
+
+    from .services import Prometheus
+
+    prom = Prometheus(tmp_path / "prom", remote_write_receiver=True).start()
+    try:
+        agent = host_agent(tmp_path, {"remote_write": [
+            {"name": "prom", "url": prom.url + "/api/v1/write", "flush_interval": 0.5},
+            {"name": "vm", "url": victoria.url + "/api/v1/write", "flush_interval": 0.5}]})
+        assert asyncio.run(agent.run(duration=6.0)) == 0
+        end = time.time() + 1
+        truth = collected(tmp_path / "truth.jsonl", "host", "memory_used_bytes")
+        (series, points), = truth.items()
+        assert len(points) >= 4
+        got = prometheus_samples(prom, "aifactory_host_memory_used_bytes", end)
+        assert got == {series: points}
+        vm = victoria.export('aifactory_host_memory_used_bytes{host="n1"}')
+        assert len(vm) == 1 and vm[0]["metric"]["host"] == "n1"
+        assert sorted(zip(vm[0]["timestamps"], vm[0]["values"])) == points
+        # a percentage arrives as a ratio, a counter with _total
+        ratio = prometheus_samples(prom, "aifactory_host_memory_used_ratio", end)
+        pct = collected(tmp_path / "truth.jsonl", "host", "memory_used_percent")
+        assert {k: [(t, round(v, 9)) for t, v in p] for k, p in ratio.items()} == {
+            k: [(t, round(v / 100, 9)) for t, v in p] for k, p in pct.items()}
+    finally:
+        prom.stop()
+
+
+@pytest.mark.services
+def test_a_receiver_outage_of_a_minute_loses_nothing(tmp_path):
+    import asyncio
+    import threading
+    import time
+
+    from .services import Prometheus
+
+    prom = Prometheus(tmp_path / "prom", remote_write_receiver=True).start()
+    port = prom.port
+
+    def outage():  # the receiver goes away for a minute, then comes back on the same port and TSDB
+        time.sleep(3)
+        prom.stop()
+        time.sleep(60)
+        prom.port = port
+        prom.start()
+
+    t = threading.Thread(target=outage)
+    try:
+        agent = host_agent(tmp_path, {"remote_write": [
+            {"name": "prom", "url": f"http://127.0.0.1:{port}/api/v1/write", "flush_interval": 0.5,
+             "retry_max": 2.0}]})
+        t.start()
+        assert asyncio.run(agent.run(duration=75.0)) == 0
+        t.join()
+        truth = collected(tmp_path / "truth.jsonl", "host", "memory_used_bytes")
+        (series, points), = truth.items()
+        assert len(points) >= 70
+        deadline = time.time() + 30
+        while time.time() < deadline:  # what was buffered through the outage is delivered after it
+            got = prometheus_samples(prom, "aifactory_host_memory_used_bytes", time.time() + 1)
+            if got.get(series) == points:
+                break
+            time.sleep(1)
+        assert got == {series: points}
+    finally:
+        t.join(timeout=90)
+        prom.stop()
