@@ -47,6 +47,13 @@ def test_snmp_sweep_smoke():
 
 
 @pytest.mark.services
+def test_prometheus_bench_smoke():
+    out = bench("prometheus", "--scrapes", "5", "--rows", "600", "--series-gpus", "1")
+    assert "aifactory /metrics (its own process)" in out and "CPU per series vs node_exporter" in out
+    assert "aifactory remote_write -> VictoriaMetrics" in out and "Prometheus 2.42 ceiling" in out
+
+
+@pytest.mark.services
 def test_modbus_sweep_smoke():
     out = bench("modbus_sweep", "--devices", "4", "--sweeps", "1", "--units", "2")
     assert "aifactory, 4 ports, one device each" in out and "2 gateways x 2 unit ids" in out
