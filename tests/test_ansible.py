@@ -65,6 +65,8 @@ def test_site_playbook_on_localhost_installs_checks_and_is_idempotent(tmp_path):
         "aifactory_agent_collectors_extra": {"storage": {"smart": "off"}},
         "aifactory_agent_influxdb": [{"name": "influx", "api": "v1", "url": "http://127.0.0.1:8086",
                                       "database": "telemetry", "token_file": "influxdb-token"}],
+        "aifactory_agent_prometheus": {"listen": "127.0.0.1:9464"},
+        "aifactory_agent_remote_write": [{"name": "prom", "url": "http://127.0.0.1:9090/api/v1/write"}],
         "aifactory_agent_credentials": {"influxdb-token": "not-a-real-token"}}))
     args = ("ansible-playbook", "-i", str(inventory), "-e", f"@{variables}", "site.yml")
     first = run(*args, tmp=tmp_path)
@@ -82,6 +84,8 @@ def test_site_playbook_on_localhost_installs_checks_and_is_idempotent(tmp_path):
     doc = yaml.safe_load(cfg.read_text())
     assert doc["tags"] == {"site": "lab", "rack": "r1"} and doc["outputs"]["influxdb"][0]["token_file"] == \
         "influxdb-token"
+    assert doc["outputs"]["prometheus"] == {"listen": "127.0.0.1:9464"}
+    assert doc["outputs"]["remote_write"][0]["url"] == "http://127.0.0.1:9090/api/v1/write"
     assert "not-a-real-token" not in cfg.read_text()  # the secret is a credential, not in the config
     cred = root / "etc/aifactory/credentials/influxdb-token"
     assert cred.read_text() == "not-a-real-token\n" and stat.S_IMODE(cred.stat().st_mode) == 0o600
