@@ -580,3 +580,68 @@ def test_a_receiver_outage_of_a_minute_loses_nothing(tmp_path):
     finally:
         t.join(timeout=90)
         prom.stop()
+
+
+# --- the rules for Prometheus' rule engine -----------------------------------------------------------------------
+
+
+def test_rule_expressions_are_written_in_promql_over_the_exported_names():
+    from agent.alerts.expr import parse
+    from agent.alerts.promql import to_promql
+
+    cases = {
+        'gpu.temperature_celsius{gpu="0"} > 80': '(aifactory_gpu_temperature_celsius{gpu="0"} > 80)',
+        "storage_mount.used_percent > 90": "((aifactory_storage_mount_used_ratio * 100) > 90)",
+        'increase(agent.rejected_points_total{component=~"out.*"}[10m]) > 0':
+            '(increase(aifactory_agent_rejected_points_total{component=~"out.*"}[10m]) > 0)',
+        "sum by (rack) (pdu.power_watts) / 1000": "(sum by (rack) (aifactory_pdu_power_watts) / 1000)",
+        "avg_over_time(gpu.utilization_percent[5m]) < 5":
+            "((avg_over_time(aifactory_gpu_utilization_ratio[5m]) * 100) < 5)",
+    }
+    for ours, promql in cases.items():
+        assert to_promql(parse(ours), CAT) == promql
+
+
+def test_a_rules_clear_condition_becomes_its_hysteresis_in_promql():
+    from agent.alerts.promql import rule_expr
+    from agent.alerts.rules import load_rules
+
+    rules = {r.name: r for f in default_registry().rule_files() for r in load_rules(f)}
+    expr = rule_expr(rules["PduLoadHigh"], CAT)
+    assert expr == ('((aifactory_pdu_rated_load_ratio * 100) > 80) or (max without (alertname, alertstate, severity) '
+                    '(ALERTS{alertname="PduLoadHigh",alertstate="firing"}) unless '
+                    '((aifactory_pdu_rated_load_ratio * 100) < 75))')
+
+
+@pytest.mark.services
+def test_the_exported_default_pack_passes_promtool_check_and_the_agents_own_rule_tests(tmp_path):
+    import subprocess
+    import sys
+
+    from .services import need
+
+    promtool = need("promtool", "prometheus")
+    root = Path(__file__).resolve().parent.parent
+
+    def agent(*args):
+        return subprocess.run([sys.executable, "-m", "agent", "rules", "export", *args], capture_output=True,
+                              text=True, cwd=root, timeout=120)
+
+    r = agent("-o", str(tmp_path / "rules.yml"))
+    assert r.returncode == 0, r.stderr
+    check = subprocess.run([promtool, "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True)
+    assert check.returncode == 0 and "SUCCESS: 45 rules found" in check.stdout, check.stdout + check.stderr
+    # the agent's rule tests, each check expecting what the agent's engine fired, run by Prometheus' engine
+    (tmp_path / "t").mkdir()
+    r = agent("-o", str(tmp_path / "t" / "rules.yml"), "--no-annotations", "--tests",
+              str(root / "agent" / "alerts" / "default_rules.test.yaml"), "--tests-out",
+              str(tmp_path / "t" / "rules.test.yml"))
+    assert r.returncode == 0, r.stderr
+    import yaml
+
+    doc = yaml.safe_load((tmp_path / "t" / "rules.test.yml").read_text())
+    firing = [a for t in doc["tests"] for c in t["alert_rule_test"] for a in c["exp_alerts"]]
+    assert len(doc["tests"]) >= 40 and len(firing) >= 40  # expectations to compare, not empty lists
+    test = subprocess.run([promtool, "test", "rules", str(tmp_path / "t" / "rules.test.yml")], capture_output=True,
+                          text=True)
+    assert test.returncode == 0 and "SUCCESS" in test.stdout, test.stdout[-3000:] + test.stderr[-2000:]

@@ -94,9 +94,10 @@ def _series(text: str) -> tuple[str, str, dict[str, str]]:
     return sel.measurement, sel.field, {t: v for t, _, v in sel.matchers}
 
 
-def run_tests(path: Path, defaults: list[Path]) -> list[str]:
+def run_tests(path: Path, defaults: list[Path], seen=None) -> list[str]:
     """Failures, as messages (empty: all passed). A malformed file raises ConfigError. `defaults`: the files of
-    the default pack that "default" stands for (Registry.rule_files)."""
+    the default pack that "default" stands for (Registry.rule_files). `seen(case, check, alerts)`, when given,
+    hears every check with the alerts of its name as the engine has them (their full labels and states)."""
     data, positions = load_yaml(path)
     try:
         tf = TestFile.model_validate(data)
@@ -131,6 +132,8 @@ def run_tests(path: Path, defaults: list[Path]) -> list[str]:
             for chk in [c for c in checks if abs(c.eval_time - t) < 1e-9]:
                 got = sorted((a["state"], sorted(a["labels"].items())) for a in engine.alerts.values()
                              if a["alertname"] == chk.alertname)
+                if seen is not None:
+                    seen(case, chk, [(st, dict(lab)) for st, lab in got])
                 want = chk.exp_alerts
                 ok = len(got) == len(want) and all(
                     any(st == w.state and all(dict(lab).get(k) == v for k, v in w.labels.items())

@@ -8,7 +8,7 @@ import sys
 
 from .. import __version__
 from ..config import EX_CONFIG, ConfigError
-from .alerts import cmd_alerts, cmd_rules, cmd_rules_test
+from .alerts import cmd_alerts, cmd_rules, cmd_rules_export, cmd_rules_test
 from .common import EX_OK, count_arg, duration_arg
 from .configure import catalogue_markdown, cmd_catalogue, cmd_config
 from .dashboards import cmd_dashboards
@@ -70,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     rt = rsub.add_parser("test", parents=[common], help="run rule tests: fixture series and expected alert states")
     rt.add_argument("file")
     rt.set_defaults(func=cmd_rules_test)
+    rx = rsub.add_parser("export", parents=[common], help="write rules for another rule engine (Prometheus, Mimir's "
+                                                          "ruler, vmalert)")
+    rx.add_argument("file", nargs="?", default="default", help="a rule file, or default (the built-in pack)")
+    rx.add_argument("--format", choices=["prometheus"], default="prometheus")
+    rx.add_argument("--out", "-o", metavar="FILE", help="write here (default: standard output)")
+    rx.add_argument("--tests", metavar="TEST_FILE", help="also convert these rule tests to a promtool test file")
+    rx.add_argument("--tests-out", metavar="FILE", help="where the promtool test file goes (with --tests)")
+    rx.add_argument("--no-annotations", action="store_true", help="leave summaries out (promtool tests compare "
+                                                                  "annotations rendered by Prometheus)")
+    rx.set_defaults(func=cmd_rules_export)
 
     dsh = sub.add_parser("dashboards", parents=[common], help="Grafana dashboards")
     dsub = dsh.add_subparsers(dest="dash_command", required=True, metavar="COMMAND")

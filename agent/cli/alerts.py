@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import sys
 import time
@@ -169,4 +170,41 @@ def cmd_rules(args) -> int:
     if problems:
         return EX_CONFIG
     print(f"{args.file}: OK, {len(rules)} rules")
+    return EX_OK
+
+
+def cmd_rules_export(args) -> int:
+    """The rules (the default pack or a file) for Prometheus' rule engine; with --tests, their tests for promtool."""
+    import yaml
+
+    from ..alerts.promql import NotExportable, export, export_tests
+    from ..alerts.rules import load_rules
+    from ..registry import default_registry
+
+    registry = default_registry()
+    cat = registry.catalogue()
+    files = registry.rule_files() if args.file == "default" else [Path(args.file)]
+    rules = [r for f in files for r in load_rules(f)]  # ConfigError: exit 78
+    try:
+        doc = export(rules, cat, annotations=not args.no_annotations)
+        tests = None
+        if args.tests:
+            if not args.out or not args.tests_out:
+                print("aifactory: rules export --tests needs --out and --tests-out (the test file names the rule "
+                      "file)", file=sys.stderr)
+                return EX_CONFIG
+            tests = export_tests(Path(args.tests), registry.rule_files(), rules, cat,
+                                 os.path.relpath(Path(args.out).resolve(), Path(args.tests_out).resolve().parent))
+    except NotExportable as e:
+        print(f"aifactory: rules export: {e}", file=sys.stderr)
+        return EX_FAIL
+    head = ("# Exported by `aifactory rules export --format prometheus` from the agent's rules: names as /metrics\n"
+            "# and remote write expose them (docs/prometheus.md). Regenerate rather than edit.\n")
+    text = head + yaml.safe_dump(doc, sort_keys=False, width=200, allow_unicode=True)
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        sys.stdout.write(text)
+    if tests is not None:
+        Path(args.tests_out).write_text(head + yaml.safe_dump(tests, sort_keys=False, width=200, allow_unicode=True))
     return EX_OK
