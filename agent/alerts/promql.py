@@ -16,6 +16,10 @@ which keeps the alert's labels (its value there is ALERTS' 1). docs/prometheus.m
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import yaml
+
 from ..prom import label_name, prom_metric
 from .expr import Node, Selector
 
@@ -86,8 +90,12 @@ def rule_expr(rule, cat) -> str:
     return f"{expr} or ({firing} unless {to_promql(rule.clear, cat)})"
 
 
-def export(rules: list, cat, annotations: bool = True) -> dict:
-    """A Prometheus rule file (groups of alerting rules) for the compiled rules, in their groups' order."""
+RECORDING = Path(__file__).with_name("prometheus_recording.yaml")
+
+
+def export(rules: list, cat, annotations: bool = True, recording: bool = True) -> dict:
+    """A Prometheus rule file: groups of alerting rules for the compiled rules, in their groups' order, and (with
+    `recording`) the recording rules of the rack and facility scopes (prometheus_recording.yaml)."""
     groups: dict[str, list] = {}
     for r in rules:
         rr = r.rule
@@ -100,15 +108,16 @@ def export(rules: list, cat, annotations: bool = True) -> dict:
             if notes:
                 out["annotations"] = notes
         groups.setdefault(r.group, []).append(out)
-    return {"groups": [{"name": g, "rules": rs} for g, rs in groups.items()]}
+    out = [{"name": g, "rules": rs} for g, rs in groups.items()]
+    if recording:
+        out += yaml.safe_load(RECORDING.read_text())["groups"]
+    return {"groups": out}
 
 
 def export_tests(path, defaults: list, rules: list, cat, rule_file: str) -> dict:
     """The agent's rule tests (agent/alerts/testing.py) as a `promtool test rules` file over the exported rules:
     series named and scaled as Prometheus holds them, and each check expecting the firing alerts with the full
     labels the agent's own engine gave them, so the two engines are held to the same answers."""
-    from pathlib import Path
-
     from ..config import load_yaml
     from .testing import TestFile, _series, expand, run_tests
 

@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     rx.add_argument("--tests-out", metavar="FILE", help="where the promtool test file goes (with --tests)")
     rx.add_argument("--no-annotations", action="store_true", help="leave summaries out (promtool tests compare "
                                                                   "annotations rendered by Prometheus)")
+    rx.add_argument("--no-recording", action="store_true", help="alerting rules only, without the recording rules "
+                                                                "of the rack and facility scopes")
     rx.set_defaults(func=cmd_rules_export)
 
     dsh = sub.add_parser("dashboards", parents=[common], help="Grafana dashboards")

@@ -186,7 +186,7 @@ def cmd_rules_export(args) -> int:
     files = registry.rule_files() if args.file == "default" else [Path(args.file)]
     rules = [r for f in files for r in load_rules(f)]  # ConfigError: exit 78
     try:
-        doc = export(rules, cat, annotations=not args.no_annotations)
+        doc = export(rules, cat, annotations=not args.no_annotations, recording=not args.no_recording)
         tests = None
         if args.tests:
             if not args.out or not args.tests_out:
