@@ -651,3 +651,40 @@ def test_the_exported_default_pack_passes_promtool_check_and_the_agents_own_rule
     test = subprocess.run([promtool, "test", "rules", str(tmp_path / "t" / "rules.test.yml")], capture_output=True,
                           text=True)
     assert test.returncode == 0 and "SUCCESS" in test.stdout, test.stdout[-3000:] + test.stderr[-2000:]
+
+
+@pytest.mark.services
+def test_alerts_fleet_reads_the_agents_alerts_from_a_prometheus_api(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from .services import Prometheus
+
+    prom = Prometheus(tmp_path / "prom", remote_write_receiver=True).start()
+    try:
+        out = rw_output(tmp_path, prom.url)
+        now = time.time_ns()
+        out.append([
+            Sample("alerts", {"host": "n1", "rack": "r1", "alertname": "GpuXidErrors", "severity": "critical",
+                              "gpu": "3"}, {"state": "firing", "firing": True, "value": 79.0,
+                                            "active_seconds": 120.0}, now),
+            Sample("alerts", {"host": "n2", "rack": "r2", "alertname": "DiskAlmostFull", "severity": "warning",
+                              "mount": "/"}, {"state": "pending", "firing": False, "value": 91.5,
+                                              "active_seconds": 30.0}, now)])
+        assert drain(out)
+        out.stop(2)
+        r = subprocess.run([sys.executable, "-m", "agent", "alerts", "--fleet", "--prometheus", prom.url, "--json"],
+                           capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent)
+        assert r.returncode == 0, r.stderr
+        rows = {x["alertname"]: x for x in json.loads(r.stdout)}
+        assert rows["GpuXidErrors"]["state"] == "firing" and rows["GpuXidErrors"]["severity"] == "critical"
+        assert rows["GpuXidErrors"]["host"] == "n1" and rows["GpuXidErrors"]["labels"]["gpu"] == "3"
+        assert rows["GpuXidErrors"]["value"] == 79.0
+        assert rows["DiskAlmostFull"]["state"] == "pending" and rows["DiskAlmostFull"]["value"] == 91.5
+        r = subprocess.run([sys.executable, "-m", "agent", "alerts", "--fleet", "--prometheus", prom.url,
+                            "--fail-on", "critical"], capture_output=True, text=True, timeout=60,
+                           cwd=Path(__file__).resolve().parent.parent)
+        assert r.returncode == 1 and "GpuXidErrors" in r.stdout
+    finally:
+        prom.stop()

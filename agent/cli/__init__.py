@@ -53,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--json", action="store_true")
     a.add_argument("--fail-on", choices=["info", "warning", "critical"],
                    help="exit 1 when an alert of this severity or higher is firing")
-    a.add_argument("--fleet", action="store_true", help="every node's alerts, from InfluxDB")
+    a.add_argument("--fleet", action="store_true", help="every node's alerts, from InfluxDB (or --prometheus)")
+    a.add_argument("--prometheus", metavar="URL", help="with --fleet: a Prometheus-compatible query API (Prometheus, "
+                                                       "VictoriaMetrics, Mimir's /prometheus) holding the agents' "
+                                                       "alerts (scraped or remote-written)")
     a.add_argument("--group-by", choices=["host", "rack"], help="with --fleet: group (default host)")
     a.add_argument("--url", help="with --fleet: InfluxDB URL (default: the config's influxdb output)")
     a.add_argument("--database", help="with --fleet: database / v1-mapped bucket")

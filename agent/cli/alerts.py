@@ -63,9 +63,67 @@ def cmd_alerts(args) -> int:
     return EX_OK
 
 
+def prometheus_alert_rows(url: str, since: float, username: str | None, password_file: str | None,
+                          token_file: str | None) -> list[dict]:
+    """The agents' alerts from a Prometheus-compatible query API: each alert's latest state (an info series) and
+    value within `since`, as the InfluxDB path gives them."""
+    import base64
+    import urllib.parse
+    import urllib.request
+
+    from ..secrets import read_secret
+
+    headers = {}
+    token = read_secret("alerts --fleet token_file", token_file) if token_file else None
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    elif username:
+        password = read_secret("alerts --fleet password_file", password_file) if password_file else ""
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{username}:{password or ''}".encode()).decode()
+
+    def query(q: str) -> list[dict]:
+        req = urllib.request.Request(url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": q}),
+                                     headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                doc = json.loads(r.read())
+        except (OSError, ValueError) as e:
+            raise ConfigError([f"--fleet: {url}: {e}"]) from None
+        if doc.get("status") != "success":
+            raise ConfigError([f"--fleet: {url}: {doc.get('error') or doc}"])
+        return doc["data"]["result"]
+
+    window = f"{int(since)}s"
+    values = {}
+    for r in query(f"last_over_time(aifactory_alerts_value[{window}])"):
+        m = {k: v for k, v in r["metric"].items() if k not in ("__name__", "job", "instance")}
+        values[tuple(sorted(m.items()))] = float(r["value"][1])
+    rows = []
+    for r in query(f"last_over_time(aifactory_alerts_state_info[{window}])"):
+        m = {k: v for k, v in r["metric"].items() if k not in ("__name__", "job", "instance")}
+        state = m.pop("state", "")
+        key = tuple(sorted(m.items()))
+        tags = dict(m)
+        rows.append({"alertname": tags.pop("alertname", ""), "severity": tags.pop("severity", "warning"),
+                     "state": state, "value": values.get(key), "active_seconds": None,
+                     "host": tags.get("host", ""), "rack": tags.get("rack", ""),
+                     "labels": {k: v for k, v in tags.items() if v}, "time_ns": int(float(r["value"][0]) * 1e9)})
+    return rows
+
+
 def fleet_alerts(args, config: Config) -> int:
-    """Alerts of every node, from the `alerts` measurement the agents write to InfluxDB (InfluxQL)."""
+    """Alerts of every node, from the `alerts` measurement the agents write to InfluxDB (InfluxQL), or to a
+    Prometheus-compatible store (--prometheus)."""
     from ..influxql import InfluxQL, InfluxQLOptions, QueryError
+
+    if args.prometheus:
+        try:
+            rows = prometheus_alert_rows(args.prometheus, args.since or 900.0, args.username, args.password_file,
+                                         args.token_file)
+        except ConfigError as e:
+            print(f"aifactory: {e}", file=sys.stderr)
+            return EX_FAIL
+        return show_fleet(args, rows)
 
     out = next((o for o in config.settings.outputs.influxdb if o.enabled), None)
     opts = {"url": args.url or (out.url if out else None),
@@ -99,6 +157,10 @@ def fleet_alerts(args, config: Config) -> int:
                      "state": r.get("state") or "", "value": r.get("value"), "active_seconds": r.get("active"),
                      "host": tags.get("host", ""), "rack": tags.get("rack", ""),
                      "labels": {k: v for k, v in tags.items() if v}, "time_ns": r.get("time")})
+    return show_fleet(args, rows)
+
+
+def show_fleet(args, rows: list[dict]) -> int:
     if args.state != "all":
         rows = [r for r in rows if r["state"] == args.state]
     if args.severity:
