@@ -163,7 +163,7 @@ class Prometheus:
     and (remote_write_receiver) accepting remote write at /api/v1/write."""
 
     def __init__(self, root: Path, scrape: list[str] = (), interval: str = "1s",
-                 remote_write_receiver: bool = False) -> None:
+                 remote_write_receiver: bool = False, rule_files: list[Path] = ()) -> None:
         self.exe = need("prometheus", "prometheus")
         self.root = root
         self.port = free_port()
@@ -171,13 +171,14 @@ class Prometheus:
         self.scrape = list(scrape)
         self.interval = interval
         self.receiver = remote_write_receiver
+        self.rule_files = [str(f) for f in rule_files]
         self.proc = None
 
     def start(self) -> Prometheus:
         self.root.mkdir(parents=True, exist_ok=True)
         cfg = {"global": {"scrape_interval": self.interval, "evaluation_interval": self.interval},
                "scrape_configs": [{"job_name": "aifactory", "static_configs": [{"targets": self.scrape}]}]
-               if self.scrape else []}
+               if self.scrape else [], "rule_files": self.rule_files}
         (self.root / "prometheus.yml").write_text(json.dumps(cfg))
         args = [self.exe, f"--config.file={self.root / 'prometheus.yml'}", f"--storage.tsdb.path={self.root / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"]
@@ -191,6 +192,14 @@ class Prometheus:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(15)
+
+    def query_range(self, q: str, start: float, end: float, step: float = 60.0) -> list[dict]:
+        args = {"query": q, "start": str(start), "end": str(end), "step": str(step)}
+        with urllib.request.urlopen(f"{self.url}/api/v1/query_range?{urllib.parse.urlencode(args)}",
+                                    timeout=60) as r:
+            doc = json.loads(r.read())
+        assert doc["status"] == "success", doc
+        return doc["data"]["result"]
 
     def query(self, q: str, at: float | None = None) -> list[dict]:
         """An instant query's result vector: [{"metric": {...}, "value": [ts, "v"]}]."""

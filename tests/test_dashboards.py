@@ -4,6 +4,7 @@ a real InfluxDB 1.6.7 loaded with an hour of a scenario written by the agent's o
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -52,7 +53,26 @@ def test_uids_unique_and_committed_json_equals_a_fresh_build():
     for n in BOARDS:
         committed = (OUT / f"aifactory-{n}.json").read_text()
         assert committed == render(BOARDS[n]), f"dashboards/aifactory-{n}.json is stale: run aifactory dashboards build"
+        committed = (OUT / "prometheus" / f"aifactory-{n}.json").read_text()
+        assert committed == render(BOARDS[n], "prometheus"), \
+            f"dashboards/prometheus/aifactory-{n}.json is stale: run aifactory dashboards build --datasource prometheus"
 
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_every_query_of_a_board_has_its_promql_over_exported_names(name):
+    from agent.prom import prom_metric
+
+    exported = {prom_metric(m.measurement, m.field, m).name for m in CAT}
+    d = json.loads(render(BOARDS[name], "prometheus"))
+    assert d["templating"]["list"][0]["query"] == "prometheus"
+    assert all(v.get("query") for v in d["templating"]["list"][1:]), "a variable without its label_values()"
+    for p in BOARDS[name].panels():
+        for q in p.queries:
+            assert q.promql, (name, p.title)
+            names = q.prom_names()
+            assert names and set(names) <= exported, (name, p.title, set(names) - exported)
+    for p in d["panels"]:
+        assert all(t["expr"] and t["datasource"]["type"] == "prometheus" for t in p.get("targets", [])), p["title"]
 
 def test_dashboards_use_only_catalogue_names():
     for n, board in BOARDS.items():
@@ -455,3 +475,105 @@ def test_render_examples_script_draws_every_board(influxd, tmp_path):
                         "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(f"dashboard-{n}.png" for n in BOARDS)
+
+
+# --- the PromQL variant on a real Prometheus, loaded with the same scenario through remote write -------------------
+
+
+def prom_substitute(q: str, selected: dict[str, str] | None = None) -> str:
+    """The PromQL as Grafana sends it: each variable its selected value, or "All" (.*); Grafana's interval macros."""
+    q = q.replace("$__rate_interval", "4m").replace("$__interval", "1m").replace("$__range", "2h")
+    q = q.replace("$price_per_kwh", "0.12").replace("$grid_g_per_kwh", "350")
+    selected = selected or {}
+    return re.sub(r"\$(site|cluster|rack|host|gpu)\b", lambda m: re.escape(selected.get(m.group(1), "")) or ".*", q)
+
+
+@pytest.fixture(scope="module")
+def prom_loaded(tmp_path_factory):
+    """A Prometheus 2.42 receiving both sites' scenario through the agent's remote-write output (per-process and
+    per-job series included), with the exported rules (alerts and the recording rules, evaluated every 2 s)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from agent.outputs.remote_write import RemoteWriteOptions, RemoteWriteOutput
+
+    from .services import Prometheus
+    from .test_prometheus import drain
+
+    root = tmp_path_factory.mktemp("prom-dash")
+    rules = root / "rules.yml"
+    r = subprocess.run([sys.executable, "-m", "agent", "rules", "export", "-o", str(rules)], capture_output=True,
+                       text=True, cwd=Path(__file__).resolve().parent.parent, timeout=120)
+    assert r.returncode == 0, r.stderr
+    doc = yaml.safe_load(rules.read_text())
+    for g in doc["groups"]:
+        g["interval"] = "2s"
+    rules.write_text(yaml.safe_dump(doc, sort_keys=False))
+    prom = Prometheus(root / "prom", remote_write_receiver=True, rule_files=[rules]).start()
+    now = time.time_ns()
+    samples = []
+    for site in SITES:
+        samples += scenario(now, site)[0]
+    out = RemoteWriteOutput(RemoteWriteOptions(url=prom.url + "/api/v1/write", include=["processes", "jobs"],
+                                               flush_interval=0.05, batch_size=5000), root, CAT)
+    out.start()
+    out.append(sorted(samples, key=lambda s: s.ts))
+    assert drain(out, 120) and out.stats()["rejected_points_total"] == 0
+    out.stop(5)
+    time.sleep(5)  # two rule evaluations over the loaded hour
+    yield prom, now / 1e9
+    prom.stop()
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_every_promql_panel_query_returns_data(prom_loaded, name):
+    prom, now = prom_loaded
+    for p in BOARDS[name].panels():
+        for q in p.queries:
+            res = prom.query_range(prom_substitute(q.promql), now - 3600, now + 60)
+            values = [v for s in res for _, v in s["values"] if v not in ("NaN", "+Inf", "-Inf")]
+            assert values, (name, p.title, prom_substitute(q.promql))
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("site", sorted(SITES))
+def test_promql_pue_and_tokens_per_joule_panels_equal_the_scenario(prom_loaded, site):
+    prom, now = prom_loaded
+    facts = SITES[site]
+    panels = {p.title: p for p in BOARDS["efficiency"].panels()}
+
+    def instant(title):
+        res = prom.query(prom_substitute(panels[title].queries[0].promql, {"site": site}), now + 30)
+        (value,) = [float(r["value"][1]) for r in res]
+        return value
+
+    for title in ("PUE, last 24 h (energy)", "PUE, last 7 d (energy)"):
+        assert instant(title) == pytest.approx(facts["total_w"] / facts["it_w"], rel=0.01), title
+    tpj = 2 * facts["tokens_per_min"] / (facts["total_w"] * 60)
+    assert instant("Tokens per kWh (facility)") == pytest.approx(tpj * 3.6e6, rel=0.01)
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("site", sorted(SITES))
+def test_recording_rules_agree_with_the_scenarios_counters(prom_loaded, site):
+    """The rack and facility scopes recorded by Prometheus from the devices' and nodes' counters equal what the
+    scenario's counters say: each rack PDU's power, the site's utility meter against its IT PDUs, the tokens."""
+    prom, now = prom_loaded
+    facts = SITES[site]
+    pdu_w = facts["it_w"] / 10 + 300  # each rack's PDU in the scenario
+    rack_tokens_per_s = (facts["tokens_per_min"] + EMBED_PER_MIN) / 60
+
+    def recorded(name: str) -> dict[str, float]:
+        res = prom.query(f'{name}{{site="{site}"}}', now + 30)
+        return {r["metric"].get("rack", ""): float(r["value"][1]) for r in res}
+
+    it = recorded("rack:aifactory_it_energy_joules:increase5m")
+    assert it and all(v == pytest.approx(pdu_w * 300, rel=0.01) for v in it.values()), it
+    tpj = recorded("rack:aifactory_tokens_per_joule:ratio5m")
+    assert set(tpj) == {"r1", "r2"}
+    assert all(v == pytest.approx(rack_tokens_per_s / pdu_w, rel=0.01) for v in tpj.values()), tpj
+    (pue,) = recorded("site:aifactory_pue:ratio1h").values()
+    assert pue == pytest.approx(facts["total_w"] / (2 * pdu_w), rel=0.01)

@@ -89,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     dsh = sub.add_parser("dashboards", parents=[common], help="Grafana dashboards")
     dsub = dsh.add_subparsers(dest="dash_command", required=True, metavar="COMMAND")
     b = dsub.add_parser("build", parents=[common], help="write the dashboards' JSON (default: dashboards/)")
-    b.add_argument("--out", metavar="DIR")
+    b.add_argument("--out", metavar="DIR", help="default: dashboards/ (InfluxDB), dashboards/prometheus/")
+    b.add_argument("--datasource", choices=["influxdb", "prometheus"], default="influxdb",
+                   help="the query language: InfluxQL or PromQL (the names /metrics and remote write expose)")
     b.set_defaults(func=cmd_dashboards)
     pu = dsub.add_parser("push", parents=[common], help="create or update the dashboards in Grafana (by uid)")
     pu.add_argument("--url", required=True, help="Grafana base URL")

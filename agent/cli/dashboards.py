@@ -10,12 +10,12 @@ from .common import EX_FAIL, EX_OK, EX_USAGE
 
 
 def cmd_dashboards(args) -> int:
-    from ..dashboards import OUT, build, push
+    from ..dashboards import build, push
     from ..registry import default_registry
 
     sections = default_registry().sections()  # the installed collectors' panels
     if args.dash_command == "build":
-        for path in build(sections, Path(args.out) if args.out else OUT):
+        for path in build(sections, Path(args.out) if args.out else None, args.datasource):
             print(path)
         return EX_OK
     from ..secrets import read_secret

@@ -20,16 +20,22 @@ def dashboards(sections: Iterable[Section] = ()) -> dict[str, Dashboard]:
     return {name: make(sections) for name, make in BOARDS.items()}
 
 
-def render(board: Dashboard) -> str:
-    return json.dumps(board.to_json(), indent=2, sort_keys=True) + "\n"
+def render(board: Dashboard, datasource: str = "influxdb") -> str:
+    return json.dumps(board.to_json(datasource), indent=2, sort_keys=True) + "\n"
 
 
-def build(sections: Iterable[Section], out: Path = OUT) -> list[Path]:
+def out_dir(datasource: str) -> Path:
+    """dashboards/ for InfluxDB (as before), dashboards/prometheus/ for the PromQL variant."""
+    return OUT if datasource == "influxdb" else OUT / datasource
+
+
+def build(sections: Iterable[Section], out: Path | None = None, datasource: str = "influxdb") -> list[Path]:
+    out = out or out_dir(datasource)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, board in dashboards(sections).items():
         path = out / f"aifactory-{name}.json"
-        path.write_text(render(board))
+        path.write_text(render(board, datasource))
         written.append(path)
     return written
 

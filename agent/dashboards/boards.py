@@ -12,16 +12,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .model import FH, Constant, Dashboard, Panel, Query, Section, T, Variable, rate_sum
+from .model import FH, PH, RI, Constant, Dashboard, Panel, Query, Section, T, Variable, rate_sum
 
 
 def _vars(with_gpu: bool = False) -> list:
-    out = [Variable("site", "Site", 'SHOW TAG VALUES FROM "agent" WITH KEY = "site"'),
-           Variable("cluster", "Cluster", 'SHOW TAG VALUES FROM "agent" WITH KEY = "cluster"'),
-           Variable("rack", "Rack", 'SHOW TAG VALUES FROM "agent" WITH KEY = "rack"'),
-           Variable("host", "Host", 'SHOW TAG VALUES FROM "agent" WITH KEY = "host"')]
+    out = [Variable("site", "Site", 'SHOW TAG VALUES FROM "agent" WITH KEY = "site"',
+                    promql="label_values(aifactory_agent_uptime_seconds, site)"),
+           Variable("cluster", "Cluster", 'SHOW TAG VALUES FROM "agent" WITH KEY = "cluster"',
+                    promql="label_values(aifactory_agent_uptime_seconds, cluster)"),
+           Variable("rack", "Rack", 'SHOW TAG VALUES FROM "agent" WITH KEY = "rack"',
+                    promql="label_values(aifactory_agent_uptime_seconds, rack)"),
+           Variable("host", "Host", 'SHOW TAG VALUES FROM "agent" WITH KEY = "host"',
+                    promql="label_values(aifactory_agent_uptime_seconds, host)")]
     if with_gpu:
-        out.append(Variable("gpu", "GPU", 'SHOW TAG VALUES FROM "gpu" WITH KEY = "gpu" WHERE "host" =~ /^$host$/'))
+        out.append(Variable("gpu", "GPU", 'SHOW TAG VALUES FROM "gpu" WITH KEY = "gpu" WHERE "host" =~ /^$host$/',
+                            promql='label_values(aifactory_gpu_power_watts{host=~"$host"}, gpu)'))
     return out
 
 
@@ -29,34 +34,47 @@ def fleet(sections: Iterable[Section] = ()) -> Dashboard:
     return Dashboard("aifactory-fleet", "AI factory: fleet overview",
                      "GPUs by state, power, energy, tokens and efficiency, alerts, hottest GPUs.", [
         Panel("GPUs reporting", "stat", [Query(f'SELECT count("p") FROM (SELECT last("power_watts") AS p '
-                                               f'FROM "gpu" {FH} GROUP BY "uuid")')], unit="none", w=4, h=5),
+                                               f'FROM "gpu" {FH} GROUP BY "uuid")',
+                                               promql=f"count(count by (uuid) (aifactory_gpu_power_watts{{{PH}}}))")],
+              unit="none", w=4, h=5),
         Panel("GPUs lost", "stat", [Query(f'SELECT count("l") FROM (SELECT last("lost") AS l FROM "gpu" {FH} '
-                                          'GROUP BY "uuid") WHERE "l" = true')], w=4, h=5,
+                                          'GROUP BY "uuid") WHERE "l" = true',
+                                          promql=f"count(max by (uuid) (aifactory_gpu_lost{{{PH}}}) == 1)")], w=4, h=5,
               thresholds=[(None, "green"), (1, "red")]),
         Panel("GPU power now", "stat", [Query(f'SELECT sum("p") FROM (SELECT last("power_watts") AS p FROM "gpu" '
-                                              f'{FH} GROUP BY "uuid")')], unit="watt", w=4, h=5),
+                                              f'{FH} GROUP BY "uuid")',
+                                              promql=f"sum(aifactory_gpu_power_watts{{{PH}}})")],
+              unit="watt", w=4, h=5),
         Panel("GPU energy, last 24 h", "stat", [Query(
             'SELECT sum("e") FROM (SELECT spread("energy_joules_total") AS e FROM "gpu" WHERE time > now() - 1d '
             'AND "site" =~ /^$site$/ AND "cluster" =~ /^$cluster$/ AND "rack" =~ /^$rack$/ AND "host" =~ /^$host$/ '
-            'GROUP BY "uuid")')],
+            'GROUP BY "uuid")', promql=f"sum(increase(aifactory_gpu_energy_joules_total{{{PH}}}[1d]))")],
             unit="joule", w=4, h=5, description="sum over GPUs of each energy counter's increase over 24 h"),
-        Panel("Tokens per second", "stat", [Query(rate_sum("inference", "generation_tokens_total", FH))],
+        Panel("Tokens per second", "stat", [Query(
+            rate_sum("inference", "generation_tokens_total", FH),
+            promql=f"sum(rate(aifactory_inference_generation_tokens_total{{{PH}}}[{RI}]))")],
               unit="short", w=4, h=5, description="generated tokens, rate of the counters"),
         Panel("Tokens per joule (node scope)", "stat", [Query(
-            f'SELECT mean("generation_tokens_per_joule") FROM "efficiency" {FH} AND "scope" = \'node\'')],
+            f'SELECT mean("generation_tokens_per_joule") FROM "efficiency" {FH} AND "scope" = \'node\'',
+            promql=f'avg(aifactory_efficiency_generation_tokens_per_joule{{{PH},scope="node"}})')],
               unit="short", decimals=3, w=4, h=5),
         Panel("Firing alerts", "stat", [Query(f'SELECT count("f") FROM (SELECT last("firing") AS f FROM "alerts" '
-                                              f'{FH} GROUP BY *) WHERE "f" = true')], w=4, h=5,
+                                              f'{FH} GROUP BY *) WHERE "f" = true',
+                                              promql=f"count(aifactory_alerts_firing{{{PH}}} == 1)")], w=4, h=5,
               thresholds=[(None, "green"), (1, "red")]),
         Panel("GPU power by host", "timeseries", [Query(
             f'SELECT sum("p") FROM (SELECT mean("power_watts") AS p FROM "gpu" {FH} {T}, "host", "uuid") '
-            f'WHERE $timeFilter {T}, "host" fill(none)', legend="$tag_host")], unit="watt", w=10, h=8, stack=True),
+            f'WHERE $timeFilter {T}, "host" fill(none)', legend="$tag_host",
+            promql=f"sum by (host) (aifactory_gpu_power_watts{{{PH}}})")], unit="watt", w=10, h=8, stack=True),
         Panel("Generated tokens per second by model", "timeseries", [Query(
-            rate_sum("inference", "generation_tokens_total", FH, '"model"'), legend="$tag_model")],
+            rate_sum("inference", "generation_tokens_total", FH, '"model"'), legend="$tag_model",
+            promql=f"sum by (model) (rate(aifactory_inference_generation_tokens_total{{{PH}}}[{RI}]))")],
               unit="short", w=10, h=8, stack=True),
         Panel("Hottest GPUs", "table", [Query(
             f'SELECT top("t", "host", "gpu", 10) FROM (SELECT last("temperature_celsius") AS t FROM "gpu" {FH} '
-            'GROUP BY "host", "gpu")', table=True)], unit="celsius", w=24, h=8),
+            'GROUP BY "host", "gpu")', table=True,
+            promql=f"topk(10, max by (host, gpu) (aifactory_gpu_temperature_celsius{{{PH}}}))")],
+              unit="celsius", w=24, h=8),
         *gathered("fleet", sections)], _vars())
 
 
@@ -97,14 +115,18 @@ def node_energy(sections: Iterable[Section] = ()) -> Dashboard:
 def alerts(sections: Iterable[Section] = ()) -> Dashboard:
     return Dashboard("aifactory-alerts", "AI factory: alerts", "Alerts evaluated by the agents on every node.", [
         Panel("Firing", "stat", [Query(f'SELECT count("f") FROM (SELECT last("firing") AS f FROM "alerts" {FH} '
-                                       'GROUP BY *) WHERE "f" = true')], w=6, h=5,
+                                       'GROUP BY *) WHERE "f" = true',
+                                       promql=f"count(aifactory_alerts_firing{{{PH}}} == 1)")], w=6, h=5,
               thresholds=[(None, "green"), (1, "red")]),
         Panel("Alerts now", "table", [Query(
             f'SELECT last("state") AS "state", last("value") AS "value", last("active_seconds") AS "active" '
-            f'FROM "alerts" {FH} GROUP BY "host", "alertname", "severity"', table=True)], w=18, h=10),
+            f'FROM "alerts" {FH} GROUP BY "host", "alertname", "severity"', table=True,
+            promql=f"max by (host, alertname, severity, state) (aifactory_alerts_state_info{{{PH}}})")],
+              w=18, h=10),
         Panel("Firing over time", "state-timeline", [Query(
             f'SELECT last("firing") FROM "alerts" {FH} {T}, "host", "alertname" fill(previous)',
-            legend="$tag_host $tag_alertname")], w=24, h=10),
+            legend="$tag_host $tag_alertname",
+            promql=f"max by (host, alertname) (aifactory_alerts_firing{{{PH}}})")], w=24, h=10),
         *gathered("alerts", sections)], _vars())
 
 

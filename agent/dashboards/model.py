@@ -1,8 +1,10 @@
-"""A small typed layer over Grafana dashboard JSON, with InfluxQL targets.
+"""A small typed layer over Grafana dashboard JSON: one board model, two query languages.
 
-grafana-foundation-sdk has no InfluxDB query model; dashboards here need little more than panels,
-raw InfluxQL targets, units, thresholds, variables and a grid, so this layer writes exactly that
-(Grafana schema version 39) and places panels on the 24-column grid itself, so they never overlap.
+Every query carries InfluxQL (over measurements and fields) and PromQL (over the names /metrics and remote write
+expose, agent/prom.py); a board renders for an InfluxDB or a Prometheus data source. grafana-foundation-sdk has
+no InfluxDB query model; dashboards here need little more than panels, raw targets, units, thresholds, variables
+and a grid, so this layer writes exactly that (Grafana schema version 39) and places panels on the 24-column grid
+itself, so they never overlap.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 SCHEMA_VERSION = 39
+DATASOURCES = ("influxdb", "prometheus")
 DS = {"type": "influxdb", "uid": "${datasource}"}
 
 PanelType = Literal["timeseries", "stat", "gauge", "table", "bargauge", "state-timeline"]
@@ -21,6 +24,12 @@ F = 'WHERE $timeFilter AND "site" =~ /^$site$/ AND "cluster" =~ /^$cluster$/ AND
 FH = F + ' AND "host" =~ /^$host$/'
 FG = FH + ' AND "gpu" =~ /^$gpu$/'
 T = "GROUP BY time($__interval)"
+
+# The same for PromQL: the board's variables as label matchers (an absent label matches "All", which is .*).
+P = 'site=~"$site",cluster=~"$cluster",rack=~"$rack"'
+PH = P + ',host=~"$host"'
+PG = PH + ',gpu=~"$gpu"'
+RI = "$__rate_interval"
 
 
 def rate_sum(meas: str, field: str, where: str, by: str = "") -> str:
@@ -35,6 +44,15 @@ class Query:
     influxql: str
     legend: str = ""  # alias, e.g. "$tag_host gpu $tag_gpu"
     table: bool = False
+    promql: str = ""  # the same figure over the Prometheus names
+
+    def prom_legend(self) -> str:
+        """Grafana's legend for Prometheus: {{label}} where InfluxDB's alias says $tag_label."""
+        return re.sub(r"\$tag_(\w+)", r"{{\1}}", self.legend)
+
+    def prom_names(self) -> list[str]:
+        """The metric names the PromQL reads (for the check against the exported names)."""
+        return re.findall(r"\b(aifactory_[a-z0-9_]+|[a-z]+:aifactory_[a-z0-9_:]+)", self.promql)
 
     def measurements_fields(self) -> list[tuple[str, str]]:
         """(measurement, field) pairs the query reads, for the catalogue check."""
@@ -74,6 +92,7 @@ class Variable:
     label: str
     query: str  # InfluxQL (SHOW TAG VALUES ...)
     multi: bool = True
+    promql: str = ""  # Grafana's label_values(...) for a Prometheus data source
 
 
 @dataclass
@@ -109,7 +128,8 @@ class Dashboard:
     def panels(self) -> list[Panel]:
         return [p for p in self.items if isinstance(p, Panel)]
 
-    def to_json(self) -> dict:
+    def to_json(self, datasource: str = "influxdb") -> dict:
+        ds = {"type": datasource, "uid": "${datasource}"}
         panels, x, y, row_h, pid = [], 0, 0, 0, 1
         for item in self.items:
             if isinstance(item, Row):
@@ -121,17 +141,18 @@ class Dashboard:
                 continue
             if x + item.w > 24:
                 y, x, row_h = y + row_h, 0, 0
-            panels.append(_panel(item, pid, x, y))
+            panels.append(_panel(item, pid, x, y, ds))
             pid, x, row_h = pid + 1, x + item.w, max(row_h, item.h)
-        templating = [{"name": "datasource", "label": "Data source", "type": "datasource", "query": "influxdb",
+        templating = [{"name": "datasource", "label": "Data source", "type": "datasource", "query": datasource,
                        "current": {}, "hide": 0, "refresh": 1}]
         for v in self.variables:
             if isinstance(v, Constant):
                 templating.append({"name": v.name, "label": v.label, "type": "textbox", "query": v.default,
                                    "current": {"text": v.default, "value": v.default}, "hide": 0})
             else:
-                templating.append({"name": v.name, "label": v.label, "type": "query", "datasource": DS,
-                                   "query": v.query, "refresh": 2, "multi": v.multi, "includeAll": True,
+                templating.append({"name": v.name, "label": v.label, "type": "query", "datasource": ds,
+                                   "query": v.promql if datasource == "prometheus" else v.query, "refresh": 2,
+                                   "multi": v.multi, "includeAll": True,
                                    "allValue": ".*", "current": {"text": "All", "value": "$__all"}, "hide": 0,
                                    "sort": 1})
         return {"uid": self.uid, "title": self.title, "description": self.description, "tags": self.tags,
@@ -140,10 +161,15 @@ class Dashboard:
                 "templating": {"list": templating}, "annotations": {"list": []}, "panels": panels}
 
 
-def _panel(p: Panel, pid: int, x: int, y: int) -> dict:
-    targets = [{"refId": chr(ord("A") + i), "datasource": DS, "query": q.influxql, "rawQuery": True,
-                "resultFormat": "table" if q.table else "time_series", "alias": q.legend}
-               for i, q in enumerate(p.queries)]
+def _panel(p: Panel, pid: int, x: int, y: int, ds: dict = DS) -> dict:
+    if ds["type"] == "prometheus":
+        targets = [{"refId": chr(ord("A") + i), "datasource": ds, "expr": q.promql, "legendFormat": q.prom_legend(),
+                    "format": "table" if q.table else "time_series", "instant": q.table or p.type == "stat",
+                    "range": not q.table} for i, q in enumerate(p.queries)]
+    else:
+        targets = [{"refId": chr(ord("A") + i), "datasource": ds, "query": q.influxql, "rawQuery": True,
+                    "resultFormat": "table" if q.table else "time_series", "alias": q.legend}
+                   for i, q in enumerate(p.queries)]
     defaults: dict = {"unit": p.unit, "thresholds": {"mode": "absolute", "steps": [
         {"value": v, "color": c} for v, c in p.thresholds]}}
     if p.decimals is not None:
@@ -161,6 +187,6 @@ def _panel(p: Panel, pid: int, x: int, y: int) -> dict:
     if p.type == "timeseries":
         options = {"legend": {"displayMode": "table", "placement": "bottom", "calcs": ["lastNotNull", "max"]},
                    "tooltip": {"mode": "multi"}}
-    return {"id": pid, "type": p.type, "title": p.title, "description": p.description, "datasource": DS,
+    return {"id": pid, "type": p.type, "title": p.title, "description": p.description, "datasource": ds,
             "gridPos": {"x": x, "y": y, "w": p.w, "h": p.h}, "targets": targets,
             "fieldConfig": {"defaults": defaults, "overrides": []}, "options": options}
