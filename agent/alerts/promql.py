@@ -119,7 +119,7 @@ def export_tests(path, defaults: list, rules: list, cat, rule_file: str) -> dict
     series named and scaled as Prometheus holds them, and each check expecting the firing alerts with the full
     labels the agent's own engine gave them, so the two engines are held to the same answers."""
     from ..config import load_yaml
-    from .testing import TestFile, _series, expand, run_tests
+    from .testing import TestFile, expand, parse_series, run_tests
 
     tf = TestFile.model_validate(load_yaml(Path(path))[0])
     severity = {r.name: (r.rule.severity, r.rule.labels) for r in rules}
@@ -139,7 +139,7 @@ def export_tests(path, defaults: list, rules: list, cat, rule_file: str) -> dict
     for case in tf.tests:
         series = []
         for s in case.input_series:
-            meas, field, tags = _series(s.series)
+            meas, field, tags = parse_series(s.series)
             m = cat.get(meas, field) if cat is not None else None
             pm = prom_metric(meas, field, m)
             labels = ",".join(f'{label_name(k)}="{v}"' for k, v in sorted(tags.items()))

@@ -87,7 +87,8 @@ def expand(values: str) -> list[float | None]:
     return out
 
 
-def _series(text: str) -> tuple[str, str, dict[str, str]]:
+def parse_series(text: str) -> tuple[str, str, dict[str, str]]:
+    """An input series of a rule test: (measurement, field, tags)."""
     sel = Parser(text).selector()
     if any(op != "=" for _, op, _ in sel.matchers):
         raise ExprError("input series take only = matchers")
@@ -114,7 +115,7 @@ def run_tests(path: Path, defaults: list[Path], seen=None) -> list[str]:
         timeline: dict[float, list[Sample]] = {}
         for s in case.input_series:
             try:
-                meas, field, tags = _series(s.series)
+                meas, field, tags = parse_series(s.series)
                 vals = expand(s.values)
             except (ExprError, ValueError) as e:
                 raise ConfigError([f"{path}: test {case.name!r}: series {s.series!r}: {e}"]) from None
