@@ -124,6 +124,8 @@ def scenario(now_ns: int, site: str = "fra1") -> tuple[list[Sample], dict]:
                     "temperature_celsius": 60.0 + int(g) + (5 if rack == "r2" else 0) + facts["hot"],
                     "memory_temperature_celsius": 70.0 + facts["hot"],
                     "sm_clock_hertz": 1.98e9, "lost": rack == "r2" and g == "1" and i > 50, "xid_errors_total": 0,
+                    "sm_active_percent": 88.0, "tensor_active_percent": 45.0 + facts["hot"],
+                    "dram_active_percent": 60.0,
                     "ecc_uncorrected_volatile_total": 0,
                     "throttle_power_cap_seconds_total": 0.1 * t, "throttle_power_brake_seconds_total": 0.0,
                     "throttle_hw_thermal_seconds_total": 0.0, "throttle_sw_thermal_seconds_total": 0.0,

@@ -308,3 +308,107 @@ def test_a_state_file_from_before_the_ledger_in_millijoules_is_read_as_joules(tm
     f = gpu_fields(cycle(col, 10**9))
     assert f["energy_joules_total"] == pytest.approx(9_876_543.21 + 5_000.0) and f["energy_resets_total"] == 1
     col.close()
+
+
+# --- GPM: profiling metrics over each window (Hopper+) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile,want", [
+    ("H100-SXM", {"sm_active_percent": 91.0, "sm_occupancy_percent": 38.5, "tensor_active_percent": 52.0,
+                  "tensor_hmma_active_percent": 49.5, "dram_active_percent": 61.0, "fp16_active_percent": 24.0,
+                  "nvdec_active_percent": 5.0, "pcie_rx_bytes_per_second": 2400.0 * 2**20,
+                  "nvlink_tx_bytes_per_second": 150_000.0 * 2**20}),
+    ("H200-SXM", {"sm_active_percent": 78.0, "tensor_active_percent": 31.0, "dram_active_percent": 83.0}),
+    ("GH200", {"sm_active_percent": 91.0, "tensor_active_percent": 52.0}),
+])
+def test_hopper_gpus_report_sm_tensor_and_dram_activity_over_each_window(profile, want):
+    import time
+
+    nvml = fleet(profile)
+    col = make(nvml, processes=False)
+    first = gpu_fields(cycle(col, 1))
+    assert "sm_active_percent" not in first  # one sample: no window yet
+    time.sleep(0.11)  # NVML wants the two samples more than 100 ms apart
+    f = gpu_fields(cycle(col, 2))
+    col.close()
+    for k, v in want.items():
+        assert f[k] == v, k
+    if profile == "GH200":  # this driver answers no per-precision tensor metrics: left out, the rest kept
+        assert not {"tensor_hmma_active_percent", "tensor_imma_active_percent"} & set(f)
+
+
+def test_a_gpu_without_gpm_is_said_once_and_not_asked_again(caplog):
+    import logging
+    import time
+
+    nvml = fleet("A100-SXM")
+    col = make(nvml, processes=False)
+    caplog.set_level(logging.INFO)
+    for ts in (1, 2, 3):
+        f = gpu_fields(cycle(col, ts))
+        time.sleep(0.11)
+    col.close()
+    assert not [k for k in f if k.endswith("_active_percent")] and f["power_watts"] > 0
+    assert caplog.text.count("no GPM") == 1 and nvml.calls["gpm"] == 1
+
+
+def test_gpm_per_mig_instance_fills_the_mig_rows():
+    import time
+
+    mig = [{"uuid": f"MIG-{gi}", "gpu_instance_id": gi, "compute_instance_id": 0, "profile": "3g.40gb",
+            "memory_used": 2**30, "memory_total": 40 * 2**30} for gi in (1, 2)]
+    nvml = FakeNvml([FakeGpu("H100-SXM", 0, mig=mig)])
+    col = make(nvml, processes=False)
+    cycle(col, 1)
+    time.sleep(0.11)
+    samples = cycle(col, 2)
+    col.close()
+    rows = {s.tags["gpu_instance"]: s.fields for s in samples if s.measurement == "gpu_mig"}
+    assert rows["1"]["sm_utilization_percent"] == 42.5 and rows["1"]["tensor_active_percent"] == 30.0
+    assert rows["2"]["sm_occupancy_percent"] == 2.0 and rows["2"]["dram_active_percent"] == 3.0
+    assert "sm_active_percent" not in gpu_fields(samples)  # on a MIG-enabled GPU GPM is per instance
+
+
+def test_the_adapter_takes_two_gpm_samples_in_turn_and_honours_each_metrics_return_code():
+    """collectors.gpu.nvml.Nvml over pynvml's own GPM structures and constants (nvidia-ml-py), its calls stood in:
+    the samples are allocated once and reused in turn, the first window raises NotFound, a metric whose
+    nvmlReturn is NOT_SUPPORTED (3) is left out, the samples are freed at the end."""
+    import types
+
+    pynvml = pytest.importorskip("pynvml")
+    from collectors.gpu.errors import NvmlNotFound
+    from collectors.gpu.nvml import Nvml
+
+    allocated, taken, freed = [], [], []
+
+    def alloc():
+        s = pynvml.c_nvmlGpmSample_t()
+        allocated.append(s)
+        return s
+
+    def metrics_get(req):
+        for i in range(req.numMetrics):
+            mid = req.metrics[i].metricId
+            req.metrics[i].nvmlReturn = 3 if mid == pynvml.NVML_GPM_METRIC_IMMA_TENSOR_UTIL else 0
+            req.metrics[i].value = float(mid)  # each metric's id as its value: the mapping is visible
+        return req
+
+    n = types.SimpleNamespace(**{k: getattr(pynvml, k) for k in dir(pynvml) if k.startswith(("NVML_", "c_"))})
+    n.NVMLError = pynvml.NVMLError
+    n.nvmlGpmSampleAlloc = alloc
+    n.nvmlGpmSampleGet = lambda h, s: taken.append(s)
+    n.nvmlGpmMetricsGet = metrics_get
+    n.nvmlGpmSampleFree = freed.append
+    a = Nvml()
+    a.n = n
+    state: dict = {}
+    with pytest.raises(NvmlNotFound):
+        a.gpm_metrics("h", state, "gpu")
+    got = a.gpm_metrics("h", state, "gpu")
+    a.gpm_metrics("h", state, "gpu")
+    assert len(allocated) == 2 and taken == [allocated[0], allocated[1], allocated[0]]
+    for name in ("SM_UTIL", "DRAM_BW_UTIL", "NVLINK_TOTAL_RX_PER_SEC"):
+        assert got[name] == getattr(pynvml, "NVML_GPM_METRIC_" + name)
+    assert "IMMA_TENSOR_UTIL" not in got
+    a.gpm_free(state)
+    assert freed == allocated and state == {}

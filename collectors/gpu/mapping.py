@@ -47,6 +47,34 @@ class XidCounter:
         self.last: dict[str, int] = {}
 
 
+# GPM metric (nvml.h NVML_GPM_METRIC_*) -> the gpu field it fills; per-second counts are MiB/s
+GPM_FIELDS = {"SM_UTIL": "sm_active_percent", "SM_OCCUPANCY": "sm_occupancy_percent",
+              "ANY_TENSOR_UTIL": "tensor_active_percent", "HMMA_TENSOR_UTIL": "tensor_hmma_active_percent",
+              "IMMA_TENSOR_UTIL": "tensor_imma_active_percent", "DFMA_TENSOR_UTIL": "tensor_dfma_active_percent",
+              "DRAM_BW_UTIL": "dram_active_percent", "FP64_UTIL": "fp64_active_percent",
+              "FP32_UTIL": "fp32_active_percent", "FP16_UTIL": "fp16_active_percent",
+              "INTEGER_UTIL": "integer_active_percent", "GRAPHICS_UTIL": "graphics_active_percent",
+              "NVOFA_0_UTIL": "nvofa_active_percent"}
+GPM_RATES = {"PCIE_TX_PER_SEC": "pcie_tx_bytes_per_second", "PCIE_RX_PER_SEC": "pcie_rx_bytes_per_second",
+             "NVLINK_TOTAL_TX_PER_SEC": "nvlink_tx_bytes_per_second",
+             "NVLINK_TOTAL_RX_PER_SEC": "nvlink_rx_bytes_per_second"}
+GPM_ENGINES = {"NVDEC_": "nvdec_active_percent", "NVJPG_": "nvjpg_active_percent"}  # averaged over engines
+MIB = 1 << 20
+
+
+def gpm_fields(gpm: dict | None) -> dict:
+    """GPM metrics (name -> value) as gpu fields; absent metrics stay absent."""
+    if not gpm:
+        return {}
+    out = {field: round(gpm[m], 3) for m, field in GPM_FIELDS.items() if m in gpm}
+    out.update({field: round(gpm[m] * MIB, 1) for m, field in GPM_RATES.items() if m in gpm})
+    for prefix, field in GPM_ENGINES.items():
+        engines = [v for k, v in gpm.items() if k.startswith(prefix)]
+        if engines:
+            out[field] = round(sum(engines) / len(engines), 3)
+    return out
+
+
 def map_gpu(r: GpuReading, acc: Accumulator, energy: EnergyTracker, xids: XidCounter,
             driver_version: str = "", cuda_version: str = "") -> None:
     s = r.static
@@ -134,6 +162,7 @@ def map_gpu(r: GpuReading, acc: Accumulator, energy: EnergyTracker, xids: XidCou
     f["last_xid"] = xids.last.get(uuid, 0)
     if r.links:
         f["nvlink_links_active"] = sum(1 for lk in r.links.values() if lk.get("active"))
+    f.update(gpm_fields(v.get("gpm")))
     acc.add("gpu", f, ptags)
     acc.add("gpu_info", {"driver_version": driver_version, "cuda_version": cuda_version,
                          "vbios_version": s.vbios, "serial": s.serial}, tags)
@@ -151,7 +180,11 @@ def map_gpu(r: GpuReading, acc: Accumulator, energy: EnergyTracker, xids: XidCou
                  "slurm_job": p.slurm_job, "pod": p.pod,
                  "gpu_instance": "" if p.gpu_instance is None else str(p.gpu_instance)})
     for m in r.mig:
+        gpm = m.get("gpm") or {}
         acc.add("gpu_mig", {"memory_used_bytes": m.get("memory_used"), "memory_total_bytes": m.get("memory_total"),
-                            "sm_utilization_percent": m.get("sm_utilization_percent")},
+                            "sm_utilization_percent": gpm.get("SM_UTIL"),
+                            "sm_occupancy_percent": gpm.get("SM_OCCUPANCY"),
+                            "tensor_active_percent": gpm.get("ANY_TENSOR_UTIL"),
+                            "dram_active_percent": gpm.get("DRAM_BW_UTIL")},
                 {**tags, "mig_uuid": m["uuid"], "gpu_instance": str(m["gpu_instance_id"]),
                  "compute_instance": str(m["compute_instance_id"]), "profile": m["profile"]})

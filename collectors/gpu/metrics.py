@@ -11,7 +11,47 @@ def g(field, kind, unit, desc):
     return Metric("gpu", field, kind, unit, desc, _G + ("source", "scope"))
 
 
+# GPM (Hopper+) over each collection window, beside dcgm-exporter's DCGM_FI_PROF_* (docs/gpu.md has the map)
+GPM_GAUGES = (
+    ("sm_active_percent", "time at least one warp was resident on an SM, averaged over the SMs (GPM SM_UTIL; "
+     "DCGM_FI_PROF_SM_ACTIVE)"),
+    ("sm_occupancy_percent", "warps resident on the SMs as a share of the maximum (GPM SM_OCCUPANCY; "
+     "DCGM_FI_PROF_SM_OCCUPANCY)"),
+    ("tensor_active_percent", "time any tensor pipe was active (GPM ANY_TENSOR_UTIL; DCGM_FI_PROF_PIPE_TENSOR_ACTIVE)"),
+    ("tensor_hmma_active_percent", "time the half-precision tensor pipe was active (GPM HMMA_TENSOR_UTIL; "
+     "DCGM_FI_PROF_PIPE_TENSOR_HMMA_ACTIVE)"),
+    ("tensor_imma_active_percent", "time the integer tensor pipe was active (GPM IMMA_TENSOR_UTIL; "
+     "DCGM_FI_PROF_PIPE_TENSOR_IMMA_ACTIVE)"),
+    ("tensor_dfma_active_percent", "time the FP64 tensor pipe was active (GPM DFMA_TENSOR_UTIL; "
+     "DCGM_FI_PROF_PIPE_TENSOR_DFMA_ACTIVE)"),
+    ("dram_active_percent", "device memory bandwidth in use as a share of the peak (GPM DRAM_BW_UTIL; "
+     "DCGM_FI_PROF_DRAM_ACTIVE)"),
+    ("fp64_active_percent", "time the FP64 pipe was active (GPM FP64_UTIL; DCGM_FI_PROF_PIPE_FP64_ACTIVE)"),
+    ("fp32_active_percent", "time the FP32 pipe was active (GPM FP32_UTIL; DCGM_FI_PROF_PIPE_FP32_ACTIVE)"),
+    ("fp16_active_percent", "time the FP16 pipe was active (GPM FP16_UTIL; DCGM_FI_PROF_PIPE_FP16_ACTIVE)"),
+    ("integer_active_percent", "time the integer pipe was active (GPM INTEGER_UTIL; DCGM_FI_PROF_PIPE_INT_ACTIVE)"),
+    ("graphics_active_percent", "time the graphics or compute engine was active (GPM GRAPHICS_UTIL; "
+     "DCGM_FI_PROF_GR_ENGINE_ACTIVE)"),
+    ("nvdec_active_percent", "video decoders' activity, averaged over the engines (GPM NVDEC_n_UTIL; "
+     "DCGM_FI_PROF_NVDEC_n_ACTIVE)"),
+    ("nvjpg_active_percent", "JPEG decoders' activity, averaged over the engines (GPM NVJPG_n_UTIL; "
+     "DCGM_FI_PROF_NVJPG_n_ACTIVE)"),
+    ("nvofa_active_percent", "optical-flow accelerator activity (GPM NVOFA_0_UTIL; DCGM_FI_PROF_NVOFA0_ACTIVE)"),
+)
+GPM_RATES = (
+    ("pcie_tx_bytes_per_second", "PCIe bytes sent per second over the window (GPM PCIE_TX_PER_SEC; "
+     "DCGM_FI_PROF_PCIE_TX_BYTES)"),
+    ("pcie_rx_bytes_per_second", "PCIe bytes received per second over the window (GPM PCIE_RX_PER_SEC; "
+     "DCGM_FI_PROF_PCIE_RX_BYTES)"),
+    ("nvlink_tx_bytes_per_second", "NVLink bytes sent per second, all links, over the window (GPM "
+     "NVLINK_TOTAL_TX_PER_SEC; DCGM_FI_PROF_NVLINK_TX_BYTES)"),
+    ("nvlink_rx_bytes_per_second", "NVLink bytes received per second, all links, over the window (GPM "
+     "NVLINK_TOTAL_RX_PER_SEC; DCGM_FI_PROF_NVLINK_RX_BYTES)"),
+)
+
 METRICS = (
+    *(g(f, G, "percent", d) for f, d in GPM_GAUGES),
+    *(g(f, G, "bytes_per_second", d) for f, d in GPM_RATES),
     g("lost", G, "bool", "the GPU stopped answering NVML (GPU_IS_LOST); other fields are absent while lost"),
     g("utilization_percent", G, "percent", "time one or more kernels ran over the driver's sample period"),
     g("memory_utilization_percent", G, "percent", "time device memory was read or written"),
@@ -102,6 +142,11 @@ METRICS = (
            _G + ("mig_uuid", "gpu_instance", "compute_instance", "profile")),
     Metric("gpu_mig", "sm_utilization_percent", G, "percent", "SM utilization of this MIG instance (GPM, Hopper+)",
            _G + ("mig_uuid", "gpu_instance", "compute_instance", "profile")),
+    *(Metric("gpu_mig", f, G, "percent", f"{d} of this MIG GPU instance (GPM, Hopper+)",
+             _G + ("mig_uuid", "gpu_instance", "compute_instance", "profile"))
+      for f, d in (("sm_occupancy_percent", "warps resident on the SMs as a share of the maximum"),
+                   ("tensor_active_percent", "time any tensor pipe was active"),
+                   ("dram_active_percent", "device memory bandwidth in use as a share of the peak"))),
     Metric("gpu_event", "count", G, "count", "events in this collection: XIDs (tag xid), ecc_dbe (double-bit ECC events), gpu_lost, gpu_recovered, energy_reset",
            _G + ("event", "xid", "source", "scope")),
 )

@@ -49,11 +49,20 @@ def translate(e: Exception) -> Exception:
     return NvmlError(f"NVML error {code}: {msg}")
 
 
+# GPM metrics read each window (nvml.h NVML_GPM_METRIC_*): what dcgm-exporter's profiling fields report.
+GPM_METRICS = ("SM_UTIL", "SM_OCCUPANCY", "ANY_TENSOR_UTIL", "DFMA_TENSOR_UTIL", "HMMA_TENSOR_UTIL",
+               "IMMA_TENSOR_UTIL", "DRAM_BW_UTIL", "FP64_UTIL", "FP32_UTIL", "FP16_UTIL", "INTEGER_UTIL",
+               "GRAPHICS_UTIL", *(f"NVDEC_{i}_UTIL" for i in range(8)), *(f"NVJPG_{i}_UTIL" for i in range(8)),
+               "NVOFA_0_UTIL", "PCIE_TX_PER_SEC", "PCIE_RX_PER_SEC", "NVLINK_TOTAL_TX_PER_SEC",
+               "NVLINK_TOTAL_RX_PER_SEC")
+
+
 class Nvml:
     """Real NVML. Every method raises only ``collectors.gpu.errors`` exceptions."""
 
     def __init__(self) -> None:
         self.n: Any = None
+        self._gpm: list[tuple[str, int]] | None = None
 
     def _call(self, fn, *args):
         try:
@@ -251,32 +260,52 @@ class Nvml:
                         "memory_used": mem.used, "memory_total": mem.total})
         return out
 
-    def mig_sm_utilization(self, h, gpu_instance_id: int, state: dict) -> float:
-        """SM utilization (%) of one MIG instance between this call and the previous (GPM, Hopper+)."""
+    def gpm_metrics(self, h, state: dict, key, gpu_instance_id: int | None = None) -> dict[str, float]:
+        """GPM (Hopper+) metrics of the GPU, or of one of its MIG GPU instances, over the window since this key's
+        previous call: {metric name as nvml.h has it, without NVML_GPM_METRIC_: value}, each metric with its
+        own return code (one a driver lacks is left out). Two samples per key, allocated once and taken in
+        turn; the first call has no window yet (NvmlNotFound)."""
         n = self.n
-        sample = self._call(n.nvmlGpmSampleAlloc)
-        try:
-            self._call(n.nvmlGpmMigSampleGet, h, gpu_instance_id, sample)
-        except Exception:
-            n.nvmlGpmSampleFree(sample)
-            raise
-        prev = state.pop(gpu_instance_id, None)
-        state[gpu_instance_id] = sample
-        if prev is None:
+        st = state.get(key)
+        if st is None:
+            st = state[key] = {"samples": [self._call(n.nvmlGpmSampleAlloc), self._call(n.nvmlGpmSampleAlloc)],
+                               "next": 0, "primed": False}
+        cur, prev = st["samples"][st["next"]], st["samples"][1 - st["next"]]
+        if gpu_instance_id is None:
+            self._call(n.nvmlGpmSampleGet, h, cur)
+        else:
+            self._call(n.nvmlGpmMigSampleGet, h, gpu_instance_id, cur)
+        st["next"] = 1 - st["next"]
+        if not st["primed"]:
+            st["primed"] = True
             raise NvmlNotFound("first GPM sample: no window yet")
-        try:
-            req = n.c_nvmlGpmMetricsGet_t()
-            req.version = n.NVML_GPM_METRICS_GET_VERSION
-            req.numMetrics = 1
-            req.sample1 = prev
-            req.sample2 = sample
-            req.metrics[0].metricId = n.NVML_GPM_METRIC_SM_UTIL
-            self._call(n.nvmlGpmMetricsGet, req)
-            if req.metrics[0].nvmlReturn != 0:
-                raise NvmlNotSupported("GPM SM utilization")
-            return float(req.metrics[0].value)
-        finally:
-            n.nvmlGpmSampleFree(prev)
+        ids = self._gpm_ids()
+        req = n.c_nvmlGpmMetricsGet_t()
+        req.version = n.NVML_GPM_METRICS_GET_VERSION
+        req.numMetrics = len(ids)
+        req.sample1 = prev
+        req.sample2 = cur
+        for i, (_, mid) in enumerate(ids):
+            req.metrics[i].metricId = mid
+        self._call(n.nvmlGpmMetricsGet, req)
+        return {name: float(req.metrics[i].value) for i, (name, _) in enumerate(ids) if req.metrics[i].nvmlReturn == 0}
+
+    def _gpm_ids(self) -> list[tuple[str, int]]:
+        """The metric ids GPM_METRICS names, as this library defines them (older ones lack the newest)."""
+        if self._gpm is None:
+            self._gpm = [(name, getattr(self.n, "NVML_GPM_METRIC_" + name)) for name in GPM_METRICS
+                         if hasattr(self.n, "NVML_GPM_METRIC_" + name)]
+        return self._gpm
+
+    def gpm_free(self, state: dict) -> None:
+        """Give the samples back (the collector closes)."""
+        for st in state.values():
+            for s in st.get("samples", ()):
+                try:
+                    self.n.nvmlGpmSampleFree(s)
+                except Exception:  # a lost GPU's samples: nothing more to do with them
+                    pass
+        state.clear()
 
     # --- events ---------------------------------------------------------------------
     def event_set(self, handles: list) -> Any:

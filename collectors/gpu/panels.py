@@ -19,6 +19,13 @@ def gpu(name: str) -> str:
 SECTIONS = (Section("gpu-node", 10, (
         ts("Utilization", "utilization_percent", "percent", f"{gpu('utilization_ratio')} * 100", min=0, max=100),
         ts("Power", "power_watts", "watt", gpu("power_watts")),
+        Panel("SM, tensor and DRAM activity (GPM)", "timeseries", [
+            Query(f'SELECT mean("{f}") FROM "gpu" {FG} {T}, "host", "gpu" fill(none)',
+                  legend=f"{name} $tag_host gpu $tag_gpu", promql=f"{gpu(f[:-len('_percent')] + '_ratio')} * 100")
+            for f, name in (("sm_active_percent", "SM active"), ("tensor_active_percent", "tensor active"),
+                            ("dram_active_percent", "DRAM active"))], unit="percent", min=0, max=100, w=24,
+              description="how busy a GPU really is where utilization says 100%: a stalled job keeps utilization "
+                          "high with its tensor pipes idle (GPM, Hopper+; dcgm-exporter's PROF fields)"),
         Panel("Energy per interval", "timeseries", [Query(
             f'SELECT non_negative_difference(last("energy_joules_total")) FROM "gpu" {FG} {T}, "host", "gpu"',
             legend="$tag_host gpu $tag_gpu", promql=f"increase({gpu('energy_joules_total')}[$__interval])")],

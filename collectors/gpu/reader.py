@@ -277,6 +277,9 @@ class GpuReader:
         if self.xid is not None:
             self.xid.close()
             self.xid = None
+        for g in self.gpus:  # GPM samples allocated by the library: given back before it shuts down
+            if g.gpm:
+                self.nvml.gpm_free(g.gpm)
         if self.initialized:
             self.nvml.shutdown()
         self.initialized = False
@@ -456,19 +459,29 @@ class GpuReader:
         # 3. who runs there, and MIG instances
         if self.want_processes:
             self._read_processes(g, r, mig)
+        # GPM over the window since the last cycle (Hopper+): the GPU's, or each MIG GPU instance's
+        if not mig:
+            v["gpm"] = self._gpm(g, n.gpm_metrics, h, g.gpm, "gpu")
         if mig:
             devices = self._call(g, "mig_devices", n.mig_devices, h) or []
-            per_instance: dict[int, float | None] = {}  # GPM is per GPU instance: one sample per cycle
+            per_instance: dict[int, dict | None] = {}  # GPM is per GPU instance: one sample per cycle
             for d in devices:
                 d = dict(d)
                 gi = d["gpu_instance_id"]
                 if gi not in per_instance:
-                    per_instance[gi] = self._call(g, "gpm", n.mig_sm_utilization, h, gi, g.gpm)
-                util = per_instance[gi]
-                if util is not None:
-                    d["sm_utilization_percent"] = util
+                    per_instance[gi] = self._gpm(g, n.gpm_metrics, h, g.gpm, ("mig", gi), gi)
+                d["gpm"] = per_instance[gi]
                 d.pop("handle", None)
                 r.mig.append(d)
+
+    def _gpm(self, g: GpuState, fn, *args) -> dict | None:
+        """One GPM window; a GPU without GPM (before Hopper, or this driver) said once, not an error."""
+        out = self._call(g, "gpm", fn, *args)
+        if "gpm" in g.unsupported and "gpm" not in g.told:
+            g.told.add("gpm")
+            log.info("GPU %d: no GPM (profiling metrics need Hopper or later and a driver that serves them): "
+                     "SM, tensor and DRAM activity are not reported", g.static.index)
+        return out
 
     @staticmethod
     def _power_scope(v: dict) -> None:

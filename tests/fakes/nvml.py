@@ -45,6 +45,16 @@ H100_UNSUPPORTED_FIELDS = {29, 30, 31}
 # Grace Hopper superchip: NVML answers power and energy per scope (nvmlPowerScopeType_t); the module's (GPU,
 # Grace CPU, LPDDR5X) are fields 186/185/191 with scopeId NVML_POWER_SCOPE_MODULE (1)
 GH200_MODULE_FIELDS = {186: 812_300, 185: 798_450, 191: 31_415_926_535}
+# GPM metrics over a window (percent of time or of peak; *_PER_SEC in MiB/s, nvml.h): a training step on H100,
+# per MIG GPU instance an inference server on GI 1 and little on GI 2
+HOPPER_GPM = {"SM_UTIL": 91.0, "SM_OCCUPANCY": 38.5, "ANY_TENSOR_UTIL": 52.0, "HMMA_TENSOR_UTIL": 49.5,
+              "IMMA_TENSOR_UTIL": 0.0, "DFMA_TENSOR_UTIL": 0.0, "DRAM_BW_UTIL": 61.0, "FP64_UTIL": 0.2,
+              "FP32_UTIL": 11.0, "FP16_UTIL": 24.0, "INTEGER_UTIL": 7.5, "GRAPHICS_UTIL": 93.0,
+              "NVDEC_0_UTIL": 0.0, "NVDEC_1_UTIL": 10.0, "NVJPG_0_UTIL": 0.0, "NVOFA_0_UTIL": 0.0,
+              "PCIE_TX_PER_SEC": 1200.0, "PCIE_RX_PER_SEC": 2400.0, "NVLINK_TOTAL_TX_PER_SEC": 150_000.0,
+              "NVLINK_TOTAL_RX_PER_SEC": 148_000.0}
+HOPPER_GPM_MIG = {1: {"SM_UTIL": 42.5, "SM_OCCUPANCY": 20.0, "ANY_TENSOR_UTIL": 30.0, "DRAM_BW_UTIL": 55.0},
+                  2: {"SM_UTIL": 7.0, "SM_OCCUPANCY": 2.0, "ANY_TENSOR_UTIL": 0.5, "DRAM_BW_UTIL": 3.0}}
 
 PROFILES: dict[str, dict] = {
     "H100-SXM": {
@@ -55,6 +65,7 @@ PROFILES: dict[str, dict] = {
         "thresholds": {"slowdown": 90, "shutdown": 92, "memory_max": 95},
         "fields": H100_FIELDS, "unsupported_fields": H100_UNSUPPORTED_FIELDS, "nvlinks": 18,
         "unsupported": {"fan_percent"}, "temperature": 38, "util": (87, 41), "pcie": (5, 16), "vbios": "96.00.74.00.1C",
+        "gpm": HOPPER_GPM, "gpm_mig": HOPPER_GPM_MIG,
     },
     "H200-SXM": {
         "name": "NVIDIA H200", "memory_total": 150_754_820_096, "memory_reserved": 629_145_600,
@@ -63,6 +74,8 @@ PROFILES: dict[str, dict] = {
                                                                                  "graphics": 1980},
         "thresholds": {"slowdown": 90, "shutdown": 92, "memory_max": 95},
         "fields": {**H100_FIELDS, 186: 655_210, 185: 640_020, 82: 52}, "unsupported_fields": H100_UNSUPPORTED_FIELDS,
+        "gpm": {**HOPPER_GPM, "SM_UTIL": 78.0, "ANY_TENSOR_UTIL": 31.0, "DRAM_BW_UTIL": 83.0},
+        "gpm_mig": HOPPER_GPM_MIG,
         "nvlinks": 18, "unsupported": {"fan_percent"}, "temperature": 61, "util": (100, 73), "pcie": (5, 16),
         "vbios": "96.00.9F.00.04",
     },
@@ -73,6 +86,9 @@ PROFILES: dict[str, dict] = {
                                                                                  "graphics": 1980},
         "thresholds": {"slowdown": 90, "shutdown": 92, "memory_max": 95},
         "fields": {**H100_FIELDS, 186: 612_040, 185: 600_500}, "module_fields": GH200_MODULE_FIELDS,
+        "gpm": HOPPER_GPM, "gpm_mig": HOPPER_GPM_MIG,
+        # this driver's GPM has no per-precision tensor metrics on the module (their return codes say so)
+        "gpm_unsupported": {"HMMA_TENSOR_UTIL", "IMMA_TENSOR_UTIL", "DFMA_TENSOR_UTIL"},
         "unsupported_fields": H100_UNSUPPORTED_FIELDS, "nvlinks": 18, "unsupported": {"fan_percent"},
         "temperature": 55, "util": (96, 60), "pcie": (5, 16), "vbios": "96.00.A5.00.01",
     },
@@ -85,7 +101,9 @@ PROFILES: dict[str, dict] = {
         # GA100: no 1-second average power field; no HW power-brake/thermal ns counters on this driver
         "fields": {k: v for k, v in H100_FIELDS.items() if k not in (185, 269, 270, 271)} | {186: 289_001},
         "unsupported_fields": H100_UNSUPPORTED_FIELDS | {185, 269, 270, 271}, "nvlinks": 12,
-        "unsupported": {"fan_percent"}, "temperature": 45, "util": (55, 20), "pcie": (4, 16), "vbios": "92.00.45.00.06",
+        # Ampere: no GPM (nvmlGpmQueryDeviceSupport: not a supported device; nvmlGpmSampleGet NOT_SUPPORTED)
+        "unsupported": {"fan_percent", "gpm"}, "temperature": 45, "util": (55, 20), "pcie": (4, 16),
+        "vbios": "92.00.45.00.06",
     },
     "P4-old": {
         # Pascal: no energy counter (Volta+), no HBM temperature, no power fields, no row remapping,
@@ -97,7 +115,7 @@ PROFILES: dict[str, dict] = {
         "thresholds": {"slowdown": 91, "shutdown": 94},
         "fields": {94: 0, 3: 1, 4: 0, 5: 7, 6: 0, 29: 1, 30: 0, 31: 0},
         "unsupported_fields": set(H100_FIELDS) - {94, 3, 4, 5, 6}, "nvlinks": 0,
-        "unsupported": {"fan_percent", "mig_mode", "memory_v2", "power_limit_enforced"},
+        "unsupported": {"fan_percent", "mig_mode", "memory_v2", "power_limit_enforced", "gpm"},
         "power_usage_mw": 24_512, "temperature": 33, "util": (0, 0), "pcie": (3, 16), "vbios": "86.04.8B.00.01",
     },
 }
@@ -156,6 +174,8 @@ class FakeNvml:
         # False: the agent runs as its service user, not root. On a MIG-enabled GPU the parent handle's memory
         # and process data are then NO_PERMISSION (the MIG devices' own memory is readable)
         self.privileged = True
+        # NVML's shortest GPM window (nvmlGpmMetricsGet); a bench cycling back to back sets 0 to measure GPM's cost
+        self.gpm_min_window = 0.1
 
     # helpers for tests
     def _gpu(self, h) -> FakeGpu:
@@ -362,21 +382,28 @@ class FakeNvml:
         g = self._sup(h, "mig_devices")
         return [dict(d, handle=object()) for d in g.mig]
 
-    def mig_sm_utilization(self, h, gi, state):
-        """GPM over two samples of the GPU instance; NVML wants them more than 100 ms apart (nvml.h,
-        nvmlGpmMetricsGet), so a second sample of one instance within a cycle gives no valid metric."""
+    def gpm_metrics(self, h, state, key, gi=None):
+        """GPM over two samples of the GPU (or of one MIG GPU instance): before Hopper nvmlGpmSampleGet is
+        NOT_SUPPORTED (nvmlGpmQueryDeviceSupport says so); the first sample has no window; NVML wants the two
+        more than 100 ms apart (nvml.h, nvmlGpmMetricsGet), so a second sample within a cycle gives no valid
+        metric. Each metric carries its own return code: one the driver lacks is absent (a profile's
+        gpm_unsupported)."""
         import time
 
-        self._sup(h, "gpm")
-        self.calls[f"gpm:{gi}"] += 1
+        g = self._sup(h, "gpm")
+        self.calls[f"gpm:{gi}" if gi is not None else "gpm:gpu"] += 1
         now = time.monotonic()
-        last = state.get(gi)
-        state[gi] = now
+        last = state.get(key)
+        state[key] = now
         if last is None:
             raise NvmlNotFound("first GPM sample: no window yet")
-        if now - last < 0.1:
+        if now - last < self.gpm_min_window:
             raise NvmlError("GPM samples less than 100 ms apart")
-        return {1: 42.5, 2: 7.0}.get(gi, 0.0)
+        values = dict(g.p.get("gpm", {})) if gi is None else dict(g.p.get("gpm_mig", {}).get(gi, {}))
+        return {k: v for k, v in values.items() if k not in g.p.get("gpm_unsupported", ())}
+
+    def gpm_free(self, state):
+        state.clear()
 
     # events
     def event_set(self, handles):
