@@ -47,6 +47,7 @@ UNIT_SUFFIXES: dict[str, tuple[str, ...]] = {
     "joules": ("_joules",),
     "bits_per_second": ("_bits_per_second",),
     "bytes_per_second": ("_bytes_per_second",),
+    "watts_per_second": ("_watts_per_second",),
     "hertz": ("_hertz",),
     "volts": ("_volts",),
     "amperes": ("_amperes",),

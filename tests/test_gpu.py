@@ -412,3 +412,195 @@ def test_the_adapter_takes_two_gpm_samples_in_turn_and_honours_each_metrics_retu
     assert "IMMA_TENSOR_UTIL" not in got
     a.gpm_free(state)
     assert freed == allocated and state == {}
+
+
+# --- the power envelope: limits' range, memory scope, workload profiles, power smoothing ---------------------------
+
+
+@pytest.mark.parametrize("profile,want,absent", [
+    ("H100-SXM", {"power_limit_min_watts": 200.0, "power_limit_max_watts": 700.0},
+     {"memory_power_watts", "power_profiles_requested", "power_smoothing_enabled"}),
+    ("A100-SXM", {"power_limit_min_watts": 100.0, "power_limit_max_watts": 400.0},
+     {"memory_power_watts", "power_profiles_enforced", "power_smoothing_profile"}),
+    ("P4-old", {"power_limit_min_watts": 50.0, "power_limit_max_watts": 75.0},
+     {"memory_power_watts", "power_profiles_requested", "power_smoothing_enabled"}),
+    ("GB200", {"power_limit_min_watts": 200.0, "power_limit_max_watts": 1200.0, "memory_power_watts": 88.25,
+               "power_profiles_requested": "llm_inference", "power_profiles_enforced": "llm_inference,sync_balanced",
+               "power_smoothing_enabled": True, "power_smoothing_profile": 2, "power_smoothing_floor_percent": 65.0,
+               "power_smoothing_ramp_up_watts_per_second": 250.0,
+               "power_smoothing_ramp_down_watts_per_second": 120.0,
+               "power_smoothing_ramp_down_hysteresis_seconds": 2.0, "power_watts": 1010.5}, set()),
+])
+def test_the_power_envelope_is_read_where_the_generation_has_it(profile, want, absent):
+    nvml = fleet(profile)
+    col = make(nvml, processes=False)
+    cycle(col, 1)
+    f = gpu_fields(cycle(col, 2))  # the smoothing profile's parameters are asked for the profile seen before
+    col.close()
+    for k, v in want.items():
+        assert f[k] == v, k
+    assert not absent & set(f)
+    assert f["power_watts"] > 0 and f["lost"] is False  # the rest of the GPU unaffected by what it lacks
+
+
+def test_a_smoothing_profile_change_drops_the_old_profiles_parameters_then_reads_the_new_ones():
+    nvml = fleet("GB200")
+    g = nvml.gpus[0]
+    g.p["smoothing"][3] = {260: 40.0, 261: 500_000, 262: 300_000, 263: 500}
+    col = make(nvml, processes=False)
+    first = gpu_fields(cycle(col, 1))
+    assert first["power_smoothing_profile"] == 2 and "power_smoothing_floor_percent" not in first
+    assert gpu_fields(cycle(col, 2))["power_smoothing_floor_percent"] == 65.0
+    g.p["fields"][264] = 3
+    changed = gpu_fields(cycle(col, 3))
+    assert changed["power_smoothing_profile"] == 3 and "power_smoothing_floor_percent" not in changed
+    f = gpu_fields(cycle(col, 4))
+    col.close()
+    assert f["power_smoothing_floor_percent"] == 40.0 and f["power_smoothing_ramp_up_watts_per_second"] == 500.0
+    assert nvml.field_requests[-1][-4:] == [(260, 3), (261, 3), (262, 3), (263, 3)]
+
+
+def test_memory_scope_power_is_asked_in_the_same_field_batch_and_left_out_where_unsupported():
+    nvml = fleet("H100-SXM", "GB200")
+    col = make(nvml, processes=False)
+    samples = cycle(col, 1)
+    col.close()
+    assert "memory_power_watts" not in gpu_fields(samples, 0) and gpu_fields(samples, 1)["memory_power_watts"] == 88.25
+    assert all((186, 2) in req for req in nvml.field_requests)
+    assert nvml.calls["field_values"] == 2  # one batch per GPU, memory scope included
+
+
+def test_workload_power_profile_masks_decode_bit_by_bit_across_words():
+    from collectors.gpu.mapping import profile_names
+    from collectors.gpu.nvml import mask_bits
+
+    assert mask_bits([0b1000001, 0, 1, 0, 0, 0, 0, 0]) == [0, 6, 64]
+    assert mask_bits([0] * 8) == []
+    assert profile_names([7, 12]) == "llm_training,sync_balanced" and profile_names([]) == ""
+    assert profile_names([200]) == "200"  # a profile newer than this table keeps its number
+
+
+def test_the_adapter_reads_workload_profiles_from_pynvmls_structure():
+    import ctypes
+    import types
+
+    pynvml = pytest.importorskip("pynvml")
+    from collectors.gpu.nvml import Nvml
+
+    def current(h, ref):
+        cur = ctypes.cast(ref, ctypes.POINTER(pynvml.c_nvmlWorkloadPowerProfileCurrentProfiles_v1_t)).contents
+        cur.requestedProfilesMask.mask[0] = 1 << pynvml.NVML_POWER_PROFILE_LLM_TRAINING
+        cur.enforcedProfilesMask.mask[0] = (1 << pynvml.NVML_POWER_PROFILE_LLM_TRAINING
+                                            | 1 << pynvml.NVML_POWER_PROFILE_SYNC_BALANCED)
+
+    n = types.SimpleNamespace(**{k: getattr(pynvml, k) for k in dir(pynvml) if k.startswith(("NVML_", "c_"))})
+    n.NVMLError = pynvml.NVMLError
+    n.nvmlDeviceWorkloadPowerProfileGetCurrentProfiles = current
+    n.nvmlDeviceGetPowerManagementLimitConstraints = lambda h: [200_000, 700_000]
+    a = Nvml()
+    a.n = n
+    assert a.workload_power_profiles("h") == ([7], [7, 12])
+    assert a.power_limit_constraints_mw("h") == (200_000, 700_000)
+
+
+# --- fast power sampling --------------------------------------------------------------------------------------------
+
+
+def test_a_power_window_summary_has_min_max_mean_p99_swing_and_the_largest_step():
+    from collectors.gpu.sampler import summarise
+
+    s = summarise([100.0, 300.0, 200.0, 1000.0], before=900.0)
+    assert (s.min, s.max, s.mean, s.p99, s.swing, s.samples) == (100.0, 1000.0, 400.0, 1000.0, 900.0, 4)
+    assert s.step_max == 800.0  # 900 -> 100 across the interval boundary
+    assert summarise([]) is None
+    ramp = summarise([float(w) for w in range(1, 201)])
+    assert ramp.p99 == 198.0 and ramp.step_max == 1.0  # nearest rank: the 198th of 200
+
+
+def _sequence(values_mw):
+    it = iter(values_mw)
+    return lambda _t: next(it)
+
+
+def test_the_sampler_sums_the_node_at_the_same_instants_and_only_where_every_gpu_answered():
+    from collectors.gpu.sampler import PowerSampler, Target
+
+    nvml = fleet("H100-SXM", "H100-SXM")
+    a, b = nvml.gpus
+    a.power_fn = _sequence([300_000, 650_000, 310_000, 640_000, 300_000])
+    b.power_fn = _sequence([400_000, 400_000, 700_000])
+    sp = PowerSampler(nvml, 10)
+    sp.set_targets([Target(g.uuid, g, 0, "gpu") for g in (a, b)])
+    for _ in range(3):
+        sp._tick()
+    b.lost = True  # falls off the bus: its samples stop, the node sums stop with them
+    for _ in range(2):
+        sp._tick()
+    d = sp.drain()
+    ga, gb = d.gpus[a.uuid], d.gpus[b.uuid]
+    assert (ga.samples, ga.min, ga.max, ga.swing, ga.step_max) == (5, 300.0, 650.0, 350.0, 350.0)
+    assert ga.mean == pytest.approx(440.0) and ga.p99 == 650.0
+    assert (gb.samples, gb.swing, gb.step_max) == (3, 300.0, 300.0)
+    node, gpus = d.node["gpu"]
+    assert gpus == 2 and node.samples == 3 and (node.min, node.max, node.mean) == (700.0, 1050.0, 920.0)
+    # the next interval: the step is measured from the last sample before it
+    a.power_fn = _sequence([900_000])
+    sp.set_targets([Target(a.uuid, a, 0, "gpu")])
+    sp._tick()
+    d = sp.drain()
+    assert d.gpus[a.uuid].step_max == 600.0 and b.uuid not in d.gpus
+    assert d.node["gpu"][1] == 1 and d.node["gpu"][0].step_max == 0.0  # another set of GPUs: no step from it
+
+
+def test_a_gpu_without_the_instant_power_field_is_said_once_and_left_out(caplog):
+    import logging
+
+    from collectors.gpu.sampler import PowerSampler, Target
+
+    caplog.set_level(logging.INFO)
+    nvml = fleet("P4-old", "H100-SXM")
+    sp = PowerSampler(nvml, 10)
+    sp.set_targets([Target(g.uuid, g, 0, "gpu") for g in nvml.gpus])
+    for _ in range(3):
+        sp._tick()
+    d = sp.drain()
+    assert set(d.gpus) == {nvml.gpus[1].uuid} and d.node["gpu"][1] == 1
+    assert caplog.text.count("no instant power field") == 1
+    assert sum(1 for r in nvml.field_requests if r == [(186, 0)]) == 3 + 1  # P4 asked once, then no more
+
+
+def test_power_sampling_in_the_collector_reports_per_gpu_and_node_rows_from_its_thread():
+    nvml = fleet("H100-SXM", "GB200")
+    nvml.gpus[0].power_fn = lambda t: 300_000 if int(t * 20) % 2 else 650_000
+    col = make(nvml, processes=False, power_sampling=True, power_sample_hz=50)
+    first = cycle(col, 1)
+    assert not [s for s in first if s.measurement == "gpu_node"]  # the sampler starts with the first cycle
+    deadline = time.monotonic() + 30
+    while col.sampler.ticks < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    samples = cycle(col, 2)
+    col.close()
+    assert col.sampler is None
+    f0, f1 = gpu_fields(samples, 0), gpu_fields(samples, 1)
+    assert f0["power_samples"] >= 10 and f0["power_min_watts"] <= f0["power_mean_watts"] <= f0["power_max_watts"]
+    assert {f0["power_min_watts"], f0["power_max_watts"]} <= {300.0, 650.0}
+    assert f1["power_swing_watts"] == 0.0 and f1["power_mean_watts"] == 1010.5  # a steady GPU
+    node = [s for s in samples if s.measurement == "gpu_node"]
+    assert len(node) == 1 and node[0].tags == {"host": "n1", "source": "nvml", "scope": "gpu"}
+    assert node[0].fields["gpus"] == 2 and node[0].fields["power_samples"] >= 10
+    assert node[0].fields["power_min_watts"] >= 300.0 + 1010.5
+    for s in samples:
+        for k in s.fields:
+            assert CAT.get(s.measurement, k) is not None, (s.measurement, k)
+
+
+def test_power_sampling_is_off_by_default_and_its_rate_is_bounded():
+    from pydantic import ValidationError
+
+    col = make(fleet("H100-SXM"), processes=False)
+    samples = cycle(col, 1)
+    col.close()
+    assert col.sampler is None and "power_samples" not in gpu_fields(samples)
+    assert GpuOptions(power_sampling=True).power_sample_hz == 10.0
+    with pytest.raises(ValidationError):
+        GpuOptions(power_sampling=True, power_sample_hz=200)

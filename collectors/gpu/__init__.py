@@ -17,9 +17,10 @@ from collectors.common import boot_id
 
 from .energy import EnergyTracker
 from .errors import NvmlError, NvmlNeedsReinit, NvmlNoPermission, NvmlNotPresent
-from .mapping import XidCounter, map_gpu
+from .mapping import XidCounter, map_gpu, map_node_power
 from .metrics import METRICS
-from .reader import GpuReader
+from .reader import SCOPE_GPU, SCOPE_MODULE, GpuReader
+from .sampler import PowerSampler, Target
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,11 @@ class GpuOptions(CollectorOptions):
     max_processes: int = Field(16, ge=0, description="top-N processes per GPU by memory (bounds cardinality)")
     xid_events: bool = Field(True, description="watch XID events in a thread")
     lost_retry: PositiveDuration = Field(60.0, description="how often a lost GPU is tried again")
+    power_sampling: bool = Field(False, description="sample each GPU's instant power in a thread between "
+                                 "collections and report its min, max, mean, p99, swing and largest step "
+                                 "per interval, per GPU and summed per node")
+    power_sample_hz: float = Field(10.0, ge=1.0, le=50.0, description="power_sampling's rate (samples per "
+                                   "second and GPU; one NVML field-value call per GPU per sample)")
 
 
 class GpuCollector(Collector):
@@ -52,6 +58,7 @@ class GpuCollector(Collector):
         self._absent: tuple[float, str] | None = None  # (when, why) NVML was last found missing
         self._init_mismatch = 0  # nvmlInit failures in a row with a library/driver mismatch
         self._nvml_worked = False
+        self.sampler: PowerSampler | None = None
 
     def collect(self, acc: Accumulator) -> None:
         if not self.reader.initialized:
@@ -87,13 +94,39 @@ class GpuCollector(Collector):
             readings = self.reader.read()
         except NvmlNeedsReinit as e:
             log.warning("NVML needs re-initialisation (driver reloaded?): %s", e)
+            self._stop_sampler()
             self.reader.stop()
             raise
+        shapes = self._sampled(readings, acc)
         for r in readings:
-            map_gpu(r, acc, self.energy, self.xids, self.reader.driver_version, self.reader.cuda_version)
+            map_gpu(r, acc, self.energy, self.xids, self.reader.driver_version, self.reader.cuda_version,
+                    shapes.get(r.static.uuid))
         self.energy.save()  # before the samples leave: an emitted value is never ahead of the saved state
 
+    def _sampled(self, readings, acc: Accumulator) -> dict:
+        """The sampler's summary of the interval that ends now, and its targets for the next one: the GPUs that
+        answer, each in the power scope its rows report."""
+        if not self.options.power_sampling:
+            return {}
+        if self.sampler is None:
+            self.sampler = PowerSampler(self.reader.nvml, self.options.power_sample_hz)
+            self.sampler.start()
+        drained = self.sampler.drain()
+        map_node_power(drained, acc)
+        handles = {g.static.uuid: g.handle for g in self.reader.gpus if not g.lost and g.handle is not None}
+        self.sampler.set_targets([
+            Target(r.static.uuid, handles[r.static.uuid], SCOPE_MODULE if r.values.get("power_scope") == "gpu_module"
+                   else SCOPE_GPU, r.values.get("power_scope", "gpu"))
+            for r in readings if not r.lost and r.static.uuid in handles])
+        return drained.gpus
+
+    def _stop_sampler(self) -> None:
+        if self.sampler is not None:
+            self.sampler.close()
+            self.sampler = None
+
     def close(self) -> None:
+        self._stop_sampler()
         self.energy.save()
         self.reader.stop()
 

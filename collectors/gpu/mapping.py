@@ -8,6 +8,7 @@ from agent.model import Accumulator
 
 from .energy import EnergyTracker, max_watts
 from .reader import GpuReading
+from .sampler import Drained, Shape
 
 # nvmlClocksEventReason* bits
 POWER_CAP, HW_SLOWDOWN, SYNC_BOOST, SW_THERMAL, HW_THERMAL, POWER_BRAKE = 0x4, 0x8, 0x10, 0x20, 0x40, 0x80
@@ -62,6 +63,41 @@ GPM_ENGINES = {"NVDEC_": "nvdec_active_percent", "NVJPG_": "nvjpg_active_percent
 MIB = 1 << 20
 
 
+# nvmlPowerProfileType_t (nvml.h NVML_POWER_PROFILE_*): workload power profiles by bit
+POWER_PROFILES = ("max_p", "max_q", "compute", "memory_bound", "network", "balanced", "llm_inference",
+                  "llm_training", "rbm", "dcpcie", "hmma_sparse", "hmma_dense", "sync_balanced", "hpc", "mig",
+                  "max_q_1", "network_bound", "high_throughput_inference", "medium_throughput_inference",
+                  "low_latency_inference", "training", "inference", "max_q_2", "max_q_3",
+                  "low_priority_background")
+
+
+def profile_names(ids: list[int]) -> str:
+    """Profiles by name, comma-separated in bit order ("" for none); an id this table lacks keeps its number."""
+    return ",".join(POWER_PROFILES[i] if i < len(POWER_PROFILES) else str(i) for i in ids)
+
+
+def power_envelope(v: dict, s) -> dict:
+    """Memory-scope power, the limit constraints, workload power profiles and power smoothing, where present."""
+    f: dict = {"power_limit_min_watts": _w(s.power_limit_min_mw), "power_limit_max_watts": _w(s.power_limit_max_mw)}
+    if v.get("power_instant_memory_mw") is not None:
+        f["memory_power_watts"] = _w(v["power_instant_memory_mw"])
+    if v.get("power_profiles_requested") is not None:
+        f["power_profiles_requested"] = profile_names(v["power_profiles_requested"])
+        f["power_profiles_enforced"] = profile_names(v["power_profiles_enforced"])
+    if v.get("smoothing_enabled") is not None:
+        f["power_smoothing_enabled"] = bool(v["smoothing_enabled"])
+    if v.get("smoothing_profile") is not None:
+        f["power_smoothing_profile"] = int(v["smoothing_profile"])
+    if v.get("smoothing_floor_percent") is not None:
+        f["power_smoothing_floor_percent"] = float(v["smoothing_floor_percent"])
+    for d in ("up", "down"):
+        if v.get(f"smoothing_ramp_{d}_mw_per_s") is not None:
+            f[f"power_smoothing_ramp_{d}_watts_per_second"] = v[f"smoothing_ramp_{d}_mw_per_s"] / 1000.0
+    if v.get("smoothing_ramp_down_hysteresis_ms") is not None:
+        f["power_smoothing_ramp_down_hysteresis_seconds"] = v["smoothing_ramp_down_hysteresis_ms"] / 1000.0
+    return f
+
+
 def gpm_fields(gpm: dict | None) -> dict:
     """GPM metrics (name -> value) as gpu fields; absent metrics stay absent."""
     if not gpm:
@@ -75,8 +111,15 @@ def gpm_fields(gpm: dict | None) -> dict:
     return out
 
 
+def map_node_power(d: Drained, acc: Accumulator) -> None:
+    """The node's sampled GPU power (the sum over its GPUs at the same instants), one row per power scope."""
+    for scope, (shape, gpus) in sorted(d.node.items()):
+        acc.add("gpu_node", {**shape.fields(), "gpus": gpus, "sampler_late_ticks": d.late},
+                {"source": "nvml", "scope": scope})
+
+
 def map_gpu(r: GpuReading, acc: Accumulator, energy: EnergyTracker, xids: XidCounter,
-            driver_version: str = "", cuda_version: str = "") -> None:
+            driver_version: str = "", cuda_version: str = "", shape: Shape | None = None) -> None:
     s = r.static
     tags = s.tags()
     uuid = s.uuid
@@ -121,6 +164,9 @@ def map_gpu(r: GpuReading, acc: Accumulator, energy: EnergyTracker, xids: XidCou
     f["power_limit_watts"] = _w(v.get("power_limit_mw"))
     f["power_limit_default_watts"] = _w(s.power_limit_default_mw)
     f["power_limit_enforced_watts"] = _w(v.get("power_limit_enforced_mw"))
+    f.update(power_envelope(v, s))
+    if shape is not None:
+        f.update(shape.fields())
     f["temperature_celsius"] = None if v.get("temperature_c") is None else float(v["temperature_c"])
     if v.get("memory_temperature_c") is not None:
         f["memory_temperature_celsius"] = float(v["memory_temperature_c"])

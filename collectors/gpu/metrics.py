@@ -49,6 +49,19 @@ GPM_RATES = (
      "NVLINK_TOTAL_RX_PER_SEC; DCGM_FI_PROF_NVLINK_RX_BYTES)"),
 )
 
+# the fast power sampler's summary of one collection interval (power_sample_hz; off by default): the
+# shape of the power, not its energy (the energy counter gives that)
+SAMPLED_POWER = (
+    ("power_min_watts", "lowest instant power sampled in the collection interval"),
+    ("power_max_watts", "highest instant power sampled in the collection interval"),
+    ("power_mean_watts", "mean of the instant power samples in the collection interval"),
+    ("power_p99_watts", "99th percentile (nearest rank) of the instant power samples in the interval"),
+    ("power_swing_watts", "highest minus lowest instant power sampled in the interval"),
+    ("power_step_max_watts", "largest change between consecutive samples (absolute), the interval's first "
+     "sample against the last one before it"),
+)
+_N = ("host", "source", "scope")
+
 METRICS = (
     *(g(f, G, "percent", d) for f, d in GPM_GAUGES),
     *(g(f, G, "bytes_per_second", d) for f, d in GPM_RATES),
@@ -69,6 +82,24 @@ METRICS = (
     g("power_limit_watts", G, "watts", "power management limit currently set"),
     g("power_limit_default_watts", G, "watts", "default power management limit"),
     g("power_limit_enforced_watts", G, "watts", "effective power limit after every limiter"),
+    g("power_limit_min_watts", G, "watts", "lowest power limit the board accepts "
+      "(nvmlDeviceGetPowerManagementLimitConstraints)"),
+    g("power_limit_max_watts", G, "watts", "highest power limit the board accepts"),
+    g("memory_power_watts", G, "watts", "instant power of the GPU's memory alone (NVML_FI_DEV_POWER_INSTANT, "
+      "scope NVML_POWER_SCOPE_MEMORY), where the driver measures it"),
+    g("power_profiles_requested", I, "info", "workload power profiles requested, comma-separated "
+      "(nvmlDeviceWorkloadPowerProfileGetCurrentProfiles; Blackwell+)"),
+    g("power_profiles_enforced", I, "info", "workload power profiles the driver enforces, comma-separated"),
+    g("power_smoothing_enabled", G, "bool", "power smoothing on (NVML_FI_PWR_SMOOTHING_ENABLED; Blackwell+)"),
+    g("power_smoothing_profile", G, "1", "active power-smoothing preset profile "
+      "(NVML_FI_PWR_SMOOTHING_ACTIVE_PRESET_PROFILE)"),
+    g("power_smoothing_floor_percent", G, "percent", "the active profile's power floor as a share of the "
+      "module's power ceiling (TMP)"),
+    g("power_smoothing_ramp_up_watts_per_second", G, "watts_per_second", "the active profile's ramp-up rate"),
+    g("power_smoothing_ramp_down_watts_per_second", G, "watts_per_second", "the active profile's ramp-down rate"),
+    g("power_smoothing_ramp_down_hysteresis_seconds", G, "seconds", "the active profile's ramp-down hysteresis"),
+    *(g(f, G, "watts", d) for f, d in SAMPLED_POWER),
+    g("power_samples", G, "count", "instant-power samples the fast sampler took in the collection interval"),
     g("temperature_celsius", G, "celsius", "GPU die temperature"),
     g("memory_temperature_celsius", G, "celsius", "HBM temperature (NVML_FI_DEV_MEMORY_TEMP)"),
     g("temperature_slowdown_celsius", G, "celsius", "temperature at which the GPU slows down"),
@@ -147,6 +178,13 @@ METRICS = (
       for f, d in (("sm_occupancy_percent", "warps resident on the SMs as a share of the maximum"),
                    ("tensor_active_percent", "time any tensor pipe was active"),
                    ("dram_active_percent", "device memory bandwidth in use as a share of the peak"))),
+    *(Metric("gpu_node", f, G, "watts", d.replace("instant power", "node's instant GPU power (the sum over its "
+                                                "GPUs at the same sample instants)"), _N)
+      for f, d in SAMPLED_POWER),
+    Metric("gpu_node", "power_samples", G, "count", "sample instants at which every sampled GPU answered", _N),
+    Metric("gpu_node", "gpus", G, "count", "GPUs in the node's sum", _N),
+    Metric("gpu_node", "sampler_late_ticks", G, "count", "sample instants the sampler skipped in the interval "
+           "because the tick before ran past them (NVML slow to answer)", _N),
     Metric("gpu_event", "count", G, "count", "events in this collection: XIDs (tag xid), ecc_dbe (double-bit ECC events), gpu_lost, gpu_recovered, energy_reset",
            _G + ("event", "xid", "source", "scope")),
 )

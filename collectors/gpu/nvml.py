@@ -131,6 +131,11 @@ class Nvml:
     def power_limit_default_mw(self, h) -> int:
         return self._call(self.n.nvmlDeviceGetPowerManagementDefaultLimit, h)
 
+    def power_limit_constraints_mw(self, h) -> tuple[int, int]:
+        """(min, max) power limit the board accepts, mW."""
+        lo, hi = self._call(self.n.nvmlDeviceGetPowerManagementLimitConstraints, h)
+        return int(lo), int(hi)
+
     def nvlink_count(self) -> int:
         return int(getattr(self.n, "NVML_NVLINK_MAX_LINKS", 18))
 
@@ -167,6 +172,19 @@ class Nvml:
 
     def power_limit_enforced_mw(self, h) -> int:
         return self._call(self.n.nvmlDeviceGetEnforcedPowerLimit, h)
+
+    def workload_power_profiles(self, h) -> tuple[list[int], list[int]]:
+        """(requested, enforced) workload power profiles (nvmlPowerProfileType_t ids; Blackwell+ data-centre
+        parts): bit i of a mask is profile i. A driver before the call is NOT_SUPPORTED (FUNCTION_NOT_FOUND)."""
+        import ctypes
+
+        n = self.n
+        fn = getattr(n, "nvmlDeviceWorkloadPowerProfileGetCurrentProfiles", None)
+        if fn is None:
+            raise NvmlNotSupported("no workload power profiles in this pynvml")
+        cur = n.c_nvmlWorkloadPowerProfileCurrentProfiles_v1_t()
+        self._call(fn, h, ctypes.byref(cur))
+        return mask_bits(cur.requestedProfilesMask.mask), mask_bits(cur.enforcedProfilesMask.mask)
 
     def temperature_c(self, h) -> int:
         n = self.n
@@ -342,6 +360,7 @@ _FIELD_RANGE: dict[int, tuple[float, float]] = {
     185: (0, 10_000_000), 186: (0, 10_000_000),  # mW: 10 kW is above any module
     3: _COUNT, 4: _COUNT, 5: _COUNT, 6: _COUNT, 29: _COUNT, 30: _COUNT, 31: (0, 1),
     142: _COUNT, 143: _COUNT, 144: (0, 1), 145: (0, 1),
+    251: (0, 1), 264: (0, 4), 260: (0, 100),  # power smoothing: on/off, preset profile (5 at most), % floor
 }
 _WIDE_RANGE = (0, 2**64 - 1)  # cumulative counters: energy (mJ), bytes, ns
 _WIDTH_BITS = {1: 32, 5: 32, 6: 16}  # nvmlValueType_t: UNSIGNED_INT, SIGNED_INT, UNSIGNED_SHORT
@@ -385,6 +404,11 @@ def decode_field(field_id: int, value_type: int, raw: bytes) -> float | int | No
         if lo <= v <= hi:
             return v
     return None
+
+
+def mask_bits(words) -> list[int]:
+    """The set bits of an nvmlMask255_t (eight 32-bit words, bit 0 of word 0 first)."""
+    return [w * 32 + b for w, word in enumerate(words) for b in range(32) if int(word) >> b & 1]
 
 
 def _s(v) -> str:

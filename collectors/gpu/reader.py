@@ -36,7 +36,7 @@ _LOST, _NOT_SUPPORTED, _NO_PERMISSION = 15, 3, 4
 
 # NVML power scopes (nvmlPowerScopeType_t): the GPU alone, or the module (Grace Hopper / Grace Blackwell: GPU,
 # Grace CPU, memory and the module's own losses)
-SCOPE_GPU, SCOPE_MODULE = 0, 1
+SCOPE_GPU, SCOPE_MODULE, SCOPE_MEMORY = 0, 1, 2
 
 # reading -> (field id, scope)
 FIELDS: dict[str, tuple[int, int]] = {
@@ -44,6 +44,9 @@ FIELDS: dict[str, tuple[int, int]] = {
     # the module's, asked beside the GPU's: used only where the GPU scope has no energy (or no power at all)
     "power_instant_module_mw": (186, SCOPE_MODULE), "power_average_module_mw": (185, SCOPE_MODULE),
     "energy_module_mj": (191, SCOPE_MODULE),
+    "power_instant_memory_mw": (186, SCOPE_MEMORY),  # the GPU's memory alone, where the driver measures it
+    # power smoothing (Blackwell+): whether it is on and which preset profile is active
+    "smoothing_enabled": (251, 0), "smoothing_profile": (264, 0),
     "memory_temperature_c": (82, 0),
     "pcie_tx_bytes": (197, 0), "pcie_rx_bytes": (198, 0), "pcie_replay": (94, 0),
     "ecc_sbe_volatile": (3, 0), "ecc_dbe_volatile": (4, 0), "ecc_sbe_aggregate": (5, 0), "ecc_dbe_aggregate": (6, 0),
@@ -59,6 +62,10 @@ _BY_ID = {v: k for k, v in FIELDS.items()}
 MODULE_SCOPE = {"power_instant_mw": "power_instant_module_mw", "power_average_mw": "power_average_module_mw",
                 "energy_mj": "energy_module_mj"}
 NVLINK_TX, NVLINK_RX = 138, 139
+# a power-smoothing preset profile's parameters: fields whose scopeId is the profile (nvml.h "for a given
+# profile"), asked for the profile field 264 said was active
+SMOOTHING_PARAMS = {260: "smoothing_floor_percent", 261: "smoothing_ramp_up_mw_per_s",
+                    262: "smoothing_ramp_down_mw_per_s", 263: "smoothing_ramp_down_hysteresis_ms"}
 
 
 @dataclass
@@ -72,6 +79,8 @@ class GpuStatic:
     max_clocks_mhz: dict[str, int] = field(default_factory=dict)
     thresholds_c: dict[str, int] = field(default_factory=dict)
     power_limit_default_mw: int | None = None
+    power_limit_min_mw: int | None = None
+    power_limit_max_mw: int | None = None
 
     def tags(self) -> dict[str, str]:
         return {"gpu": str(self.index), "uuid": self.uuid, "model": self.name, "pci_bus_id": self.pci_bus_id}
@@ -118,6 +127,7 @@ class GpuState:
         self.links: list[int] | None = None  # NVLink ids that exist (None: not probed yet)
         self.proc_ts_us = 0
         self.gpm: dict = {}
+        self.smoothing_profile: int | None = None  # the active power-smoothing profile last seen
         self.errors: dict[str, str] = {}
         self.pcie_last: dict[str, int] = {}  # last raw PCIe byte counter
         self.pcie_width: dict[str, int] = {}  # 64 once seen past 2^32, 32 once seen wrapping below it
@@ -304,6 +314,9 @@ class GpuReader:
             if v:
                 st.thresholds_c[kind] = v
         st.power_limit_default_mw = self._opt(n.power_limit_default_mw, h)
+        constraints = self._opt(n.power_limit_constraints_mw, h)
+        if constraints:
+            st.power_limit_min_mw, st.power_limit_max_mw = constraints
         return st
 
     # --- one cycle -------------------------------------------------------------------
@@ -398,9 +411,18 @@ class GpuReader:
         ids = [fs for k, fs in FIELDS.items() if k not in g.unsupported]
         for link in g.links:
             ids += [(NVLINK_TX, link), (NVLINK_RX, link)]
+        profile = g.smoothing_profile if "smoothing_params" not in g.unsupported else None
+        if profile is not None:
+            ids += [(fid, profile) for fid in SMOOTHING_PARAMS]
         if ids and "fields" not in g.unsupported:
             res = self._call(g, "fields", n.field_values, h, ids)
             for fid, scope, ret, val in res or ():
+                if fid in SMOOTHING_PARAMS and scope == profile:
+                    if ret == 0 and val is not None:
+                        v[SMOOTHING_PARAMS[fid]] = val
+                    elif ret in (_NOT_SUPPORTED, _NO_PERMISSION):
+                        g.unsupported.add("smoothing_params")
+                    continue
                 if fid in (NVLINK_TX, NVLINK_RX) and scope != ALL_LINKS:
                     if ret == 0 and val is not None:
                         r.links.setdefault(scope, {})["tx_kib" if fid == NVLINK_TX else "rx_kib"] = val
@@ -418,6 +440,7 @@ class GpuReader:
                     g.unsupported.add(key)
         self._pcie_counters(g, v)
         self._power_scope(v)
+        self._smoothing(g, v, profile)
         # 2. the readings that have no field id
         util = self._call(g, "utilization", n.utilization, h)
         if util is not None:
@@ -431,6 +454,9 @@ class GpuReader:
                 v["power_usage_mw"] = p
         v["power_limit_mw"] = self._call(g, "power_limit", n.power_limit_mw, h)
         v["power_limit_enforced_mw"] = self._call(g, "power_limit_enforced", n.power_limit_enforced_mw, h)
+        profiles = self._call(g, "power_profiles", n.workload_power_profiles, h)
+        if profiles is not None:
+            v["power_profiles_requested"], v["power_profiles_enforced"] = profiles
         v["temperature_c"] = self._call(g, "temperature", n.temperature_c, h)
         for kind in ("sm", "memory", "graphics"):
             v[f"clock_{kind}_mhz"] = self._call(g, f"clock_{kind}", n.clock_mhz, h, kind)
@@ -500,6 +526,16 @@ class GpuReader:
             if x is not None:
                 v[k] = x
         v["power_scope"] = "gpu_module"
+
+    @staticmethod
+    def _smoothing(g: GpuState, v: dict, asked: int | None) -> None:
+        """The active profile's parameters are asked with the profile seen the cycle before: where the profile
+        changed in between they describe the old one and are dropped (the next cycle asks the new one)."""
+        active = v.get("smoothing_profile")
+        g.smoothing_profile = None if active is None else int(active)
+        if g.smoothing_profile != asked:
+            for name in SMOOTHING_PARAMS.values():
+                v.pop(name, None)
 
     @staticmethod
     def _pcie_counters(g: GpuState, v: dict) -> None:

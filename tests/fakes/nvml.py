@@ -14,6 +14,7 @@ import copy
 import queue
 import struct
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from collectors.gpu.errors import (
@@ -56,6 +57,13 @@ HOPPER_GPM = {"SM_UTIL": 91.0, "SM_OCCUPANCY": 38.5, "ANY_TENSOR_UTIL": 52.0, "H
 HOPPER_GPM_MIG = {1: {"SM_UTIL": 42.5, "SM_OCCUPANCY": 20.0, "ANY_TENSOR_UTIL": 30.0, "DRAM_BW_UTIL": 55.0},
                   2: {"SM_UTIL": 7.0, "SM_OCCUPANCY": 2.0, "ANY_TENSOR_UTIL": 0.5, "DRAM_BW_UTIL": 3.0}}
 
+# Grace Blackwell: the module's power beside the GPU's, the GPU memory's own (scope NVML_POWER_SCOPE_MEMORY),
+# power smoothing (fields 251/264, and 260-263 per preset profile: the field's scopeId is the profile) and
+# workload power profiles (bit i of nvmlMask255_t is nvmlPowerProfileType_t i), which nvml.h gives for Blackwell
+# and later only
+GB200_MODULE_FIELDS = {186: 1_850_400, 185: 1_832_000, 191: 52_718_281_828}
+GB200_SMOOTHING = {2: {260: 65.0, 261: 250_000, 262: 120_000, 263: 2_000}}
+
 PROFILES: dict[str, dict] = {
     "H100-SXM": {
         "name": "NVIDIA H100 80GB HBM3", "memory_total": 85_520_809_984, "memory_reserved": 563_019_776,
@@ -65,7 +73,7 @@ PROFILES: dict[str, dict] = {
         "thresholds": {"slowdown": 90, "shutdown": 92, "memory_max": 95},
         "fields": H100_FIELDS, "unsupported_fields": H100_UNSUPPORTED_FIELDS, "nvlinks": 18,
         "unsupported": {"fan_percent"}, "temperature": 38, "util": (87, 41), "pcie": (5, 16), "vbios": "96.00.74.00.1C",
-        "gpm": HOPPER_GPM, "gpm_mig": HOPPER_GPM_MIG,
+        "gpm": HOPPER_GPM, "gpm_mig": HOPPER_GPM_MIG, "power_limit_constraints_mw": (200_000, 700_000),
     },
     "H200-SXM": {
         "name": "NVIDIA H200", "memory_total": 150_754_820_096, "memory_reserved": 629_145_600,
@@ -77,7 +85,7 @@ PROFILES: dict[str, dict] = {
         "gpm": {**HOPPER_GPM, "SM_UTIL": 78.0, "ANY_TENSOR_UTIL": 31.0, "DRAM_BW_UTIL": 83.0},
         "gpm_mig": HOPPER_GPM_MIG,
         "nvlinks": 18, "unsupported": {"fan_percent"}, "temperature": 61, "util": (100, 73), "pcie": (5, 16),
-        "vbios": "96.00.9F.00.04",
+        "vbios": "96.00.9F.00.04", "power_limit_constraints_mw": (200_000, 700_000),
     },
     "GH200": {
         "name": "NVIDIA GH200 480GB", "memory_total": 102_005_473_280, "memory_reserved": 629_145_600,
@@ -91,6 +99,21 @@ PROFILES: dict[str, dict] = {
         "gpm_unsupported": {"HMMA_TENSOR_UTIL", "IMMA_TENSOR_UTIL", "DFMA_TENSOR_UTIL"},
         "unsupported_fields": H100_UNSUPPORTED_FIELDS, "nvlinks": 18, "unsupported": {"fan_percent"},
         "temperature": 55, "util": (96, 60), "pcie": (5, 16), "vbios": "96.00.A5.00.01",
+        "power_limit_constraints_mw": (200_000, 900_000),
+    },
+    "GB200": {
+        "name": "NVIDIA GB200", "memory_total": 199_715_979_264, "memory_reserved": 838_860_800,
+        "power_limit_mw": 1_200_000, "power_limit_default_mw": 1_200_000,
+        "power_limit_constraints_mw": (200_000, 1_200_000),
+        "max_clocks": {"sm": 2062, "memory": 3996, "graphics": 2062}, "clocks": {"sm": 1965, "memory": 3996,
+                                                                                 "graphics": 1965},
+        "thresholds": {"slowdown": 87, "shutdown": 92, "memory_max": 95},
+        "fields": {**H100_FIELDS, 186: 1_010_500, 185: 998_200, 82: 57, 251: 1, 264: 2},
+        "module_fields": GB200_MODULE_FIELDS, "memory_fields": {186: 88_250}, "smoothing": GB200_SMOOTHING,
+        "power_profiles": ([6], [6, 12]),  # llm_inference requested; the driver adds sync_balanced
+        "gpm": HOPPER_GPM, "gpm_mig": HOPPER_GPM_MIG,
+        "unsupported_fields": H100_UNSUPPORTED_FIELDS, "nvlinks": 18, "unsupported": {"fan_percent"},
+        "temperature": 49, "util": (98, 66), "pcie": (6, 16), "vbios": "97.00.3A.00.02",
     },
     "A100-SXM": {
         "name": "NVIDIA A100-SXM4-80GB", "memory_total": 85_899_345_920, "memory_reserved": 0,
@@ -103,7 +126,7 @@ PROFILES: dict[str, dict] = {
         "unsupported_fields": H100_UNSUPPORTED_FIELDS | {185, 269, 270, 271}, "nvlinks": 12,
         # Ampere: no GPM (nvmlGpmQueryDeviceSupport: not a supported device; nvmlGpmSampleGet NOT_SUPPORTED)
         "unsupported": {"fan_percent", "gpm"}, "temperature": 45, "util": (55, 20), "pcie": (4, 16),
-        "vbios": "92.00.45.00.06",
+        "vbios": "92.00.45.00.06", "power_limit_constraints_mw": (100_000, 400_000),
     },
     "P4-old": {
         # Pascal: no energy counter (Volta+), no HBM temperature, no power fields, no row remapping,
@@ -117,6 +140,7 @@ PROFILES: dict[str, dict] = {
         "unsupported_fields": set(H100_FIELDS) - {94, 3, 4, 5, 6}, "nvlinks": 0,
         "unsupported": {"fan_percent", "mig_mode", "memory_v2", "power_limit_enforced", "gpm"},
         "power_usage_mw": 24_512, "temperature": 33, "util": (0, 0), "pcie": (3, 16), "vbios": "86.04.8B.00.01",
+        "power_limit_constraints_mw": (50_000, 75_000),
     },
 }
 
@@ -142,6 +166,8 @@ class FakeGpu:
     # the energy counter advances at the instant power as time passes (as the driver's does), not frozen
     live_energy: bool = False
     born: float = 0.0
+    # instant power (field 186, GPU scope) in mW as a function of wall-clock time: a load that swings
+    power_fn: Callable[[float], int] | None = None
 
     def __post_init__(self):
         import time
@@ -254,6 +280,12 @@ class FakeNvml:
     def power_limit_default_mw(self, h):
         return self._gpu(h).p["power_limit_default_mw"]
 
+    def power_limit_constraints_mw(self, h):
+        c = self._gpu(h).p.get("power_limit_constraints_mw")
+        if c is None:
+            raise NvmlNotSupported("Not Supported")
+        return c
+
     def nvlink_count(self):
         return 18
 
@@ -266,10 +298,18 @@ class FakeNvml:
         for fid, scope in ids:
             if g.lost:
                 out.append((fid, scope, 15, None))
-            elif scope == 1 and fid in (185, 186, 191):  # power scope MODULE: Grace superchips only
-                mod = g.p.get("module_fields", {})
+            elif scope in (1, 2) and fid in (185, 186, 191):  # power scope MODULE (Grace superchips), MEMORY
+                mod = g.p.get("module_fields" if scope == 1 else "memory_fields", {})
                 out.append((fid, scope, 0, decode_field(fid, *g.wire(fid, mod[fid]))) if fid in mod
                            else (fid, scope, 3, None))
+            elif 260 <= fid <= 263:  # a power-smoothing profile's parameter: scopeId is the profile
+                prof = g.p.get("smoothing")
+                if prof is None:
+                    out.append((fid, scope, 3, None))
+                elif scope not in prof:
+                    out.append((fid, scope, 2, None))  # INVALID_ARGUMENT: no such profile
+                else:
+                    out.append((fid, scope, 0, decode_field(fid, *g.wire(fid, prof[scope][fid]))))
             elif fid in (142, 143, 144, 145) and g.mig:
                 out.append((fid, scope, 3, None))  # row remapping: NOT_SUPPORTED while MIG is enabled
             elif fid in g.p["unsupported_fields"]:
@@ -280,6 +320,10 @@ class FakeNvml:
                 else:
                     out.append((fid, scope, 0, decode_field(fid, *g.wire(fid, g.p["fields"][fid] //
                                                                            max(1, g.p["nvlinks"])))))
+            elif fid == 186 and scope == 0 and g.power_fn is not None:
+                import time
+
+                out.append((fid, scope, 0, decode_field(fid, *g.wire(fid, int(g.power_fn(time.time()))))))
             elif fid == 83 and g.live_energy:
                 import time
 
@@ -322,6 +366,12 @@ class FakeNvml:
 
     def power_limit_enforced_mw(self, h):
         return self._sup(h, "power_limit_enforced").p["power_limit_mw"]
+
+    def workload_power_profiles(self, h):
+        g = self._sup(h, "power_profiles")
+        if "power_profiles" not in g.p:  # before Blackwell
+            raise NvmlNotSupported("Not Supported")
+        return g.p["power_profiles"]
 
     def temperature_c(self, h):
         return self._sup(h, "temperature").p["temperature"]
