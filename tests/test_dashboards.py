@@ -120,6 +120,8 @@ def scenario(now_ns: int, site: str = "fra1") -> tuple[list[Sample], dict]:
             for g in ("0", "1"):
                 step.append(Sample("gpu", {**base, "gpu": g, "uuid": f"GPU-{h}-{g}", "model": "H200"}, {
                     "power_watts": facts["gpu_w"], "utilization_percent": 80.0,
+                    "power_min_watts": facts["gpu_w"] - 150, "power_mean_watts": facts["gpu_w"],
+                    "power_max_watts": facts["gpu_w"] + 100, "power_swing_watts": 250.0,
                     "energy_joules_total": facts["gpu_w"] * t,
                     "temperature_celsius": 60.0 + int(g) + (5 if rack == "r2" else 0) + facts["hot"],
                     "memory_temperature_celsius": 70.0 + facts["hot"],
@@ -139,6 +141,10 @@ def scenario(now_ns: int, site: str = "fra1") -> tuple[list[Sample], dict]:
                                                        "pid": "4242" if g == "0" else "4343", "process": "vllm",
                                                        "container": "", "slurm_job": job, "pod": ""},
                                        {"memory_used_bytes": 80e9, "sm_utilization_percent": 75.0 + facts["hot"]}, ts))
+            # the fast power sampler's node row: both GPUs summed at the same instants
+            step.append(Sample("gpu_node", {**base, "source": "nvml", "scope": "gpu"},
+                               {"power_min_watts": 2 * facts["gpu_w"] - 300, "power_max_watts": 2 * facts["gpu_w"] + 200,
+                                "power_swing_watts": 500.0, "power_step_max_watts": 420.0, "gpus": 2}, ts))
             if cpu_w:  # the host collector's RAPL counter of the node's CPU package
                 step.append(Sample("host_energy", {**base, "zone": "intel-rapl:0", "source": "rapl",
                                                    "scope": "cpu_package"}, {"energy_joules_total": 1000 + cpu_w * t},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.dashboards.model import FG, PG, RI, Panel, Query, Section, T
+from agent.dashboards.model import FG, FH, PG, PH, Panel, Query, RI, Section, T
 
 
 def ts(title, field, unit, promql, **kw):
@@ -26,6 +26,20 @@ SECTIONS = (Section("gpu-node", 10, (
                             ("dram_active_percent", "DRAM active"))], unit="percent", min=0, max=100, w=24,
               description="how busy a GPU really is where utilization says 100%: a stalled job keeps utilization "
                           "high with its tensor pipes idle (GPM, Hopper+; dcgm-exporter's PROF fields)"),
+        Panel("Power band: sampled min, mean and max", "timeseries", [
+            Query(f'SELECT {agg}("power_{f}_watts") FROM "gpu" {FG} {T}, "host", "gpu" fill(none)',
+                  legend=f"{f} $tag_host gpu $tag_gpu",
+                  promql=f"{prom}_over_time({gpu(f'power_{f}_watts')}[$__interval])")
+            for f, agg, prom in (("min", "min", "min"), ("mean", "mean", "avg"), ("max", "max", "max"))],
+              unit="watt",
+              description="the fast power sampler (collectors.gpu power_sampling): the band between each "
+                          "interval's lowest and highest instant power, which the 1-s average hides"),
+        Panel("Node GPU power swing (sampled)", "timeseries", [
+            Query(f'SELECT max("{f}") FROM "gpu_node" {FH} {T}, "host" fill(none)', legend=f"{name} $tag_host",
+                  promql=f"max_over_time(aifactory_gpu_node_{f}{{{PH}}}[$__interval])")
+            for f, name in (("power_swing_watts", "swing"), ("power_step_max_watts", "largest step"))],
+              unit="watt", description="the node's GPUs summed at the same instants: what its PDU and the "
+                                       "rack's breakers see; node rows add up to a rack's synchronous swing"),
         Panel("Energy per interval", "timeseries", [Query(
             f'SELECT non_negative_difference(last("energy_joules_total")) FROM "gpu" {FG} {T}, "host", "gpu"',
             legend="$tag_host gpu $tag_gpu", promql=f"increase({gpu('energy_joules_total')}[$__interval])")],
