@@ -143,7 +143,8 @@ def scenario(now_ns: int, site: str = "fra1") -> tuple[list[Sample], dict]:
                                        {"memory_used_bytes": 80e9, "sm_utilization_percent": 75.0 + facts["hot"]}, ts))
             # the fast power sampler's node row: both GPUs summed at the same instants
             step.append(Sample("gpu_node", {**base, "source": "nvml", "scope": "gpu"},
-                               {"power_min_watts": 2 * facts["gpu_w"] - 300, "power_max_watts": 2 * facts["gpu_w"] + 200,
+                               {"power_min_watts": 2 * facts["gpu_w"] - 300,
+                                "power_max_watts": 2 * facts["gpu_w"] + 200,
                                 "power_swing_watts": 500.0, "power_step_max_watts": 420.0, "gpus": 2}, ts))
             if cpu_w:  # the host collector's RAPL counter of the node's CPU package
                 step.append(Sample("host_energy", {**base, "zone": "intel-rapl:0", "source": "rapl",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.dashboards.model import FG, FH, PG, PH, Panel, Query, RI, Section, T
+from agent.dashboards.model import FG, FH, PG, PH, RI, Panel, Query, Section, T
 
 
 def ts(title, field, unit, promql, **kw):
