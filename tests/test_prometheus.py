@@ -221,7 +221,8 @@ def test_the_endpoint_is_off_until_configured():
 
 
 def fleet_agent(tmp_path, snmpsim, modbus, port: int, extra_outputs: dict | None = None):
-    """An in-process agent at 1 s with every collector fed: 2 fake H200s with processes, snmpsim PDUs and a UPS,
+    """An in-process agent at 1 s with every collector fed: a fake H200 and a GB200 (its power envelope: memory
+    scope, workload profiles, smoothing) with processes and the fast power sampler, snmpsim PDUs and a UPS,
     a vLLM page, a Redfish BMC (DMTF mockup), a Modbus meter, CDU and leak panel, and the /metrics endpoint
     with per-process and per-job series."""
     from agent.config import build_config
@@ -234,7 +235,7 @@ def fleet_agent(tmp_path, snmpsim, modbus, port: int, extra_outputs: dict | None
     from .test_measurement import TestGpu
     from .test_modbus import profile_image
 
-    nvml = fleet("H200-SXM", "H200-SXM")
+    nvml = fleet("H200-SXM", "GB200")
     for g in nvml.gpus:
         g.processes = [(4000 + g.index, 40 * 2**30)]
     TestGpu.nvml = nvml
@@ -269,7 +270,9 @@ def fleet_agent(tmp_path, snmpsim, modbus, port: int, extra_outputs: dict | None
     cfg = build_config({
         "agent": {"hostname": "n1", "interval": 1.0},
         "tags": {"site": "lab", "rack": "r1"},
-        "collectors": {"storage": {"smart": "off"}, "gpu": {"xid_events": False}, "snmp": {"devices": snmp},
+        "collectors": {"storage": {"smart": "off"},
+                       "gpu": {"xid_events": False, "power_sampling": True, "power_sample_hz": 20},
+                       "snmp": {"devices": snmp},
                        "modbus": {"devices": mb}, "efficiency": {"rapl": False},
                        "jobs": {"slurm": "off", "kubernetes": "off"},
                        "redfish": {"targets": [{"name": "bmc", "url": bmc_url, "user": "monitor",
@@ -321,6 +324,13 @@ def test_promtool_passes_a_scrape_of_an_agent_running_every_collector(tmp_path, 
         assert m in prefixes, (m, sorted(prefixes))
     assert "aifactory_gpu_process_memory_used_bytes" in fams  # asked for
     assert fams["aifactory_gpu_energy_joules"].type == "counter"
+    # the GB200's envelope and the sampler's rows: a gauge per figure, the profiles as an info metric
+    for name in ("aifactory_gpu_memory_power_watts", "aifactory_gpu_power_smoothing_ramp_up_watts_per_second",
+                 "aifactory_gpu_power_swing_watts", "aifactory_gpu_node_power_swing_watts"):
+        assert fams[name].type == "gauge" and fams[name].samples, name
+    profiles = [s for f in fams.values() if f.type == "info" for s in f.samples
+                if "power_profiles_enforced" in s.labels]
+    assert profiles and profiles[0].labels["power_profiles_enforced"] == "llm_inference,sync_balanced"
     series = sum(len(f.samples) for f in fams.values())
     assert series == sum(1 for line in text.splitlines() if line and not line.startswith("#")) > 300
     assert max(len(s.labels) for f in fams.values() for s in f.samples) < 30
