@@ -604,3 +604,22 @@ def test_power_sampling_is_off_by_default_and_its_rate_is_bounded():
     assert GpuOptions(power_sampling=True).power_sample_hz == 10.0
     with pytest.raises(ValidationError):
         GpuOptions(power_sampling=True, power_sample_hz=200)
+
+
+def test_a_field_or_scope_the_driver_does_not_know_is_not_asked_again():
+    """A driver older than a field id or a power scope answers INVALID_ARGUMENT in that entry: left out like
+    NOT_SUPPORTED, the rest of the batch kept."""
+    nvml = fleet("H100-SXM")
+    real = nvml.field_values
+
+    def older_driver(h, ids):
+        return [(fid, scope, 2, None) if (fid, scope) in ((186, 2), (251, 0)) else (fid, scope, ret, val)
+                for fid, scope, ret, val in real(h, ids)]
+
+    nvml.field_values = older_driver
+    col = make(nvml, processes=False)
+    cycle(col, 1)
+    f = gpu_fields(cycle(col, 2))
+    col.close()
+    assert f["power_watts"] == 312.456 and "memory_power_watts" not in f
+    assert (186, 2) not in nvml.field_requests[-1] and (251, 0) not in nvml.field_requests[-1]

@@ -32,7 +32,7 @@ from .errors import (
 log = logging.getLogger(__name__)
 
 ALL_LINKS = 0xFFFFFFFF
-_LOST, _NOT_SUPPORTED, _NO_PERMISSION = 15, 3, 4
+_LOST, _NOT_SUPPORTED, _NO_PERMISSION, _INVALID_ARGUMENT = 15, 3, 4, 2
 
 # NVML power scopes (nvmlPowerScopeType_t): the GPU alone, or the module (Grace Hopper / Grace Blackwell: GPU,
 # Grace CPU, memory and the module's own losses)
@@ -436,7 +436,9 @@ class GpuReader:
                     v[key] = val
                 elif ret == _LOST:
                     raise NvmlGpuLost(f"field {fid}")
-                elif ret in (_NOT_SUPPORTED, _NO_PERMISSION):
+                elif ret in (_NOT_SUPPORTED, _NO_PERMISSION, _INVALID_ARGUMENT):
+                    # INVALID_ARGUMENT: a field id or scope this driver does not know (a newer field, the
+                    # memory power scope): not asked again until the re-probe, as NOT_SUPPORTED
                     g.unsupported.add(key)
         self._pcie_counters(g, v)
         self._power_scope(v)
