@@ -16,6 +16,13 @@ def gpu(name: str) -> str:
     return f"aifactory_gpu_{name}{{{PG}}}"
 
 
+def per_interval(series: str) -> str:
+    """A counter's growth over each of Grafana's intervals, as InfluxQL's non_negative_difference per bucket:
+    the last sample at each step less the last one an interval before. increase() over [$__interval] would need
+    two samples inside every window, which an interval as short as the collection interval does not hold."""
+    return f"clamp_min({series} - {series} offset $__interval, 0)"
+
+
 SECTIONS = (Section("gpu-node", 10, (
         ts("Utilization", "utilization_percent", "percent", f"{gpu('utilization_ratio')} * 100", min=0, max=100),
         ts("Power", "power_watts", "watt", gpu("power_watts")),
@@ -29,20 +36,20 @@ SECTIONS = (Section("gpu-node", 10, (
         Panel("Power band: sampled min, mean and max", "timeseries", [
             Query(f'SELECT {agg}("power_{f}_watts") FROM "gpu" {FG} {T}, "host", "gpu" fill(none)',
                   legend=f"{f} $tag_host gpu $tag_gpu",
-                  promql=f"{prom}_over_time({gpu(f'power_{f}_watts')}[$__interval])")
+                  promql=f"{prom}_over_time({gpu(f'power_{f}_watts')}[{RI}])")
             for f, agg, prom in (("min", "min", "min"), ("mean", "mean", "avg"), ("max", "max", "max"))],
               unit="watt",
               description="the fast power sampler (collectors.gpu power_sampling): the band between each "
                           "interval's lowest and highest instant power, which the 1-s average hides"),
         Panel("Node GPU power swing (sampled)", "timeseries", [
             Query(f'SELECT max("{f}") FROM "gpu_node" {FH} {T}, "host" fill(none)', legend=f"{name} $tag_host",
-                  promql=f"max_over_time(aifactory_gpu_node_{f}{{{PH}}}[$__interval])")
+                  promql=f"max_over_time(aifactory_gpu_node_{f}{{{PH}}}[{RI}])")
             for f, name in (("power_swing_watts", "swing"), ("power_step_max_watts", "largest step"))],
               unit="watt", description="the node's GPUs summed at the same instants: what its PDU and the "
                                        "rack's breakers see; node rows add up to a rack's synchronous swing"),
         Panel("Energy per interval", "timeseries", [Query(
             f'SELECT non_negative_difference(last("energy_joules_total")) FROM "gpu" {FG} {T}, "host", "gpu"',
-            legend="$tag_host gpu $tag_gpu", promql=f"increase({gpu('energy_joules_total')}[$__interval])")],
+            legend="$tag_host gpu $tag_gpu", promql=per_interval(gpu("energy_joules_total")))],
               unit="joule"),
         ts("GPU temperature", "temperature_celsius", "celsius", gpu("temperature_celsius"),
            thresholds=[(None, "green"), (80, "orange"), (87, "red")]),
@@ -63,7 +70,7 @@ SECTIONS = (Section("gpu-node", 10, (
               unit="bool", w=24),
         Panel("XID and ECC errors", "timeseries", [
             Query(f'SELECT non_negative_difference(last("{f}")) FROM "gpu" {FG} {T}, "host", "gpu"',
-                  legend=f"{name} $tag_host gpu $tag_gpu", promql=f"increase({gpu(f)}[$__interval])")
+                  legend=f"{name} $tag_host gpu $tag_gpu", promql=per_interval(gpu(f)))
             for f, name in (("xid_errors_total", "XID"), ("ecc_uncorrected_volatile_total", "ECC uncorrected"))],
               unit="short"),
         Panel("Processes by GPU memory", "table", [Query(
