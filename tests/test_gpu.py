@@ -541,6 +541,7 @@ def test_the_sampler_sums_the_node_at_the_same_instants_and_only_where_every_gpu
     assert (ga.samples, ga.min, ga.max, ga.swing, ga.step_max) == (5, 300.0, 650.0, 350.0, 350.0)
     assert ga.mean == pytest.approx(440.0) and ga.p99 == 650.0
     assert (gb.samples, gb.swing, gb.step_max) == (3, 300.0, 300.0)
+    assert d.errors == 2  # the lost GPU's two reads, counted
     node, gpus = d.node["gpu"]
     assert gpus == 2 and node.samples == 3 and (node.min, node.max, node.mean) == (700.0, 1050.0, 920.0)
     # the next interval: the step is measured from the last sample before it

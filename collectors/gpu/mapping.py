@@ -114,7 +114,8 @@ def gpm_fields(gpm: dict | None) -> dict:
 def map_node_power(d: Drained, acc: Accumulator) -> None:
     """The node's sampled GPU power (the sum over its GPUs at the same instants), one row per power scope."""
     for scope, (shape, gpus) in sorted(d.node.items()):
-        acc.add("gpu_node", {**shape.fields(), "gpus": gpus, "sampler_late_ticks": d.late},
+        acc.add("gpu_node", {**shape.fields(), "gpus": gpus, "sampler_late_ticks": d.late,
+                             "sampler_errors": d.errors},
                 {"source": "nvml", "scope": scope})
 
 

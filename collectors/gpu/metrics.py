@@ -185,6 +185,8 @@ METRICS = (
     Metric("gpu_node", "gpus", G, "count", "GPUs in the node's sum", _N),
     Metric("gpu_node", "sampler_late_ticks", G, "count", "sample instants the sampler skipped in the interval "
            "because the tick before ran past them (NVML slow to answer)", _N),
+    Metric("gpu_node", "sampler_errors", G, "count", "sampler reads in the interval that failed (a lost GPU, an "
+           "NVML error) and left a GPU's sample out", _N),
     Metric("gpu_event", "count", G, "count", "events in this collection: XIDs (tag xid), ecc_dbe (double-bit ECC events), gpu_lost, gpu_recovered, energy_reset",
            _G + ("event", "xid", "source", "scope")),
 )

@@ -20,12 +20,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import NvmlError, NvmlGpuLost, NvmlNoPermission, NvmlNotSupported
+from .errors import NvmlError, NvmlNoPermission, NvmlNotSupported
 
 log = logging.getLogger(__name__)
 
 POWER_INSTANT = 186  # NVML_FI_DEV_POWER_INSTANT, mW; its scopeId is nvmlPowerScopeType_t
-_OK, _LOST = 0, 15
+_OK = 0
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ class Drained:
     gpus: dict[str, Shape] = field(default_factory=dict)  # uuid -> shape
     node: dict[str, tuple[Shape, int]] = field(default_factory=dict)  # scope -> (shape of the sum, GPUs summed)
     late: int = 0  # ticks skipped because the previous one ran past them
+    errors: int = 0  # reads that failed (a lost GPU, an NVML error) and left a GPU's sample out
 
 
 class PowerSampler:
@@ -94,6 +95,7 @@ class PowerSampler:
         self.before: dict[str, float] = {}  # last sample of the previous interval, per uuid and per node scope
         self.refused: set[str] = set()
         self.late = 0
+        self.errors = 0
         self.ticks = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="gpu-power-sampler", daemon=True)
@@ -152,9 +154,8 @@ class PowerSampler:
         except (NvmlNotSupported, NvmlNoPermission) as e:
             self._refuse(t, str(e))
             return None
-        except NvmlGpuLost:
-            return None  # the reader says so and takes the GPU out of the targets
-        except NvmlError:
+        except NvmlError:  # GPU_IS_LOST among them: the reader says so and takes the GPU out of the targets
+            self.errors += 1
             return None
         for fid, _scope, ret, val in res:
             if fid != POWER_INSTANT:
@@ -163,6 +164,8 @@ class PowerSampler:
                 return val / 1000.0
             if ret in (3, 4):  # NOT_SUPPORTED, NO_PERMISSION
                 self._refuse(t, f"return code {ret}")
+            else:
+                self.errors += 1
         return None
 
     def _refuse(self, t: Target, why: str) -> None:
@@ -175,8 +178,9 @@ class PowerSampler:
             samples, self.samples = self.samples, {}
             node, self.node = self.node, {}
             late, self.late = self.late, 0
+            errors, self.errors = self.errors, 0
             gpus_in = dict(self.node_gpus)
-        out = Drained(late=late)
+        out = Drained(late=late, errors=errors)
         for uuid, values in samples.items():
             shape = summarise(list(values), self.before.get(uuid))
             if shape is not None:
