@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .model import Kind, Metric
+from .model import Kind, Metric, Sample
 
 PREFIX = "aifactory_"
 # Fields whose names would end like a histogram's or summary's series (_count, _sum, _bucket), or be another
@@ -25,6 +26,9 @@ RENAMES = {("host", "cpu_count"): "cpus", ("gpu_event", "count"): "events",
            ("gpu_nvlink", "rx_bytes_total"): "link_rx_bytes_total",
            ("gpu_nvlink", "tx_bytes_total"): "link_tx_bytes_total"}
 RESERVED_SUFFIXES = ("_count", "_sum", "_bucket", "_created")
+# Measurements whose series grow with the work on the node, not with its hardware: only when asked for
+# (`include` of /metrics and of remote write).
+OPTIONAL = {"processes": ("gpu_process",), "jobs": ("job", "job_model")}
 _BAD = re.compile(r"[^a-zA-Z0-9_]")
 
 # The catalogue's unit -> the OpenMetrics UNIT a family ending with it declares (none: no UNIT line).
@@ -88,6 +92,32 @@ def prom_metric(measurement: str, field: str, metric: Metric | None) -> PromMetr
     return PromMetric(base, base, "gauge", help_, scale, None, unit if unit and base.endswith("_" + unit) else "")
 
 
+def excluded(include: list[str]) -> set[str]:
+    """The measurements an output leaves out, given what its `include` asks for."""
+    return {m for k, ms in OPTIONAL.items() if k not in include for m in ms}
+
+
+def sample_labels(s: Sample) -> list[tuple[str, str]]:
+    """A sample's tags as labels, sorted by name; an empty tag is no label."""
+    return sorted((label_name(k), v) for k, v in s.tags.items() if v != "")
+
+
+def sample_series(s: Sample, labels: list[tuple[str, str]], catalogue) -> Iterator[tuple[PromMetric, list, float]]:
+    """(metric, labels, value) of each field Prometheus can carry: an info field's value in a label of its own
+    (named apart where a tag has its name), value 1; a field whose value the metric cannot carry is left out."""
+    for field, v in s.fields.items():
+        m = prom_metric(s.measurement, field, catalogue.get(s.measurement, field) if catalogue else None)
+        if m.type == "info":
+            if not isinstance(v, str) or v == "":
+                continue
+            label = m.label if all(k != m.label for k, _ in labels) else m.label + "_value"
+            yield m, sorted([*labels, (label, v)]), 1.0
+        else:
+            value = m.value(v)
+            if value is not None:
+                yield m, labels, value
+
+
 # --- exposition ---------------------------------------------------------------------------------------------
 
 
@@ -101,14 +131,6 @@ def escape_help(v: str) -> str:
 
 def labels_text(labels: list[tuple[str, str]]) -> str:
     return ",".join(f'{k}="{escape_label(v)}"' for k, v in labels)
-
-
-def format_value(x: float) -> str:
-    if x == math.inf:
-        return "+Inf"
-    if x == -math.inf:
-        return "-Inf"
-    return repr(float(x))
 
 
 def header(m: PromMetric, openmetrics: bool) -> str:

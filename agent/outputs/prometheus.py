@@ -31,12 +31,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..config import OutputOptions
 from ..logonce import Latch
 from ..model import Sample
-from ..prom import PromMetric, header, label_name, labels_text, prom_metric
+from ..prom import PromMetric, excluded, header, labels_text, sample_labels, sample_series
 
 log = logging.getLogger(__name__)
 
-# Measurements whose series grow with the work on the node, not with its hardware: only when asked for.
-OPTIONAL = {"processes": ("gpu_process",), "jobs": ("job", "job_model")}
 EXPIRE_INTERVALS = 3.0
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -125,8 +123,8 @@ class Page:
         self.max_labels = max_labels
         self.excluded = excluded
         self.lock = threading.Lock()
-        # family -> series key -> (ts, text line, openmetrics line)
-        self.series: dict[str, dict[tuple, tuple[int, bytes, bytes]]] = {}
+        # family -> series key -> (ts, its line: the same in the text format and OpenMetrics)
+        self.series: dict[str, dict[tuple, tuple[int, bytes]]] = {}
         self.metrics: dict[str, PromMetric] = {}  # family -> its metric
         self.measurement_of: dict[str, str] = {}  # family -> measurement (for expiry)
         self.life: dict[str, int] = {}  # measurement -> ns a series lives unrefreshed
@@ -139,33 +137,18 @@ class Page:
         self._swept = 0
         self._pages: dict[bool, bytes] = {}  # openmetrics? -> the rendered page, until the next change
 
-    def _metric(self, measurement: str, field: str) -> PromMetric:
-        return prom_metric(measurement, field, self.catalogue.get(measurement, field) if self.catalogue else None)
-
     def add(self, samples: list[Sample]) -> None:
         with self.lock:
             for s in samples:
                 if s.measurement in self.excluded or not s.fields:
                     continue
                 self._learn(s.measurement, s.ts)
-                tags = sorted((label_name(k), v) for k, v in s.tags.items() if v != "")
+                tags = sample_labels(s)
                 if len(tags) + 1 > self.max_labels:
                     self.too_many_labels += 1
                     continue
                 key = tuple(tags)
-                for field, v in s.fields.items():
-                    m = self._metric(s.measurement, field)
-                    if m.type == "info":
-                        if not isinstance(v, str) or v == "":
-                            continue
-                        label = m.label if all(k != m.label for k, _ in tags) else m.label + "_value"
-                        labels = sorted([*tags, (label, v)])
-                        value = 1.0
-                    else:
-                        value = m.value(v)
-                        if value is None:
-                            continue
-                        labels = tags
+                for m, labels, value in sample_series(s, tags, self.catalogue):
                     fam = self.series.get(m.family)
                     if fam is None:
                         fam = self.series[m.family] = {}
@@ -183,8 +166,7 @@ class Page:
                     elif old[0] > s.ts:
                         continue
                     body = f"{m.name}{{{labels_text(labels)}}} {value!r}\n" if labels else f"{m.name} {value!r}\n"
-                    line = body.encode()
-                    fam[key] = (s.ts, line, line)
+                    fam[key] = (s.ts, body.encode())
                 self.newest = max(self.newest, s.ts)
             if self.newest - self._swept > 1e9:
                 self._sweep()
@@ -205,7 +187,7 @@ class Page:
             life = self.life.get(self.measurement_of[family])
             if not life:
                 continue
-            gone = [k for k, (ts, _, _) in fam.items() if ts + life < self.newest]
+            gone = [k for k, (ts, _) in fam.items() if ts + life < self.newest]
             for k in gone:
                 del fam[k]
             self.count -= len(gone)
@@ -222,7 +204,7 @@ class Page:
                 if not fam:
                     continue
                 parts.append(header(self.metrics[family], openmetrics).encode())
-                parts.extend(line for _, line, _ in fam.values())
+                parts.extend(line for _, line in fam.values())
             if openmetrics:
                 parts.append(b"# EOF\n")
             page = self._pages[openmetrics] = b"".join(parts)
@@ -290,8 +272,7 @@ class PrometheusEndpoint:
     def __init__(self, opts: PrometheusOptions, catalogue=None) -> None:
         self.opts = opts
         self.name = "prometheus"
-        excluded = {m for k, ms in OPTIONAL.items() if k not in opts.include for m in ms}
-        self.page = Page(catalogue, opts.max_series, opts.max_labels, excluded)
+        self.page = Page(catalogue, opts.max_series, opts.max_labels, excluded(opts.include))
         web = load_web_config(opts.web_config_file) if opts.web_config_file else WebConfig()
         self.users = web.basic_auth_users
         self._verified: dict[tuple[str, str], bool] = {}  # bcrypt is slow by design: a scrape is not

@@ -28,15 +28,13 @@ from pydantic import Field, model_validator
 from .. import __version__
 from ..config import HttpUrl, OutputOptions, PositiveDuration, SecretFile, Size
 from ..model import Sample
-from ..prom import label_name, prom_metric
+from ..prom import excluded, sample_labels, sample_series
 from ..secrets import read_secret
 from .buffer import DiskBuffer
 from .http import Poster
 from .running import OK, Result, RunningOutput, TransportError, Writer
 
 log = logging.getLogger(__name__)
-
-OPTIONAL = {"processes": ("gpu_process",), "jobs": ("job", "job_model")}
 
 
 @lru_cache(maxsize=1)
@@ -108,11 +106,10 @@ class RemoteWriteWriter(Writer):
         self.compress = cramjam.snappy.compress_raw
         self.decompress = cramjam.snappy.decompress_raw
         self.message = write_request()
-        self.excluded = {m for k, ms in OPTIONAL.items() if k not in opts.include for m in ms}
+        self.excluded = excluded(opts.include)
         self.poster = Poster(opts.url, opts.timeout, opts.tls_verify, opts.tls_ca_file)
-        self.path = urlsplit(opts.url).path or "/"
-        if urlsplit(opts.url).query:
-            self.path += "?" + urlsplit(opts.url).query
+        u = urlsplit(opts.url)
+        self.path = (u.path or "/") + (f"?{u.query}" if u.query else "")
         self.headers = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
                         "User-Agent": f"aifactory-agent/{__version__}", "X-Prometheus-Remote-Write-Version": "0.1.0",
                         **opts.headers}
@@ -126,31 +123,18 @@ class RemoteWriteWriter(Writer):
     def encode(self, samples: list[Sample]) -> list[bytes]:
         """Each sample as a serialized WriteRequest of its fields' series (none: an empty record is skipped)."""
         out = []
-        cat = self.catalogue
         for s in samples:
             if s.measurement in self.excluded:
                 continue
-            tags = [(label_name(k), v) for k, v in s.tags.items() if v != ""]
+            tags = sample_labels(s)
             if len(tags) + 1 > self.opts.max_labels:
                 self.label_limited += 1
                 continue
             wr = self.message()
             ts_ms = s.ts // 1_000_000
-            for field, v in s.fields.items():
-                m = prom_metric(s.measurement, field, cat.get(s.measurement, field) if cat else None)
-                if m.type == "info":
-                    if not isinstance(v, str) or v == "":
-                        continue
-                    label = m.label if all(k != m.label for k, _ in tags) else m.label + "_value"
-                    labels = sorted([("__name__", m.name), *tags, (label, v)])
-                    value = 1.0
-                else:
-                    value = m.value(v)
-                    if value is None:
-                        continue
-                    labels = sorted([("__name__", m.name), *tags])
+            for m, labels, value in sample_series(s, tags, self.catalogue):
                 series = wr.timeseries.add()
-                for k, lv in labels:
+                for k, lv in sorted([("__name__", m.name), *labels]):
                     series.labels.add(name=k, value=lv)
                 series.samples.add(value=value, timestamp=ts_ms)
             if wr.timeseries:
