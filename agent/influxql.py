@@ -6,7 +6,6 @@ Used where the agent reads the fleet back: tokens for rack/facility efficiency o
 
 from __future__ import annotations
 
-import base64
 import json
 import ssl
 import urllib.parse
@@ -15,7 +14,7 @@ import urllib.request
 from pydantic import Field
 
 from .config import HttpUrl, PositiveDuration, SecretFile, Strict
-from .secrets import read_secret
+from .secrets import basic_auth, read_secret
 
 
 class InfluxQLOptions(Strict):
@@ -42,7 +41,7 @@ class InfluxQL:
             self.headers["Authorization"] = f"Token {token}"
         elif opts.username:
             pw = read_secret(f"{where}.password_file", opts.password_file) or ""
-            self.headers["Authorization"] = "Basic " + base64.b64encode(f"{opts.username}:{pw}".encode()).decode()
+            self.headers["Authorization"] = basic_auth(opts.username, pw)
         self.ctx = None
         if opts.url.startswith("https") and not opts.tls_verify:
             self.ctx = ssl.create_default_context()

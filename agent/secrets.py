@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 
@@ -27,3 +28,8 @@ def read_secret(what: str, file: str | None = None, env: str | None = None) -> s
         except ValueError as e:
             raise ConfigError([f"{what}: {e}"]) from None
     return None
+
+
+def basic_auth(user: str, password: str | None) -> str:
+    """An Authorization header's value for HTTP basic auth (RFC 7617)."""
+    return "Basic " + base64.b64encode(f"{user}:{password or ''}".encode()).decode()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from ..prom import label_name, prom_metric
+from ..prom import label_name, labels_text, prom_metric
 from .expr import Node, Selector
 
 
@@ -42,7 +42,7 @@ def _selector(sel: Selector, cat, rng: float | None = None) -> tuple[str, float]
     out = pm.name + ("{" + ",".join(matchers) + "}" if matchers else "")
     if rng is not None:
         out += f"[{_duration(rng)}]"
-    return out, (1.0 / pm.scale if pm.scale != 1.0 else 1.0)
+    return out, 1.0 / pm.scale
 
 
 def _duration(seconds: float) -> str:
@@ -142,7 +142,7 @@ def export_tests(path, defaults: list, rules: list, cat, rule_file: str) -> dict
             meas, field, tags = parse_series(s.series)
             m = cat.get(meas, field) if cat is not None else None
             pm = prom_metric(meas, field, m)
-            labels = ",".join(f'{label_name(k)}="{v}"' for k, v in sorted(tags.items()))
+            labels = labels_text(sorted((label_name(k), v) for k, v in tags.items()))
             values = " ".join("_" if v is None else _num(round(v * pm.scale, 12)) for v in expand(s.values))
             series.append({"series": f"{pm.name}{{{labels}}}", "values": values})
         checks = [{"eval_time": _duration(c.eval_time), "alertname": c.alertname,

@@ -67,11 +67,10 @@ def prometheus_alert_rows(url: str, since: float, username: str | None, password
                           token_file: str | None) -> list[dict]:
     """The agents' alerts from a Prometheus-compatible query API: each alert's latest state (an info series) and
     value within `since`, as the InfluxDB path gives them."""
-    import base64
     import urllib.parse
     import urllib.request
 
-    from ..secrets import read_secret
+    from ..secrets import basic_auth, read_secret
 
     headers = {}
     token = read_secret("alerts --fleet token_file", token_file) if token_file else None
@@ -79,7 +78,7 @@ def prometheus_alert_rows(url: str, since: float, username: str | None, password
         headers["Authorization"] = f"Bearer {token}"
     elif username:
         password = read_secret("alerts --fleet password_file", password_file) if password_file else ""
-        headers["Authorization"] = "Basic " + base64.b64encode(f"{username}:{password or ''}".encode()).decode()
+        headers["Authorization"] = basic_auth(username, password)
 
     def query(q: str) -> list[dict]:
         req = urllib.request.Request(url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": q}),
@@ -93,14 +92,16 @@ def prometheus_alert_rows(url: str, since: float, username: str | None, password
             raise ConfigError([f"--fleet: {url}: {doc.get('error') or doc}"])
         return doc["data"]["result"]
 
+    def alert_labels(r: dict) -> dict:  # the agent's tags, without the name and the scrape's own labels
+        return {k: v for k, v in r["metric"].items() if k not in ("__name__", "job", "instance")}
+
     window = f"{int(since)}s"
     values = {}
     for r in query(f"last_over_time(aifactory_alerts_value[{window}])"):
-        m = {k: v for k, v in r["metric"].items() if k not in ("__name__", "job", "instance")}
-        values[tuple(sorted(m.items()))] = float(r["value"][1])
+        values[tuple(sorted(alert_labels(r).items()))] = float(r["value"][1])
     rows = []
     for r in query(f"last_over_time(aifactory_alerts_state_info[{window}])"):
-        m = {k: v for k, v in r["metric"].items() if k not in ("__name__", "job", "instance")}
+        m = alert_labels(r)
         state = m.pop("state", "")
         key = tuple(sorted(m.items()))
         tags = dict(m)

@@ -15,7 +15,6 @@ HTTP answers, as Telegraf reads them and one step further, mapped onto the sende
 
 from __future__ import annotations
 
-import base64
 import gzip
 import logging
 from pathlib import Path
@@ -26,7 +25,7 @@ from pydantic import Field, model_validator
 
 from ..config import Duration, HttpUrl, OutputOptions, PositiveDuration, SecretFile, Size
 from ..model import Sample, to_line
-from ..secrets import read_secret
+from ..secrets import basic_auth, read_secret
 from .buffer import DiskBuffer
 from .http import Poster, Response, retry_after
 from .running import OK, Result, RunningOutput, TransportError, Writer
@@ -90,8 +89,7 @@ class V1Client(Poster):
         if token:
             self.headers["Authorization"] = f"Token {token}"
         elif opts.username:
-            cred = base64.b64encode(f"{opts.username}:{password or ''}".encode()).decode()
-            self.headers["Authorization"] = f"Basic {cred}"
+            self.headers["Authorization"] = basic_auth(opts.username, password)
         if self.gzip:
             self.headers["Content-Encoding"] = "gzip"
 

@@ -16,7 +16,6 @@ delivered.
 
 from __future__ import annotations
 
-import base64
 import logging
 from functools import lru_cache
 from pathlib import Path
@@ -29,7 +28,7 @@ from .. import __version__
 from ..config import HttpUrl, OutputOptions, PositiveDuration, SecretFile, Size
 from ..model import Sample
 from ..prom import excluded, sample_labels, sample_series
-from ..secrets import read_secret
+from ..secrets import basic_auth, read_secret
 from .buffer import DiskBuffer
 from .http import Poster
 from .running import OK, Result, RunningOutput, TransportError, Writer
@@ -116,8 +115,7 @@ class RemoteWriteWriter(Writer):
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
         elif opts.username:
-            self.headers["Authorization"] = "Basic " + base64.b64encode(
-                f"{opts.username}:{password or ''}".encode()).decode()
+            self.headers["Authorization"] = basic_auth(opts.username, password)
         self.label_limited = 0
 
     def encode(self, samples: list[Sample]) -> list[bytes]:
