@@ -31,7 +31,7 @@ from collectors.common.profile import Profile, ProfileError
 from collectors.common.profile import load_profiles as load_from
 from collectors.common.profile.evaluate import evaluate
 from collectors.common.profile.plan import object_words
-from collectors.common.profile.samples import DeviceCounters, rows
+from collectors.common.profile.samples import DeviceCounters, within_deadline
 
 from .blocks import REGISTER_TABLES, Block, ObjectError, Ref, parse_object, plan_blocks, split, values_of
 from .client import REFUSED, TRANSIENT, UNREACHABLE, Connection, DeviceError, exception_name
@@ -283,19 +283,10 @@ class ModbusCollector(Collector):
         before = conn.requests
         poll = Poll()
         try:
-            deadline = min(o.timeout * (o.retries + 1) * 3, end - time.monotonic())
-            if deadline <= 0:
-                raise TimeoutError("no time left in this run (other devices were slow)")
-            try:
-                poll = await asyncio.wait_for(poll_device(conn, dev), deadline)
-            except TimeoutError:
-                conn.close()  # its late answers must not meet the next unit's requests
-                raise TimeoutError(f"no complete answer within {deadline:.3g} s") from None
+            # a connection cut off mid-poll is closed: its late answers must not meet the next unit's requests
+            poll = await within_deadline(poll_device(conn, dev), o.timeout, o.retries, end, conn.close)
             readings = evaluate(dev.profile, poll.data, tags)
-            now = time.time()
-            for r in readings:
-                self.counters.keep(o.name, tags.keys(), r, now)
-            for measurement, fields, rtags in rows(readings, "modbus"):
+            for measurement, fields, rtags in self.counters.samples(o.name, tags.keys(), readings):
                 if measurement == "cooling":
                     self._cooling(o, fields)
                 acc.add(measurement, fields, rtags)

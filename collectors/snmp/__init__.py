@@ -23,7 +23,7 @@ from collectors.common.families import FACILITY_FAMILIES, family_metrics
 from collectors.common.profile import Profile, norm_oid
 from collectors.common.profile.evaluate import evaluate
 from collectors.common.profile.plan import plan_of
-from collectors.common.profile.samples import DeviceCounters, rows
+from collectors.common.profile.samples import DeviceCounters, within_deadline
 
 from .client import SYS_DESCR, SYS_OBJECT_ID, Credentials, DeviceError
 from .match import candidates, load_profiles
@@ -247,21 +247,11 @@ class SnmpCollector(Collector):
         try:
             async with self.slots:  # the deadline (and the measured duration) starts at the device's turn
                 t0 = time.perf_counter()
-                # A device's own deadline: its timeout for each try, for identification, GETs and walks;
-                # never past the collector's.
-                deadline = min(dev.opts.timeout * (dev.opts.retries + 1) * 3, end - time.monotonic())
-                if deadline <= 0:
-                    raise TimeoutError("no time left in this run (other devices were slow)")
-                try:
-                    profile, data = await asyncio.wait_for(poll_device(self.client, self.profiles, dev), deadline)
-                except TimeoutError:
-                    raise TimeoutError(f"no complete answer within {deadline:.3g} s") from None
+                profile, data = await within_deadline(poll_device(self.client, self.profiles, dev),
+                                                      dev.opts.timeout, dev.opts.retries, end)
             readings = evaluate(profile, data, {**tags, "profile": profile.name})
-            placement = tags.keys() | {"profile"}
-            now = time.time()
-            for r in readings:
-                self.counters.keep(dev.opts.name, placement, r, now)
-            for measurement, fields, rtags in rows(readings, "snmp"):
+            for measurement, fields, rtags in self.counters.samples(dev.opts.name, tags.keys() | {"profile"},
+                                                                    readings):
                 acc.add(measurement, fields, rtags)
             ok, error = True, None
             readings = [r for r in readings if r.value is not None]

@@ -1,5 +1,5 @@
-"""A profile device's readings to samples, whatever the transport: counters kept monotonic on the energy
-ledger's counters, one sample per row, provenance tags on power families.
+"""A profile device's poll and readings, whatever the transport: each poll under the device's own deadline,
+counters kept monotonic on the energy ledger's counters, one sample per row, provenance tags on power families.
 
 Every transport that feeds the profile engine (SNMP today; Modbus, a test's fake) ends its poll here, so a
 counter wrap, an operator zeroing a kWh register or a garbage jump is handled once, the same way.
@@ -7,8 +7,10 @@ counter wrap, an operator zeroing a kWh register or a garbage jump is handled on
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable, Coroutine
 
 from collectors.common.energy import EnergyCounters
 
@@ -21,6 +23,24 @@ log = logging.getLogger(__name__)
 FACILITY_LIMIT_WATTS = 1e9
 # Families whose power and energy readings say where they came from (`source`: TRANSPORT_FAMILY).
 POWER_FAMILIES = ("pdu", "meter", "ups", "cooling")
+
+
+async def within_deadline(poll: Coroutine, timeout: float, retries: int, end: float,
+                          on_timeout: Callable[[], None] | None = None):
+    """A device's poll under its own deadline: its timeout for each try over about three rounds of requests
+    (identification, reads), never past the run's `end` (time.monotonic()), so one silent device never holds up
+    the samples of those that answered. `on_timeout` runs when the poll is cut off (a connection whose late
+    answers must not meet the next request)."""
+    deadline = min(timeout * (retries + 1) * 3, end - time.monotonic())
+    if deadline <= 0:
+        poll.close()
+        raise TimeoutError("no time left in this run (other devices were slow)")
+    try:
+        return await asyncio.wait_for(poll, deadline)
+    except TimeoutError:
+        if on_timeout is not None:
+            on_timeout()
+        raise TimeoutError(f"no complete answer within {deadline:.3g} s") from None
 
 
 class DeviceCounters:
@@ -49,6 +69,13 @@ class DeviceCounters:
         elif u.event == "refused":
             log.warning("%s device %s: %s %s reading refused: %s", self.transport, device, r.measurement, r.field,
                         u.reason)
+
+    def samples(self, device: str, placement: set[str], readings: list[Reading]) -> list[tuple[str, dict, dict]]:
+        """The device's rows (`rows`), its counters kept first, all at one instant."""
+        now = time.time()
+        for r in readings:
+            self.keep(device, placement, r, now)
+        return rows(readings, self.transport)
 
     def save(self) -> None:
         self.counters.save()

@@ -10,7 +10,6 @@ the facility collector's PUE and the efficiency collector's rack scope read it a
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +23,7 @@ from collectors.common.families import family_metrics
 from collectors.common.profile import load_profiles
 from collectors.common.profile.evaluate import evaluate
 from collectors.common.profile.plan import object_words
-from collectors.common.profile.samples import DeviceCounters, rows
+from collectors.common.profile.samples import DeviceCounters
 
 PROFILES = Path(__file__).with_name("profiles")
 DEVICE_TAGS = ("host", "device", "role", "rack", "profile")
@@ -80,7 +79,6 @@ class RegisterMeterCollector(Collector):
     def collect(self, acc: Accumulator) -> None:
         if not self.options.devices:
             raise NotPresent("no register meters configured")
-        now = time.time()
         for dev in self.options.devices:
             profile = self.profiles[dev.profile]
             tags = {**dev.tags(), "profile": profile.name}
@@ -90,9 +88,7 @@ class RegisterMeterCollector(Collector):
                 acc.add("regmeter_device", {"up": False}, tags)  # one dead device; the others go on
                 continue
             readings = evaluate(profile, data, tags)
-            for r in readings:
-                self.counters.keep(dev.name, tags.keys(), r, now)
-            for measurement, fields, row_tags in rows(readings, "regmeter"):
+            for measurement, fields, row_tags in self.counters.samples(dev.name, tags.keys(), readings):
                 acc.add(measurement, fields, row_tags)
             acc.add("regmeter_device", {"up": True}, tags)
         self.counters.save()  # before the samples leave: an emitted value is never ahead of the saved state
