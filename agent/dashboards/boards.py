@@ -16,14 +16,9 @@ from .model import FH, PH, RI, Constant, Dashboard, Panel, Query, Section, T, Va
 
 
 def _vars(with_gpu: bool = False) -> list:
-    out = [Variable("site", "Site", 'SHOW TAG VALUES FROM "agent" WITH KEY = "site"',
-                    promql="label_values(aifactory_agent_uptime_seconds, site)"),
-           Variable("cluster", "Cluster", 'SHOW TAG VALUES FROM "agent" WITH KEY = "cluster"',
-                    promql="label_values(aifactory_agent_uptime_seconds, cluster)"),
-           Variable("rack", "Rack", 'SHOW TAG VALUES FROM "agent" WITH KEY = "rack"',
-                    promql="label_values(aifactory_agent_uptime_seconds, rack)"),
-           Variable("host", "Host", 'SHOW TAG VALUES FROM "agent" WITH KEY = "host"',
-                    promql="label_values(aifactory_agent_uptime_seconds, host)")]
+    out = [Variable(key, label, f'SHOW TAG VALUES FROM "agent" WITH KEY = "{key}"',
+                    promql=f"label_values(aifactory_agent_uptime_seconds, {key})")
+           for key, label in (("site", "Site"), ("cluster", "Cluster"), ("rack", "Rack"), ("host", "Host"))]
     if with_gpu:
         out.append(Variable("gpu", "GPU", 'SHOW TAG VALUES FROM "gpu" WITH KEY = "gpu" WHERE "host" =~ /^$host$/',
                             promql='label_values(aifactory_gpu_power_watts{host=~"$host"}, gpu)'))

@@ -5,6 +5,20 @@ from __future__ import annotations
 
 from agent.dashboards.model import F, P, Panel, Query, Section, T
 
+
+def pue_over(span: str, window: str, description: str = "") -> Panel:
+    """PUE from the facility's energy counters over the last `window` (InfluxQL and PromQL durations alike)."""
+    return Panel(f"PUE, last {span} (energy)", "stat", [Query(
+        'SELECT (last("total_energy_joules_total") - first("total_energy_joules_total")) / '
+        '(last("it_energy_joules_total") - first("it_energy_joules_total")) FROM "facility" '
+        f'WHERE time > now() - {window} AND "site" =~ /^$site$/ AND "cluster" =~ /^$cluster$/ '
+        'AND "rack" =~ /^$rack$/ GROUP BY "site", "cluster", "host"',
+        promql=f"sum by (site) (increase(aifactory_facility_total_energy_joules_total{{{P}}}[{window}])) / "
+               f"sum by (site) (increase(aifactory_facility_it_energy_joules_total{{{P}}}[{window}]))")],
+                 unit="none", decimals=3, w=6, h=5, thresholds=[(None, "green"), (1.4, "orange"), (1.6, "red")],
+                 description=description)
+
+
 SECTIONS = (
     Section("power-cooling", 10, (
         Panel("PDU power by rack", "timeseries", [Query(
@@ -83,26 +97,9 @@ SECTIONS = (
                           "it, cooling"),
     )),
     Section("efficiency", 10, (
-        Panel("PUE, last 24 h (energy)", "stat", [Query(
-            'SELECT (last("total_energy_joules_total") - first("total_energy_joules_total")) / '
-            '(last("it_energy_joules_total") - first("it_energy_joules_total")) FROM "facility" '
-            'WHERE time > now() - 1d AND "site" =~ /^$site$/ AND "cluster" =~ /^$cluster$/ '
-            'AND "rack" =~ /^$rack$/ GROUP BY "site", "cluster", "host"',
-            promql=f"sum by (site) (increase(aifactory_facility_total_energy_joules_total{{{P}}}[1d])) / "
-                   f"sum by (site) (increase(aifactory_facility_it_energy_joules_total{{{P}}}[1d]))")],
-              unit="none", decimals=3, w=6, h=5,
-              thresholds=[(None, "green"), (1.4, "orange"), (1.6, "red")],
-              description="total facility energy / IT energy over 24 h (The Green Grid, ISO/IEC 30134-2); one value "
-                          "per site and poller: first() and last() never mix two sites' counters"),
-        Panel("PUE, last 7 d (energy)", "stat", [Query(
-            'SELECT (last("total_energy_joules_total") - first("total_energy_joules_total")) / '
-            '(last("it_energy_joules_total") - first("it_energy_joules_total")) FROM "facility" '
-            'WHERE time > now() - 7d AND "site" =~ /^$site$/ AND "cluster" =~ /^$cluster$/ '
-            'AND "rack" =~ /^$rack$/ GROUP BY "site", "cluster", "host"',
-            promql=f"sum by (site) (increase(aifactory_facility_total_energy_joules_total{{{P}}}[7d])) / "
-                   f"sum by (site) (increase(aifactory_facility_it_energy_joules_total{{{P}}}[7d]))")],
-              unit="none", decimals=3, w=6, h=5,
-              thresholds=[(None, "green"), (1.4, "orange"), (1.6, "red")]),
+        pue_over("24 h", "1d", "total facility energy / IT energy over 24 h (The Green Grid, ISO/IEC 30134-2); "
+                 "one value per site and poller: first() and last() never mix two sites' counters"),
+        pue_over("7 d", "7d"),
     )),
     Section("efficiency", 30, (
         Panel("PUE (instant and over the window)", "timeseries", [
