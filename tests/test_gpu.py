@@ -369,15 +369,28 @@ def test_gpm_per_mig_instance_fills_the_mig_rows():
     assert "sm_active_percent" not in gpu_fields(samples)  # on a MIG-enabled GPU GPM is per instance
 
 
+def adapter_over_pynvml(pynvml, **calls):
+    """collectors.gpu.nvml.Nvml over pynvml's own constants and structures (nvidia-ml-py), the NVML functions it
+    calls stood in by `calls`."""
+    import types
+
+    from collectors.gpu.nvml import Nvml
+
+    n = types.SimpleNamespace(**{k: getattr(pynvml, k) for k in dir(pynvml) if k.startswith(("NVML_", "c_"))})
+    n.NVMLError = pynvml.NVMLError
+    for name, fn in calls.items():
+        setattr(n, name, fn)
+    a = Nvml()
+    a.n = n
+    return a
+
+
 def test_the_adapter_takes_two_gpm_samples_in_turn_and_honours_each_metrics_return_code():
     """collectors.gpu.nvml.Nvml over pynvml's own GPM structures and constants (nvidia-ml-py), its calls stood in:
     the samples are allocated once and reused in turn, the first window raises NotFound, a metric whose
     nvmlReturn is NOT_SUPPORTED (3) is left out, the samples are freed at the end."""
-    import types
-
     pynvml = pytest.importorskip("pynvml")
     from collectors.gpu.errors import NvmlNotFound
-    from collectors.gpu.nvml import Nvml
 
     allocated, taken, freed = [], [], []
 
@@ -393,14 +406,8 @@ def test_the_adapter_takes_two_gpm_samples_in_turn_and_honours_each_metrics_retu
             req.metrics[i].value = float(mid)  # each metric's id as its value: the mapping is visible
         return req
 
-    n = types.SimpleNamespace(**{k: getattr(pynvml, k) for k in dir(pynvml) if k.startswith(("NVML_", "c_"))})
-    n.NVMLError = pynvml.NVMLError
-    n.nvmlGpmSampleAlloc = alloc
-    n.nvmlGpmSampleGet = lambda h, s: taken.append(s)
-    n.nvmlGpmMetricsGet = metrics_get
-    n.nvmlGpmSampleFree = freed.append
-    a = Nvml()
-    a.n = n
+    a = adapter_over_pynvml(pynvml, nvmlGpmSampleAlloc=alloc, nvmlGpmSampleGet=lambda h, s: taken.append(s),
+                            nvmlGpmMetricsGet=metrics_get, nvmlGpmSampleFree=freed.append)
     state: dict = {}
     with pytest.raises(NvmlNotFound):
         a.gpm_metrics("h", state, "gpu")
@@ -482,10 +489,8 @@ def test_workload_power_profile_masks_decode_bit_by_bit_across_words():
 
 def test_the_adapter_reads_workload_profiles_from_pynvmls_structure():
     import ctypes
-    import types
 
     pynvml = pytest.importorskip("pynvml")
-    from collectors.gpu.nvml import Nvml
 
     def current(h, ref):
         cur = ctypes.cast(ref, ctypes.POINTER(pynvml.c_nvmlWorkloadPowerProfileCurrentProfiles_v1_t)).contents
@@ -493,12 +498,8 @@ def test_the_adapter_reads_workload_profiles_from_pynvmls_structure():
         cur.enforcedProfilesMask.mask[0] = (1 << pynvml.NVML_POWER_PROFILE_LLM_TRAINING
                                             | 1 << pynvml.NVML_POWER_PROFILE_SYNC_BALANCED)
 
-    n = types.SimpleNamespace(**{k: getattr(pynvml, k) for k in dir(pynvml) if k.startswith(("NVML_", "c_"))})
-    n.NVMLError = pynvml.NVMLError
-    n.nvmlDeviceWorkloadPowerProfileGetCurrentProfiles = current
-    n.nvmlDeviceGetPowerManagementLimitConstraints = lambda h: [200_000, 700_000]
-    a = Nvml()
-    a.n = n
+    a = adapter_over_pynvml(pynvml, nvmlDeviceWorkloadPowerProfileGetCurrentProfiles=current,
+                            nvmlDeviceGetPowerManagementLimitConstraints=lambda h: [200_000, 700_000])
     assert a.workload_power_profiles("h") == ([7], [7, 12])
     assert a.power_limit_constraints_mw("h") == (200_000, 700_000)
 
@@ -530,7 +531,7 @@ def test_the_sampler_sums_the_node_at_the_same_instants_and_only_where_every_gpu
     a.power_fn = _sequence([300_000, 650_000, 310_000, 640_000, 300_000])
     b.power_fn = _sequence([400_000, 400_000, 700_000])
     sp = PowerSampler(nvml, 10)
-    sp.set_targets([Target(g.uuid, g, 0, "gpu") for g in (a, b)])
+    sp.set_targets([Target(g.uuid, g, "gpu") for g in (a, b)])
     for _ in range(3):
         sp._tick()
     b.lost = True  # falls off the bus: its samples stop, the node sums stop with them
@@ -546,7 +547,7 @@ def test_the_sampler_sums_the_node_at_the_same_instants_and_only_where_every_gpu
     assert gpus == 2 and node.samples == 3 and (node.min, node.max, node.mean) == (700.0, 1050.0, 920.0)
     # the next interval: the step is measured from the last sample before it
     a.power_fn = _sequence([900_000])
-    sp.set_targets([Target(a.uuid, a, 0, "gpu")])
+    sp.set_targets([Target(a.uuid, a, "gpu")])
     sp._tick()
     d = sp.drain()
     assert d.gpus[a.uuid].step_max == 600.0 and b.uuid not in d.gpus
@@ -561,7 +562,7 @@ def test_a_gpu_without_the_instant_power_field_is_said_once_and_left_out(caplog)
     caplog.set_level(logging.INFO)
     nvml = fleet("P4-old", "H100-SXM")
     sp = PowerSampler(nvml, 10)
-    sp.set_targets([Target(g.uuid, g, 0, "gpu") for g in nvml.gpus])
+    sp.set_targets([Target(g.uuid, g, "gpu") for g in nvml.gpus])
     for _ in range(3):
         sp._tick()
     d = sp.drain()

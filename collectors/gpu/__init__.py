@@ -19,7 +19,7 @@ from .energy import EnergyTracker
 from .errors import NvmlError, NvmlNeedsReinit, NvmlNoPermission, NvmlNotPresent
 from .mapping import XidCounter, map_gpu, map_node_power
 from .metrics import METRICS
-from .reader import SCOPE_GPU, SCOPE_MODULE, GpuReader
+from .reader import GpuReader
 from .sampler import PowerSampler, Target
 
 log = logging.getLogger(__name__)
@@ -115,8 +115,7 @@ class GpuCollector(Collector):
         map_node_power(drained, acc)
         handles = {g.static.uuid: g.handle for g in self.reader.gpus if not g.lost and g.handle is not None}
         self.sampler.set_targets([
-            Target(r.static.uuid, handles[r.static.uuid], SCOPE_MODULE if r.values.get("power_scope") == "gpu_module"
-                   else SCOPE_GPU, r.values.get("power_scope", "gpu"))
+            Target(r.static.uuid, handles[r.static.uuid], r.values.get("power_scope", "gpu"))
             for r in readings if not r.lost and r.static.uuid in handles])
         return drained.gpus
 

@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import NvmlError, NvmlNoPermission, NvmlNotSupported
+from .reader import SCOPE_GPU, SCOPE_MODULE
 
 log = logging.getLogger(__name__)
 
 POWER_INSTANT = 186  # NVML_FI_DEV_POWER_INSTANT, mW; its scopeId is nvmlPowerScopeType_t
+SCOPE_IDS = {"gpu": SCOPE_GPU, "gpu_module": SCOPE_MODULE}  # the gpu rows' scope tag -> the scope NVML is asked
 _OK = 0
 
 
@@ -32,8 +34,7 @@ _OK = 0
 class Target:
     uuid: str
     handle: Any
-    scope_id: int  # NVML power scope asked: 0 the GPU, 1 the module (Grace superchips)
-    scope: str  # the same as the gpu rows' scope tag: gpu, gpu_module
+    scope: str  # the same as the gpu rows' scope tag: gpu, or gpu_module (Grace superchips)
 
 
 @dataclass
@@ -150,7 +151,7 @@ class PowerSampler:
 
     def _read(self, t: Target) -> float | None:
         try:
-            res = self.nvml.field_values(t.handle, [(POWER_INSTANT, t.scope_id)])
+            res = self.nvml.field_values(t.handle, [(POWER_INSTANT, SCOPE_IDS[t.scope])])
         except (NvmlNotSupported, NvmlNoPermission) as e:
             self._refuse(t, str(e))
             return None
