@@ -193,21 +193,19 @@ class Prometheus:
             self.proc.terminate()
             self.proc.wait(15)
 
-    def query_range(self, q: str, start: float, end: float, step: float = 60.0) -> list[dict]:
-        args = {"query": q, "start": str(start), "end": str(end), "step": str(step)}
-        with urllib.request.urlopen(f"{self.url}/api/v1/query_range?{urllib.parse.urlencode(args)}",
-                                    timeout=60) as r:
+    def _api(self, endpoint: str, args: dict, timeout: float) -> list[dict]:
+        with urllib.request.urlopen(f"{self.url}/api/v1/{endpoint}?{urllib.parse.urlencode(args)}",
+                                    timeout=timeout) as r:
             doc = json.loads(r.read())
         assert doc["status"] == "success", doc
         return doc["data"]["result"]
 
+    def query_range(self, q: str, start: float, end: float, step: float = 60.0) -> list[dict]:
+        return self._api("query_range", {"query": q, "start": str(start), "end": str(end), "step": str(step)}, 60)
+
     def query(self, q: str, at: float | None = None) -> list[dict]:
         """An instant query's result vector: [{"metric": {...}, "value": [ts, "v"]}]."""
-        args = {"query": q, **({"time": str(at)} if at is not None else {})}
-        with urllib.request.urlopen(f"{self.url}/api/v1/query?{urllib.parse.urlencode(args)}", timeout=30) as r:
-            doc = json.loads(r.read())
-        assert doc["status"] == "success", doc
-        return doc["data"]["result"]
+        return self._api("query", {"query": q, **({"time": str(at)} if at is not None else {})}, 30)
 
 
 def snmpsim_venv(root: Path) -> Path:
@@ -793,11 +791,17 @@ class SilentServer:
 # --- dashboards -----------------------------------------------------------------------------------------------
 
 
-def substitute(q: str, selected: dict[str, str] | None = None, at: float | None = None) -> str:
-    """The query as Grafana sends it: each variable is its selected value, or "All" (.*)."""
-    q = q.replace("$timeFilter", "time > now() - 2h").replace("$__interval", "1m")
+def board_variables(q: str, selected: dict[str, str] | None = None) -> str:
+    """The boards' own variables as Grafana fills them: the constants' defaults, and each selection its selected
+    value, or "All" (.*)."""
     q = q.replace("$price_per_kwh", "0.12").replace("$grid_g_per_kwh", "350")
     selected = selected or {}
+    return re.sub(r"\$(site|cluster|rack|host|gpu)\b", lambda m: re.escape(selected.get(m.group(1), "")) or ".*", q)
+
+
+def substitute(q: str, selected: dict[str, str] | None = None, at: float | None = None) -> str:
+    """The InfluxQL as Grafana sends it: its time filter and interval, and the board's variables."""
+    q = q.replace("$timeFilter", "time > now() - 2h").replace("$__interval", "1m")
     if at is not None:  # a fixed "now", so that two runs of a query compare equal to the nanosecond
         q = q.replace("now()", "'" + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)) + "'")
-    return re.sub(r"\$(site|cluster|rack|host|gpu)\b", lambda m: re.escape(selected.get(m.group(1), "")) or ".*", q)
+    return board_variables(q, selected)

@@ -4,7 +4,6 @@ a real InfluxDB 1.6.7 loaded with an hour of a scenario written by the agent's o
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from agent.registry import default_registry
 from collectors.efficiency import EfficiencyCollector
 from collectors.jobs import JobsCollector, JobsOptions
 
-from .services import serve_http, substitute
+from .services import board_variables, serve_http, substitute
 
 CAT = default_registry().catalogue()
 BOARDS = dashboards(default_registry().sections())  # the core's frames with every collector's panels
@@ -490,11 +489,9 @@ def test_render_examples_script_draws_every_board(influxd, tmp_path):
 
 
 def prom_substitute(q: str, selected: dict[str, str] | None = None) -> str:
-    """The PromQL as Grafana sends it: each variable its selected value, or "All" (.*); Grafana's interval macros."""
+    """The PromQL as Grafana sends it: Grafana's interval macros, and the board's variables."""
     q = q.replace("$__rate_interval", "4m").replace("$__interval", "1m").replace("$__range", "2h")
-    q = q.replace("$price_per_kwh", "0.12").replace("$grid_g_per_kwh", "350")
-    selected = selected or {}
-    return re.sub(r"\$(site|cluster|rack|host|gpu)\b", lambda m: re.escape(selected.get(m.group(1), "")) or ".*", q)
+    return board_variables(q, selected)
 
 
 @pytest.fixture(scope="module")
