@@ -23,6 +23,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def proc_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used, from /proc/PID/stat: a peer's cost measured from outside."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def _wait_http(url: str, ok: tuple[int, ...], timeout: float = 20.0, proc=None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
