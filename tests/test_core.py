@@ -13,6 +13,7 @@ import pytest
 
 from agent.collector import Collector
 from agent.model import Kind, Metric
+from agent.outputs.running import OK, Result, RunningOutput, Writer
 
 from .services import serve_http
 from .test_cli_e2e import ROOT, agent_env, cli
@@ -291,33 +292,108 @@ def test_chunks_compressed_at_append_are_sent_as_one_gzip_stream(tmp_path):
     again.close()
 
 
-def test_a_batch_whose_delete_fails_goes_back_to_the_buffer_for_any_sender(tmp_path):
-    """A sender that fails after taking chunks (the delete refused: a full disk) hands them back: the other
-    sender, or itself, sends them again; nothing stays in flight for ever."""
+class Scripted(Writer):
+    """A writer for the shared sender: writes what it gets, answering from a script (a Result per write, then
+    ok); pipelined or not. `on_write` runs inside each write, `on_pack` inside pack."""
+
+    def __init__(self, pipelined: bool, answers=(), on_write=None, on_pack=None) -> None:
+        self.pipelined = pipelined
+        self.got: list[bytes] = []  # every body written, in order, refused ones too
+        self.packed: list[bytes] = []
+        self.answers = list(answers)
+        self.on_write, self.on_pack = on_write, on_pack
+        self.active = self.most = 0
+
+    def encode(self, samples):
+        return samples
+
+    def pack(self, records):
+        body = b"|".join(records)
+        self.packed.append(body)
+        if self.on_pack:
+            self.on_pack(self)
+        return body
+
+    def write(self, records):
+        return self.write_packed(b"|".join(records))
+
+    def write_packed(self, body):
+        self.active += 1
+        self.most = max(self.most, self.active)
+        try:
+            if self.on_write:
+                self.on_write(self)
+            self.got.append(body)
+            return self.answers.pop(0) if self.answers else OK
+        finally:
+            self.active -= 1
+
+
+def chunked(tmp_path, chunks: int, per: int = 10):
+    """A disk buffer holding `chunks` chunks of `per` records each, b"0".."N" in order."""
     from agent.outputs.buffer import DiskBuffer
-    from agent.outputs.running import OK, RunningOutput, Writer
-
-    class Sink(Writer):
-        def __init__(self):
-            self.got = []
-
-        def encode(self, samples):
-            return samples
-
-        def write(self, records):
-            self.got.extend(records)
-            return OK
-
-        def describe(self, r):
-            return str(r)
-
-        def close(self):
-            pass
-
-        def stats(self):
-            return {}
 
     buf = DiskBuffer(tmp_path / "b.db")
+    for c in range(chunks):
+        buf.append([str(c * per + i).encode() for i in range(per)])
+    return buf
+
+
+def bodies(chunks: range, per: int = 10) -> list[bytes]:
+    return [b"|".join(str(c * per + i).encode() for i in range(per)) for c in chunks]
+
+
+def drained(out, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(out.buffer):
+        time.sleep(0.01)
+
+
+def test_a_pipelined_sender_packs_the_next_batch_while_one_is_in_flight_one_write_at_a_time(tmp_path):
+    """The helper reads and packs batch 2 while batch 1 is being written; writes never overlap and land in the
+    buffer's order, each once."""
+    second_packed = threading.Event()
+    seen_in_flight = []
+
+    def on_pack(w):
+        if len(w.packed) == 2:
+            second_packed.set()
+
+    def on_write(w):
+        if not w.got:  # the first write waits (at most 10 s) for the helper to have packed the next batch
+            seen_in_flight.append(second_packed.wait(10))
+
+    w = Scripted(True, on_write=on_write, on_pack=on_pack)
+    out = RunningOutput("t", w, chunked(tmp_path, 5), batch_size=10, flush_interval=0.05)
+    out.start()
+    drained(out)
+    assert out.stop(5)
+    assert seen_in_flight == [True]
+    assert w.got == bodies(range(5)) and w.most == 1
+    assert out.sent == 50 and len(out.buffer) == 0
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_a_retried_batch_and_the_one_made_ready_behind_it_go_back_in_order(tmp_path, pipelined):
+    """A 5xx on batch 2 hands back batch 2 and the batch 3 the helper made ready meanwhile: both are sent
+    again, in order; nothing stays in flight for ever, nothing is lost or repeated past the retry."""
+    w = Scripted(pipelined, answers=[OK, Result("retry", "HTTP 503"), OK])
+    out = RunningOutput("t", w, chunked(tmp_path, 5), batch_size=10, flush_interval=0.05, retry_base=0.01,
+                        retry_max=0.05)
+    out.start()
+    drained(out)
+    assert out.stop(5)
+    b = bodies(range(5))
+    assert w.got == [b[0], b[1], b[1], b[2], b[3], b[4]]
+    assert out.write_errors == 1 and out.sent == 50 and out.state == "ok" and len(out.buffer) == 0
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_a_batch_whose_delete_fails_goes_back_to_the_buffer_for_any_sender(tmp_path, pipelined, caplog):
+    """A sender that fails after taking chunks (the delete refused: a full disk) hands them back: the other
+    sender, or itself, sends them again; nothing stays in flight for ever. A pipelined sender deletes in its
+    helper thread: the failure reaches the sender all the same."""
+    buf = chunked(tmp_path, 3, per=1)
     real_remove, calls = buf.remove, []
 
     def flaky_remove(ids):
@@ -327,15 +403,14 @@ def test_a_batch_whose_delete_fails_goes_back_to_the_buffer_for_any_sender(tmp_p
         return real_remove(ids)
 
     buf.remove = flaky_remove
-    sink = Sink()
-    out = RunningOutput("t", sink, buf, batch_size=10, flush_interval=0.05)
-    buf.append([b"a", b"b", b"c"])
+    w = Scripted(pipelined)
+    out = RunningOutput("t", w, buf, batch_size=1, flush_interval=0.05)
     out.start()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and len(buf):
-        time.sleep(0.02)
+    drained(out)
     assert out.stop(5)
-    assert len(buf) == 0 and sink.got.count(b"a") == 2  # sent again after the failed delete, then forgotten
+    assert len(buf) == 0 and w.got.count(b"0") == 2  # sent again after the failed delete, then forgotten
+    assert sorted(set(w.got)) == [b"0", b"1", b"2"]
+    assert "output t: disk buffer: OperationalError: database or disk is full" in caplog.text
 
 
 def test_an_output_gets_the_catalogue_and_a_figure_it_does_not_declare_is_refused_at_build(tmp_path):

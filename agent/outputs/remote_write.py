@@ -6,7 +6,8 @@ built at import, no generated code), kept snappy-compressed in the disk buffer (
 labels: a fifth of the bytes to write, read back and free). Serialized messages concatenate into one message,
 so a batch is the records decompressed, joined and compressed again (snappy block format, cramjam). On the
 shared sender: the crash-safe disk buffer, batching, retries. One connection and one batch in flight at a time,
-oldest first, so each series' samples arrive in timestamp order as the spec requires.
+oldest first, so each series' samples arrive in timestamp order as the spec requires; pipelined: the next
+batch is read and packed while one is in flight (the receiver's answer is most of a write's time).
 
 Answers (Prometheus remote-write specification 1.0): 2xx delivered; 5xx and 429 retried with back-off,
 honouring Retry-After; 401/403 kept and retried slowly, said loudly; 413 split; any other 4xx refused: the batch
@@ -97,6 +98,8 @@ class RemoteWriteOptions(OutputOptions):
 
 
 class RemoteWriteWriter(Writer):
+    pipelined = True
+
     def __init__(self, opts: RemoteWriteOptions, catalogue, token: str | None, password: str | None) -> None:
         import cramjam
 
@@ -140,8 +143,14 @@ class RemoteWriteWriter(Writer):
                 out.append(bytes(self.compress(wr.SerializeToString())))
         return out
 
+    def pack(self, records: list[bytes]) -> bytes:
+        """One WriteRequest of the records' series: serialized messages concatenate into one."""
+        return bytes(self.compress(b"".join([bytes(self.decompress(r)) for r in records])))
+
     def write(self, records: list[bytes]) -> Result:
-        body = bytes(self.compress(b"".join([bytes(self.decompress(r)) for r in records])))
+        return self.write_packed(self.pack(records))
+
+    def write_packed(self, body: bytes) -> Result:
         try:
             r = self.poster.post(self.path, body, self.headers)
         except TransportError as e:

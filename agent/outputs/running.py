@@ -8,6 +8,8 @@ answering with a ``Result``. Everything else lives here, once, for every output:
 - a bounded memory backlog when that buffer refuses appends (disk full, I/O error): appended with the next
   collection that succeeds, only what overflows it is lost and counted;
 - batching, and a sender thread per output with exponential back-off and jitter, honouring ``Result.after``;
+  a pipelined writer's next batch is read and packed by a helper thread while one is in flight, and an
+  acknowledged batch forgotten there too, so that the round trip alone sets the pace;
 - outcome classes: ``ok`` (acknowledged), ``reject`` (the destination refuses something in the batch: split in
   halves until the refused records are alone, which are dropped and counted), ``too_large`` (split),
   ``retry`` (kept, retried later), ``auth`` (kept, retried, reported loudly);
@@ -22,6 +24,7 @@ import random
 import sqlite3
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,6 +59,9 @@ class Writer(Protocol):
 
     # the batch may be handed over already encoded by the disk buffer (gzip members): write_packed
     accepts_packed: bool = False
+    # the next batch is read from the buffer and packed while this one is in flight (a destination whose
+    # round trip is the cost of a write); still one write at a time, so batches keep their order
+    pipelined: bool = False
 
     def encode(self, samples: list[Sample]) -> list[bytes]:
         """One record per sample (a line of line protocol, a JSON line)."""
@@ -66,8 +72,13 @@ class Writer(Protocol):
         raise NotImplementedError
 
     def write_packed(self, packed: bytes) -> Result:
-        """The batch as the buffer packed it (a writer that sets accepts_packed writes it as it is)."""
+        """The batch as the buffer (accepts_packed) or pack() packed it, written as it is."""
         raise NotImplementedError
+
+    def pack(self, records: list[bytes]) -> bytes | None:
+        """The batch as it goes on the wire, for write_packed; a pipelined writer's is made while the batch
+        before it is in flight. None by default: write(records) at send time."""
+        return None
 
     def describe(self, record: bytes) -> str:
         """A refused record, shortened for the log."""
@@ -94,6 +105,44 @@ class Retry(Exception):
 
 class Stopping(Exception):
     """The agent stops while a batch is being split: the rest of it stays in the buffer for the next start."""
+
+
+@dataclass
+class Batch:
+    ids: list[int]  # the buffer's chunks, in flight until removed or released
+    records: list[bytes]
+    packed: bytes | None  # as it goes on the wire, when the buffer or the writer packed it
+
+
+class Sender:
+    """One writer's sender: the chunks it holds (handed back when it fails or stops) and, for a pipelined
+    writer, the helper thread that makes the next batch ready and forgets acknowledged ones meanwhile."""
+
+    def __init__(self, writer: Writer, name: str) -> None:
+        self.writer = writer
+        self.held: list[int] = []
+        self.helper = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-ahead") if writer.pipelined else None
+        self.tasks: list[Future] = []  # the helper's, in order (one worker: each starts after the one before)
+        self.ahead: Future | None = None  # of these, the next batch
+
+    def later(self, fn, *args) -> Future:
+        f = self.helper.submit(fn, *args)
+        self.tasks.append(f)
+        return f
+
+    def settle(self) -> Batch | None:
+        """Wait for all the helper was given; raise the first error only once all are done (what they took is
+        then in `held`, for the caller to hand back); the batch made ready, if any."""
+        tasks, ahead = self.tasks, self.ahead
+        self.tasks, self.ahead = [], None
+        wait(tasks)
+        for t in tasks:
+            t.result()
+        return ahead.result() if ahead is not None else None
+
+    def close(self) -> None:
+        if self.helper is not None:
+            self.helper.shutdown(wait=True)
 
 
 class RunningOutput:
@@ -137,9 +186,9 @@ class RunningOutput:
         self._busy = 0
         self._lock = threading.Lock()  # counters and state, shared by the senders
         self._hold_until = 0.0  # a back-off (Retry-After) holds every sender of the output, not one connection
-        self._threads = [threading.Thread(target=self._loop, args=(w,), daemon=True,
-                                          name=f"output-{self.name}" + (f"-{i}" if i else ""))
-                         for i, w in enumerate(self.writers)]
+        names = [f"output-{self.name}" + (f"-{i}" if i else "") for i in range(len(self.writers))]
+        self._threads = [threading.Thread(target=self._loop, args=(w, n), daemon=True, name=n)
+                         for w, n in zip(self.writers, names)]
 
     # --- called by the pipeline ---------------------------------------------------
     def start(self) -> None:
@@ -236,9 +285,10 @@ class RunningOutput:
         return done
 
     # --- the sender ---------------------------------------------------------------
-    def _loop(self, writer: Writer) -> None:
+    def _loop(self, writer: Writer, name: str) -> None:
         failures = 0
         next_hk = time.monotonic() + self.HOUSEKEEPING_EVERY
+        sender = Sender(writer, name)
         try:
             while not self._stopping:
                 if time.monotonic() >= next_hk:
@@ -247,19 +297,27 @@ class RunningOutput:
                         writer.housekeeping()
                     except Exception as e:
                         log.warning("output %s: housekeeping failed: %s", self.name, e)
-                held: list[int] = []
                 try:
-                    failures = self._step(failures, writer, held)
+                    failures = self._step(failures, sender)
                 except Exception as e:  # the buffer's disk (full, I/O error): never let the sender die
                     failures += 1
                     try:
-                        self.buffer.release(list(held))  # its chunks go back first in line for any sender
+                        sender.settle()
+                    except Exception:
+                        pass  # the helper's error is this one's cause or its echo
+                    try:
+                        self.buffer.release(list(sender.held))  # its chunks go back first in line for any sender
                     except Exception:
                         pass  # the next peek finds the damage, or the restart does
-                    self._done_with(held)
+                    self._let_go(sender)
                     self._set_state("buffer_error", f"disk buffer: {type(e).__name__}: {e}")
                     self._pause(backoff(failures, 0.2, 5.0))  # a local disk: space comes back soon
         finally:
+            try:
+                self._hand_back(sender)  # a batch made ready, never sent: first in line at the next start
+            except Exception as e:
+                log.warning("output %s: handing back its batches at stop failed: %s", self.name, e)
+            sender.close()
             self._close(writer.close, "writer")  # in this thread: its handles belong to it (SQLite insists)
 
     def _close(self, close, what: str) -> None:
@@ -268,45 +326,74 @@ class RunningOutput:
         except Exception as e:
             log.warning("output %s: closing its %s failed: %s", self.name, what, e)
 
-    def _done_with(self, held: list[int]) -> None:
-        if held:
-            with self._lock:
-                self._busy -= 1
-                if self._busy == 0:
-                    self._idle.set()
-            held.clear()
-
-    def _pause(self, seconds: float) -> None:
-        """Idle until the time is up or something wakes the sender (new points, a flush, the stop)."""
-        self._wake.wait(seconds)
-        self._wake.clear()
-
-    def _step(self, failures: int, writer: Writer, held: list[int]) -> int:
-        hold = self._hold_until - time.monotonic()
-        if hold > 0:
-            self._pause(hold)
-            return failures
+    def _take(self, sender: Sender) -> Batch:
+        """The oldest chunks no sender holds, packed as they go on the wire when the buffer or writer can."""
+        writer = sender.writer
         with self._lock:  # marked busy before the chunks leave the buffer's count: flush never sees a gap
             if writer.accepts_packed:
                 ids, records, packed = self.buffer.peek_packed(self.batch_size)
             else:
                 (ids, records), packed = self.buffer.peek(self.batch_size), None
             if ids:
-                held.extend(ids)
-                self._busy += 1
-                self._idle.clear()
-        if not ids:
+                if not sender.held:
+                    self._busy += 1
+                    self._idle.clear()
+                sender.held.extend(ids)
+        if ids and packed is None:
+            packed = writer.pack(records)
+        return Batch(ids, records, packed)
+
+    def _let_go(self, sender: Sender, ids: list[int] | None = None) -> None:
+        """The sender holds these chunks (all, without ids) no more."""
+        with self._lock:
+            if not sender.held:
+                return
+            if ids is None:
+                sender.held.clear()
+            else:
+                gone = set(ids)
+                sender.held[:] = [i for i in sender.held if i not in gone]
+            if not sender.held:
+                self._busy -= 1
+                if self._busy == 0:
+                    self._idle.set()
+
+    def _forget(self, sender: Sender, ids: list[int]) -> None:
+        self.buffer.remove(ids)
+        self._let_go(sender, ids)
+
+    def _hand_back(self, sender: Sender) -> None:
+        """Not delivered: everything the sender holds goes back, first in line. A helper's error is raised
+        to the sender's handler, which hands back the same."""
+        sender.settle()
+        self.buffer.release(list(sender.held))
+        self._let_go(sender)
+
+    def _pause(self, seconds: float) -> None:
+        """Idle until the time is up or something wakes the sender (new points, a flush, the stop)."""
+        self._wake.wait(seconds)
+        self._wake.clear()
+
+    def _step(self, failures: int, sender: Sender) -> int:
+        hold = self._hold_until - time.monotonic()
+        if hold > 0:
+            self._pause(hold)
+            return failures
+        batch = sender.settle()
+        if batch is None or not batch.ids:  # none made ready, or made while the buffer was empty
+            batch = self._take(sender)
+        if not batch.ids:
             self._pause(self.flush_interval + random.random() * self.flush_jitter)
             return failures
+        if sender.helper is not None:
+            sender.ahead = sender.later(self._take, sender)
         try:
-            rejected = self._deliver(writer, records, packed)
+            rejected = self._deliver(sender.writer, batch.records, batch.packed)
         except Stopping:
-            self.buffer.release(ids)
-            self._done_with(held)
+            self._hand_back(sender)
             return failures
         except Retry as r:
-            self.buffer.release(ids)
-            self._done_with(held)
+            self._hand_back(sender)
             failures += 1
             with self._lock:
                 self.write_errors += 1
@@ -316,13 +403,15 @@ class RunningOutput:
                 self._hold_until = max(self._hold_until, time.monotonic() + wait)
             self._pause(wait)
             return failures
-        self.buffer.remove(ids)
-        self._done_with(held)
+        if sender.helper is not None:
+            sender.later(self._forget, sender, batch.ids)  # while the next batch is in flight
+        else:
+            self._forget(sender, batch.ids)
         with self._lock:
-            self.sent += len(records) - rejected
+            self.sent += len(batch.records) - rejected
             self.last_success_ns = time.time_ns()
         if rejected:
-            self._set_state("rejecting", f"the destination rejected {rejected} of {len(records)} points "
+            self._set_state("rejecting", f"the destination rejected {rejected} of {len(batch.records)} points "
                                          f"of the last batch ({self._last_rejection})")
         else:
             self._set_state("ok", None)
