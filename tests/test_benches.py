@@ -51,6 +51,7 @@ def test_prometheus_bench_smoke():
     out = bench("prometheus", "--scrapes", "5", "--rows", "600", "--series-gpus", "1")
     assert "aifactory /metrics (its own process)" in out and "CPU per series vs node_exporter" in out
     assert "aifactory remote_write -> VictoriaMetrics" in out and "Prometheus 2.42 ceiling" in out
+    assert "both together" in out and "remote write >= 0.8x of each receiver's ceiling" in out
 
 
 @pytest.mark.services
