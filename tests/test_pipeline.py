@@ -120,3 +120,32 @@ def test_samples_evicted_while_writing_are_not_counted_twice():
     assert q.stop(5)
     assert q.buffer.dropped == 5
     assert [s.fields["i_count"] for s in out.got] == list(range(15))
+
+
+class PipelinedMemWriter(MemWriter):
+    pipelined = True
+
+
+def test_a_memory_buffer_hands_each_batch_out_once_to_a_sender_that_takes_the_next_early():
+    """A pipelined sender takes batch 2 while batch 1 is written: the memory buffer hands out what is not out
+    already, and a failed write gives back both, first in line: every sample once, in order."""
+    out = Mem(fail=1)
+    q = RunningOutput(out.name, PipelinedMemWriter(out), MemoryBuffer(1000, out.name), batch_size=10,
+                      flush_interval=0.05, retry_base=0.01, retry_max=0.05, eager=True)
+    q.append(samples(50))
+    q.start()
+    assert q.flush(10)
+    assert q.stop(5)
+    assert [s.fields["i_count"] for s in out.got] == list(range(50))
+    assert q.write_errors == 1 and len(q.buffer) == 0
+
+
+def test_a_memory_buffer_peeks_past_what_is_out_and_gives_it_back_on_release():
+    buf = MemoryBuffer(100)
+    buf.append(list(range(25)))
+    first, second = buf.peek(10)[1], buf.peek(10)[1]
+    assert first == list(range(10)) and second == list(range(10, 20))
+    buf.release()
+    ids, again = buf.peek(10)
+    assert again == list(range(10))
+    assert buf.remove(ids) == 10 and buf.peek(30)[1] == list(range(10, 25))

@@ -23,6 +23,7 @@ class MemoryBuffer:
         self.path = Path(f"<memory:{name}>")
         self.name = name
         self._q: deque = deque()
+        self._out = 0  # records at the head handed out by peek, not yet removed or released
         self._lock = threading.Lock()
         self.dropped = 0
 
@@ -38,13 +39,16 @@ class MemoryBuffer:
             if over > 0:
                 for _ in range(over):
                     self._q.popleft()
+                self._out = max(0, self._out - over)
                 if self.dropped == 0:
                     log.warning("output %s: queue full (%d samples); dropping the oldest", self.name, self.capacity)
                 self.dropped += over
 
     def peek(self, max_records: int) -> tuple[list[int], list]:
+        """The oldest records not already handed out (a sender may take the next batch while one is written)."""
         with self._lock:
-            batch = [self._q[i] for i in range(min(max_records, len(self._q)))]
+            batch = [self._q[i] for i in range(self._out, min(self._out + max_records, len(self._q)))]
+            self._out += len(batch)
         return [id(r) for r in batch], batch
 
     def peek_packed(self, max_records: int) -> tuple[list[int], list, None]:
@@ -60,10 +64,14 @@ class MemoryBuffer:
             while self._q and id(self._q[0]) in wanted:
                 self._q.popleft()
                 n += 1
+            self._out = max(0, self._out - n)
         return n
 
     def release(self, ids: list[int] | None = None) -> None:
-        """Not written: the batch stays first in line."""
+        """Not written: what was handed out stays first in line (one sender holds it all, and gives it all
+        back)."""
+        with self._lock:
+            self._out = 0
 
     def stats(self) -> dict:
         return {"queue_depth_samples": len(self._q), "queue_capacity_samples": self.capacity,
