@@ -27,7 +27,7 @@ def test_collect_overhead_smoke():
 
 def test_gpu_collect_smoke():
     out = bench("gpu_collect", "--cycles", "5", "--gpus", "2", "--sampler-hz", "20", "--sampler-seconds", "0.5")
-    assert "agent CPU per cycle" in out and "sampler CPU" in out
+    assert "agent CPU per cycle" in out and "sampler CPU" in out and "default alert pack, " in out
 
 
 def test_job_attribution_smoke():
