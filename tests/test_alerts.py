@@ -62,6 +62,21 @@ def test_counter_reset_inside_the_range():
     assert list(evaluate(parse("increase(x.n_total[10s])"), h, T + 3).values()) == [10 + 5 + 10]
 
 
+@pytest.mark.parametrize("expr,at,want", [
+    ("increase(x.n_total[20s])", 40, 20.0),  # the window's both ends inclusive: points at 20, 30, 40
+    ("increase(x.n_total[20s])", 25, 10.0),  # an instant in the past: points at 10 and 20, none after 25
+    ("max_over_time(x.n_total[5s])", 37, None),  # between two points: nothing in the window
+    ("max_over_time(x.n_total[5s])", 34, 30.0),
+    ("min_over_time(x.n_total[9s])", 39, 30.0),
+    ("delta(x.n_total[1h])", 100, 40.0),  # the whole history
+    ("rate(x.n_total[20s])", 5, None),  # before the first point
+])
+def test_range_windows_take_exactly_the_points_inside_them(expr, at, want):
+    h = hist(*[Sample("x", {}, {"n_total": float(v)}, int((T + v) * 1e9)) for v in (0, 10, 20, 30, 40)])
+    got = list(evaluate(parse(expr), h, T + at).values())
+    assert got == ([] if want is None else [want])
+
+
 @pytest.mark.parametrize("bad", ["gpu.", "gpu.temp >", "rate(gpu.x)", "rate(gpu.x[0s])", "sum by (a (x.y)",
                                  "x.y{a=\"1\"", "x.y{a=~\"(\"}", "x.y $ 3", "(x.y"])
 def test_bad_expressions(bad):

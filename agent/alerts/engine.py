@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from itertools import islice
 from pathlib import Path
 
 from agent.logonce import Latch
@@ -99,10 +100,20 @@ class History(Source):
         return out
 
     def window(self, sel: Selector, now: float, seconds: float) -> dict:
+        lo = now - seconds
         out = {}
         for labels, d in self.data.get((sel.measurement, sel.field), {}).items():
-            if sel.matches(dict(labels)):
-                pts = [(t, v) for t, v in d if now - seconds <= t <= now]
+            if not d or d[-1][0] < lo or d[0][0] > now or not sel.matches(dict(labels)):
+                continue
+            # points are in time order: skip the few older than the window (a field is kept for its longest
+            # range plus a minute) and copy the rest in one go; the slow path only for an instant in the past
+            start = 0
+            while d[start][0] < lo:
+                start += 1
+            if d[-1][0] <= now:
+                out[labels] = list(islice(d, start, None))
+            else:
+                pts = [p for p in islice(d, start, None) if p[0] <= now]
                 if pts:
                     out[labels] = pts
         return out

@@ -28,6 +28,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter, lt
 
 import re2
 
@@ -263,7 +264,7 @@ class Source:
 def _range_fn(name: str, points: list[tuple[float, float]]) -> float | None:
     if not points:
         return None
-    values = [v for _, v in points]
+    values = list(map(itemgetter(1), points))
     if name == "avg_over_time":
         return sum(values) / len(values)
     if name == "min_over_time":
@@ -274,9 +275,14 @@ def _range_fn(name: str, points: list[tuple[float, float]]) -> float | None:
         return None
     if name == "delta":
         return values[-1] - values[0]
-    total = 0.0  # rate/increase: a decrease is a counter reset, counted from zero
-    for (_, a), (_, b) in zip(points, points[1:]):
-        total += b - a if b >= a else b
+    # rate/increase: a decrease is a counter reset, counted from zero; without one (nearly always) the total
+    # is last - first, found without a Python-level loop over the window
+    if any(map(lt, values[1:], values)):
+        total = 0.0
+        for a, b in zip(values, values[1:]):
+            total += b - a if b >= a else b
+    else:
+        total = values[-1] - values[0]
     if name == "increase":
         return total
     span = points[-1][0] - points[0][0]
