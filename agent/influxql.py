@@ -7,14 +7,15 @@ Used where the agent reads the fleet back: tokens for rack/facility efficiency o
 from __future__ import annotations
 
 import json
-import ssl
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 from pydantic import Field
 
 from .config import HttpUrl, PositiveDuration, SecretFile, Strict
 from .secrets import basic_auth, read_secret
+from .tls import client_context
 
 
 class InfluxQLOptions(Strict):
@@ -26,6 +27,7 @@ class InfluxQLOptions(Strict):
     token_env: str | None = Field(None, description="environment variable holding the API token")
     timeout: PositiveDuration = Field(5.0, description="per query")
     tls_verify: bool = Field(True, description="verify the server certificate (leave on)")
+    tls_ca_file: Path | None = Field(None, description="CA bundle for a private PKI")
 
 
 class QueryError(Exception):
@@ -42,11 +44,7 @@ class InfluxQL:
         elif opts.username:
             pw = read_secret(f"{where}.password_file", opts.password_file) or ""
             self.headers["Authorization"] = basic_auth(opts.username, pw)
-        self.ctx = None
-        if opts.url.startswith("https") and not opts.tls_verify:
-            self.ctx = ssl.create_default_context()
-            self.ctx.check_hostname = False
-            self.ctx.verify_mode = ssl.CERT_NONE
+        self.ctx = client_context(opts.tls_verify, opts.tls_ca_file) if opts.url.startswith("https") else None
 
     def query(self, q: str) -> list[dict]:
         """The series of the first statement's result: [{"name", "tags", "columns", "values"}]."""

@@ -315,14 +315,22 @@ def free_port_udp() -> int:
     return free_udp_ports(1)[0]
 
 
-def serve_http(handler) -> tuple:
-    """A threaded HTTP server on a free loopback port, serving in a daemon thread: (server, base URL)."""
+def serve_http(handler, tls: tuple[Path, Path, Path] | None = None) -> tuple:
+    """A threaded HTTP server on a free loopback port, serving in a daemon thread: (server, base URL); HTTPS with
+    tls_pair()'s certificate and key."""
+    import ssl
     import threading
     from http.server import ThreadingHTTPServer
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls:
+        httpd.daemon_threads = True
+        httpd.handle_error = lambda *a: None  # a client refusing the certificate (or giving up) is the test
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(tls[1]), str(tls[2]))
+        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+    return httpd, f"{'https' if tls else 'http'}://127.0.0.1:{httpd.server_address[1]}"
 
 
 def tls_pair(root: Path) -> tuple[Path, Path, Path]:
@@ -412,9 +420,6 @@ def serve_bmc(mockup: Path, tls: tuple[Path, Path, Path], user: str = "monitor",
     Returns (server, url, state); state counts logins, logouts and requests, and `expire()` drops sessions."""
     import base64
     import secrets
-    import ssl
-    import threading
-    from http.server import ThreadingHTTPServer
 
     from sushy_tools.static import main as sushy
 
@@ -527,14 +532,8 @@ def serve_bmc(mockup: Path, tls: tuple[Path, Path, Path], user: str = "monitor",
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    httpd.handle_error = lambda *a: None  # a client that gave up on a slow answer is the point of the test
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(str(tls[1]), str(tls[2]))
-    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd, f"https://127.0.0.1:{httpd.server_address[1]}", state
+    httpd, url = serve_http(Handler, tls)  # its errors unsaid: a client giving up on a slow answer is the point
+    return httpd, url, state
 
 
 class Slurm:

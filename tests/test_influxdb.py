@@ -23,7 +23,7 @@ from agent.registry import Registry
 from agent.scheduler import Agent
 
 from . import plugins
-from .services import Influxd, serve_http
+from .services import Influxd, serve_http, tls_pair
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_790_000_000_000_000_000
@@ -436,3 +436,38 @@ def test_newlines_non_utf8_text_big_integers_and_empty_keys_lose_only_their_fiel
     assert got["a"]["note"] == "line one\nline two" and got["b"]["v"] == 2.0 and got["b"].get("name") is None
     assert got["c"]["big"] == 2**63 - 1 and got["c"]["small"] == -(2**63) and got["d"]["label"] == "t\ufffdg"
     assert out.sent == 4
+
+
+class V1Query(http.server.BaseHTTPRequestHandler):
+    """InfluxDB 1.x's /query answer for one statement (the shape its HTTP API documents)."""
+
+    def do_GET(self):  # noqa: N802
+        body = json.dumps({"results": [{"statement_id": 0, "series": [
+            {"name": "alerts", "tags": {"host": "n1"}, "columns": ["time", "state"],
+             "values": [[1765000000000000000, "firing"]]}]}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+def test_influxql_over_https_verifies_the_server_against_the_configured_ca(tmp_path):
+    """The fleet queries (efficiency's rack and facility scopes, alerts --fleet) trust a private PKI through
+    tls_ca_file; without it the certificate is refused, never accepted silently."""
+    from agent.influxql import InfluxQL, InfluxQLOptions, QueryError
+
+    tls = tls_pair(tmp_path / "pki")
+    httpd, url = serve_http(V1Query, tls)
+    try:
+        series = InfluxQL(InfluxQLOptions(url=url, database="d", tls_ca_file=tls[0])).query("SELECT 1")
+        assert series[0]["tags"] == {"host": "n1"} and series[0]["values"][0][1] == "firing"
+        with pytest.raises(QueryError, match="CERTIFICATE_VERIFY_FAILED"):
+            InfluxQL(InfluxQLOptions(url=url, database="d")).query("SELECT 1")
+        assert InfluxQL(InfluxQLOptions(url=url, database="d", tls_verify=False)).query("SELECT 1") == series
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Lowest first: a module may import its own layer and the layers below, never above.
 LAYERS = [
     ("base", ["agent", "agent.units", "agent.model", "agent.logonce", "agent.secretfile", "agent.state",
-              "agent.sdnotify", "agent.backoff", "agent.dashboards.model", "agent.prom"]),
+              "agent.sdnotify", "agent.backoff", "agent.dashboards.model", "agent.prom", "agent.tls"]),
     ("config", ["agent.config", "agent.secrets", "agent.bus", "agent.influxql"]),
     ("parts", ["agent.collector", "agent.selfmetrics", "agent.alerts", "agent.pipeline", "agent.outputs",
                "agent.runner", "agent.dashboards"]),

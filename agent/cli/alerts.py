@@ -133,7 +133,7 @@ def fleet_alerts(args, config: Config) -> int:
             "password_file": args.password_file or (out.password_file if out else None),
             "token_file": args.token_file or (out.token_file if out else None),
             "token_env": None if (args.token_file or args.password_file) else (out.token_env if out else None),
-            "tls_verify": out.tls_verify if out else True}
+            "tls_verify": out.tls_verify if out else True, "tls_ca_file": out.tls_ca_file if out else None}
     if not opts["url"] or not opts["database"]:
         print("aifactory: --fleet needs an InfluxDB: --url and --database, or an influxdb output in the config",
               file=sys.stderr)

@@ -4,11 +4,11 @@ unless told otherwise, a transport failure raised as TransportError, the answer'
 from __future__ import annotations
 
 import http.client
-import ssl
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ..tls import client_context
 from .running import TransportError
 
 RETRY_AFTER_MAX = 600.0
@@ -37,14 +37,6 @@ def retry_after(value: str | None) -> float | None:
             return None
 
 
-def ssl_context(verify: bool, ca_file: Path | None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    if not verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 class Poster:
     def __init__(self, url: str, timeout: float, tls_verify: bool = True, tls_ca_file: Path | None = None) -> None:
         u = urlsplit(url)
@@ -52,7 +44,7 @@ class Poster:
         self.host = u.hostname or "localhost"
         self.port = u.port or (443 if self.https else 80)
         self.timeout = timeout
-        self.ctx = ssl_context(tls_verify, tls_ca_file) if self.https else None
+        self.ctx = client_context(tls_verify, tls_ca_file) if self.https else None
         self.conn: http.client.HTTPConnection | None = None
 
     def _connect(self) -> http.client.HTTPConnection:
