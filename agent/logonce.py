@@ -6,9 +6,10 @@ import logging
 
 
 class Latch:
-    def __init__(self, logger: logging.Logger) -> None:
+    def __init__(self, logger: logging.Logger, unknown: str | None = None) -> None:
         self.log = logger
-        self.error: str | None = None  # the cause while failing, None while well
+        # the cause while failing, None while well; `unknown` (not polled yet, say): the first success is said too
+        self.error: str | None = unknown
 
     def failed(self, cause: str, msg: str, *args, level: int = logging.ERROR) -> None:
         if cause != self.error:

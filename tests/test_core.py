@@ -457,3 +457,24 @@ def test_every_collector_that_reads_the_bus_declares_what_it_reads():
                 if owner.get(read) not in (None, kind) and read not in cls.consumes:
                     missing.append((kind, read, owner[read]))
     assert missing == []
+
+
+@pytest.mark.parametrize("unknown,events,said", [
+    (None, ["ok", "ok"], []),  # well from the start: nothing to say
+    (None, ["a", "a", "b", "ok", "ok", "a"], ["failed a", "failed b", "recovered", "failed a"]),
+    ("not polled yet", ["ok", "ok"], ["recovered"]),  # the first success is said once
+    ("not polled yet", ["a", "ok"], ["failed a", "recovered"]),
+])
+def test_a_latch_says_each_new_cause_and_each_recovery_once(unknown, events, said, caplog):
+    import logging
+
+    from agent.logonce import Latch
+
+    latch = Latch(logging.getLogger("latch-test"), unknown=unknown)
+    with caplog.at_level(logging.INFO, logger="latch-test"):
+        for e in events:
+            if e == "ok":
+                latch.recovered("recovered")
+            else:
+                latch.failed(e, "failed %s", e)
+    assert [r.getMessage() for r in caplog.records] == said

@@ -225,6 +225,29 @@ def test_a_matched_profile_with_no_readings_is_a_state_said_once(snmpsim, caplog
     assert len(said) == 1 and said[0].levelno == logging.WARNING
 
 
+def test_a_device_is_said_when_it_first_reads_and_a_dead_one_once_over_many_polls(snmpsim, caplog):
+    import logging
+
+    col = SnmpCollector(SnmpOptions(devices=[
+        {"name": "pdu-a", "host": "127.0.0.1", "port": snmpsim.port, "community": "apc-rpdu2"},
+        {"name": "gone", "host": "127.0.0.1", "port": free_port_udp(), "community": "x", "timeout": 0.3,
+         "retries": 0}]), Context("snmp"))
+
+    async def go():
+        for _ in range(3):
+            await col.collect(Accumulator(1, {"host": "poller1"}))
+
+    try:
+        with caplog.at_level(logging.INFO, logger="collectors.snmp"):
+            asyncio.run(go())
+    finally:
+        col.close()
+    said = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert [m for _, m in said if "pdu-a" in m] == ["snmp device pdu-a (127.0.0.1): polling with profile apc-rpdu2"]
+    (gone,) = [(lv, m) for lv, m in said if "gone" in m]
+    assert gone[0] == logging.ERROR and "no response from" in gone[1]
+
+
 def test_probe_of_a_device_that_gives_nothing_exits_3_and_says_what_was_silent(snmpsim):
     r = subprocess.run([sys.executable, "-m", "agent", "snmp", "probe", f"127.0.0.1:{snmpsim.port}",
                         "--community", "apc-rpdu2-empty", "--json"], cwd=ROOT, capture_output=True, text=True,

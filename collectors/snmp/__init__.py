@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from agent.collector import Collector, NotPresent
 from agent.config import CollectorOptions, Host, PositiveDuration, SecretFile, Strict
+from agent.logonce import Latch
 from agent.model import Accumulator, Kind, Metric
 from agent.secrets import read_secret
 from collectors.common.energy import EnergyCounters
@@ -133,8 +134,7 @@ class Device:
         self.opts = opts
         self.creds = creds
         self.profile: Profile | None = None
-        self.state = "new"
-        self.last_error: str | None = None
+        self.latch = Latch(log, unknown="not polled yet")  # the first poll that reads, each new cause, recovery
         # Tables this device does not have (a walk found nothing): skipped, re-checked every RECHECK polls.
         self.absent: dict[str, int] = {}
 
@@ -268,15 +268,12 @@ class SnmpCollector(Collector):
             ok, error = False, f"{type(e).__name__}: {e}"
             readings = []
         state = "down" if not ok else ("empty" if error else "up")
-        if state != dev.state or error != dev.last_error:
-            if state == "up":
-                log.info("snmp device %s (%s): polling with profile %s", dev.opts.name, dev.opts.host,
-                         dev.profile.name if dev.profile else "?")
-            elif state == "empty":
-                log.warning("snmp device %s (%s): %s", dev.opts.name, dev.opts.host, error)
-            else:
-                log.error("snmp device %s (%s:%d): %s", dev.opts.name, dev.opts.host, dev.opts.port, error)
-        dev.state, dev.last_error = state, error
+        if error is None:
+            dev.latch.recovered("snmp device %s (%s): polling with profile %s", dev.opts.name, dev.opts.host,
+                                dev.profile.name if dev.profile else "?")
+        else:
+            dev.latch.failed(error, "snmp device %s (%s:%d): %s", dev.opts.name, dev.opts.host, dev.opts.port, error,
+                             level=logging.WARNING if state == "empty" else logging.ERROR)
         dtags = {**tags, "profile": dev.profile.name if dev.profile else "unknown"}
         acc.add("snmp_device", {"up": ok, "state": state, "poll_duration_seconds": round(time.perf_counter() - t0, 6),
                                 "readings": len(readings), "error": error}, dtags)
